@@ -1,0 +1,214 @@
+//! The `chordnet` command line.
+
+use std::io::IsTerminal;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use chordnet::sim::scenario::{JoinMode, Progress, Report, Scenario};
+
+#[derive(Parser)]
+#[command(
+    name = "chordnet",
+    version,
+    about = "A peer-to-peer file-sharing network on Chord"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a deterministic simulation of a Chord ring and print a report.
+    Sim(SimArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum JoinArg {
+    Concurrent,
+    Sequential,
+}
+
+#[derive(clap::Args)]
+struct SimArgs {
+    /// Number of nodes in the initial ring.
+    #[arg(long, default_value_t = 1024)]
+    nodes: usize,
+    /// Number of measured lookups (random keys from random nodes).
+    #[arg(long, default_value_t = 10_000)]
+    lookups: usize,
+    /// Seed: one seed gives one exact run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Successor list length r.
+    #[arg(long, default_value_t = 4)]
+    successors: usize,
+    /// Crash this fraction of the nodes at once after convergence (0..1), then repair.
+    #[arg(long, default_value_t = 0.0)]
+    fail_fraction: f64,
+    /// Joins plus crashes per stabilization period while the lookups run.
+    #[arg(long, default_value_t = 0.0)]
+    churn_rate: f64,
+    /// How the initial nodes join the bootstrap node.
+    #[arg(long, value_enum, default_value_t = JoinArg::Concurrent)]
+    join: JoinArg,
+    /// Probability that a message is lost (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// Stabilization periods over which the measured lookups are spread.
+    #[arg(long, default_value_t = 20)]
+    lookup_rounds: u64,
+    /// Bound on the rounds any convergence phase may take.
+    #[arg(long, default_value_t = 5_000)]
+    max_rounds: u64,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Sim(args) => run_sim(args),
+    }
+}
+
+fn run_sim(args: SimArgs) -> anyhow::Result<()> {
+    if args.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    if args.successors == 0 {
+        bail!("--successors must be at least 1");
+    }
+    for (name, value) in [
+        ("--fail-fraction", args.fail_fraction),
+        ("--loss", args.loss),
+    ] {
+        if !(0.0..1.0).contains(&value) {
+            bail!("{name} must be in [0, 1), got {value}");
+        }
+    }
+    if !(args.churn_rate >= 0.0 && args.churn_rate.is_finite()) {
+        bail!(
+            "--churn-rate must be a non-negative number, got {}",
+            args.churn_rate
+        );
+    }
+    let scenario = Scenario {
+        nodes: args.nodes,
+        lookups: args.lookups,
+        seed: args.seed,
+        successors: args.successors,
+        fail_fraction: args.fail_fraction,
+        churn_rate: args.churn_rate,
+        join: match args.join {
+            JoinArg::Concurrent => JoinMode::Concurrent,
+            JoinArg::Sequential => JoinMode::Sequential,
+        },
+        loss: args.loss,
+        lookup_rounds: args.lookup_rounds,
+        max_rounds: args.max_rounds,
+    };
+
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {prefix:>9} [{bar:40}] {pos}/{len} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar
+    });
+    let mut on_progress = |p: Progress| {
+        if let Some(bar) = &bar {
+            bar.set_prefix(p.phase);
+            bar.set_length(p.total);
+            bar.set_position(p.done);
+        }
+    };
+    let report = scenario.run(&mut on_progress);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+
+    if args.json {
+        let json = serde_json::to_string(&report).context("serializing the report")?;
+        println!("{json}");
+    } else {
+        print!("{}", human_report(&report));
+    }
+    Ok(())
+}
+
+fn human_report(r: &Report) -> String {
+    let opt = |v: Option<u64>| v.map_or_else(|| "did not converge".to_string(), |v| v.to_string());
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<34} {v}\n"));
+    line(
+        "scenario",
+        format!(
+            "{} nodes, r = {}, {:?} joins, seed {}",
+            r.nodes, r.successors, r.join, r.seed
+        ),
+    );
+    line("rounds to converge", opt(r.converge_rounds));
+    line(
+        "fingers",
+        format!(
+            "{:.2}% right after {} more rounds",
+            100.0 * r.finger_accuracy,
+            r.finger_rounds
+        ),
+    );
+    if r.crashed > 0 {
+        line("crashed at once", r.crashed.to_string());
+        line(
+            "lookups during repair",
+            format!(
+                "{} issued, {:.2}% correct",
+                r.repair_lookups,
+                100.0 * r.repair_lookup_success_rate.unwrap_or(0.0)
+            ),
+        );
+        line("rounds to repair", opt(r.repair_rounds));
+    }
+    if r.churn_events > 0 {
+        line("churn events", r.churn_events.to_string());
+        line(
+            "rounds to settle after churn",
+            opt(r.post_churn_converge_rounds),
+        );
+    }
+    line(
+        "lookups",
+        format!(
+            "{} issued, {:.3}% correct ({} wrong node, {} failed)",
+            r.lookups,
+            100.0 * r.lookup_success_rate,
+            r.lookups_wrong,
+            r.lookups_failed
+        ),
+    );
+    line(
+        "hops mean / p50 / p99 / max",
+        format!(
+            "{:.3} / {} / {} / {}   (½·log2 N = {:.3})",
+            r.hops_mean, r.hops_p50, r.hops_p99, r.hops_max, r.hops_expected
+        ),
+    );
+    line(
+        "lookup latency (virtual)",
+        format!("{:.1} ms mean", r.lookup_latency_ms_mean),
+    );
+    line(
+        "messages per node per second",
+        format!("{:.2}", r.messages_per_node_per_second),
+    );
+    line("live nodes at the end", r.live_nodes.to_string());
+    line("invariants hold at the end", r.converged.to_string());
+    line("simulated time", format!("{:.1} s", r.sim_seconds));
+    line("wall time", format!("{:.2} s", r.wall_seconds));
+    out
+}

@@ -1,0 +1,187 @@
+//! Iterative lookups: the asking node contacts every hop itself, so it can count hops, record the
+//! path, and route around a hop that does not answer.
+
+use serde::{Deserialize, Serialize};
+
+use super::message::{Address, Peer};
+use crate::id::Id;
+
+/// Handle of a lookup started on a node; reported back in [`super::Output::LookupDone`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LookupId(pub u64);
+
+/// How many times one lookup may try a peer that did not answer.
+const ATTEMPTS_PER_PEER: u8 = 2;
+
+/// Upper bound on answered hops; a correct ring needs about log2 N.
+pub const MAX_HOPS: u32 = 2 * crate::id::BITS as u32;
+
+/// A finished lookup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookupResult {
+    /// The identifier looked up.
+    pub target: Id,
+    /// The peer responsible for `target` (its successor).
+    pub node: Peer,
+    /// The peers after `node` in its predecessor's successor list: where replicas live.
+    pub successors: Vec<Peer>,
+    /// Number of remote peers that answered on the way.
+    pub hops: u32,
+    /// The peers that answered, in order.
+    pub path: Vec<Peer>,
+    /// Hops that did not answer and were routed around.
+    pub timeouts: u32,
+}
+
+/// Why a lookup failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "error", rename_all = "snake_case")]
+pub enum LookupError {
+    #[error("this node is not a ring member")]
+    NotMember,
+    #[error("no live route towards the target after {hops} hops and {timeouts} timeouts")]
+    NoRoute { hops: u32, timeouts: u32 },
+    #[error("lookup exceeded {MAX_HOPS} hops")]
+    TooManyHops,
+    #[error("the bootstrap peer refused: {0}")]
+    Rejected(String),
+}
+
+/// What a lookup is for: the node reacts differently when it completes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Purpose {
+    /// Asked for by the node's user (the API, the file layer, a simulator workload).
+    User,
+    /// Finding this node's successor while joining.
+    Join,
+    /// Refreshing finger `i`.
+    Finger(usize),
+    /// Looking our own successor up through the ring, to find a closer one.
+    Successor,
+}
+
+/// An in-flight lookup.
+pub(super) struct Lookup {
+    pub target: Id,
+    pub purpose: Purpose,
+    pub hops: u32,
+    pub timeouts: u32,
+    pub path: Vec<Peer>,
+    /// Known peers in (last answered hop, target), farthest from the target first, so that
+    /// `pop` yields the closest. Older, farther candidates stay behind as fall-backs.
+    candidates: Vec<Peer>,
+    /// The last peer that answered; every further hop must lie strictly between it and target.
+    last_answered: Option<Id>,
+    /// Peers that did not answer during this lookup, with how often. A lost message is not a
+    /// dead peer: a peer is offered again until it failed [`ATTEMPTS_PER_PEER`] times.
+    failed: Vec<(Id, u8)>,
+}
+
+impl Lookup {
+    pub fn new(target: Id, purpose: Purpose, origin: Id) -> Lookup {
+        Lookup {
+            target,
+            purpose,
+            hops: 0,
+            timeouts: 0,
+            path: Vec::new(),
+            candidates: Vec::new(),
+            last_answered: Some(origin),
+            failed: Vec::new(),
+        }
+    }
+
+    /// A lookup that starts from a peer known only by address (the join bootstrap).
+    pub fn from_bootstrap(target: Id, purpose: Purpose) -> Lookup {
+        Lookup {
+            last_answered: None,
+            ..Lookup::new(target, purpose, Id::ZERO)
+        }
+    }
+
+    /// Records an answering hop and the candidates it offered.
+    pub fn answered(&mut self, by: Peer, candidates: Vec<Peer>) {
+        self.hops += 1;
+        self.last_answered = Some(by.id);
+        self.path.push(by);
+        self.add_candidates(candidates);
+    }
+
+    /// Adds candidates (from the local node or a hop), keeping only those that make progress.
+    pub fn add_candidates(&mut self, candidates: Vec<Peer>) {
+        let target = self.target;
+        if let Some(last) = self.last_answered {
+            self.candidates.retain(|c| c.id.in_open(last, target));
+        }
+        for c in candidates {
+            let progresses = match self.last_answered {
+                Some(last) => c.id.in_open(last, target),
+                None => true,
+            };
+            if progresses
+                && !self
+                    .failed
+                    .iter()
+                    .any(|(id, n)| *id == c.id && *n >= ATTEMPTS_PER_PEER)
+                && !self.candidates.iter().any(|k| k.id == c.id)
+            {
+                self.candidates.push(c);
+            }
+        }
+        // Farthest from the target first; `pop` takes the closest.
+        self.candidates
+            .sort_by_key(|c| std::cmp::Reverse(c.id.distance_to(target)));
+    }
+
+    /// The hop to ask next, if any is left.
+    pub fn next_hop(&mut self) -> Option<Peer> {
+        self.candidates.pop()
+    }
+
+    /// Records a hop that did not answer.
+    pub fn hop_failed(&mut self, id: Option<Id>) {
+        self.timeouts += 1;
+        if let Some(id) = id {
+            match self.failed.iter_mut().find(|(f, _)| *f == id) {
+                Some((_, n)) => *n += 1,
+                None => self.failed.push((id, 1)),
+            }
+        }
+    }
+}
+
+/// The request a lookup step is waiting for: which lookup, and whom it asked.
+#[derive(Clone, Debug)]
+pub(super) struct Step {
+    pub lookup: LookupId,
+    pub to: Address,
+    pub to_id: Option<Id>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(n: u128) -> Peer {
+        Peer::new(Id::from_parts(0, n), Address::new(format!("p{n}")))
+    }
+
+    #[test]
+    fn candidates_only_make_progress_and_closest_comes_first() {
+        let mut l = Lookup::new(Id::from_parts(0, 100), Purpose::User, Id::from_parts(0, 10));
+        l.add_candidates(vec![peer(50), peer(5), peer(90), peer(150), peer(90)]);
+        assert_eq!(l.next_hop(), Some(peer(90)));
+        l.hop_failed(Some(peer(90).id));
+        assert_eq!(l.next_hop(), Some(peer(50)));
+        l.answered(peer(50), vec![peer(60), peer(90), peer(40)]);
+        // 90 failed once: a lost message, maybe; it gets a second chance.
+        assert_eq!(l.next_hop(), Some(peer(90)));
+        l.hop_failed(Some(peer(90).id));
+        assert_eq!(l.next_hop(), Some(peer(60)));
+        assert_eq!(l.next_hop(), None);
+        l.answered(peer(60), vec![peer(90), peer(70)]);
+        // Twice is dead for this lookup.
+        assert_eq!(l.next_hop(), Some(peer(70)));
+        assert_eq!((l.hops, l.timeouts), (2, 2));
+    }
+}

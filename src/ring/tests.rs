@@ -1,0 +1,336 @@
+//! Unit tests of the node state machine with a tiny synchronous network: every request is
+//! delivered at once, in order, and answered (or failed, for a dead node) before the next one.
+
+use std::collections::VecDeque;
+
+use super::*;
+
+struct Net {
+    nodes: Vec<Node>,
+    dead: Vec<bool>,
+    done: Vec<(usize, Result<LookupResult, LookupError>)>,
+    events: Vec<(usize, RingEvent)>,
+}
+
+impl Net {
+    fn new(n: usize, r: usize) -> Net {
+        let config = RingConfig {
+            successors: r,
+            ..RingConfig::default()
+        };
+        Net {
+            nodes: (0..n)
+                .map(|i| Node::new(Peer::from_address(format!("node{i}:7000")), config.clone()))
+                .collect(),
+            dead: vec![false; n],
+            done: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn index(&self, address: &Address) -> Option<usize> {
+        self.nodes.iter().position(|n| &n.me().address == address)
+    }
+
+    /// Delivers messages until nobody has anything left to say.
+    fn settle(&mut self) {
+        let mut queue: VecDeque<(usize, Output)> = VecDeque::new();
+        loop {
+            for (i, node) in self.nodes.iter_mut().enumerate() {
+                let mut out = Vec::new();
+                node.drain_outputs(&mut out);
+                queue.extend(out.into_iter().map(|o| (i, o)));
+            }
+            let Some((from, output)) = queue.pop_front() else {
+                return;
+            };
+            match output {
+                Output::Send {
+                    request,
+                    to,
+                    message,
+                } => match self.index(&to) {
+                    Some(t) if !self.dead[t] => {
+                        let response = self.nodes[t].handle_request(message);
+                        self.nodes[from].handle_response(request, response);
+                    }
+                    _ => self.nodes[from].handle_failure(request),
+                },
+                Output::LookupDone { outcome, .. } => self.done.push((from, outcome)),
+                Output::Event(e) => self.events.push((from, e)),
+            }
+        }
+    }
+
+    fn round(&mut self) {
+        for timer in [Timer::Stabilize, Timer::CheckPredecessor, Timer::FixFingers] {
+            for i in 0..self.nodes.len() {
+                if !self.dead[i] {
+                    self.nodes[i].tick(timer);
+                    self.settle();
+                }
+            }
+        }
+    }
+
+    fn live_sorted(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| !self.dead[i] && self.nodes[i].membership() == Membership::Member)
+            .collect();
+        v.sort_by_key(|&i| self.nodes[i].id());
+        v
+    }
+
+    /// Every live member's successor and predecessor are the true ones.
+    fn ring_is_correct(&self) -> bool {
+        let order = self.live_sorted();
+        let n = order.len();
+        order.iter().enumerate().all(|(k, &i)| {
+            let next = self.nodes[order[(k + 1) % n]].id();
+            let prev = self.nodes[order[(k + n - 1) % n]].id();
+            let node = &self.nodes[i];
+            node.successor().map(|p| p.id) == Some(next)
+                && node.predecessor().map(|p| p.id) == Some(prev)
+        })
+    }
+
+    fn lookup(&mut self, from: usize, target: Id) -> Result<LookupResult, LookupError> {
+        self.done.clear();
+        self.nodes[from].lookup(target);
+        self.settle();
+        self.done.pop().map(|(_, r)| r).expect("lookup finished")
+    }
+
+    fn true_successor(&self, target: Id) -> Id {
+        let order = self.live_sorted();
+        order
+            .iter()
+            .map(|&i| self.nodes[i].id())
+            .find(|id| *id >= target)
+            .unwrap_or_else(|| self.nodes[order[0]].id())
+    }
+}
+
+fn build(n: usize, r: usize) -> Net {
+    let mut net = Net::new(n, r);
+    net.nodes[0].create(RingId(42)).unwrap();
+    for i in 1..n {
+        let bootstrap = net.nodes[0].me().address.clone();
+        net.nodes[i].join(bootstrap).unwrap();
+        net.settle();
+    }
+    for _ in 0..(3 * n + 10) {
+        net.round();
+    }
+    net
+}
+
+#[test]
+fn a_lone_node_owns_everything() {
+    let mut net = build(1, 4);
+    let node = &net.nodes[0];
+    assert_eq!(node.membership(), Membership::Member);
+    assert_eq!(node.successors(), &[node.me().clone()]);
+    assert_eq!(node.predecessor(), Some(node.me()));
+    assert!(node.readiness().is_empty(), "{:?}", node.readiness());
+    assert_eq!(node.ring_size_estimate(), 1.0);
+    let r = net.lookup(0, Id::hash("anything")).unwrap();
+    assert_eq!((r.node.id, r.hops), (net.nodes[0].id(), 0));
+}
+
+#[test]
+fn rings_smaller_than_r_close_on_themselves() {
+    for n in [2, 3, 5] {
+        let net = build(n, 8);
+        assert!(net.ring_is_correct(), "{n} nodes");
+        for node in &net.nodes {
+            // The list runs once around the ring and stops at the node itself.
+            assert_eq!(node.successors().len(), n, "{n} nodes");
+            assert_eq!(node.successors().last().map(|p| p.id), Some(node.id()));
+            assert!(node.readiness().is_empty(), "{:?}", node.readiness());
+            assert_eq!(node.ring_size_estimate(), n as f64);
+        }
+    }
+}
+
+#[test]
+fn lookups_return_the_true_successor() {
+    let mut net = build(12, 4);
+    assert!(net.ring_is_correct());
+    for k in 0..200u32 {
+        let target = Id::hash(k.to_be_bytes());
+        let from = (k as usize) % 12;
+        let r = net.lookup(from, target).unwrap();
+        assert_eq!(r.node.id, net.true_successor(target), "key {k}");
+        assert_eq!(r.path.len() as u32, r.hops);
+        assert!(r.hops <= 4, "{} hops in a 12-node ring", r.hops);
+    }
+}
+
+#[test]
+fn lookups_route_around_a_dead_hop_and_the_ring_repairs() {
+    let mut net = build(16, 4);
+    let victim = net.live_sorted()[5];
+    net.dead[victim] = true;
+    // Before repair, lookups may time out on the victim but still reach an answer.
+    let mut timeouts = 0;
+    for k in 0..100u32 {
+        let from = (k as usize) % 16;
+        if from == victim {
+            continue;
+        }
+        if let Ok(r) = net.lookup(from, Id::hash(k.to_be_bytes())) {
+            timeouts += r.timeouts;
+            assert!(r.path.iter().all(|p| p.id != net.nodes[victim].id()));
+        }
+    }
+    assert!(timeouts > 0, "no lookup ever tried the dead hop");
+    for _ in 0..5 {
+        net.round();
+    }
+    assert!(net.ring_is_correct());
+    let events = net.events.iter().filter(
+        |(_, e)| matches!(e, RingEvent::PeerFailed { peer } if peer.id == net.nodes[victim].id()),
+    );
+    assert!(
+        events.count() >= 2,
+        "predecessor and successor both noticed"
+    );
+}
+
+#[test]
+fn graceful_leave_closes_the_ring_at_once() {
+    let mut net = build(8, 4);
+    let leaver = net.live_sorted()[3];
+    net.nodes[leaver].leave();
+    net.settle();
+    assert_eq!(net.nodes[leaver].membership(), Membership::Left);
+    assert!(net.nodes[leaver].successors().is_empty());
+    // No stabilization round needed: the neighbours were told.
+    assert!(net.ring_is_correct());
+    assert!(
+        net.events
+            .iter()
+            .any(|(_, e)| matches!(e, RingEvent::PeerLeft { .. }))
+    );
+    // A node that left can join again.
+    let other = net.live_sorted()[0];
+    let bootstrap = net.nodes[other].me().address.clone();
+    net.nodes[leaver].join(bootstrap).unwrap();
+    net.settle();
+    for _ in 0..10 {
+        net.round();
+    }
+    assert!(net.ring_is_correct());
+    assert_eq!(net.live_sorted().len(), 8);
+}
+
+#[test]
+fn the_last_two_nodes_can_leave() {
+    let mut net = build(2, 4);
+    net.nodes[1].leave();
+    net.settle();
+    assert!(net.ring_is_correct());
+    assert_eq!(net.nodes[0].successors(), &[net.nodes[0].me().clone()]);
+    net.nodes[0].leave();
+    net.settle();
+    assert_eq!(net.nodes[0].membership(), Membership::Left);
+}
+
+#[test]
+fn requests_from_another_ring_or_to_a_non_member_are_rejected() {
+    let mut a = Node::new(Peer::from_address("a:1"), RingConfig::default());
+    let b = Peer::from_address("b:1");
+    let ask = |ring_id| RequestEnvelope {
+        ring_id,
+        from: b.clone(),
+        body: Request::Ping,
+    };
+    assert_eq!(
+        a.handle_request(ask(None)).body,
+        Response::Rejected {
+            reason: Rejection::NotMember
+        }
+    );
+    a.create(RingId(1)).unwrap();
+    assert_eq!(
+        a.handle_request(ask(Some(RingId(2)))).body,
+        Response::Rejected {
+            reason: Rejection::WrongRing { ring_id: RingId(1) }
+        }
+    );
+    assert_eq!(a.handle_request(ask(Some(RingId(1)))).body, Response::Ack);
+    assert_eq!(a.create(RingId(3)), Err(CommandError::AlreadyMember));
+    assert_eq!(
+        a.join(Address::new("x:1")),
+        Err(CommandError::AlreadyMember)
+    );
+}
+
+#[test]
+fn join_fails_cleanly_when_the_bootstrap_is_dead_or_the_id_is_taken() {
+    let mut net = Net::new(3, 4);
+    net.dead[1] = true;
+    let bootstrap = net.nodes[1].me().address.clone();
+    net.nodes[0].join(bootstrap).unwrap();
+    net.settle();
+    assert_eq!(net.nodes[0].membership(), Membership::Idle);
+    assert!(
+        net.events
+            .iter()
+            .any(|(i, e)| *i == 0 && matches!(e, RingEvent::JoinFailed { .. }))
+    );
+
+    // Same id, different address: refused.
+    let mut net = build(3, 4);
+    let taken = net.nodes[2].id();
+    net.nodes.push(Node::new(
+        Peer::new(taken, Address::new("impostor:1")),
+        RingConfig::default(),
+    ));
+    net.dead.push(false);
+    let bootstrap = net.nodes[0].me().address.clone();
+    net.nodes[3].join(bootstrap).unwrap();
+    net.settle();
+    assert_eq!(net.nodes[3].membership(), Membership::Idle);
+    let reason = net.events.iter().find_map(|(i, e)| match e {
+        RingEvent::JoinFailed { reason } if *i == 3 => Some(reason.clone()),
+        _ => None,
+    });
+    assert!(reason.is_some_and(|r| r.contains("already used")));
+}
+
+#[test]
+fn readiness_explains_itself() {
+    let mut net = Net::new(2, 4);
+    assert_eq!(net.nodes[0].readiness(), vec![NotReady::NotMember]);
+    net.nodes[0].create(RingId(5)).unwrap();
+    assert_eq!(net.nodes[0].readiness(), vec![NotReady::NotStabilized]);
+    let bootstrap = net.nodes[0].me().address.clone();
+    net.nodes[1].join(bootstrap).unwrap();
+    net.settle();
+    let reasons = net.nodes[1].readiness();
+    assert!(reasons.contains(&NotReady::NoPredecessor), "{reasons:?}");
+    assert!(reasons.contains(&NotReady::NotStabilized), "{reasons:?}");
+    for _ in 0..3 {
+        net.round();
+    }
+    assert!(net.nodes[1].readiness().is_empty());
+    net.nodes[1].leave();
+    assert_eq!(net.nodes[1].readiness(), vec![NotReady::Leaving]);
+}
+
+#[test]
+fn lookups_on_a_non_member_fail_at_once() {
+    let mut node = Node::new(Peer::from_address("a:1"), RingConfig::default());
+    let id = node.lookup(Id::ZERO);
+    let mut out = Vec::new();
+    node.drain_outputs(&mut out);
+    assert_eq!(
+        out,
+        vec![Output::LookupDone {
+            lookup: id,
+            outcome: Err(LookupError::NotMember)
+        }]
+    );
+}
