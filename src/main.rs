@@ -204,7 +204,10 @@ fn human_report(r: &Report) -> String {
     );
     line(
         "messages per node per second",
-        format!("{:.2}", r.messages_per_node_per_second),
+        format!(
+            "{:.2} during lookups, {:.2} idle (maintenance)",
+            r.messages_per_node_per_second, r.maintenance_messages_per_node_per_second
+        ),
     );
     line("live nodes at the end", r.live_nodes.to_string());
     line("invariants hold at the end", r.converged.to_string());

@@ -9,6 +9,16 @@ use super::check::{check_ring, finger_accuracy};
 use super::{LookupRecord, Micros, NodeIndex, Rng, Sim, SimConfig};
 use crate::ring::{Membership, RingConfig};
 
+/// Idle periods over which the maintenance message rate is measured.
+const IDLE_ROUNDS: u64 = 4;
+
+fn per_node_per_second(messages: u64, nodes: usize, elapsed: Micros) -> f64 {
+    if nodes == 0 || elapsed == 0 {
+        return 0.0;
+    }
+    messages as f64 / nodes as f64 / (elapsed as f64 / 1e6)
+}
+
 /// How the initial nodes join.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -97,7 +107,10 @@ pub struct Report {
     /// Rounds from the end of churn until the invariant checker passed again.
     pub post_churn_converge_rounds: Option<u64>,
     pub live_nodes: usize,
+    /// Messages (requests and responses) per node per second while the measured lookups ran.
     pub messages_per_node_per_second: f64,
+    /// The same in idle periods of a converged ring: the cost of maintenance alone.
+    pub maintenance_messages_per_node_per_second: f64,
     pub sim_seconds: f64,
     pub wall_seconds: f64,
 }
@@ -209,6 +222,15 @@ impl Scenario {
         let finger_bound = (4.0 * log2n) as u64 + 40;
         let finger_rounds = run_until_fingers_right(&mut sim, finger_bound);
 
+        // The cost of keeping the ring up: messages in a few idle periods.
+        let (messages_before, time_before) = (sim.stats.messages, sim.now());
+        sim.run_for(IDLE_ROUNDS * period);
+        let maintenance_messages_per_node_per_second = per_node_per_second(
+            sim.stats.messages - messages_before,
+            sim.members().len(),
+            sim.now() - time_before,
+        );
+
         // 2. Mass failure, lookups during repair, repair.
         let mut crashed = 0;
         let mut repair_stats = None;
@@ -228,8 +250,11 @@ impl Scenario {
         let time_before = sim.now();
         let (records, churn_events) =
             spread_lookups(&mut sim, self.lookups, window, self.churn_rate, progress);
-        let measured_seconds = (sim.now() - time_before) as f64 / 1e6;
-        let messages = sim.stats.messages - messages_before;
+        let messages_per_node_per_second = per_node_per_second(
+            sim.stats.messages - messages_before,
+            sim.members().len(),
+            sim.now() - time_before,
+        );
         let stats = LookupStats::from_records(&records);
 
         // 4. After churn, the ring must converge again.
@@ -266,11 +291,8 @@ impl Scenario {
             churn_events,
             post_churn_converge_rounds,
             live_nodes: live,
-            messages_per_node_per_second: if measured_seconds > 0.0 && live > 0 {
-                messages as f64 / live as f64 / measured_seconds
-            } else {
-                0.0
-            },
+            messages_per_node_per_second,
+            maintenance_messages_per_node_per_second,
             sim_seconds: sim.now() as f64 / 1e6,
             wall_seconds: wall.elapsed().as_secs_f64(),
         }
