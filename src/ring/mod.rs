@@ -789,14 +789,15 @@ impl Node {
         }
         if let Some(pos) = self.successors.iter().position(|p| p.id == leaver.id) {
             known = true;
-            if pos == 0 {
-                let mut rest = successors.into_iter().filter(|p| p.id != leaver.id);
-                let head = rest.next().unwrap_or_else(|| self.me.clone());
-                let rest: Vec<Peer> = rest.collect();
-                self.set_successors(head, &rest);
-            } else {
-                self.successors.remove(pos);
-            }
+            // Splice the leaver's successors in where it stood, so the list stays full even
+            // when several neighbours leave at once.
+            let mut spliced = self.successors[..pos]
+                .iter()
+                .cloned()
+                .chain(successors.into_iter().filter(|p| p.id != leaver.id));
+            let head = spliced.next().unwrap_or_else(|| self.me.clone());
+            let rest: Vec<Peer> = spliced.collect();
+            self.set_successors(head, &rest);
         }
         self.forget_quietly(leaver.id);
         if known {

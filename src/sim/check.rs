@@ -5,7 +5,8 @@
 //! - every live member has a live successor in its successor list;
 //! - following first-live-successor pointers from any live member visits every live member
 //!   exactly once, in identifier order, and comes back (one ordered ring);
-//! - after quiescence, every predecessor is the true predecessor;
+//! - after quiescence, every predecessor is the true predecessor and every successor list holds
+//!   the next r members;
 //! - fingers (reported as a fraction) point at the true successor of their start.
 
 use std::collections::BTreeMap;
@@ -24,6 +25,9 @@ pub struct RingCheck {
     pub wrong_successor: usize,
     /// Members whose predecessor is not the previous member in identifier order.
     pub wrong_predecessor: usize,
+    /// Members whose successor list is not the next min(r, N-1) members (then themselves, in a
+    /// ring shorter than r).
+    pub wrong_successor_list: usize,
     /// Whether the walk along first-live-successor pointers is one ordered cycle of all members.
     pub walk_ok: bool,
     /// A few examples of violations, for test failure messages.
@@ -36,9 +40,10 @@ impl RingCheck {
         self.no_live_successor == 0 && self.wrong_successor == 0 && self.walk_ok
     }
 
-    /// The ring is correct and every predecessor is right: the quiescent state.
+    /// The ring is correct and every predecessor and successor list is right: the quiescent
+    /// state.
     pub fn quiescent_ok(&self) -> bool {
-        self.ring_ok() && self.wrong_predecessor == 0
+        self.ring_ok() && self.wrong_predecessor == 0 && self.wrong_successor_list == 0
     }
 
     fn example(&mut self, text: String) {
@@ -113,7 +118,16 @@ fn check_among(sim: &Sim, members: BTreeMap<Id, NodeIndex>) -> RingCheck {
             }
             Some(_) => {}
         }
-        let pred = sim.slot(i).node.predecessor().map(|p| p.id);
+        let node = &sim.slot(i).node;
+        let r = node.config().successors;
+        let expected = (1..=r.min(n - 1))
+            .map(|d| order[(k + d) % n].0)
+            .chain((n - 1 < r).then_some(id));
+        if !node.successors().iter().map(|p| p.id).eq(expected) {
+            report.wrong_successor_list += 1;
+            report.example(format!("{}: successor list is stale", id.short()));
+        }
+        let pred = node.predecessor().map(|p| p.id);
         if pred != Some(true_prev) {
             report.wrong_predecessor += 1;
             report.example(format!(
