@@ -26,6 +26,7 @@
 //! assert!(key.in_half_open(key, key));
 //! ```
 
+pub mod config;
 pub mod id;
 pub mod ring;
 pub mod sim;
