@@ -26,7 +26,12 @@
 //! assert!(key.in_half_open(key, key));
 //! ```
 
+pub mod api;
 pub mod config;
 pub mod id;
+pub mod metrics;
+pub mod peer;
 pub mod ring;
+pub mod service;
 pub mod sim;
+pub mod transport;

@@ -1,11 +1,17 @@
 //! The `chordnet` command line.
 
+mod client;
+mod dev;
+
 use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use chordnet::config::{Config, LogFormat, Overrides};
 use chordnet::sim::scenario::{JoinMode, Progress, Report, Scenario};
 
 #[derive(Parser)]
@@ -21,8 +27,49 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run one peer: REST API, peer protocol, ring maintenance.
+    Serve(ServeArgs),
+    /// Run a local ring of peers on 127.0.0.1 with built-in defaults (Ctrl-C leaves gracefully).
+    Dev(dev::DevArgs),
     /// Run a deterministic simulation of a Chord ring and print a report.
     Sim(SimArgs),
+    /// Show a peer's node info.
+    Node(client::Target),
+    /// Show a peer's finger table.
+    Fingers(client::Target),
+    /// Walk the ring from a peer.
+    Ring(client::Target),
+    /// Find the peer responsible for a key.
+    Lookup(client::LookupArgs),
+    /// Make a peer join the ring of another peer.
+    Join(client::JoinArgs),
+    /// Make a peer leave its ring gracefully.
+    Leave(client::Target),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file (also CHORDNET_CONFIG).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Peer-protocol address other peers use (host:port; DNS names allowed).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Where the peer protocol listens (default 0.0.0.0 with the advertised port).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Where the REST API, probes and /metrics listen (default 127.0.0.1:8080).
+    #[arg(long)]
+    api: Option<SocketAddr>,
+    /// A member of the ring to join (host:port); none founds a new ring.
+    #[arg(long)]
+    bootstrap: Option<String>,
+    /// Directory whose files this peer shares.
+    #[arg(long)]
+    shared_dir: Option<PathBuf>,
+    /// Directory where this peer stores content for the ring.
+    #[arg(long)]
+    store_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -71,7 +118,80 @@ struct SimArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Dev(args) => {
+            init_logging(LogFormat::Text, "warn,chordnet=info");
+            runtime()?.block_on(dev::run(args))
+        }
         Command::Sim(args) => run_sim(args),
+        Command::Node(t) => runtime()?.block_on(client::node(t)),
+        Command::Fingers(t) => runtime()?.block_on(client::fingers(t)),
+        Command::Ring(t) => runtime()?.block_on(client::ring(t)),
+        Command::Lookup(a) => runtime()?.block_on(client::lookup(a)),
+        Command::Join(a) => runtime()?.block_on(client::join(a)),
+        Command::Leave(t) => runtime()?.block_on(client::leave(t)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        advertise: args.advertise,
+        listen: args.listen,
+        api: args.api,
+        bootstrap: args.bootstrap,
+        shared_dir: args.shared_dir,
+        store_dir: args.store_dir,
+    };
+    let config = Config::load(args.config, &overrides)?;
+    init_logging(config.log.format, "info");
+    runtime()?.block_on(async move {
+        chordnet::peer::serve(config, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Completes on SIGTERM (Kubernetes, `kill`) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Logs to stderr: text for a terminal, JSON for Kubernetes. `RUST_LOG` overrides the level.
+fn init_logging(format: LogFormat, default_filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }
 

@@ -1,0 +1,113 @@
+//! `chordnet dev`: a local ring of peers in one process, with built-in defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use tracing::info;
+
+use chordnet::config::Config;
+use chordnet::peer::{self, RunningPeer};
+
+#[derive(clap::Args)]
+pub struct DevArgs {
+    /// Number of peers.
+    #[arg(long, default_value_t = 8)]
+    peers: u16,
+    /// Peer-protocol port of the first peer; the others follow.
+    #[arg(long, default_value_t = 7000)]
+    peer_port: u16,
+    /// API port of the first peer; the others follow.
+    #[arg(long, default_value_t = 8080)]
+    api_port: u16,
+    /// Where the peers' shared and store directories go.
+    #[arg(long, default_value = "chordnet-dev")]
+    dir: PathBuf,
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.peers >= 1, "--peers must be at least 1");
+    let mut peers: Vec<RunningPeer> = Vec::new();
+    let first = format!("127.0.0.1:{}", args.peer_port);
+    for i in 0..args.peers {
+        let mut config = Config::default();
+        config.node.advertise = format!("127.0.0.1:{}", args.peer_port + i);
+        config.node.listen = Some(SocketAddr::from(([127, 0, 0, 1], args.peer_port + i)));
+        config.api.listen = SocketAddr::from(([127, 0, 0, 1], args.api_port + i));
+        config.ring.bootstrap = (i > 0).then(|| first.clone());
+        config.ring.leave_timeout = Duration::from_secs(5);
+        let dir = args.dir.join(format!("peer-{i}"));
+        config.files.shared_dir = dir.join("shared");
+        config.files.store_dir = dir.join("data");
+        prepare_dirs(&config, i)?;
+        let p = peer::start(config)
+            .await
+            .with_context(|| format!("starting peer {i}"))?;
+        peers.push(p);
+    }
+    wait_until_ready(&peers).await;
+
+    println!("chordnet dev ring: {} peers on 127.0.0.1", peers.len());
+    println!();
+    println!("  {:<4} {:<42} {:<22} peer", "#", "id", "API");
+    for (i, p) in peers.iter().enumerate() {
+        let me = p.service.me();
+        println!(
+            "  {:<4} {:<42} http://{:<15} {}",
+            i, me.id, p.api_addr, me.address
+        );
+    }
+    let api = format!("http://{}", peers[0].api_addr);
+    println!();
+    println!("Try:");
+    println!("  curl -s {api}/v1/node");
+    println!("  curl -s {api}/v1/ring");
+    println!("  curl -s {api}/v1/lookup/hello.txt");
+    println!("  cargo run --release -- ring --api {api}");
+    println!("  cargo run --release -- lookup hello.txt --api {api}");
+    println!();
+    println!("Ctrl-C leaves the ring gracefully, one peer after another.");
+
+    crate::shutdown_signal().await;
+    println!("leaving...");
+    // One after another, so that no two neighbours leave at the same moment.
+    while let Some(p) = peers.pop() {
+        p.shutdown().await;
+    }
+    println!("all peers left");
+    Ok(())
+}
+
+/// Creates the directories and a small file in each shared directory.
+fn prepare_dirs(config: &Config, i: u16) -> anyhow::Result<()> {
+    let shared = &config.files.shared_dir;
+    std::fs::create_dir_all(shared).with_context(|| format!("creating {}", shared.display()))?;
+    std::fs::create_dir_all(&config.files.store_dir)
+        .with_context(|| format!("creating {}", config.files.store_dir.display()))?;
+    let file = shared.join(format!("hello-from-peer-{i}.txt"));
+    if !file.exists() {
+        std::fs::write(&file, format!("hello from chordnet dev peer {i}\n"))
+            .with_context(|| format!("writing {}", file.display()))?;
+    }
+    Ok(())
+}
+
+/// Waits (bounded) until every peer is ready, logging progress.
+async fn wait_until_ready(peers: &[RunningPeer]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let not_ready = peers
+            .iter()
+            .filter(|p| !p.service.readiness().is_empty())
+            .count();
+        if not_ready == 0 {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            info!(not_ready, "some peers are not ready yet; continuing");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,197 @@
+//! Prometheus metrics of one peer. Names follow the Prometheus conventions: `chordnet_` prefix,
+//! `_total` for counters, base units (`_seconds`, `_bytes`).
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric a peer exports.
+pub struct Metrics {
+    registry: Registry,
+    pub lookup_hops: Histogram,
+    pub lookup_duration: Histogram,
+    pub lookups: IntCounterVec,
+    pub joins: IntCounter,
+    pub leaves: IntCounter,
+    pub peer_failures: IntCounter,
+    pub peers_left: IntCounter,
+    pub successor_changes: IntCounter,
+    pub predecessor_changes: IntCounter,
+    pub stabilization_rounds: IntCounter,
+    pub seconds_since_stabilization: Gauge,
+    pub ring_size: Gauge,
+    pub successors: IntGauge,
+    pub predecessor_known: IntGauge,
+    pub keys_stored: IntGauge,
+    pub bytes_stored: IntGauge,
+    pub replica_repairs: IntCounter,
+    pub handoff_bytes: IntCounter,
+    pub rpcs: IntCounterVec,
+    pub rpc_duration: HistogramVec,
+    pub ring_info: IntGaugeVec,
+    pub ready: IntGauge,
+}
+
+/// Why metrics could not be set up (a programming error in metric definitions).
+#[derive(Debug, thiserror::Error)]
+#[error("metrics: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, MetricsError> {
+        let registry = Registry::new();
+        let hops_buckets: Vec<f64> = (0..=16).map(f64::from).chain([20.0, 32.0]).collect();
+        let latency_buckets = vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let m = Metrics {
+            lookup_hops: Histogram::with_opts(
+                HistogramOpts::new(
+                    "chordnet_lookup_hops",
+                    "Remote peers that answered a lookup",
+                )
+                .buckets(hops_buckets),
+            )?,
+            lookup_duration: Histogram::with_opts(
+                HistogramOpts::new("chordnet_lookup_duration_seconds", "Lookup latency")
+                    .buckets(latency_buckets.clone()),
+            )?,
+            lookups: IntCounterVec::new(
+                Opts::new("chordnet_lookups_total", "Lookups by outcome"),
+                &["outcome"],
+            )?,
+            joins: IntCounter::new("chordnet_joins_total", "Times this peer joined a ring")?,
+            leaves: IntCounter::new("chordnet_leaves_total", "Graceful leaves of this peer")?,
+            peer_failures: IntCounter::new(
+                "chordnet_peer_failures_detected_total",
+                "Peers this peer found dead and removed",
+            )?,
+            peers_left: IntCounter::new(
+                "chordnet_peer_leaves_seen_total",
+                "Neighbours that announced a graceful leave",
+            )?,
+            successor_changes: IntCounter::new(
+                "chordnet_successor_changes_total",
+                "Changes of the immediate successor",
+            )?,
+            predecessor_changes: IntCounter::new(
+                "chordnet_predecessor_changes_total",
+                "Changes of the predecessor (key range changes)",
+            )?,
+            stabilization_rounds: IntCounter::new(
+                "chordnet_stabilization_rounds_total",
+                "Completed stabilization rounds",
+            )?,
+            seconds_since_stabilization: Gauge::new(
+                "chordnet_stabilization_last_success_age_seconds",
+                "Seconds since the last completed stabilization round",
+            )?,
+            ring_size: Gauge::new(
+                "chordnet_ring_size_estimate",
+                "Ring members estimated from the successor list's spread",
+            )?,
+            successors: IntGauge::new(
+                "chordnet_successor_list_length",
+                "Entries in the successor list",
+            )?,
+            predecessor_known: IntGauge::new(
+                "chordnet_predecessor_known",
+                "1 when the predecessor is known",
+            )?,
+            keys_stored: IntGauge::new("chordnet_keys_stored", "Keys stored on this peer")?,
+            bytes_stored: IntGauge::new("chordnet_stored_bytes", "Bytes stored on this peer")?,
+            replica_repairs: IntCounter::new(
+                "chordnet_replica_repairs_total",
+                "Replicas re-created after a failure",
+            )?,
+            handoff_bytes: IntCounter::new(
+                "chordnet_handoff_bytes_total",
+                "Bytes handed to other peers on join or leave",
+            )?,
+            rpcs: IntCounterVec::new(
+                Opts::new(
+                    "chordnet_peer_rpcs_total",
+                    "Peer RPCs sent, by method and outcome",
+                ),
+                &["method", "outcome"],
+            )?,
+            rpc_duration: HistogramVec::new(
+                HistogramOpts::new("chordnet_peer_rpc_duration_seconds", "Peer RPC latency")
+                    .buckets(latency_buckets),
+                &["method"],
+            )?,
+            ring_info: IntGaugeVec::new(
+                Opts::new(
+                    "chordnet_ring_info",
+                    "The ring this peer belongs to (value 1)",
+                ),
+                &["ring_id", "node_id"],
+            )?,
+            ready: IntGauge::new("chordnet_ready", "1 when the peer is ready")?,
+            registry,
+        };
+        m.register_all()?;
+        Ok(m)
+    }
+
+    fn register_all(&self) -> Result<(), prometheus::Error> {
+        let r = &self.registry;
+        r.register(Box::new(self.lookup_hops.clone()))?;
+        r.register(Box::new(self.lookup_duration.clone()))?;
+        r.register(Box::new(self.lookups.clone()))?;
+        r.register(Box::new(self.joins.clone()))?;
+        r.register(Box::new(self.leaves.clone()))?;
+        r.register(Box::new(self.peer_failures.clone()))?;
+        r.register(Box::new(self.peers_left.clone()))?;
+        r.register(Box::new(self.successor_changes.clone()))?;
+        r.register(Box::new(self.predecessor_changes.clone()))?;
+        r.register(Box::new(self.stabilization_rounds.clone()))?;
+        r.register(Box::new(self.seconds_since_stabilization.clone()))?;
+        r.register(Box::new(self.ring_size.clone()))?;
+        r.register(Box::new(self.successors.clone()))?;
+        r.register(Box::new(self.predecessor_known.clone()))?;
+        r.register(Box::new(self.keys_stored.clone()))?;
+        r.register(Box::new(self.bytes_stored.clone()))?;
+        r.register(Box::new(self.replica_repairs.clone()))?;
+        r.register(Box::new(self.handoff_bytes.clone()))?;
+        r.register(Box::new(self.rpcs.clone()))?;
+        r.register(Box::new(self.rpc_duration.clone()))?;
+        r.register(Box::new(self.ring_info.clone()))?;
+        r.register(Box::new(self.ready.clone()))?;
+        Ok(())
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metrics; an error leaves it empty.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family() {
+        let m = Metrics::new().unwrap();
+        m.lookups.with_label_values(&["ok"]).inc();
+        m.rpcs.with_label_values(&["ping", "ok"]).inc();
+        m.ring_info.with_label_values(&["r", "n"]).set(1);
+        m.rpc_duration.with_label_values(&["ping"]).observe(0.01);
+        let text = m.render();
+        for name in [
+            "chordnet_lookup_hops_bucket",
+            "chordnet_lookups_total{outcome=\"ok\"} 1",
+            "chordnet_peer_rpcs_total{method=\"ping\",outcome=\"ok\"} 1",
+            "chordnet_ring_info{node_id=\"n\",ring_id=\"r\"} 1",
+            "chordnet_stabilization_last_success_age_seconds",
+            "chordnet_ready 0",
+        ] {
+            assert!(text.contains(name), "{name} missing from\n{text}");
+        }
+    }
+}

@@ -1,0 +1,619 @@
+//! The peer service: drives one sans-io [`Node`] with real time and a real [`Transport`].
+//!
+//! It owns the node behind a mutex (every call is short and never awaits), fires the
+//! maintenance timers, executes the node's outputs (sending requests concurrently, each with the
+//! transport's time-out), resolves waiting lookups, joins and leaves, and turns ring events into
+//! metrics and log lines.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{oneshot, watch};
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::id::Id;
+use crate::metrics::Metrics;
+use crate::ring::{
+    Address, CommandError, LookupError, LookupId, LookupResult, Membership, Node, NotReady, Output,
+    Peer, Request, RequestEnvelope, Response, ResponseEnvelope, RingConfig, RingEvent, RingId,
+    Timer,
+};
+use crate::transport::{RequestHandler, Transport, TransportError};
+
+/// Errors of the service's operations, as the API reports them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    #[error("already a member of a ring")]
+    AlreadyMember,
+    #[error("not a member of a ring")]
+    NotMember,
+    #[error("join failed: {0}")]
+    JoinFailed(String),
+    #[error("lookup failed: {0}")]
+    Lookup(#[from] LookupError),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("the peer is shutting down")]
+    ShuttingDown,
+}
+
+/// A peer as the REST API shows it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct PeerView {
+    pub id: Id,
+    pub address: Address,
+}
+
+impl From<&Peer> for PeerView {
+    fn from(p: &Peer) -> PeerView {
+        PeerView {
+            id: p.id,
+            address: p.address.clone(),
+        }
+    }
+}
+
+/// `GET /v1/node`.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeView {
+    pub id: Id,
+    pub address: Address,
+    pub api: String,
+    pub state: &'static str,
+    pub ring_id: Option<String>,
+    pub predecessor: Option<PeerView>,
+    pub successors: Vec<PeerView>,
+    pub keys: u64,
+    pub ring_size_estimate: f64,
+    pub stabilization_rounds: u64,
+}
+
+/// `GET /v1/ring`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RingWalk {
+    pub nodes: Vec<PeerView>,
+    pub complete: bool,
+}
+
+#[derive(Default)]
+struct Waiters {
+    lookups: HashMap<LookupId, oneshot::Sender<Result<LookupResult, LookupError>>>,
+    join: Vec<oneshot::Sender<Result<(), String>>>,
+    leave: Vec<oneshot::Sender<()>>,
+}
+
+/// One running peer.
+pub struct Service<T: Transport> {
+    node: Mutex<Node>,
+    transport: T,
+    config: Config,
+    metrics: Metrics,
+    waiters: Mutex<Waiters>,
+    started: Instant,
+    last_tick_ms: AtomicU64,
+    /// Milliseconds since start of the last completed stabilization round; 0 = never.
+    last_stabilized_ms: AtomicU64,
+    /// A join is in progress (automatic or asked for).
+    joining: AtomicBool,
+    shutdown: watch::Sender<bool>,
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it: the node's state is
+/// always consistent between calls, so the data stays usable.
+fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<T: Transport> Service<T> {
+    pub fn new(config: Config, transport: T, metrics: Metrics) -> Arc<Service<T>> {
+        let me = Peer::new(config.node_id(), Address::new(&config.node.advertise));
+        let ring = RingConfig {
+            successors: config.ring.successors,
+            ..RingConfig::default()
+        };
+        let (shutdown, _) = watch::channel(false);
+        Arc::new(Service {
+            node: Mutex::new(Node::new(me, ring)),
+            transport,
+            config,
+            metrics,
+            waiters: Mutex::new(Waiters::default()),
+            started: Instant::now(),
+            last_tick_ms: AtomicU64::new(0),
+            last_stabilized_ms: AtomicU64::new(0),
+            joining: AtomicBool::new(false),
+            shutdown,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn me(&self) -> Peer {
+        lock(&self.node).me().clone()
+    }
+
+    /// Starts the maintenance timers and the initial membership: found a ring, or join the
+    /// configured bootstrap (retrying until it answers).
+    pub fn start(self: &Arc<Self>) {
+        for (timer, every) in [
+            (Timer::Stabilize, self.config.ring.stabilize_interval),
+            (Timer::FixFingers, self.config.ring.fix_fingers_interval),
+            (
+                Timer::CheckPredecessor,
+                self.config.ring.check_predecessor_interval,
+            ),
+        ] {
+            let svc = Arc::clone(self);
+            let mut stop = self.shutdown.subscribe();
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(every);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = interval.tick() => {}
+                        _ = stop.changed() => return,
+                    }
+                    svc.last_tick_ms.store(svc.elapsed_ms(), Ordering::Relaxed);
+                    svc.apply(|n| n.tick(timer));
+                }
+            });
+        }
+        let bootstrap = self
+            .config
+            .ring
+            .bootstrap
+            .clone()
+            .filter(|b| *b != self.config.node.advertise);
+        match bootstrap {
+            None => {
+                let ring_id = new_ring_id();
+                if let Err(e) = self.apply(|n| n.create(ring_id)) {
+                    warn!(error = %e, "could not found a ring");
+                }
+            }
+            Some(bootstrap) => {
+                let svc = Arc::clone(self);
+                tokio::spawn(async move { svc.join_until_member(bootstrap).await });
+            }
+        }
+    }
+
+    /// Joins `bootstrap`, retrying every `join_retry_interval` until joined or shut down.
+    async fn join_until_member(self: Arc<Self>, bootstrap: String) {
+        let mut stop = self.shutdown.subscribe();
+        loop {
+            match self.join(&bootstrap).await {
+                Ok(()) | Err(ServiceError::AlreadyMember) => return,
+                Err(e) => {
+                    warn!(%bootstrap, error = %e, "join failed; retrying");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.ring.join_retry_interval) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Joins the ring the peer at `bootstrap` belongs to; returns once joined.
+    pub async fn join(self: &Arc<Self>, bootstrap: &str) -> Result<(), ServiceError> {
+        let (tx, rx) = oneshot::channel();
+        self.joining.store(true, Ordering::Relaxed);
+        let started = self.apply(|n| {
+            let r = n.join(Address::new(bootstrap));
+            if r.is_ok() {
+                lock(&self.waiters).join.push(tx);
+            }
+            r
+        });
+        if let Err(CommandError::AlreadyMember) = started {
+            return Err(ServiceError::AlreadyMember);
+        }
+        // A join is a lookup plus one request: bound it generously.
+        let limit = self.config.ring.rpc_timeout * 40;
+        let result = match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(reason))) => Err(ServiceError::JoinFailed(reason)),
+            Ok(Err(_)) => Err(ServiceError::ShuttingDown),
+            Err(_) => Err(ServiceError::Timeout(limit)),
+        };
+        self.joining.store(false, Ordering::Relaxed);
+        result
+    }
+
+    /// Leaves the ring gracefully; returns once the neighbours were told (bounded by
+    /// `ring.leave_timeout`). Leaving when not a member is not an error.
+    pub async fn leave(self: &Arc<Self>) -> Result<(), ServiceError> {
+        let (tx, rx) = oneshot::channel();
+        let member = self.apply(|n| {
+            let member = n.membership() == Membership::Member;
+            if member {
+                lock(&self.waiters).leave.push(tx);
+                n.leave();
+            }
+            member
+        });
+        if !member {
+            return Ok(());
+        }
+        let limit = self.config.ring.leave_timeout;
+        match tokio::time::timeout(limit, rx).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(ServiceError::Timeout(limit)),
+        }
+    }
+
+    /// Stops the timers and background loops.
+    pub fn stop(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Looks up the peer responsible for `target`.
+    pub async fn lookup(self: &Arc<Self>, target: Id) -> Result<LookupResult, ServiceError> {
+        let started = Instant::now();
+        let (tx, rx) = oneshot::channel();
+        self.apply(|n| {
+            let id = n.lookup(target);
+            lock(&self.waiters).lookups.insert(id, tx);
+        });
+        let limit = self.config.ring.rpc_timeout * 16;
+        let outcome = match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(outcome)) => outcome.map_err(ServiceError::from),
+            Ok(Err(_)) => Err(ServiceError::ShuttingDown),
+            Err(_) => Err(ServiceError::Timeout(limit)),
+        };
+        let label = match &outcome {
+            Ok(r) => {
+                self.metrics.lookup_hops.observe(f64::from(r.hops));
+                "ok"
+            }
+            Err(_) => "error",
+        };
+        self.metrics.lookups.with_label_values(&[label]).inc();
+        self.metrics
+            .lookup_duration
+            .observe(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    /// Walks the ring along successor pointers, starting here.
+    pub async fn ring_walk(self: &Arc<Self>, limit: usize) -> RingWalk {
+        let (me, ring_id, first) = {
+            let n = lock(&self.node);
+            (n.me().clone(), n.ring_id(), n.successor().cloned())
+        };
+        let mut nodes = vec![PeerView::from(&me)];
+        let Some(mut current) = first else {
+            return RingWalk {
+                nodes,
+                complete: false,
+            };
+        };
+        while nodes.len() < limit {
+            if current.id == me.id {
+                return RingWalk {
+                    nodes,
+                    complete: true,
+                };
+            }
+            if nodes.iter().any(|p| p.id == current.id) {
+                break; // a loop that does not come back to us: report what we saw
+            }
+            nodes.push(PeerView::from(&current));
+            let request = RequestEnvelope {
+                ring_id,
+                from: me.clone(),
+                body: Request::GetNeighbors,
+            };
+            match self.call(&current.address, request).await {
+                Ok(ResponseEnvelope {
+                    body: Response::Neighbors { successors, .. },
+                    ..
+                }) if !successors.is_empty() => current = successors[0].clone(),
+                _ => break,
+            }
+        }
+        RingWalk {
+            nodes,
+            complete: false,
+        }
+    }
+
+    /// The node as `GET /v1/node` shows it.
+    pub fn view(&self) -> NodeView {
+        let n = lock(&self.node);
+        NodeView {
+            id: n.id(),
+            address: n.me().address.clone(),
+            api: self.config.api.listen.to_string(),
+            state: self.state_name(&n),
+            ring_id: n.ring_id().map(|r| r.to_string()),
+            predecessor: n.predecessor().map(PeerView::from),
+            successors: n.successors().iter().map(PeerView::from).collect(),
+            keys: 0,
+            ring_size_estimate: n.ring_size_estimate(),
+            stabilization_rounds: n.stabilize_rounds(),
+        }
+    }
+
+    fn state_name(&self, n: &Node) -> &'static str {
+        match n.membership() {
+            Membership::Idle | Membership::Joining => "joining",
+            Membership::Member if n.readiness().is_empty() => "ready",
+            Membership::Member => "stabilizing",
+            Membership::Leaving => "leaving",
+            Membership::Left if self.joining.load(Ordering::Relaxed) => "joining",
+            Membership::Left => "left",
+        }
+    }
+
+    /// Fingers as `(index, start, node)`; a finger not known yet shows the node itself when
+    /// it is alone (it is then every start's successor), else nothing.
+    pub fn fingers(&self) -> Vec<(usize, Id, Option<PeerView>)> {
+        let n = lock(&self.node);
+        let alone = n.successor().is_some_and(|s| s.id == n.id());
+        n.fingers()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let node = match f {
+                    Some(p) => Some(PeerView::from(p)),
+                    None if alone => Some(PeerView::from(n.me())),
+                    None => None,
+                };
+                (i, n.id().add_pow2(i), node)
+            })
+            .collect()
+    }
+
+    /// Why the peer is not ready; empty when it is.
+    pub fn readiness(&self) -> Vec<NotReady> {
+        lock(&self.node).readiness()
+    }
+
+    /// Whether the peer has joined a ring (startup probe).
+    pub fn is_member(&self) -> bool {
+        lock(&self.node).is_member()
+    }
+
+    /// Liveness: the maintenance timers ran recently. Never depends on other peers.
+    pub fn is_alive(&self) -> bool {
+        let max_interval = self
+            .config
+            .ring
+            .stabilize_interval
+            .max(self.config.ring.fix_fingers_interval)
+            .max(self.config.ring.check_predecessor_interval);
+        let allowed = (max_interval * 10).max(Duration::from_secs(5)).as_millis() as u64;
+        self.elapsed_ms()
+            .saturating_sub(self.last_tick_ms.load(Ordering::Relaxed))
+            <= allowed
+    }
+
+    /// Refreshes the gauges that are computed at scrape time, then renders all metrics.
+    pub fn render_metrics(&self) -> String {
+        {
+            let n = lock(&self.node);
+            let m = &self.metrics;
+            m.ring_size.set(n.ring_size_estimate());
+            m.successors.set(n.successors().len() as i64);
+            m.predecessor_known
+                .set(i64::from(n.predecessor().is_some()));
+            m.ready.set(i64::from(n.readiness().is_empty()));
+            let last = self.last_stabilized_ms.load(Ordering::Relaxed);
+            let age = if last == 0 {
+                self.elapsed_ms()
+            } else {
+                self.elapsed_ms().saturating_sub(last)
+            };
+            m.seconds_since_stabilization.set(age as f64 / 1000.0);
+        }
+        self.metrics.render()
+    }
+
+    // ----- driving the node --------------------------------------------------------------
+
+    /// Runs `f` on the node, then executes whatever the node asked for.
+    fn apply<R>(self: &Arc<Self>, f: impl FnOnce(&mut Node) -> R) -> R {
+        let mut outputs = Vec::new();
+        let result = {
+            let mut n = lock(&self.node);
+            let r = f(&mut n);
+            n.drain_outputs(&mut outputs);
+            r
+        };
+        self.execute(outputs);
+        result
+    }
+
+    fn execute(self: &Arc<Self>, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::Send {
+                    request,
+                    to,
+                    message,
+                } => {
+                    let svc = Arc::clone(self);
+                    tokio::spawn(async move {
+                        let answer = svc.call(&to, message).await;
+                        svc.apply(|n| match answer {
+                            Ok(response) => n.handle_response(request, response),
+                            Err(_) => n.handle_failure(request),
+                        });
+                    });
+                }
+                Output::LookupDone { lookup, outcome } => {
+                    if let Some(tx) = lock(&self.waiters).lookups.remove(&lookup) {
+                        let _ = tx.send(outcome);
+                    }
+                }
+                Output::Event(event) => self.on_event(event),
+            }
+        }
+    }
+
+    /// One RPC through the transport, measured.
+    async fn call(
+        &self,
+        to: &Address,
+        request: RequestEnvelope,
+    ) -> Result<ResponseEnvelope, TransportError> {
+        let method = method_name(&request.body);
+        let started = Instant::now();
+        let answer = self.transport.call(to, request).await;
+        let outcome = match &answer {
+            Ok(ResponseEnvelope {
+                body: Response::Rejected { .. },
+                ..
+            }) => "rejected",
+            Ok(_) => "ok",
+            Err(e) => e.label(),
+        };
+        self.metrics
+            .rpcs
+            .with_label_values(&[method, outcome])
+            .inc();
+        self.metrics
+            .rpc_duration
+            .with_label_values(&[method])
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(e) = &answer {
+            debug!(peer = %to, method, error = %e, "peer RPC failed");
+        }
+        answer
+    }
+
+    fn on_event(&self, event: RingEvent) {
+        let m = &self.metrics;
+        match event {
+            RingEvent::Created { ring_id } => {
+                info!(%ring_id, "founded a new ring");
+                self.set_ring_info(ring_id);
+            }
+            RingEvent::Joined { ring_id, successor } => {
+                info!(%ring_id, successor = ?successor, "joined the ring");
+                m.joins.inc();
+                self.set_ring_info(ring_id);
+                for tx in lock(&self.waiters).join.drain(..) {
+                    let _ = tx.send(Ok(()));
+                }
+            }
+            RingEvent::JoinFailed { reason } => {
+                for tx in lock(&self.waiters).join.drain(..) {
+                    let _ = tx.send(Err(reason.clone()));
+                }
+            }
+            RingEvent::SuccessorChanged { old, new } => {
+                info!(old = ?old, new = ?new, "successor changed");
+                m.successor_changes.inc();
+            }
+            RingEvent::PredecessorChanged { old, new } => {
+                info!(old = ?old, new = ?new, "predecessor changed (key range changed)");
+                m.predecessor_changes.inc();
+            }
+            RingEvent::PeerFailed { peer } => {
+                warn!(peer = ?peer, "peer failed");
+                m.peer_failures.inc();
+            }
+            RingEvent::PeerLeft { peer } => {
+                info!(peer = ?peer, "peer left");
+                m.peers_left.inc();
+            }
+            RingEvent::Stabilized { .. } => {
+                m.stabilization_rounds.inc();
+                self.last_stabilized_ms
+                    .store(self.elapsed_ms().max(1), Ordering::Relaxed);
+            }
+            RingEvent::Left => {
+                info!("left the ring");
+                m.leaves.inc();
+                m.ring_info.reset();
+                for tx in lock(&self.waiters).leave.drain(..) {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    }
+
+    fn set_ring_info(&self, ring_id: RingId) {
+        let node_id = lock(&self.node).id().to_string();
+        self.metrics.ring_info.reset();
+        self.metrics
+            .ring_info
+            .with_label_values(&[&ring_id.to_string(), &node_id])
+            .set(1);
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+}
+
+/// The peer-protocol endpoint: answers other peers' requests with the node.
+pub struct Endpoint<T: Transport>(pub Arc<Service<T>>);
+
+impl<T: Transport> RequestHandler for Endpoint<T> {
+    fn handle(&self, request: RequestEnvelope) -> ResponseEnvelope {
+        self.0.apply(|n| n.handle_request(request))
+    }
+}
+
+fn method_name(body: &Request) -> &'static str {
+    match body {
+        Request::FindSuccessor { .. } => "find_successor",
+        Request::GetNeighbors => "get_neighbors",
+        Request::Notify => "notify",
+        Request::Ping => "ping",
+        Request::Leaving { .. } => "leaving",
+    }
+}
+
+/// A random ring id (UUID version 4 layout), from the standard library's random hasher keys
+/// mixed with the clock and process id.
+pub fn new_ring_id() -> RingId {
+    let mut words = [0u64; 2];
+    for (k, w) in words.iter_mut().enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        h.write_u32(std::process::id());
+        h.write_usize(k);
+        *w = h.finish();
+    }
+    let mut v = (u128::from(words[0]) << 64) | u128::from(words[1]);
+    v = (v & !(0xf << 76)) | (0x4 << 76); // version 4
+    v = (v & !(0x3 << 62)) | (0x2 << 62); // RFC 4122 variant
+    RingId(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_ids_are_uuid_v4_and_differ() {
+        let a = new_ring_id();
+        let b = new_ring_id();
+        assert_ne!(a, b);
+        let s = a.to_string();
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "4", "{s}");
+        assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");
+    }
+}
