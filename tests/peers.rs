@@ -1,0 +1,521 @@
+//! Integration tests: real `chordnet serve` processes on 127.0.0.1, talking HTTP to each other.
+//! Every wait is bounded and polls a condition; nothing sleeps blindly.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use chordnet::id::Id;
+use chordnet::sim::Rng;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_chordnet");
+
+/// Free TCP ports on 127.0.0.1 (bound, then released, for the peers to take).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
+}
+
+struct PeerProcess {
+    child: Option<Child>,
+    advertise: String,
+    api: String,
+    dir: PathBuf,
+}
+
+impl PeerProcess {
+    fn id(&self) -> Id {
+        Id::hash(self.advertise.as_bytes())
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("peer is running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for peer") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "peer did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for PeerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Cluster {
+    peers: Vec<PeerProcess>,
+    root: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for p in &mut self.peers {
+            p.kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+impl Cluster {
+    /// Starts `n` peers: the first founds the ring, the others join through it.
+    fn start(name: &str, n: usize) -> Cluster {
+        let root = std::env::temp_dir().join(format!("chordnet-it-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let ports = free_ports(2 * n);
+        let mut cluster = Cluster {
+            peers: Vec::new(),
+            root,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("http client"),
+        };
+        let bootstrap = format!("127.0.0.1:{}", ports[0]);
+        for i in 0..n {
+            let advertise = format!("127.0.0.1:{}", ports[2 * i]);
+            let api = format!("127.0.0.1:{}", ports[2 * i + 1]);
+            let dir = cluster.root.join(format!("peer-{i}"));
+            let peer = spawn(&advertise, &api, &dir, (i > 0).then_some(&bootstrap));
+            cluster.peers.push(peer);
+        }
+        cluster
+    }
+
+    async fn get(&self, url: &str) -> Option<(u16, Value)> {
+        let resp = self.http.get(url).send().await.ok()?;
+        let status = resp.status().as_u16();
+        let body = resp.json().await.unwrap_or(Value::Null);
+        Some((status, body))
+    }
+
+    fn running(&self) -> Vec<&PeerProcess> {
+        self.peers.iter().filter(|p| p.child.is_some()).collect()
+    }
+
+    async fn all_ready(&self) -> bool {
+        for p in self.running() {
+            match self.get(&p.url("/readyz")).await {
+                Some((200, _)) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// The running peers' ids in ring order starting at `start`.
+    fn expected_ring_from(&self, start: Id) -> Vec<Id> {
+        let mut ids: Vec<Id> = self.running().iter().map(|p| p.id()).collect();
+        ids.sort();
+        let k = ids
+            .iter()
+            .position(|&i| i == start)
+            .expect("start is running");
+        ids.rotate_left(k);
+        ids
+    }
+
+    /// Whether every running peer's ring walk lists exactly the running peers, in order.
+    async fn rings_agree(&self) -> bool {
+        for p in self.running() {
+            let Some((200, walk)) = self.get(&p.url("/v1/ring")).await else {
+                return false;
+            };
+            let ids: Vec<Id> = walk["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n["id"].as_str()?.parse().ok())
+                .collect();
+            if walk["complete"] != true || ids != self.expected_ring_from(p.id()) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn true_successor(&self, key: Id) -> Id {
+        let mut ids: Vec<Id> = self.running().iter().map(|p| p.id()).collect();
+        ids.sort();
+        ids.iter().copied().find(|&i| i >= key).unwrap_or(ids[0])
+    }
+}
+
+fn spawn(
+    advertise: &str,
+    api: &str,
+    dir: &std::path::Path,
+    bootstrap: Option<&String>,
+) -> PeerProcess {
+    std::fs::create_dir_all(dir).expect("peer dir");
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .args([
+            "--advertise",
+            advertise,
+            "--listen",
+            advertise,
+            "--api",
+            api,
+        ])
+        .arg("--shared-dir")
+        .arg(dir.join("shared"))
+        .arg("--store-dir")
+        .arg(dir.join("data"))
+        .env("CHORDNET_RING__STABILIZE_INTERVAL", "100ms")
+        .env("CHORDNET_RING__FIX_FINGERS_INTERVAL", "100ms")
+        .env("CHORDNET_RING__CHECK_PREDECESSOR_INTERVAL", "100ms")
+        .env("CHORDNET_RING__RPC_TIMEOUT", "300ms")
+        .env("CHORDNET_RING__JOIN_RETRY_INTERVAL", "200ms")
+        .env("RUST_LOG", "warn")
+        .env_remove("CHORDNET_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(b) = bootstrap {
+        cmd.args(["--bootstrap", b]);
+    }
+    let child = cmd.spawn().expect("start chordnet serve");
+    PeerProcess {
+        child: Some(child),
+        advertise: advertise.to_string(),
+        api: api.to_string(),
+        dir: dir.to_path_buf(),
+    }
+}
+
+/// Polls `cond` every 50 ms until it holds or `limit` passes.
+async fn wait_for<F, Fut>(what: &str, limit: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_8_peer_ring_forms_and_lookups_agree_with_the_ids() {
+    let c = Cluster::start("ring8", 8);
+    wait_for("all peers ready", Duration::from_secs(60), || c.all_ready()).await;
+    wait_for("ring walks agree", Duration::from_secs(30), || {
+        c.rings_agree()
+    })
+    .await;
+
+    // Node info is consistent with the walk.
+    let (status, node) = c.get(&c.peers[3].url("/v1/node")).await.expect("node");
+    assert_eq!(status, 200);
+    assert_eq!(node["state"], "ready");
+    assert_eq!(node["address"], c.peers[3].advertise);
+    assert_eq!(node["id"], c.peers[3].id().to_string());
+    assert_eq!(node["successors"].as_array().map(Vec::len), Some(4));
+    // Every peer is in the same ring.
+    let mut ring_ids = Vec::new();
+    for p in &c.peers {
+        let (_, n) = c.get(&p.url("/v1/node")).await.expect("node");
+        ring_ids.push(n["ring_id"].clone());
+    }
+    assert!(ring_ids[0].is_string(), "{ring_ids:?}");
+    assert!(ring_ids.iter().all(|r| *r == ring_ids[0]), "{ring_ids:?}");
+
+    // 500 lookups from random peers agree with the successor computed from the ids.
+    let mut rng = Rng::new(42);
+    for k in 0..500 {
+        let from = &c.peers[rng.index(c.peers.len())];
+        let key = format!("file-{k}.txt");
+        let (status, answer) = c
+            .get(&from.url(&format!("/v1/lookup/{key}")))
+            .await
+            .expect("lookup");
+        assert_eq!(status, 200, "{answer}");
+        let id = Id::hash(key.as_bytes());
+        assert_eq!(answer["id"], id.to_string());
+        assert_eq!(answer["key"], key);
+        assert_eq!(
+            answer["node"]["id"],
+            c.true_successor(id).to_string(),
+            "lookup of {key} from {}",
+            from.advertise
+        );
+        let hops = answer["hops"].as_u64().expect("hops");
+        assert_eq!(
+            answer["path"].as_array().map(|p| p.len() as u64),
+            Some(hops)
+        );
+        assert!(hops <= 4, "{hops} hops in an 8-peer ring");
+    }
+
+    // Raw identifiers work too, and bad ones get a problem document.
+    let id = Id::hash("x");
+    let (status, answer) = c
+        .get(&c.peers[0].url(&format!("/v1/lookup?id={id}")))
+        .await
+        .expect("lookup by id");
+    assert_eq!(status, 200);
+    assert_eq!(answer["node"]["id"], c.true_successor(id).to_string());
+    let resp = c
+        .http
+        .get(c.peers[0].url("/v1/lookup?id=nothex"))
+        .send()
+        .await
+        .expect("bad id");
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+
+    // Finger table: 160 entries, each pointing at the true successor of its start.
+    let (_, f) = c
+        .get(&c.peers[0].url("/v1/node/fingers"))
+        .await
+        .expect("fingers");
+    let fingers = f["fingers"].as_array().expect("fingers array");
+    assert_eq!(fingers.len(), 160);
+    wait_for("fingers right", Duration::from_secs(20), || async {
+        let Some((_, f)) = c.get(&c.peers[0].url("/v1/node/fingers")).await else {
+            return false;
+        };
+        f["fingers"].as_array().into_iter().flatten().all(|e| {
+            let start: Id = e["start"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_default();
+            e["node"]["id"] == c.true_successor(start).to_string()
+        })
+    })
+    .await;
+
+    // Metrics are there, in the text format.
+    let text = c
+        .http
+        .get(c.peers[0].url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    for family in [
+        "chordnet_lookup_hops_bucket",
+        "chordnet_peer_rpcs_total{method=\"get_neighbors\",outcome=\"ok\"}",
+        "chordnet_ring_info{",
+        "chordnet_ready 1",
+    ] {
+        assert!(text.contains(family), "{family} missing");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_peers_are_routed_around_and_readiness_recovers() {
+    let mut c = Cluster::start("crash", 6);
+    wait_for("all peers ready", Duration::from_secs(60), || c.all_ready()).await;
+    wait_for("ring walks agree", Duration::from_secs(30), || {
+        c.rings_agree()
+    })
+    .await;
+
+    // kill -9 one peer, then a second one that is not its neighbour.
+    let mut order: Vec<usize> = (0..c.peers.len()).collect();
+    order.sort_by_key(|&i| c.peers[i].id());
+    c.peers[order[1]].kill();
+    wait_for(
+        "ring repaired after the first crash",
+        Duration::from_secs(30),
+        || c.rings_agree(),
+    )
+    .await;
+    c.peers[order[4]].kill();
+    wait_for(
+        "ring repaired after the second crash",
+        Duration::from_secs(30),
+        || c.rings_agree(),
+    )
+    .await;
+    wait_for("survivors ready", Duration::from_secs(30), || c.all_ready()).await;
+    assert_eq!(c.running().len(), 4);
+
+    let mut rng = Rng::new(7);
+    for k in 0..100 {
+        let running = c.running();
+        let from = running[rng.index(running.len())];
+        let key = format!("k{k}");
+        let (status, answer) = c
+            .get(&from.url(&format!("/v1/lookup/{key}")))
+            .await
+            .expect("lookup");
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            answer["node"]["id"],
+            c.true_successor(Id::hash(key.as_bytes())).to_string()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_leaves_gracefully_and_a_restarted_peer_rejoins() {
+    let mut c = Cluster::start("leave", 5);
+    wait_for("all peers ready", Duration::from_secs(60), || c.all_ready()).await;
+    wait_for("ring walks agree", Duration::from_secs(30), || {
+        c.rings_agree()
+    })
+    .await;
+
+    // SIGTERM two peers one after another: each exits 0 after a graceful leave, and the ring
+    // closes over it.
+    for victim in [2, 4] {
+        let status = c.peers[victim].terminate();
+        assert!(status.success(), "exit status {status:?}");
+        wait_for(
+            "ring closed after the leave",
+            Duration::from_secs(20),
+            || c.rings_agree(),
+        )
+        .await;
+    }
+    assert_eq!(c.running().len(), 3);
+
+    // The peer restarts with the same address and store dir: same id, back in the ring.
+    let p = &c.peers[2];
+    let bootstrap = c.peers[0].advertise.clone();
+    let restarted = spawn(&p.advertise, &p.api, &p.dir.clone(), Some(&bootstrap));
+    c.peers[2] = restarted;
+    wait_for("restarted peer ready", Duration::from_secs(30), || {
+        c.all_ready()
+    })
+    .await;
+    wait_for("ring includes it again", Duration::from_secs(30), || {
+        c.rings_agree()
+    })
+    .await;
+    let (_, node) = c.get(&c.peers[2].url("/v1/node")).await.expect("node");
+    assert_eq!(node["id"], c.peers[2].id().to_string());
+
+    // The REST leave keeps the API up in state `left`; the peer can join again.
+    let leave = c
+        .http
+        .post(c.peers[1].url("/v1/ring/leave"))
+        .send()
+        .await
+        .expect("leave");
+    assert_eq!(leave.status(), 200);
+    let body: Value = leave.json().await.expect("node view");
+    assert_eq!(body["state"], "left");
+    let join = c
+        .http
+        .post(c.peers[1].url("/v1/ring/join"))
+        .json(&serde_json::json!({"bootstrap": c.peers[0].advertise}))
+        .send()
+        .await
+        .expect("join");
+    assert_eq!(join.status(), 200);
+    let again = c
+        .http
+        .post(c.peers[1].url("/v1/ring/join"))
+        .json(&serde_json::json!({"bootstrap": c.peers[0].advertise}))
+        .send()
+        .await
+        .expect("join again");
+    assert_eq!(again.status(), 409, "a member cannot join twice");
+    wait_for("ring agrees after rejoin", Duration::from_secs(30), || {
+        c.rings_agree()
+    })
+    .await;
+}
+
+#[test]
+fn invalid_configuration_exits_non_zero_naming_the_key_and_source() {
+    let out = Command::new(BIN)
+        .arg("serve")
+        .env("CHORDNET_RING__SUCCESSORS", "lots")
+        .env_remove("CHORDNET_CONFIG")
+        .output()
+        .expect("run chordnet serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ring.successors"), "{err}");
+    assert!(err.contains("CHORDNET_RING__SUCCESSORS"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_errors_are_problem_documents() {
+    let c = Cluster::start("errors", 1);
+    wait_for("peer ready", Duration::from_secs(30), || c.all_ready()).await;
+    let p = &c.peers[0];
+    let cases = [
+        (reqwest::Method::GET, "/v1/nothing", None, 404),
+        (reqwest::Method::DELETE, "/v1/node", None, 405),
+        (
+            reqwest::Method::POST,
+            "/v1/ring/join",
+            Some(serde_json::json!({"bootstrap": p.advertise})),
+            400,
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/ring/join",
+            Some(serde_json::json!({"bootstrap": "no-port"})),
+            400,
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/ring/join",
+            Some(serde_json::json!({})),
+            400,
+        ),
+    ];
+    for (method, path, body, status) in cases {
+        let mut req = c.http.request(method.clone(), p.url(path));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        assert_eq!(resp.status().as_u16(), status, "{method} {path}");
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/problem+json",
+            "{method} {path}"
+        );
+        let problem: Value = resp.json().await.expect("problem body");
+        assert_eq!(problem["status"], status);
+        assert!(problem["detail"].is_string());
+    }
+    // A lone peer owns everything.
+    let (_, answer) = c.get(&p.url("/v1/lookup/anything")).await.expect("lookup");
+    assert_eq!(answer["node"]["id"], p.id().to_string());
+    assert_eq!(answer["hops"], 0);
+    let (status, health) = c.get(&p.url("/healthz")).await.expect("healthz");
+    assert_eq!((status, &health["alive"]), (200, &Value::Bool(true)));
+}
