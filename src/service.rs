@@ -19,9 +19,9 @@ use crate::config::Config;
 use crate::id::Id;
 use crate::metrics::Metrics;
 use crate::ring::{
-    Address, CommandError, LookupError, LookupId, LookupResult, Membership, Node, NotReady, Output,
-    Peer, Request, RequestEnvelope, Response, ResponseEnvelope, RingConfig, RingEvent, RingId,
-    Timer,
+    Address, CommandError, JoinFailure, LookupError, LookupId, LookupResult, Membership, Node,
+    NotReady, Output, Peer, Request, RequestEnvelope, Response, ResponseEnvelope, RingConfig,
+    RingEvent, RingId, Timer,
 };
 use crate::transport::{RequestHandler, Transport, TransportError};
 
@@ -33,7 +33,7 @@ pub enum ServiceError {
     #[error("not a member of a ring")]
     NotMember,
     #[error("join failed: {0}")]
-    JoinFailed(String),
+    JoinFailed(JoinFailure),
     #[error("lookup failed: {0}")]
     Lookup(#[from] LookupError),
     #[error("timed out after {0:?}")]
@@ -83,7 +83,7 @@ pub struct RingWalk {
 #[derive(Default)]
 struct Waiters {
     lookups: HashMap<LookupId, oneshot::Sender<Result<LookupResult, LookupError>>>,
-    join: Vec<oneshot::Sender<Result<(), String>>>,
+    join: Vec<oneshot::Sender<Result<(), JoinFailure>>>,
     leave: Vec<oneshot::Sender<()>>,
 }
 
@@ -510,9 +510,9 @@ impl<T: Transport> Service<T> {
                     let _ = tx.send(Ok(()));
                 }
             }
-            RingEvent::JoinFailed { reason } => {
+            RingEvent::JoinFailed { failure } => {
                 for tx in lock(&self.waiters).join.drain(..) {
-                    let _ = tx.send(Err(reason.clone()));
+                    let _ = tx.send(Err(failure.clone()));
                 }
             }
             RingEvent::SuccessorChanged { old, new } => {

@@ -43,8 +43,6 @@ pub enum LookupError {
     NoRoute { hops: u32, timeouts: u32 },
     #[error("lookup exceeded {MAX_HOPS} hops")]
     TooManyHops,
-    #[error("the bootstrap peer refused: {0}")]
-    Rejected(String),
 }
 
 /// What a lookup is for: the node reacts differently when it completes.

@@ -104,7 +104,7 @@ pub enum RingEvent {
         successor: Peer,
     },
     JoinFailed {
-        reason: String,
+        failure: JoinFailure,
     },
     SuccessorChanged {
         old: Option<Peer>,
@@ -128,6 +128,41 @@ pub enum RingEvent {
         round: u64,
     },
     Left,
+}
+
+/// Why a join failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JoinFailure {
+    /// The bootstrap peer did not answer.
+    #[error("bootstrap {bootstrap} did not answer")]
+    Unreachable { bootstrap: Address },
+    /// The bootstrap peer answered but is not a ring member (starting up, or it left).
+    #[error("bootstrap {bootstrap} is not a ring member")]
+    NotMember { bootstrap: Address },
+    /// Another peer already uses this node's identifier.
+    #[error("identifier already used by {address}")]
+    IdInUse { address: Address },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Why a request got no usable answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Why {
+    /// Time-out, refused connection, lost message.
+    NoResponse,
+    Rejected(Rejection),
+    Malformed,
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Why::NoResponse => write!(f, "no response"),
+            Why::Rejected(r) => write!(f, "{r}"),
+            Why::Malformed => write!(f, "unexpected answer"),
+        }
+    }
 }
 
 /// Why a node is not ready to serve (DESIGN.md §6).
@@ -815,11 +850,11 @@ impl Node {
         if let (Some(mine), Some(theirs)) = (self.ring_id, response.ring_id)
             && mine != theirs
         {
-            return self.failed(pending, Some(format!("peer belongs to ring {theirs}")));
+            let why = Why::Rejected(Rejection::WrongRing { ring_id: theirs });
+            return self.failed(pending, why);
         }
-        if let Response::Rejected { reason } = &response.body {
-            let reason = reason.to_string();
-            return self.failed(pending, Some(reason));
+        if let Response::Rejected { reason } = response.body {
+            return self.failed(pending, Why::Rejected(reason));
         }
         match pending {
             Pending::Lookup(step) => self.step_answered(step, response),
@@ -828,10 +863,7 @@ impl Node {
                     self.ring_id = response.ring_id;
                     self.joined(succ, successors)
                 }
-                _ => self.failed(
-                    Pending::JoinNeighbors(succ),
-                    Some("unexpected answer".into()),
-                ),
+                _ => self.failed(Pending::JoinNeighbors(succ), Why::Malformed),
             },
             Pending::StabilizeSuccessor { succ, retried } => match response.body {
                 Response::Neighbors {
@@ -841,7 +873,7 @@ impl Node {
                 } => self.successor_answered(succ, predecessor, successors, hint),
                 _ => self.failed(
                     Pending::StabilizeSuccessor { succ, retried },
-                    Some("unexpected answer".into()),
+                    Why::Malformed,
                 ),
             },
             Pending::StabilizeCandidate { candidate, chase } => match response.body {
@@ -850,7 +882,10 @@ impl Node {
                     successors,
                     hint,
                 } => self.candidate_answered(candidate, chase, predecessor, successors, hint),
-                _ => self.failed(Pending::StabilizeCandidate { candidate, chase }, None),
+                _ => self.failed(
+                    Pending::StabilizeCandidate { candidate, chase },
+                    Why::Malformed,
+                ),
             },
             Pending::Notify => {}
             Pending::CheckPredecessor { .. } => self.checking_predecessor = false,
@@ -862,26 +897,25 @@ impl Node {
     /// A request this node sent got no answer (time-out, refused connection).
     pub fn handle_failure(&mut self, request: RequestId) {
         if let Some(pending) = self.pending.remove(&request) {
-            self.failed(pending, None);
+            self.failed(pending, Why::NoResponse);
         }
     }
 
-    fn failed(&mut self, pending: Pending, reason: Option<String>) {
+    fn failed(&mut self, pending: Pending, why: Why) {
         match pending {
-            Pending::Lookup(step) => self.step_failed(step, reason),
+            Pending::Lookup(step) => self.step_failed(step, why),
             Pending::JoinNeighbors(succ) => {
-                self.join_failed(format!(
-                    "successor {} did not answer: {}",
-                    succ.address,
-                    reason.unwrap_or_else(|| "no response".into())
-                ));
+                self.join_failed(JoinFailure::Other(format!(
+                    "successor {} failed to answer: {why}",
+                    succ.address
+                )));
             }
             Pending::StabilizeSuccessor { succ, retried } => {
                 if self.membership != Membership::Member {
                     self.stabilizing = false;
                     return;
                 }
-                if !retried && reason.is_none() {
+                if !retried && why == Why::NoResponse {
                     return self.send(
                         succ.address.clone(),
                         Request::GetNeighbors,
@@ -903,7 +937,7 @@ impl Node {
             }
             Pending::Notify => {}
             Pending::CheckPredecessor { peer, retried } => {
-                if !retried && reason.is_none() {
+                if !retried && why == Why::NoResponse {
                     return self.send(
                         peer.address.clone(),
                         Request::Ping,
@@ -1058,22 +1092,25 @@ impl Node {
                 l.answered(response.from, candidates);
                 self.advance(step.lookup);
             }
-            _ => self.step_failed(step, Some("malformed answer".into())),
+            _ => self.step_failed(step, Why::Malformed),
         }
     }
 
-    fn step_failed(&mut self, step: Step, reason: Option<String>) {
+    fn step_failed(&mut self, step: Step, why: Why) {
         let Some(l) = self.lookups.get_mut(&step.lookup) else {
             return;
         };
         l.hop_failed(step.to_id);
         if l.purpose == Purpose::Join && step.to_id.is_none() {
-            let reason = format!(
-                "bootstrap {} did not answer: {}",
-                step.to,
-                reason.unwrap_or_else(|| "no response".into())
-            );
-            return self.finish(step.lookup, Err(LookupError::Rejected(reason)));
+            // The bootstrap itself failed: say precisely how, so a caller can tell "nobody
+            // there" from "there, but not in a ring".
+            self.lookups.remove(&step.lookup);
+            let bootstrap = step.to;
+            return self.join_failed(match why {
+                Why::NoResponse => JoinFailure::Unreachable { bootstrap },
+                Why::Rejected(Rejection::NotMember) => JoinFailure::NotMember { bootstrap },
+                other => JoinFailure::Other(format!("bootstrap {bootstrap}: {other}")),
+            });
         }
         if let Some(dead) = step.to_id {
             // Route around it now; stabilization decides about successors.
@@ -1128,7 +1165,7 @@ impl Node {
             }
             Purpose::Join => match outcome {
                 Ok(r) => self.join_found(r),
-                Err(e) => self.join_failed(e.to_string()),
+                Err(e) => self.join_failed(JoinFailure::Other(e.to_string())),
             },
         }
     }
@@ -1140,15 +1177,12 @@ impl Node {
         let succ = loop {
             match candidates.next() {
                 Some(p) if p.id == self.me.id && p.address != self.me.address => {
-                    return self.join_failed(format!(
-                        "identifier {} is already used by {}",
-                        self.me.id, p.address
-                    ));
+                    return self.join_failed(JoinFailure::IdInUse { address: p.address });
                 }
                 // Our own previous incarnation: take whoever follows it.
                 Some(p) if p.id == self.me.id => continue,
                 Some(p) => break p,
-                None => return self.join_failed("no successor found".into()),
+                None => return self.join_failed(JoinFailure::Other("no successor found".into())),
             }
         };
         self.send(
@@ -1163,7 +1197,9 @@ impl Node {
             return;
         }
         let Some(ring_id) = self.ring_id else {
-            return self.join_failed("successor did not say which ring it is in".into());
+            return self.join_failed(JoinFailure::Other(
+                "successor did not say which ring it is in".into(),
+            ));
         };
         self.membership = Membership::Member;
         self.set_successors(succ.clone(), &successors);
@@ -1174,11 +1210,11 @@ impl Node {
         self.notify_successor();
     }
 
-    fn join_failed(&mut self, reason: String) {
+    fn join_failed(&mut self, failure: JoinFailure) {
         if self.membership == Membership::Joining {
             self.membership = Membership::Idle;
             self.reset_routing();
-            self.emit(RingEvent::JoinFailed { reason });
+            self.emit(RingEvent::JoinFailed { failure });
         }
     }
 

@@ -275,11 +275,26 @@ fn join_fails_cleanly_when_the_bootstrap_is_dead_or_the_id_is_taken() {
     net.nodes[0].join(bootstrap).unwrap();
     net.settle();
     assert_eq!(net.nodes[0].membership(), Membership::Idle);
-    assert!(
-        net.events
-            .iter()
-            .any(|(i, e)| *i == 0 && matches!(e, RingEvent::JoinFailed { .. }))
-    );
+    assert!(net.events.iter().any(|(i, e)| *i == 0
+        && matches!(
+            e,
+            RingEvent::JoinFailed {
+                failure: JoinFailure::Unreachable { .. }
+            }
+        )));
+
+    // A live bootstrap that is not in a ring says so.
+    net.dead[1] = false;
+    let bootstrap = net.nodes[1].me().address.clone();
+    net.nodes[0].join(bootstrap).unwrap();
+    net.settle();
+    assert!(net.events.iter().any(|(i, e)| *i == 0
+        && matches!(
+            e,
+            RingEvent::JoinFailed {
+                failure: JoinFailure::NotMember { .. }
+            }
+        )));
 
     // Same id, different address: refused.
     let mut net = build(3, 4);
@@ -293,11 +308,16 @@ fn join_fails_cleanly_when_the_bootstrap_is_dead_or_the_id_is_taken() {
     net.nodes[3].join(bootstrap).unwrap();
     net.settle();
     assert_eq!(net.nodes[3].membership(), Membership::Idle);
-    let reason = net.events.iter().find_map(|(i, e)| match e {
-        RingEvent::JoinFailed { reason } if *i == 3 => Some(reason.clone()),
+    let failure = net.events.iter().find_map(|(i, e)| match e {
+        RingEvent::JoinFailed { failure } if *i == 3 => Some(failure.clone()),
         _ => None,
     });
-    assert!(reason.is_some_and(|r| r.contains("already used")));
+    assert_eq!(
+        failure,
+        Some(JoinFailure::IdInUse {
+            address: net.nodes[2].me().address.clone()
+        })
+    );
 }
 
 #[test]
