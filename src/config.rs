@@ -51,6 +51,15 @@ pub struct RingSection {
     /// A member of the ring to join; none founds a new ring.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap: Option<String>,
+    /// Peers to try, in order, until one lets this peer join (a list, or one comma-separated
+    /// string). The first seed is the founder: only a peer advertising that address founds a
+    /// ring, and only when no seed is a ring member.
+    #[serde(default, deserialize_with = "address_list")]
+    pub seeds: Vec<String>,
+    /// How long the founder keeps trying unreachable seeds before founding a ring (when it has
+    /// no record of an earlier ring in its store directory).
+    #[serde(with = "humantime_duration")]
+    pub create_after: Duration,
     /// Successor list length r.
     pub successors: usize,
     /// Copies of each stored file (responsible peer + successors).
@@ -107,6 +116,8 @@ impl Default for Config {
             },
             ring: RingSection {
                 bootstrap: None,
+                seeds: Vec::new(),
+                create_after: Duration::from_secs(10),
                 successors: 4,
                 replicas: 3,
                 stabilize_interval: Duration::from_millis(500),
@@ -217,6 +228,14 @@ impl Config {
         {
             return rule("ring.bootstrap", "must be host:port with a port number");
         }
+        if let Some(bad) = self
+            .ring
+            .seeds
+            .iter()
+            .find(|s| split_host_port(s).is_none())
+        {
+            return rule("ring.seeds", &format!("{bad:?} is not host:port"));
+        }
         if self.ring.successors == 0 {
             return rule("ring.successors", "must be at least 1");
         }
@@ -292,6 +311,25 @@ pub fn split_host_port(s: &str) -> Option<(&str, u16)> {
     let port = port.parse().ok()?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     (!host.is_empty()).then_some((host, port))
+}
+
+/// A list of addresses: a TOML/JSON list, or one comma-separated string (handy in env vars).
+fn address_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        Text(String),
+    }
+    let list = match Raw::deserialize(d)? {
+        Raw::List(l) => l,
+        Raw::Text(t) => t.split(',').map(str::to_string).collect(),
+    };
+    Ok(list
+        .into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect())
 }
 
 mod humantime_duration {
@@ -406,6 +444,7 @@ mod tests {
             jail.set_env("CHORDNET_RING__SUCCESSORS", "6");
             jail.set_env("CHORDNET_LOG__FORMAT", "json");
             jail.set_env("CHORDNET_CONFIG", "ignored-when-a-file-is-given.toml");
+            jail.set_env("CHORDNET_RING__SEEDS", "s-0.h:7000, s-1.h:7000,");
             let overrides = Overrides {
                 advertise: Some("b:2".into()),
                 ..Overrides::default()
@@ -417,6 +456,7 @@ mod tests {
             assert_eq!(c.ring.stabilize_interval, Duration::from_secs(2));
             assert_eq!(c.files.max_file_size, 1 << 20);
             assert_eq!(c.log.format, LogFormat::Json);
+            assert_eq!(c.ring.seeds, vec!["s-0.h:7000", "s-1.h:7000"]);
             assert_eq!(c.peer_listen(), "0.0.0.0:2".parse().unwrap());
             Ok(())
         });

@@ -31,6 +31,7 @@ pub mod config;
 pub mod id;
 pub mod metrics;
 pub mod peer;
+pub mod persist;
 pub mod ring;
 pub mod service;
 pub mod sim;

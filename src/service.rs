@@ -169,38 +169,77 @@ impl<T: Transport> Service<T> {
                 }
             });
         }
-        let bootstrap = self
-            .config
-            .ring
-            .bootstrap
-            .clone()
-            .filter(|b| *b != self.config.node.advertise);
-        match bootstrap {
-            None => {
-                let ring_id = new_ring_id();
-                if let Err(e) = self.apply(|n| n.create(ring_id)) {
-                    warn!(error = %e, "could not found a ring");
-                }
-            }
-            Some(bootstrap) => {
-                let svc = Arc::clone(self);
-                tokio::spawn(async move { svc.join_until_member(bootstrap).await });
-            }
-        }
+        let svc = Arc::clone(self);
+        tokio::spawn(async move { svc.become_member().await });
     }
 
-    /// Joins `bootstrap`, retrying every `join_retry_interval` until joined or shut down.
-    async fn join_until_member(self: Arc<Self>, bootstrap: String) {
-        let mut stop = self.shutdown.subscribe();
+    /// Founds a ring or joins one, following the configuration and what the store directory
+    /// remembers:
+    /// - the peers to try are `ring.bootstrap`, then `ring.seeds`, then remembered neighbours
+    ///   (never ourselves), over and over until one lets us in;
+    /// - a peer may found a ring only if it is the founder: no bootstrap and no seeds are
+    ///   configured, or it advertises the first seed (or the bootstrap is itself);
+    /// - the founder founds at once when there is nobody to try, or when every peer it tried
+    ///   answered "not a ring member" (the whole ring is gone); when some did not answer, it
+    ///   waits `ring.create_after` first, and a seed founder that remembers a ring never founds
+    ///   on a time-out (the others may just be unreachable).
+    ///
+    /// A refounded ring keeps the remembered ring id.
+    async fn become_member(self: Arc<Self>) {
+        let ring = &self.config.ring;
+        let me = self.config.node.advertise.clone();
+        let remembered = match crate::persist::load(&self.config.files.store_dir) {
+            Ok(state) => state,
+            Err(e) => {
+                warn!(error = %e, "ignoring the remembered ring state");
+                None
+            }
+        };
+        let standalone = ring.bootstrap.is_none() && ring.seeds.is_empty();
+        let founder =
+            standalone || ring.seeds.first() == Some(&me) || ring.bootstrap.as_ref() == Some(&me);
+        let mut targets: Vec<String> = Vec::new();
+        let configured = ring.bootstrap.iter().chain(&ring.seeds);
+        let recalled = remembered.iter().flat_map(|s| s.peers.iter());
+        for t in configured.chain(recalled) {
+            if *t != me && !targets.contains(t) {
+                targets.push(t.clone());
+            }
+        }
+        let ring_id = remembered
+            .as_ref()
+            .and_then(|s| s.ring_id())
+            .unwrap_or_else(new_ring_id);
+        let started = Instant::now();
+        let stop = self.shutdown.subscribe();
         loop {
-            match self.join(&bootstrap).await {
-                Ok(()) | Err(ServiceError::AlreadyMember) => return,
-                Err(e) => {
-                    warn!(%bootstrap, error = %e, "join failed; retrying");
+            let mut all_not_member = !targets.is_empty();
+            for target in &targets {
+                match self.join(target).await {
+                    Ok(()) | Err(ServiceError::AlreadyMember) => return,
+                    Err(ServiceError::JoinFailed(JoinFailure::NotMember { .. })) => {
+                        debug!(%target, "seed is not a ring member yet");
+                    }
+                    Err(e) => {
+                        all_not_member = false;
+                        debug!(%target, error = %e, "join attempt failed");
+                    }
+                }
+                if *stop.borrow() {
+                    return;
                 }
             }
+            let waited = started.elapsed() >= ring.create_after;
+            let may_time_out = standalone || remembered.is_none();
+            if founder && (targets.is_empty() || all_not_member || (waited && may_time_out)) {
+                match self.apply(|n| n.create(ring_id)) {
+                    Ok(()) | Err(CommandError::AlreadyMember) => return,
+                }
+            }
+            warn!(tried = ?targets, "could not join any peer yet; retrying");
+            let mut stop = stop.clone();
             tokio::select! {
-                _ = tokio::time::sleep(self.config.ring.join_retry_interval) => {}
+                _ = tokio::time::sleep(ring.join_retry_interval) => {}
                 _ = stop.changed() => return,
             }
         }
@@ -501,11 +540,13 @@ impl<T: Transport> Service<T> {
             RingEvent::Created { ring_id } => {
                 info!(%ring_id, "founded a new ring");
                 self.set_ring_info(ring_id);
+                self.remember_ring();
             }
             RingEvent::Joined { ring_id, successor } => {
                 info!(%ring_id, successor = ?successor, "joined the ring");
                 m.joins.inc();
                 self.set_ring_info(ring_id);
+                self.remember_ring();
                 for tx in lock(&self.waiters).join.drain(..) {
                     let _ = tx.send(Ok(()));
                 }
@@ -531,8 +572,11 @@ impl<T: Transport> Service<T> {
                 info!(peer = ?peer, "peer left");
                 m.peers_left.inc();
             }
-            RingEvent::Stabilized { .. } => {
+            RingEvent::Stabilized { round } => {
                 m.stabilization_rounds.inc();
+                if round % REMEMBER_EVERY_ROUNDS == 1 {
+                    self.remember_ring();
+                }
                 self.last_stabilized_ms
                     .store(self.elapsed_ms().max(1), Ordering::Relaxed);
             }
@@ -545,6 +589,32 @@ impl<T: Transport> Service<T> {
                 }
             }
         }
+    }
+
+    /// Saves the ring id and current neighbours to the store directory, off the async threads.
+    fn remember_ring(&self) {
+        let state = {
+            let n = lock(&self.node);
+            let Some(ring_id) = n.ring_id() else { return };
+            let me = n.id();
+            let peers: Vec<String> = n
+                .successors()
+                .iter()
+                .chain(n.predecessor())
+                .filter(|p| p.id != me)
+                .map(|p| p.address.to_string())
+                .collect();
+            crate::persist::RingState {
+                ring_id: ring_id.to_string(),
+                peers,
+            }
+        };
+        let dir = self.config.files.store_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = crate::persist::save(&dir, &state) {
+                warn!(error = %e, "could not remember the ring state");
+            }
+        });
     }
 
     fn set_ring_info(&self, ring_id: RingId) {
@@ -569,6 +639,9 @@ impl<T: Transport> RequestHandler for Endpoint<T> {
         self.0.apply(|n| n.handle_request(request))
     }
 }
+
+/// How often (in stabilization rounds) the neighbours are saved to the store directory.
+const REMEMBER_EVERY_ROUNDS: u64 = 20;
 
 fn method_name(body: &Request) -> &'static str {
     match body {

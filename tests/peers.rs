@@ -176,6 +176,16 @@ fn spawn(
     dir: &std::path::Path,
     bootstrap: Option<&String>,
 ) -> PeerProcess {
+    spawn_with(advertise, api, dir, bootstrap, &[])
+}
+
+fn spawn_with(
+    advertise: &str,
+    api: &str,
+    dir: &std::path::Path,
+    bootstrap: Option<&String>,
+    env: &[(&str, &str)],
+) -> PeerProcess {
     std::fs::create_dir_all(dir).expect("peer dir");
     let mut cmd = Command::new(BIN);
     cmd.arg("serve")
@@ -202,6 +212,9 @@ fn spawn(
         .stderr(Stdio::null());
     if let Some(b) = bootstrap {
         cmd.args(["--bootstrap", b]);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
     }
     let child = cmd.spawn().expect("start chordnet serve");
     PeerProcess {
@@ -518,4 +531,119 @@ async fn api_errors_are_problem_documents() {
     assert_eq!(answer["hops"], 0);
     let (status, health) = c.get(&p.url("/healthz")).await.expect("healthz");
     assert_eq!((status, &health["alive"]), (200, &Value::Bool(true)));
+}
+
+impl Cluster {
+    /// Starts `n` peers at once, all configured with the same seed list (like a StatefulSet
+    /// with `podManagementPolicy: Parallel`); the first seed is the founder.
+    fn start_seeded(name: &str, n: usize) -> Cluster {
+        let root = std::env::temp_dir().join(format!("chordnet-it-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let ports = free_ports(2 * n);
+        let mut cluster = Cluster {
+            peers: Vec::new(),
+            root,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("http client"),
+        };
+        let seeds: Vec<String> = (0..n)
+            .map(|i| format!("127.0.0.1:{}", ports[2 * i]))
+            .collect();
+        // Start the founder last, so that it finds the others up but not in a ring.
+        for i in (0..n).rev() {
+            let api = format!("127.0.0.1:{}", ports[2 * i + 1]);
+            let dir = cluster.root.join(format!("peer-{i}"));
+            let peer = cluster.spawn_seeded(&seeds, i, &api, &dir);
+            cluster.peers.insert(0, peer);
+        }
+        cluster
+    }
+
+    fn spawn_seeded(
+        &self,
+        seeds: &[String],
+        i: usize,
+        api: &str,
+        dir: &std::path::Path,
+    ) -> PeerProcess {
+        let list = seeds.join(",");
+        spawn_with(
+            &seeds[i],
+            api,
+            dir,
+            None,
+            &[
+                ("CHORDNET_RING__SEEDS", &list),
+                ("CHORDNET_RING__CREATE_AFTER", "2s"),
+            ],
+        )
+    }
+
+    async fn ring_ids(&self) -> Vec<Value> {
+        let mut ids = Vec::new();
+        for p in self.running() {
+            if let Some((_, n)) = self.get(&p.url("/v1/node")).await {
+                ids.push(n["ring_id"].clone());
+            }
+        }
+        ids
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_peers_started_together_form_one_ring_and_survive_restarts() {
+    let mut c = Cluster::start_seeded("seeds", 4);
+    let seeds: Vec<String> = c.peers.iter().map(|p| p.advertise.clone()).collect();
+    wait_for("all peers ready", Duration::from_secs(60), || c.all_ready()).await;
+    wait_for("ring walks agree", Duration::from_secs(30), || {
+        c.rings_agree()
+    })
+    .await;
+    let ids = c.ring_ids().await;
+    assert!(ids.iter().all(|r| *r == ids[0] && r.is_string()), "{ids:?}");
+    let ring_id = ids[0].clone();
+
+    // The founder crashes and restarts: it must rejoin the ring, not found a second one.
+    c.peers[0].kill();
+    wait_for(
+        "ring closed without the founder",
+        Duration::from_secs(30),
+        || c.rings_agree(),
+    )
+    .await;
+    let (api, dir) = (c.peers[0].api.clone(), c.peers[0].dir.clone());
+    c.peers[0] = c.spawn_seeded(&seeds, 0, &api, &dir);
+    wait_for("founder back and ready", Duration::from_secs(30), || {
+        c.all_ready()
+    })
+    .await;
+    wait_for("one ring again", Duration::from_secs(30), || {
+        c.rings_agree()
+    })
+    .await;
+    let ids = c.ring_ids().await;
+    assert!(ids.iter().all(|r| *r == ring_id), "{ids:?} vs {ring_id}");
+
+    // Everybody crashes and comes back: the founder refounds the remembered ring.
+    for p in &mut c.peers {
+        p.kill();
+    }
+    for i in (0..4).rev() {
+        let (api, dir) = (c.peers[i].api.clone(), c.peers[i].dir.clone());
+        c.peers[i] = c.spawn_seeded(&seeds, i, &api, &dir);
+    }
+    wait_for("all back and ready", Duration::from_secs(60), || {
+        c.all_ready()
+    })
+    .await;
+    wait_for(
+        "one ring after a full restart",
+        Duration::from_secs(30),
+        || c.rings_agree(),
+    )
+    .await;
+    let ids = c.ring_ids().await;
+    assert!(ids.iter().all(|r| *r == ring_id), "{ids:?} vs {ring_id}");
 }

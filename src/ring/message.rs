@@ -92,6 +92,21 @@ impl fmt::Display for RingId {
     }
 }
 
+impl std::str::FromStr for RingId {
+    type Err = String;
+
+    /// Parses the UUID layout (dashes optional).
+    fn from_str(s: &str) -> Result<RingId, String> {
+        let hex: String = s.chars().filter(|c| *c != '-').collect();
+        if hex.len() != 32 {
+            return Err(format!("{s:?} is not a ring id (a UUID)"));
+        }
+        u128::from_str_radix(&hex, 16)
+            .map(RingId)
+            .map_err(|_| format!("{s:?} is not a ring id (a UUID)"))
+    }
+}
+
 impl fmt::Debug for RingId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "RingId({self})")
@@ -180,10 +195,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ring_id_displays_as_uuid() {
-        assert_eq!(
-            RingId(0x0123456789abcdef0123456789abcdef).to_string(),
-            "01234567-89ab-cdef-0123-456789abcdef"
+    fn ring_id_displays_and_parses_as_uuid() {
+        let id = RingId(0x0123456789abcdef0123456789abcdef);
+        assert_eq!(id.to_string(), "01234567-89ab-cdef-0123-456789abcdef");
+        assert_eq!(id.to_string().parse::<RingId>(), Ok(id));
+        assert!("xyz".parse::<RingId>().is_err());
+        assert!(
+            "0123456789abcdef0123456789abcdeg"
+                .parse::<RingId>()
+                .is_err()
         );
     }
 

@@ -1,0 +1,144 @@
+{{/* Chart name. */}}
+{{- define "chordnet.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name of the objects. It prefixes the pods' DNS names (<fullname>-<ordinal>), so it is
+kept short enough for "-headless" and the ordinal to fit in 63 characters.
+*/}}
+{{- define "chordnet.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 50 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The headless Service: every peer's DNS name is <pod>.<this>.<namespace>.svc.<domain>. */}}
+{{- define "chordnet.headlessName" -}}
+{{- printf "%s-headless" (include "chordnet.fullname" .) }}
+{{- end }}
+
+{{- define "chordnet.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Common labels. */}}
+{{- define "chordnet.labels" -}}
+helm.sh/chart: {{ include "chordnet.chart" . }}
+{{ include "chordnet.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: chordnet
+{{- end }}
+
+{{/* Labels every object of the release carries. */}}
+{{- define "chordnet.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "chordnet.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Selects the peer pods only (not the helm test pod). */}}
+{{- define "chordnet.peerSelectorLabels" -}}
+{{ include "chordnet.selectorLabels" . }}
+app.kubernetes.io/component: peer
+{{- end }}
+
+{{- define "chordnet.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "chordnet.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "chordnet.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* A listen address: listenHost and a port, with brackets around an IPv6 host. */}}
+{{- define "chordnet.listen" -}}
+{{- $host := .root.Values.listenHost }}
+{{- if contains ":" $host }}
+{{- printf "[%s]:%v" $host .port }}
+{{- else }}
+{{- printf "%s:%v" $host .port }}
+{{- end }}
+{{- end }}
+
+{{/*
+The advertised peer address of ordinal .ordinal; $(POD_NAMESPACE) is expanded by the kubelet
+from the downward-API variable, so the objects do not depend on the release namespace.
+*/}}
+{{- define "chordnet.peerAddress" -}}
+{{- printf "%s-%v.%s.$(POD_NAMESPACE).svc.%s:%v" (include "chordnet.fullname" .root) .ordinal (include "chordnet.headlessName" .root) .root.Values.clusterDomain .root.Values.ports.peer }}
+{{- end }}
+
+{{/* Seeds: the advertised addresses of ordinals 0..replicaCount-1, comma-separated. */}}
+{{- define "chordnet.seeds" -}}
+{{- $root := . }}
+{{- $seeds := list }}
+{{- range $i := until (int .Values.replicaCount) }}
+{{- $seeds = append $seeds (include "chordnet.peerAddress" (dict "root" $root "ordinal" $i)) }}
+{{- end }}
+{{- join "," $seeds }}
+{{- end }}
+
+{{/* One TOML value: strings quoted, whole numbers without a decimal point, lists as arrays. */}}
+{{- define "chordnet.tomlValue" -}}
+{{- if kindIs "string" . }}
+{{- . | toJson }}
+{{- else if kindIs "bool" . }}
+{{- . }}
+{{- else if or (kindIs "float64" .) (kindIs "float32" .) }}
+{{- if eq (float64 .) (floor .) }}{{ int64 . }}{{ else }}{{ . }}{{ end }}
+{{- else if or (kindIs "int" .) (kindIs "int64" .) }}
+{{- . }}
+{{- else if kindIs "slice" . }}
+{{- $items := list }}
+{{- range . }}{{ $items = append $items (include "chordnet.tomlValue" .) }}{{ end }}
+{{- printf "[%s]" (join ", " $items) }}
+{{- else }}
+{{- fail (printf "config: cannot write %v (%s) as a TOML value" . (kindOf .)) }}
+{{- end }}
+{{- end }}
+
+{{/* The peer's TOML configuration file, from .Values.config (sections of scalar keys). */}}
+{{- define "chordnet.configToml" -}}
+# chordnet peer configuration (rendered by the Helm chart from .Values.config).
+# Environment variables CHORDNET_* override it: the chart sets the node address, the listen
+# addresses, the seeds and the directories that way.
+{{- range $section, $body := .Values.config }}
+{{- if not (kindIs "map" $body) }}
+{{- fail (printf "config.%s must be a table (map)" $section) }}
+{{- end }}
+
+[{{ $section }}]
+{{- range $key, $value := $body }}
+{{ $key }} = {{ include "chordnet.tomlValue" $value }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Fails when the graceful leave cannot finish before the kubelet kills the pod. Understands leave
+timeouts written as whole seconds ("20s") or minutes ("1m"); other forms are not checked.
+*/}}
+{{- define "chordnet.checkGracePeriod" -}}
+{{- $leave := toString (dig "ring" "leave_timeout" "" .Values.config) }}
+{{- $seconds := -1 }}
+{{- if regexMatch "^[0-9]+s$" $leave }}
+{{- $seconds = trimSuffix "s" $leave | atoi }}
+{{- else if regexMatch "^[0-9]+m$" $leave }}
+{{- $seconds = mul (trimSuffix "m" $leave | atoi) 60 }}
+{{- end }}
+{{- if and (ge $seconds 0) (le (int .Values.terminationGracePeriodSeconds) $seconds) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must be longer than config.ring.leave_timeout (%s)" .Values.terminationGracePeriodSeconds $leave) }}
+{{- end }}
+{{- end }}
