@@ -411,6 +411,18 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid_and_shows_the_defaults() {
+        Jail::expect_with(|jail| {
+            let example = include_str!("../chordnet.example.toml");
+            jail.create_file("example.toml", example)?;
+            let c = Config::load(Some("example.toml".into()), &Overrides::default())
+                .map_err(|e| e.to_string())?;
+            assert_eq!(c, Config::default());
+            Ok(())
+        });
+    }
+
+    #[test]
     fn sizes_and_addresses_parse() {
         assert_eq!(byte_size::parse("64MiB"), Some(64 << 20));
         assert_eq!(byte_size::parse("10MB"), Some(10_000_000));
