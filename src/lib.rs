@@ -36,3 +36,4 @@ pub mod ring;
 pub mod service;
 pub mod sim;
 pub mod transport;
+pub mod files;

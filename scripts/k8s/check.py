@@ -1,0 +1,508 @@
+#!/usr/bin/env python3
+"""The Python half of scripts/k8s-check.sh (run it with the venv that script makes: it needs
+helm-python-sdk and PyYAML).
+
+    check.py render OUT_DIR            render the chart with its defaults and with every
+                                       helm/chordnet/ci/*.yaml; one multi-document file per case
+    check.py lint KUBE_VERSION...      `helm lint --strict` of every case, for each Kubernetes version
+    check.py reject                    values the chart must refuse (schema, template checks)
+    check.py base [--check]            write deploy/base from the chart's defaults (or diff against it)
+    check.py consistency FILE...       invariants of the rendered StatefulSets (seeds, advertise,
+                                       headless Service, probes, security, grace period)
+    check.py sync                      chart copies of the dashboard and rules, appVersion
+    check.py config-toml OUT           the chart's default config.toml
+    check.py metric-names SCRAPE       every chordnet_* name used by the dashboard and the alerts
+                                       is exposed in SCRAPE (a /metrics text), except PENDING ones
+    check.py promql PROMETHEUS_URL     evaluate every PromQL expression of the dashboard and the
+                                       alerts (they must not error), and the healthy-ring facts
+"""
+
+import difflib
+import json
+import re
+import sys
+import tomllib
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "chordnet"
+DASHBOARD = ROOT / "deploy" / "grafana" / "chordnet-dashboard.json"
+RULES = ROOT / "deploy" / "prometheus" / "chordnet-rules.yaml"
+BASE = ROOT / "deploy" / "base"
+RELEASE = "chordnet"
+NAMESPACE = "chordnet"
+
+# Metrics the dashboard and the alerts use that the binary does not expose yet.
+PENDING_METRICS = {"chordnet_replica_deficit"}
+
+
+def fail(msg):
+    print(f"FAIL: {msg}")
+    sys.exit(1)
+
+
+def cases():
+    """[(name, values)]: the defaults and every ci/*.yaml values file."""
+    out = [("defaults", {})]
+    for f in sorted((CHART / "ci").glob("*.yaml")):
+        out.append((f.stem, yaml.safe_load(f.read_text()) or {}))
+    return out
+
+
+def render(values, *, name=RELEASE, namespace=NAMESPACE, tests=True):
+    """{template path: rendered text} without NOTES.txt and empty documents."""
+    from helm_python import chart as helm_chart
+
+    with helm_chart.Chart.load(str(CHART)) as chart:
+        out = chart.render(values=values, name=name, namespace=namespace, is_install=True)
+    result = {}
+    for path, text in sorted(out.items()):
+        if path.endswith("NOTES.txt") or (not tests and "/templates/tests/" in path):
+            continue
+        if any(doc for doc in yaml.safe_load_all(text)):
+            result[path] = text.strip("\n") + "\n"
+    return result
+
+
+def cmd_render(out_dir):
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, values in cases():
+        manifests = render(values)
+        docs = []
+        for path, text in manifests.items():
+            docs.append(f"# Source: {path}\n{text}")
+        target = out_dir / f"chart-{name}.yaml"
+        target.write_text("---\n".join(docs))
+        kinds = [d["kind"] for t in manifests.values() for d in yaml.safe_load_all(t) if d]
+        print(f"  rendered {name}: {len(kinds)} objects ({', '.join(sorted(set(kinds)))}) -> {target.name}")
+
+
+def cmd_lint(*kube_versions):
+    from helm_python import chart as helm_chart
+
+    bad = 0
+    for version in kube_versions:
+        for name, values in cases():
+            report = helm_chart.lint(str(CHART), values=values, strict=True, kube_version=version)
+            problems = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2]
+            problems += [{"severity": 3, "path": "", "error": e} for e in report.get("errors", []) if e]
+            infos = [m for m in report.get("messages", []) if m.get("severity", 0) < 2]
+            for m in problems:
+                print(f"  lint {name} (Kubernetes {version}): {m.get('path')}: {m.get('error')}")
+            bad += len(problems)
+            note = f" (info: {'; '.join(m['error'] for m in infos)})" if infos else ""
+            if not problems:
+                print(f"  lint --strict {name}, Kubernetes {version}: ok{note}")
+    if bad:
+        fail(f"helm lint --strict found {bad} problem(s)")
+
+
+REJECT = [
+    ("replicaCount as a string", {"replicaCount": "3"}, "want integer"),
+    ("no peers", {"replicaCount": 0}, "minimum"),
+    ("unknown top-level value", {"replicas": 3}, "additional properties"),
+    ("misspelt ring key", {"config": {"ring": {"stabilise_interval": "1s"}}}, "additional properties"),
+    ("unknown config section", {"config": {"tracing": {"endpoint": "x"}}}, "additional properties"),
+    ("bad log format", {"config": {"log": {"format": "xml"}}}, "log/format"),
+    ("bad duration", {"config": {"ring": {"rpc_timeout": "fast"}}}, "rpc_timeout"),
+    ("bad size", {"config": {"files": {"max_file_size": "lots"}}}, "max_file_size"),
+    ("bad anti-affinity preset", {"podAntiAffinity": "maybe"}, "podAntiAffinity"),
+    ("leave not shorter than grace", {"config": {"ring": {"leave_timeout": "30s"}}}, "terminationGracePeriodSeconds"),
+    ("leave in minutes over grace", {"config": {"ring": {"leave_timeout": "2m"}}, "terminationGracePeriodSeconds": 100},
+     "terminationGracePeriodSeconds"),
+]
+
+
+def cmd_reject():
+    from helm_python import errors
+
+    for what, values, expect in REJECT:
+        try:
+            render(values)
+        except (errors.HelmValuesError, errors.HelmRenderError) as e:
+            if expect not in str(e):
+                fail(f"values with {what} were refused, but the message lacks {expect!r}: {e}")
+            first = " ".join(str(e).split())[-110:]
+            print(f"  refused {what}: ...{first}")
+            continue
+        fail(f"the chart accepted values with {what}: {values}")
+
+
+HELM_ONLY_LABEL = re.compile(r"^\s*(helm\.sh/chart|app\.kubernetes\.io/managed-by):.*\n", re.M)
+BASE_HEADER = (
+    "# Generated from helm/chordnet (default values, release name chordnet) by\n"
+    "# `scripts/k8s/check.py base`; do not edit: change the chart and regenerate.\n"
+)
+
+
+def base_files():
+    manifests = render({}, tests=False)
+    files = {}
+    for path, text in manifests.items():
+        text = HELM_ONLY_LABEL.sub("", text)
+        files[Path(path).name] = BASE_HEADER + text
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": sorted(files),
+        "labels": [{"pairs": {"app.kubernetes.io/managed-by": "kustomize"}, "includeSelectors": False}],
+    }
+    files["kustomization.yaml"] = BASE_HEADER + yaml.safe_dump(kustomization, sort_keys=False)
+    return files
+
+
+def cmd_base(check=False):
+    wanted = base_files()
+    present = {p.name: p.read_text() for p in BASE.glob("*.yaml")} if BASE.exists() else {}
+    if not check:
+        BASE.mkdir(parents=True, exist_ok=True)
+        for name in set(present) - set(wanted):
+            (BASE / name).unlink()
+        for name, text in wanted.items():
+            (BASE / name).write_text(text)
+        print(f"  wrote {len(wanted)} files to {BASE.relative_to(ROOT)}")
+        return
+    diff = []
+    for name in sorted(set(wanted) | set(present)):
+        a, b = present.get(name, ""), wanted.get(name, "")
+        if a != b:
+            diff += difflib.unified_diff(a.splitlines(True), b.splitlines(True), f"deploy/base/{name}", f"{name} (from the chart)")
+    if diff:
+        sys.stdout.writelines(diff)
+        fail("deploy/base differs from the chart's defaults: run scripts/k8s/check.py base")
+    print(f"  deploy/base equals the chart's default objects ({len(wanted)} files)")
+
+
+def duration_seconds(text):
+    """Seconds of a humantime duration such as "20s", "1m 30s", "500ms"."""
+    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60,
+             "mins": 60, "h": 3600, "hr": 3600, "hrs": 3600, "d": 86400}
+    parts = re.findall(r"(\d+)\s*([a-zµ]+)", text)
+    if not parts or re.sub(r"(\d+)\s*([a-zµ]+)|\s", "", text):
+        raise ValueError(f"not a duration: {text!r}")
+    return sum(int(n) * units[u] for n, u in parts)
+
+
+def load_docs(path):
+    return [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
+
+
+def matches(selector, labels):
+    return all(labels.get(k) == v for k, v in (selector or {}).items())
+
+
+def check_objects(path):
+    """Invariants a chordnet deployment must keep, whichever way it was rendered."""
+    docs = load_docs(path)
+    by_kind = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], []).append(d)
+    problems = []
+    sets = by_kind.get("StatefulSet", [])
+    if len(sets) != 1:
+        return [f"expected one StatefulSet, found {len(sets)}"]
+    sts = sets[0]
+    name, spec = sts["metadata"]["name"], sts["spec"]
+    pod = spec["template"]
+    pod_labels = pod["metadata"].get("labels", {})
+    pspec = pod["spec"]
+    replicas = spec.get("replicas", 1)
+    if spec.get("podManagementPolicy") != "Parallel":
+        problems.append("podManagementPolicy is not Parallel")
+    if not matches(spec["selector"].get("matchLabels"), pod_labels):
+        problems.append("the StatefulSet's selector does not match its pod labels")
+    if pspec.get("enableServiceLinks") is not False:
+        problems.append("enableServiceLinks is not false (service links put CHORDNET_* variables into the environment)")
+    containers = [c for c in pspec["containers"] if c["name"] == "chordnet"]
+    if len(containers) != 1:
+        return problems + ["no container named chordnet"]
+    c = containers[0]
+    env = {e["name"]: e for e in c.get("env", [])}
+    for var, field in (("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")):
+        if env.get(var, {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != field:
+            problems.append(f"{var} does not come from the downward API ({field})")
+    advertise = env.get("CHORDNET_NODE__ADVERTISE", {}).get("value", "")
+    seeds = env.get("CHORDNET_RING__SEEDS", {}).get("value", "")
+    headless = spec.get("serviceName")
+    peer_port = next((p["containerPort"] for p in c.get("ports", []) if p["name"] == "peer"), None)
+    m = re.fullmatch(r"\$\(POD_NAME\)\.([a-z0-9-]+)\.\$\(POD_NAMESPACE\)\.svc\.([a-z0-9.-]+):(\d+)", advertise)
+    if not m:
+        problems.append(f"CHORDNET_NODE__ADVERTISE {advertise!r} is not $(POD_NAME).<headless>.$(POD_NAMESPACE).svc.<domain>:<port>")
+    else:
+        if m.group(1) != headless:
+            problems.append(f"the advertised address uses Service {m.group(1)}, the StatefulSet's serviceName is {headless}")
+        if int(m.group(3)) != peer_port:
+            problems.append(f"the advertised port {m.group(3)} is not the container's peer port {peer_port}")
+        wanted = [advertise.replace("$(POD_NAME)", f"{name}-{i}") for i in range(replicas)]
+        got = seeds.split(",") if seeds else []
+        if got != wanted:
+            problems.append(
+                f"CHORDNET_RING__SEEDS lists {len(got)} peers but there are {replicas} replicas, or differs from the "
+                f"advertised addresses: want {','.join(wanted)}"
+            )
+    services = {s["metadata"]["name"]: s for s in by_kind.get("Service", [])}
+    hs = services.get(headless)
+    if not hs:
+        problems.append(f"no Service {headless} (the StatefulSet's serviceName)")
+    else:
+        if hs["spec"].get("clusterIP") != "None":
+            problems.append(f"Service {headless} is not headless")
+        if hs["spec"].get("publishNotReadyAddresses") is not True:
+            problems.append(f"Service {headless} does not publish not-ready addresses (joining peers could not find each other)")
+        if not matches(hs["spec"].get("selector"), pod_labels):
+            problems.append(f"Service {headless} does not select the peers")
+        if peer_port not in [p.get("port") for p in hs["spec"].get("ports", [])]:
+            problems.append(f"Service {headless} lacks the peer port")
+    api = [s for n, s in services.items() if n != headless and matches(s["spec"].get("selector"), pod_labels)]
+    if not api:
+        problems.append("no API Service selects the peers")
+    probes = {k: c.get(k, {}).get("httpGet", {}) for k in ("startupProbe", "readinessProbe", "livenessProbe")}
+    for probe, path_ in (("startupProbe", "/healthz"), ("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        if probes[probe].get("path") != path_ or probes[probe].get("port") not in ("http", 8080):
+            problems.append(f"{probe} is not GET {path_} on the API port")
+    psc, csc = pspec.get("securityContext", {}), c.get("securityContext", {})
+    merged = {**psc, **csc}
+    if merged.get("runAsNonRoot") is not True or not merged.get("runAsUser"):
+        problems.append("the peer may run as root")
+    if csc.get("readOnlyRootFilesystem") is not True:
+        problems.append("the root filesystem is writable")
+    if csc.get("allowPrivilegeEscalation") is not False:
+        problems.append("privilege escalation is allowed")
+    if "ALL" not in csc.get("capabilities", {}).get("drop", []):
+        problems.append("capabilities are not dropped")
+    if merged.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+        problems.append("no RuntimeDefault seccomp profile")
+    mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+    claims = {t["metadata"]["name"] for t in spec.get("volumeClaimTemplates", [])}
+    volumes = {v["name"] for v in pspec.get("volumes", [])}
+    for mount in ("/data", "/shared", "/etc/chordnet"):
+        if mount not in mounts or mounts[mount] not in volumes | claims:
+            problems.append(f"nothing is mounted at {mount}")
+    # The graceful leave must fit in the grace period.
+    config_map = next((v["configMap"]["name"] for v in pspec.get("volumes", []) if v["name"] == mounts.get("/etc/chordnet") and "configMap" in v), None)
+    cms = {cm["metadata"]["name"]: cm for cm in by_kind.get("ConfigMap", [])}
+    if config_map not in cms:
+        problems.append(f"ConfigMap {config_map} (the config volume) is missing")
+    else:
+        try:
+            toml = tomllib.loads(cms[config_map]["data"]["config.toml"])
+        except (KeyError, tomllib.TOMLDecodeError) as e:
+            problems.append(f"ConfigMap {config_map}: config.toml: {e}")
+            toml = {}
+        leave = env.get("CHORDNET_RING__LEAVE_TIMEOUT", {}).get("value") or toml.get("ring", {}).get("leave_timeout", "20s")
+        grace = pspec.get("terminationGracePeriodSeconds", 30)
+        if grace <= duration_seconds(leave):
+            problems.append(f"terminationGracePeriodSeconds {grace} is not longer than the leave timeout {leave}")
+        overlap = [f"{s}.{k}" for s, body in toml.items() if isinstance(body, dict) for k in body
+                   if f"CHORDNET_{s.upper()}__{k.upper()}" in env]
+        if overlap:
+            print(f"  note: {Path(path).name}: environment overrides config.toml keys {', '.join(overlap)}")
+        if "checksum/config" not in pod["metadata"].get("annotations", {}):
+            problems.append("no checksum/config annotation (peers would not restart on a configuration change)")
+    for pdb in by_kind.get("PodDisruptionBudget", []):
+        if pdb["spec"].get("maxUnavailable") != 1:
+            problems.append("the PodDisruptionBudget allows more than one peer down")
+    return problems
+
+
+def cmd_consistency(*paths):
+    bad = False
+    for path in paths:
+        problems = check_objects(path)
+        for p in problems:
+            print(f"  {Path(path).name}: {p}")
+        bad |= bool(problems)
+        if not problems:
+            print(f"  {Path(path).name}: ok")
+    if bad:
+        fail("rendered objects break the deployment's invariants")
+
+
+def cmd_sync():
+    ok = True
+    for src, copy in ((DASHBOARD, CHART / "files" / "chordnet-dashboard.json"), (RULES, CHART / "files" / "chordnet-rules.yaml")):
+        if not copy.exists() or src.read_bytes() != copy.read_bytes():
+            print(f"  {copy.relative_to(ROOT)} differs from {src.relative_to(ROOT)}: cp {src.relative_to(ROOT)} {copy.relative_to(ROOT)}")
+            ok = False
+        else:
+            print(f"  {copy.relative_to(ROOT)} == {src.relative_to(ROOT)}")
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    cargo = tomllib.loads((ROOT / "Cargo.toml").read_text())["package"]["version"]
+    if str(chart["appVersion"]) != cargo:
+        print(f"  Chart.yaml appVersion {chart['appVersion']} != Cargo.toml version {cargo}")
+        ok = False
+    else:
+        print(f"  Chart.yaml appVersion == Cargo.toml version ({cargo})")
+    dash = json.loads(DASHBOARD.read_text())
+    for key in ("__inputs", "__requires"):
+        if key in dash:
+            print(f"  the dashboard has {key}: the Grafana sidecar cannot fill it in")
+            ok = False
+    names = [v["name"] for v in dash.get("templating", {}).get("list", [])]
+    if dash.get("uid") != "chordnet-overview" or not {"datasource", "namespace", "pod"} <= set(names):
+        print("  the dashboard must keep uid chordnet-overview and the variables datasource, namespace, pod")
+        ok = False
+    if not ok:
+        fail("copies or versions out of sync")
+
+
+def cmd_config_toml(out):
+    manifests = render({})
+    cm = next(d for t in manifests.values() for d in yaml.safe_load_all(t) if d and d["kind"] == "ConfigMap")
+    Path(out).write_text(cm["data"]["config.toml"])
+
+
+def dashboard_exprs():
+    dash = json.loads(DASHBOARD.read_text())
+    out = []
+
+    def panels(ps):
+        for p in ps:
+            yield p
+            yield from panels(p.get("panels", []))
+
+    for p in panels(dash.get("panels", [])):
+        for t in p.get("targets", []):
+            if t.get("expr"):
+                out.append((f"dashboard panel {p.get('title')!r} {t.get('refId')}", t["expr"]))
+    for v in dash.get("templating", {}).get("list", []):
+        q = v.get("query")
+        q = q.get("query") if isinstance(q, dict) else q
+        if v.get("type") == "query" and isinstance(q, str):
+            m = re.fullmatch(r"\s*label_values\((.+),\s*[a-zA-Z_]\w*\s*\)\s*", q)
+            out.append((f"dashboard variable ${v['name']}", m.group(1) if m else q))
+    return out
+
+
+def rule_exprs():
+    rules = yaml.safe_load(RULES.read_text())
+    return [
+        (f"rule {r.get('alert') or r.get('record')}", r["expr"])
+        for g in rules["groups"]
+        for r in g["rules"]
+    ]
+
+
+def substitute(expr):
+    """Grafana's variables as a query of the dashboard would see them with 'All' selected."""
+    expr = expr.replace("$__rate_interval", "1m").replace("${__rate_interval}", "1m")
+    expr = re.sub(r"\$\{?__(interval|range)\}?", "1m", expr)
+    return re.sub(r"\$\{?[A-Za-z_]\w*(:\w+)?\}?", ".*", expr)
+
+
+def cmd_metric_names(scrape):
+    exposed = set(re.findall(r"^# TYPE (\S+) ", Path(scrape).read_text(), re.M))
+    used = {}
+    for where, expr in dashboard_exprs() + rule_exprs():
+        for name in re.findall(r"\bchordnet_[a-z0-9_]+", expr):
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            used.setdefault(base if base in exposed else name, set()).add(where.split(" ")[0])
+    missing = sorted(n for n in used if n not in exposed and n not in PENDING_METRICS)
+    pending = sorted(n for n in used if n not in exposed and n in PENDING_METRICS)
+    print(f"  {len(used)} metric names used by the dashboard and the alerts; {len(exposed)} chordnet families exposed")
+    for n in pending:
+        print(f"  WARN: {n} is used by the {' and the '.join(sorted(used[n]))} but not exposed yet (pending in the binary)")
+    unused = sorted(n for n in exposed if n not in used)
+    if unused:
+        print(f"  note: exposed but not on the dashboard or in an alert: {', '.join(unused)}")
+    if missing:
+        fail(f"names used but not exposed by the peers (typo?): {', '.join(missing)}")
+
+
+def query(url, expr):
+    data = urllib.parse.urlencode({"query": expr}).encode()
+    req = urllib.request.Request(f"{url}/api/v1/query", data=data)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return json.loads(e.read() or b"{}") or {"status": "error", "error": str(e)}
+
+
+FACTS = [
+    ("three peers scraped", "count(chordnet_ring_info)", lambda v: v == 3),
+    ("three peers ready", "sum(chordnet_ready)", lambda v: v == 3),
+    ("one ring", "count(count by (ring_id) (chordnet_ring_info))", lambda v: v == 1),
+    ("every predecessor known", "sum(chordnet_predecessor_known)", lambda v: v == 3),
+    ("every successor list filled", "min(chordnet_successor_list_length)", lambda v: v >= 2),
+    ("ring size estimate 3", "max(chordnet_ring_size_estimate)", lambda v: v == 3),
+    ("lookups counted", 'sum(chordnet_lookups_total{outcome="ok"})', lambda v: v >= 1),
+    ("hop histogram filled", "sum(chordnet_lookup_hops_count)", lambda v: v >= 1),
+    ("stabilization running", "max(chordnet_stabilization_last_success_age_seconds)", lambda v: v < 5),
+    ("RPCs counted", 'sum(chordnet_peer_rpcs_total{outcome="ok"})', lambda v: v > 0),
+]
+
+
+def cmd_promql(url):
+    errors, empty, with_data = [], [], 0
+    for where, expr in dashboard_exprs() + rule_exprs():
+        q = substitute(expr)
+        r = query(url, q)
+        if r.get("status") != "success":
+            errors.append(f"{where}: {r.get('errorType', '')} {r.get('error', r)}\n      {q}")
+        elif r["data"]["result"]:
+            with_data += 1
+        else:
+            empty.append(where)
+    total = with_data + len(empty) + len(errors)
+    print(f"  {total} expressions evaluated: {with_data} with data, {len(empty)} empty, {len(errors)} errors")
+    for where in empty:
+        print(f"    empty (no such events on an idle healthy ring, or a pending metric): {where}")
+    for e in errors:
+        print(f"    ERROR {e}")
+    bad = bool(errors)
+    for what, expr, ok in FACTS:
+        r = query(url, expr)
+        result = r.get("data", {}).get("result", []) if r.get("status") == "success" else []
+        value = float(result[0]["value"][1]) if result else None
+        good = value is not None and ok(value)
+        print(f"  {'ok  ' if good else 'FAIL'} {what}: {expr} = {value}")
+        bad |= not good
+    # The alerting rules, loaded by the same Prometheus: evaluated without error, none active.
+    with urllib.request.urlopen(f"{url}/api/v1/rules", timeout=10) as resp:
+        groups = json.loads(resp.read())["data"]["groups"]
+    rules = [r for g in groups for r in g["rules"]]
+    for r in rules:
+        healthy = r.get("health") == "ok" and r.get("state", "inactive") == "inactive"
+        print(f"  {'ok  ' if healthy else 'FAIL'} alert {r['name']}: health {r.get('health')}, state {r.get('state')}"
+              + (f", error {r.get('lastError')}" if r.get("lastError") else ""))
+        bad |= not healthy
+    if len(rules) != len(rule_exprs()):
+        print(f"  FAIL Prometheus loaded {len(rules)} rules, the file has {len(rule_exprs())}")
+        bad = True
+    if bad:
+        fail("PromQL of the dashboard or the alerts does not work against real peers")
+
+
+def main(argv):
+    if not argv:
+        print(__doc__)
+        return 2
+    cmd, args = argv[0], argv[1:]
+    table = {
+        "render": cmd_render,
+        "lint": cmd_lint,
+        "reject": cmd_reject,
+        "consistency": cmd_consistency,
+        "sync": cmd_sync,
+        "config-toml": cmd_config_toml,
+        "metric-names": cmd_metric_names,
+        "promql": cmd_promql,
+    }
+    if cmd == "base":
+        cmd_base(check="--check" in args)
+    elif cmd in table:
+        table[cmd](*args)
+    else:
+        print(__doc__)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
