@@ -3,20 +3,24 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::config::split_host_port;
+use crate::files::FileMeta;
+use crate::files::ops::{Files, FilesError};
 use crate::id::Id;
 use crate::ring::LookupResult;
 use crate::service::{PeerView, Service, ServiceError};
-use crate::transport::Transport;
+use crate::transport::{FileTransport, Transport};
 
 /// An RFC 9457 problem.
 #[derive(Debug, Clone, Serialize)]
@@ -66,14 +70,45 @@ impl From<ServiceError> for Problem {
     }
 }
 
-type Api<T> = State<Arc<Service<T>>>;
+impl From<FilesError> for Problem {
+    fn from(e: FilesError) -> Problem {
+        let status = match &e {
+            FilesError::Name(_) => StatusCode::BAD_REQUEST,
+            FilesError::NotFound(_) => StatusCode::NOT_FOUND,
+            FilesError::Ring(inner) => return Problem::from(inner.clone()),
+            FilesError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            FilesError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Problem::new(status, e.to_string())
+    }
+}
+
+/// What every handler sees: the ring service and the file layer.
+pub struct App<T: Transport + FileTransport> {
+    ring: Arc<Service<T>>,
+    files: Arc<Files<T>>,
+}
+
+impl<T: Transport + FileTransport> Clone for App<T> {
+    fn clone(&self) -> App<T> {
+        App {
+            ring: Arc::clone(&self.ring),
+            files: Arc::clone(&self.files),
+        }
+    }
+}
+
+type Api<T> = State<App<T>>;
 
 /// The API routes.
-pub fn router<T: Transport>(service: Arc<Service<T>>) -> Router {
+pub fn router<T: Transport + FileTransport>(
+    service: Arc<Service<T>>,
+    files: Arc<Files<T>>,
+) -> Router {
     Router::new()
         .route("/v1/node", get(node::<T>))
         .route("/v1/node/fingers", get(fingers::<T>))
-        .route("/v1/node/files", get(not_yet))
+        .route("/v1/node/files", get(node_files::<T>))
         .route("/v1/ring", get(ring::<T>))
         .route("/v1/ring/join", post(join::<T>))
         .route("/v1/ring/leave", post(leave::<T>))
@@ -81,9 +116,14 @@ pub fn router<T: Transport>(service: Arc<Service<T>>) -> Router {
         .route("/v1/lookup/{key}", get(lookup_key::<T>))
         .route(
             "/v1/files/{name}",
-            get(not_yet).put(not_yet).head(not_yet).delete(not_yet),
+            get(download::<T>)
+                .put(upload::<T>)
+                .head(head::<T>)
+                .delete(delete::<T>)
+                // Uploads are limited by files.max_file_size, checked while reading.
+                .layer(DefaultBodyLimit::disable()),
         )
-        .route("/v1/files/{name}/locations", get(not_yet))
+        .route("/v1/files/{name}/locations", get(locations::<T>))
         .route("/healthz", get(healthz::<T>))
         .route("/readyz", get(readyz::<T>))
         .route("/metrics", get(metrics::<T>))
@@ -94,22 +134,112 @@ pub fn router<T: Transport>(service: Arc<Service<T>>) -> Router {
                 "method not allowed on this route",
             )
         })
-        .with_state(service)
+        .with_state(App {
+            ring: service,
+            files,
+        })
 }
 
-async fn not_yet() -> Problem {
-    Problem::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "file sharing is not available in this version of chordnet yet",
-    )
+async fn node<T: Transport + FileTransport>(State(app): Api<T>) -> Response {
+    let mut view = app.ring.view();
+    view.keys = app.files.stored_keys();
+    Json(view).into_response()
 }
 
-async fn node<T: Transport>(State(svc): Api<T>) -> Response {
-    Json(svc.view()).into_response()
+async fn node_files<T: Transport + FileTransport>(State(app): Api<T>) -> Response {
+    Json(app.files.node_files()).into_response()
 }
 
-async fn fingers<T: Transport>(State(svc): Api<T>) -> Response {
-    let fingers: Vec<_> = svc
+async fn upload<T: Transport + FileTransport>(
+    State(app): Api<T>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    crate::files::validate_name(&name)
+        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let max = app.ring.config().files.max_file_size;
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("files are limited to {max} bytes (files.max_file_size)"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    // Read the body chunk by chunk and stop as soon as it passes the limit.
+    let mut data = Vec::with_capacity(declared.unwrap_or(0).min(max) as usize);
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, format!("reading the body: {e}")))?;
+        if (data.len() + chunk.len()) as u64 > max {
+            return Err(too_large());
+        }
+        data.extend_from_slice(&chunk);
+    }
+    let data = bytes::Bytes::from(data);
+    let up = app.files.upload(&name, data).await?;
+    let status = if up.replaced {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(up)).into_response())
+}
+
+fn file_headers(meta: &FileMeta) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", meta.sha256)) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.size));
+    h
+}
+
+async fn download<T: Transport + FileTransport>(
+    State(app): Api<T>,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
+    let (meta, data) = app.files.download(&name).await?;
+    Ok((file_headers(&meta), data).into_response())
+}
+
+async fn head<T: Transport + FileTransport>(
+    State(app): Api<T>,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
+    let meta = app.files.head(&name).await?;
+    Ok((file_headers(&meta), ()).into_response())
+}
+
+async fn locations<T: Transport + FileTransport>(
+    State(app): Api<T>,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
+    Ok(Json(app.files.locations(&name).await?).into_response())
+}
+
+async fn delete<T: Transport + FileTransport>(
+    State(app): Api<T>,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
+    app.files.delete(&name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn fingers<T: Transport + FileTransport>(State(app): Api<T>) -> Response {
+    let fingers: Vec<_> = app
+        .ring
         .fingers()
         .into_iter()
         .map(|(index, start, node)| json!({"index": index, "start": start, "node": node}))
@@ -117,8 +247,8 @@ async fn fingers<T: Transport>(State(svc): Api<T>) -> Response {
     Json(json!({ "fingers": fingers })).into_response()
 }
 
-async fn ring<T: Transport>(State(svc): Api<T>) -> Response {
-    Json(svc.ring_walk(100_000).await).into_response()
+async fn ring<T: Transport + FileTransport>(State(app): Api<T>) -> Response {
+    Json(app.ring.ring_walk(100_000).await).into_response()
 }
 
 #[derive(Deserialize)]
@@ -126,8 +256,8 @@ struct JoinBody {
     bootstrap: String,
 }
 
-async fn join<T: Transport>(
-    State(svc): Api<T>,
+async fn join<T: Transport + FileTransport>(
+    State(app): Api<T>,
     body: Result<Json<JoinBody>, JsonRejection>,
 ) -> Result<Response, Problem> {
     let Json(body) = body.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, e.body_text()))?;
@@ -137,19 +267,19 @@ async fn join<T: Transport>(
             format!("bootstrap {:?} is not host:port", body.bootstrap),
         ));
     }
-    if body.bootstrap == svc.config().node.advertise {
+    if body.bootstrap == app.ring.config().node.advertise {
         return Err(Problem::new(
             StatusCode::BAD_REQUEST,
             "a peer cannot join through itself",
         ));
     }
-    svc.join(&body.bootstrap).await?;
-    Ok(Json(svc.view()).into_response())
+    app.ring.join(&body.bootstrap).await?;
+    Ok(Json(app.ring.view()).into_response())
 }
 
-async fn leave<T: Transport>(State(svc): Api<T>) -> Result<Response, Problem> {
-    svc.leave().await?;
-    Ok(Json(svc.view()).into_response())
+async fn leave<T: Transport + FileTransport>(State(app): Api<T>) -> Result<Response, Problem> {
+    app.files.leave().await?;
+    Ok(Json(app.ring.view()).into_response())
 }
 
 #[derive(Serialize)]
@@ -175,11 +305,11 @@ fn answer(key: String, r: LookupResult) -> LookupAnswer {
     }
 }
 
-async fn lookup_key<T: Transport>(
-    State(svc): Api<T>,
+async fn lookup_key<T: Transport + FileTransport>(
+    State(app): Api<T>,
     Path(key): Path<String>,
 ) -> Result<Response, Problem> {
-    let r = svc.lookup(Id::hash(key.as_bytes())).await?;
+    let r = app.ring.lookup(Id::hash(key.as_bytes())).await?;
     Ok(Json(answer(key, r)).into_response())
 }
 
@@ -188,8 +318,8 @@ struct IdQuery {
     id: Option<String>,
 }
 
-async fn lookup_id<T: Transport>(
-    State(svc): Api<T>,
+async fn lookup_id<T: Transport + FileTransport>(
+    State(app): Api<T>,
     query: Result<Query<IdQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
     let Query(q) = query.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, e.body_text()))?;
@@ -202,12 +332,12 @@ async fn lookup_id<T: Transport>(
     let id: Id = raw
         .parse()
         .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, format!("id: {e}")))?;
-    let r = svc.lookup(id).await?;
+    let r = app.ring.lookup(id).await?;
     Ok(Json(answer(raw, r)).into_response())
 }
 
-async fn healthz<T: Transport>(State(svc): Api<T>) -> Response {
-    if svc.is_alive() {
+async fn healthz<T: Transport + FileTransport>(State(app): Api<T>) -> Response {
+    if app.ring.is_alive() {
         Json(json!({"alive": true})).into_response()
     } else {
         (
@@ -218,26 +348,26 @@ async fn healthz<T: Transport>(State(svc): Api<T>) -> Response {
     }
 }
 
-async fn readyz<T: Transport>(State(svc): Api<T>) -> Response {
-    let reasons: Vec<String> = svc.readiness().iter().map(|r| r.to_string()).collect();
+async fn readyz<T: Transport + FileTransport>(State(app): Api<T>) -> Response {
+    let reasons: Vec<String> = app.ring.readiness().iter().map(|r| r.to_string()).collect();
     if reasons.is_empty() {
         Json(json!({"ready": true})).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "member": svc.is_member(), "reasons": reasons})),
+            Json(json!({"ready": false, "member": app.ring.is_member(), "reasons": reasons})),
         )
             .into_response()
     }
 }
 
-async fn metrics<T: Transport>(State(svc): Api<T>) -> Response {
+async fn metrics<T: Transport + FileTransport>(State(app): Api<T>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        svc.render_metrics(),
+        app.ring.render_metrics(),
     )
         .into_response()
 }

@@ -88,6 +88,16 @@ pub struct FilesConfig {
     pub store_dir: PathBuf,
     #[serde(with = "byte_size")]
     pub max_file_size: u64,
+    /// How often the shared directory is re-scanned and provider records are republished;
+    /// a record expires after three of these.
+    #[serde(with = "humantime_duration")]
+    pub republish_interval: Duration,
+    /// How often a peer checks that the keys it holds have their copies where they belong.
+    #[serde(with = "humantime_duration")]
+    pub repair_interval: Duration,
+    /// How long a delete's tombstone is kept (so a stale copy cannot bring the file back).
+    #[serde(with = "humantime_duration")]
+    pub tombstone_ttl: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -131,6 +141,9 @@ impl Default for Config {
                 shared_dir: PathBuf::from("./shared"),
                 store_dir: PathBuf::from("./data"),
                 max_file_size: 64 * 1024 * 1024,
+                republish_interval: Duration::from_secs(30),
+                repair_interval: Duration::from_secs(5),
+                tombstone_ttl: Duration::from_secs(24 * 3600),
             },
             log: LogConfig {
                 format: LogFormat::Text,
@@ -251,6 +264,8 @@ impl Config {
             ),
             ("ring.rpc_timeout", self.ring.rpc_timeout),
             ("ring.join_retry_interval", self.ring.join_retry_interval),
+            ("files.republish_interval", self.files.republish_interval),
+            ("files.repair_interval", self.files.repair_interval),
         ] {
             if d.is_zero() {
                 return rule(key, "must be longer than zero");

@@ -41,6 +41,14 @@ enum Command {
     Ring(client::Target),
     /// Find the peer responsible for a key.
     Lookup(client::LookupArgs),
+    /// Upload a file into the ring.
+    Put(client::PutArgs),
+    /// Download a file from the ring.
+    Get(client::GetArgs),
+    /// Show where a file is stored and who provides it.
+    Locate(client::NameArgs),
+    /// Delete an uploaded file from the ring.
+    Rm(client::NameArgs),
     /// Make a peer join the ring of another peer.
     Join(client::JoinArgs),
     /// Make a peer leave its ring gracefully.
@@ -128,6 +136,10 @@ fn main() -> anyhow::Result<()> {
         Command::Fingers(t) => runtime()?.block_on(client::fingers(t)),
         Command::Ring(t) => runtime()?.block_on(client::ring(t)),
         Command::Lookup(a) => runtime()?.block_on(client::lookup(a)),
+        Command::Put(a) => runtime()?.block_on(client::put(a)),
+        Command::Get(a) => runtime()?.block_on(client::get(a)),
+        Command::Locate(a) => runtime()?.block_on(client::locate(a)),
+        Command::Rm(a) => runtime()?.block_on(client::rm(a)),
         Command::Join(a) => runtime()?.block_on(client::join(a)),
         Command::Leave(t) => runtime()?.block_on(client::leave(t)),
     }

@@ -26,6 +26,7 @@ pub struct Metrics {
     pub keys_stored: IntGauge,
     pub bytes_stored: IntGauge,
     pub replica_repairs: IntCounter,
+    pub replica_deficit: IntGauge,
     pub handoff_bytes: IntCounter,
     pub rpcs: IntCounterVec,
     pub rpc_duration: HistogramVec,
@@ -105,6 +106,10 @@ impl Metrics {
                 "chordnet_replica_repairs_total",
                 "Replicas re-created after a failure",
             )?,
+            replica_deficit: IntGauge::new(
+                "chordnet_replica_deficit",
+                "Keys this peer is responsible for with fewer copies than the replication factor",
+            )?,
             handoff_bytes: IntCounter::new(
                 "chordnet_handoff_bytes_total",
                 "Bytes handed to other peers on join or leave",
@@ -154,6 +159,7 @@ impl Metrics {
         r.register(Box::new(self.keys_stored.clone()))?;
         r.register(Box::new(self.bytes_stored.clone()))?;
         r.register(Box::new(self.replica_repairs.clone()))?;
+        r.register(Box::new(self.replica_deficit.clone()))?;
         r.register(Box::new(self.handoff_bytes.clone()))?;
         r.register(Box::new(self.rpcs.clone()))?;
         r.register(Box::new(self.rpc_duration.clone()))?;

@@ -8,6 +8,8 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::files::ops::Files;
+use crate::files::store::StoreError;
 use crate::metrics::{Metrics, MetricsError};
 use crate::service::{Endpoint, Service};
 use crate::transport::TransportError;
@@ -26,11 +28,14 @@ pub enum ServeError {
     Transport(#[from] TransportError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    #[error("cannot open the store directory: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// A started peer: its service and the addresses it actually listens on.
 pub struct RunningPeer {
     pub service: Arc<Service<HttpTransport>>,
+    pub files: Arc<Files<HttpTransport>>,
     pub peer_addr: SocketAddr,
     pub api_addr: SocketAddr,
     stop: tokio::sync::watch::Sender<bool>,
@@ -47,16 +52,25 @@ pub async fn start(config: Config) -> Result<RunningPeer, ServeError> {
     let api_addr = api_listener.local_addr().unwrap_or(api_listen);
 
     let transport = HttpTransport::new(config.ring.rpc_timeout)?;
+    // Objects travel whole, with a little framing.
+    let max_body = usize::try_from(config.files.max_file_size)
+        .unwrap_or(usize::MAX)
+        .saturating_add(64 * 1024);
     let service = Service::new(config, transport, Metrics::new()?);
+    let files = Files::open(Arc::clone(&service))?;
     let (stop, _) = tokio::sync::watch::channel(false);
 
     let mut servers = Vec::new();
     for (listener, app) in [
         (
             peer_listener,
-            http::router(Arc::new(Endpoint(Arc::clone(&service)))),
+            http::router(Arc::new(Endpoint(Arc::clone(&service))))
+                .merge(http::files_router(Arc::clone(&files), max_body)),
         ),
-        (api_listener, crate::api::router(Arc::clone(&service))),
+        (
+            api_listener,
+            crate::api::router(Arc::clone(&service), Arc::clone(&files)),
+        ),
     ] {
         let mut stopped = stop.subscribe();
         servers.push(tokio::spawn(async move {
@@ -72,10 +86,12 @@ pub async fn start(config: Config) -> Result<RunningPeer, ServeError> {
         }));
     }
     service.start();
+    files.start();
     let me = service.me();
     info!(id = %me.id, address = %me.address, %peer_addr, %api_addr, "peer started");
     Ok(RunningPeer {
         service,
+        files,
         peer_addr,
         api_addr,
         stop,
@@ -86,7 +102,7 @@ pub async fn start(config: Config) -> Result<RunningPeer, ServeError> {
 impl RunningPeer {
     /// Leaves the ring gracefully (bounded by `ring.leave_timeout`), then stops the servers.
     pub async fn shutdown(self) {
-        match self.service.leave().await {
+        match self.files.leave().await {
             Ok(()) => info!("left the ring; shutting down"),
             Err(e) => warn!(error = %e, "graceful leave did not finish; shutting down anyway"),
         }

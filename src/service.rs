@@ -143,6 +143,20 @@ impl<T: Transport> Service<T> {
         lock(&self.node).me().clone()
     }
 
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// Whether `key` is in this peer's range (predecessor, self].
+    pub fn owns(&self, key: Id) -> bool {
+        lock(&self.node).owns(key)
+    }
+
+    /// The current successor list.
+    pub fn successors(&self) -> Vec<Peer> {
+        lock(&self.node).successors().to_vec()
+    }
+
     /// Starts the maintenance timers and the initial membership: found a ring, or join the
     /// configured bootstrap (retrying until it answers).
     pub fn start(self: &Arc<Self>) {

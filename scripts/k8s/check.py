@@ -180,8 +180,13 @@ def cmd_base(check=False):
 
 def duration_seconds(text):
     """Seconds of a humantime duration such as "20s", "1m 30s", "500ms"."""
-    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60,
-             "mins": 60, "h": 3600, "hr": 3600, "hrs": 3600, "d": 86400}
+    units = {}
+    for factor, names in (
+        (1e-9, "ns nsec nanos"), (1e-6, "us µs usec micros"), (1e-3, "ms msec millis"),
+        (1, "s sec secs second seconds"), (60, "m min mins minute minutes"),
+        (3600, "h hr hrs hour hours"), (86400, "d day days"), (604800, "w week weeks"),
+    ):
+        units.update(dict.fromkeys(names.split(), factor))
     parts = re.findall(r"(\d+)\s*([a-zµ]+)", text)
     if not parts or re.sub(r"(\d+)\s*([a-zµ]+)|\s", "", text):
         raise ValueError(f"not a duration: {text!r}")

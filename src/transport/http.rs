@@ -5,13 +5,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use bytes::Bytes;
 
-use super::{RequestHandler, Transport, TransportError};
+use super::{
+    FileHandler, FileTransport, ObjectInfo, PutReply, RequestHandler, Transport, TransportError,
+    frame_object, unframe_object,
+};
+use crate::files::{FileMeta, ProviderRecord, Version};
+use crate::id::Id;
 use crate::ring::{Address, RequestEnvelope, ResponseEnvelope};
 
 /// The path peers call.
@@ -84,6 +90,200 @@ async fn rpc<H: RequestHandler>(
 ) -> Response {
     match body {
         Ok(Json(request)) => Json(handler.handle(request)).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, e.body_text()).into_response(),
+    }
+}
+
+impl HttpTransport {
+    async fn checked(
+        &self,
+        req: reqwest::RequestBuilder,
+        to: &Address,
+    ) -> Result<Option<reqwest::Response>, TransportError> {
+        let resp = req.send().await.map_err(classify)?;
+        match resp.status() {
+            s if s.is_success() => Ok(Some(resp)),
+            reqwest::StatusCode::NOT_FOUND => Ok(None),
+            s => {
+                let detail = resp.text().await.unwrap_or_default();
+                Err(TransportError::Protocol(format!("{to} answered HTTP {s}: {detail}")))
+            }
+        }
+    }
+}
+
+impl FileTransport for HttpTransport {
+    async fn put_object(
+        &self,
+        to: &Address,
+        meta: &FileMeta,
+        data: Option<Bytes>,
+    ) -> Result<PutReply, TransportError> {
+        let body = frame_object(meta, data.as_deref().unwrap_or_default());
+        let req = self
+            .client
+            .put(format!("http://{to}/peer/v1/objects/{}", meta.id))
+            .body(body);
+        match self.checked(req, to).await? {
+            Some(resp) => resp.json().await.map_err(classify),
+            None => Err(TransportError::Protocol(format!("{to} has no object store"))),
+        }
+    }
+
+    async fn get_object(
+        &self,
+        to: &Address,
+        id: Id,
+    ) -> Result<Option<(FileMeta, Bytes)>, TransportError> {
+        let req = self.client.get(format!("http://{to}/peer/v1/objects/{id}"));
+        let Some(resp) = self.checked(req, to).await? else {
+            return Ok(None);
+        };
+        let body = resp.bytes().await.map_err(classify)?;
+        unframe_object(body).map(Some).map_err(TransportError::Protocol)
+    }
+
+    async fn object_info(&self, to: &Address, id: Id) -> Result<ObjectInfo, TransportError> {
+        let req = self
+            .client
+            .get(format!("http://{to}/peer/v1/objects/{id}/info"));
+        match self.checked(req, to).await? {
+            Some(resp) => resp.json().await.map_err(classify),
+            None => Ok(ObjectInfo::default()),
+        }
+    }
+
+    async fn put_provider(
+        &self,
+        to: &Address,
+        record: &ProviderRecord,
+    ) -> Result<(), TransportError> {
+        let req = self
+            .client
+            .post(format!("http://{to}/peer/v1/providers"))
+            .json(record);
+        self.checked(req, to).await.map(|_| ())
+    }
+
+    async fn get_shared(&self, to: &Address, name: &str) -> Result<Option<Bytes>, TransportError> {
+        let mut url = reqwest::Url::parse(&format!("http://{to}/peer/v1/shared/"))
+            .map_err(|e| TransportError::Protocol(e.to_string()))?;
+        url.path_segments_mut()
+            .map_err(|_| TransportError::Protocol("bad peer address".into()))?
+            .pop_if_empty()
+            .push(name);
+        let Some(resp) = self.checked(self.client.get(url), to).await? else {
+            return Ok(None);
+        };
+        resp.bytes().await.map(Some).map_err(classify)
+    }
+
+    async fn missing(
+        &self,
+        to: &Address,
+        have: &[(Id, Version)],
+    ) -> Result<Vec<Id>, TransportError> {
+        let req = self
+            .client
+            .post(format!("http://{to}/peer/v1/objects/missing"))
+            .json(have);
+        match self.checked(req, to).await? {
+            Some(resp) => resp.json().await.map_err(classify),
+            None => Err(TransportError::Protocol(format!("{to} has no object store"))),
+        }
+    }
+}
+
+/// The file data-plane routes, answering with `handler`. Bodies up to `max_body` bytes.
+pub fn files_router<H: FileHandler>(handler: Arc<H>, max_body: usize) -> Router {
+    Router::new()
+        .route("/peer/v1/objects/missing", post(missing::<H>))
+        .route("/peer/v1/objects/{id}", put(put_object::<H>).get(get_object::<H>))
+        .route("/peer/v1/objects/{id}/info", get(object_info::<H>))
+        .route("/peer/v1/providers", post(put_provider::<H>))
+        .route("/peer/v1/shared/{name}", get(get_shared::<H>))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(handler)
+}
+
+fn parse_id(raw: &str) -> Result<Id, Response> {
+    raw.parse()
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("{e}")).into_response())
+}
+
+async fn put_object<H: FileHandler>(
+    State(h): State<Arc<H>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let (meta, data) = match unframe_object(body) {
+        Ok(x) => x,
+        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    if meta.id != id {
+        return (StatusCode::BAD_REQUEST, "id does not match the metadata").into_response();
+    }
+    let data = (!meta.deleted).then_some(data);
+    match tokio::task::spawn_blocking(move || h.put_object(meta, data)).await {
+        Ok(Ok(reply)) => Json(reply).into_response(),
+        Ok(Err(e)) => (StatusCode::UNPROCESSABLE_ENTITY, e).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn get_object<H: FileHandler>(State(h): State<Arc<H>>, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match tokio::task::spawn_blocking(move || h.get_object(id)).await {
+        Ok(Some((meta, data))) => frame_object(&meta, &data).into_response(),
+        Ok(None) => StatusCode::NOT_FOUND.into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn object_info<H: FileHandler>(
+    State(h): State<Arc<H>>,
+    Path(id): Path<String>,
+) -> Response {
+    match parse_id(&id) {
+        Ok(id) => Json(h.object_info(id)).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn put_provider<H: FileHandler>(
+    State(h): State<Arc<H>>,
+    body: Result<Json<ProviderRecord>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(record)) => {
+            h.put_provider(record);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, e.body_text()).into_response(),
+    }
+}
+
+async fn get_shared<H: FileHandler>(State(h): State<Arc<H>>, Path(name): Path<String>) -> Response {
+    match tokio::task::spawn_blocking(move || h.get_shared(&name)).await {
+        Ok(Some(data)) => data.into_response(),
+        Ok(None) => StatusCode::NOT_FOUND.into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn missing<H: FileHandler>(
+    State(h): State<Arc<H>>,
+    body: Result<Json<Vec<(Id, Version)>>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(have)) => Json(h.missing(have)).into_response(),
         Err(e) => (StatusCode::BAD_REQUEST, e.body_text()).into_response(),
     }
 }

@@ -1,0 +1,69 @@
+# chordnet container image: one static binary on an empty base (FROM scratch).
+#
+# Targets (docs/kubernetes.md, "Building the image"):
+#   runtime   (the default, last stage)  compiles chordnet in a Rust image, then copies the static
+#             binary into an empty image. Needs the base image (BUILDER_IMAGE) and crates.io,
+#             and BuildKit (Docker 23+ builds with it by default; on older clients set
+#             DOCKER_BUILDKIT=1), which builds only the stages the target needs:
+#               docker build -t chordnet:0.1.0 .
+#   prebuilt  the same runtime image from a static binary built beforehand, without pulling
+#             anything: the build context is a directory holding only the binary, named chordnet.
+#             It is the first stage, so the legacy builder (DOCKER_BUILDKIT=0) builds it too:
+#               RUSTFLAGS='-C target-feature=+crt-static' \
+#                 cargo build --release --target x86_64-unknown-linux-gnu
+#               mkdir -p /tmp/chordnet-image
+#               cp target/x86_64-unknown-linux-gnu/release/chordnet /tmp/chordnet-image/
+#               docker build --target prebuilt -t chordnet:0.1.0 -f Dockerfile /tmp/chordnet-image
+#
+# Runtime contract (both targets):
+#   - runs as the numeric user 10001:10001 (no /etc/passwd needed), never as root;
+#   - ENTRYPOINT /chordnet serve; add flags as the command (the Helm chart passes --config);
+#   - peer protocol on 7000, REST API, probes and /metrics on 8080 (listening on 0.0.0.0);
+#   - stored content in /data (CHORDNET_FILES__STORE_DIR), shared files in /shared
+#     (CHORDNET_FILES__SHARED_DIR): both must be writable by 10001: mount volumes there (the
+#     chart does; with docker run use -v or --tmpfs /data:uid=10001). The root filesystem can
+#     be read-only. In the runtime target both directories exist, owned by 10001.
+#   - no shell, no CA certificates, no time zone data: chordnet needs none of them.
+
+# The Rust toolchain image; the crate needs a recent stable Rust (let chains: 1.88 or newer).
+ARG BUILDER_IMAGE=docker.io/library/rust:1.95-bookworm
+
+############################################################################################
+# prebuilt: the runtime image around a binary from the build context (offline builds).
+FROM scratch AS prebuilt
+COPY chordnet /chordnet
+ENV CHORDNET_API__LISTEN=0.0.0.0:8080 \
+    CHORDNET_FILES__STORE_DIR=/data \
+    CHORDNET_FILES__SHARED_DIR=/shared
+USER 10001:10001
+EXPOSE 7000 8080
+ENTRYPOINT ["/chordnet", "serve"]
+
+############################################################################################
+# builder: a static (crt-static, glibc) x86_64 binary.
+FROM ${BUILDER_IMAGE} AS builder
+WORKDIR /src
+COPY . .
+RUN RUSTFLAGS='-C target-feature=+crt-static' \
+      cargo build --release --locked --target x86_64-unknown-linux-gnu --bin chordnet \
+    && install -D -m 0755 target/x86_64-unknown-linux-gnu/release/chordnet /rootfs/chordnet \
+    && install -d -m 0750 /rootfs/data /rootfs/shared
+# A static binary has no program interpreter: fail here rather than with "no such file or
+# directory" when a pod starts it.
+RUN if readelf -l /rootfs/chordnet | grep -q 'program interpreter'; then \
+      echo 'chordnet is not statically linked' >&2; exit 1; \
+    fi \
+    && /rootfs/chordnet --version
+
+############################################################################################
+# runtime: the default target.
+FROM scratch AS runtime
+COPY --from=builder /rootfs/chordnet /chordnet
+COPY --from=builder --chown=10001:10001 /rootfs/data /data
+COPY --from=builder --chown=10001:10001 /rootfs/shared /shared
+ENV CHORDNET_API__LISTEN=0.0.0.0:8080 \
+    CHORDNET_FILES__STORE_DIR=/data \
+    CHORDNET_FILES__SHARED_DIR=/shared
+USER 10001:10001
+EXPOSE 7000 8080
+ENTRYPOINT ["/chordnet", "serve"]
