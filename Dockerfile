@@ -48,11 +48,10 @@ RUN RUSTFLAGS='-C target-feature=+crt-static' \
       cargo build --release --locked --target x86_64-unknown-linux-gnu --bin chordnet \
     && install -D -m 0755 target/x86_64-unknown-linux-gnu/release/chordnet /rootfs/chordnet \
     && install -d -m 0750 /rootfs/data /rootfs/shared
-# A static binary has no program interpreter: fail here rather than with "no such file or
-# directory" when a pod starts it.
-RUN if readelf -l /rootfs/chordnet | grep -q 'program interpreter'; then \
-      echo 'chordnet is not statically linked' >&2; exit 1; \
-    fi \
+# The image has no loader and no libraries: fail here, not with "no such file or directory"
+# when a pod starts a dynamically linked binary.
+RUN ldd /rootfs/chordnet 2>&1 | grep -qE 'statically linked|not a dynamic executable' \
+    || { echo 'chordnet is not statically linked:' >&2; ldd /rootfs/chordnet >&2; exit 1; } \
     && /rootfs/chordnet --version
 
 ############################################################################################

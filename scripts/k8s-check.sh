@@ -49,12 +49,16 @@ FAILED=0
 
 # Stops whatever is still running (the current step and the pids it recorded), removes $WORK.
 STEP_PID=""
-cleanup() {
-  local rc=$?
-  if [[ -n $STEP_PID ]]; then kill -TERM "$STEP_PID" 2>/dev/null || true; fi
+kill_started() {
+  local pid
   if [[ -s "$PIDFILE" ]]; then
     while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done <"$PIDFILE"
   fi
+}
+cleanup() {
+  local rc=$?
+  if [[ -n $STEP_PID ]]; then kill -TERM "$STEP_PID" 2>/dev/null || true; fi
+  kill_started
   rm -rf "$WORK"
   exit "$rc"
 }
@@ -289,7 +293,7 @@ live() {
   fi
   log "  binary: $CHORDNET_BIN ($("$CHORDNET_BIN" --version))"
   # Whatever this step started stops with it (the script's own exit trap is the backstop).
-  trap 'while read -r p; do kill -KILL "$p" 2>/dev/null || true; done <"$PIDFILE"' EXIT
+  trap kill_started EXIT
   py config-toml "$WORK/config.toml"
   log "  config: the chart's default config.toml ($(grep -c ' = ' "$WORK/config.toml") keys)"
 

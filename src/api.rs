@@ -169,16 +169,18 @@ async fn upload<T: Transport + FileTransport>(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut stream = body.into_data_stream();
     if declared.is_some_and(|n| n > max) {
+        drain(&mut stream, max).await;
         return Err(too_large());
     }
-    // Read the body chunk by chunk and stop as soon as it passes the limit.
+    // Read the body chunk by chunk and stop keeping it as soon as it passes the limit.
     let mut data = Vec::with_capacity(declared.unwrap_or(0).min(max) as usize);
-    let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk
             .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, format!("reading the body: {e}")))?;
         if (data.len() + chunk.len()) as u64 > max {
+            drain(&mut stream, max).await;
             return Err(too_large());
         }
         data.extend_from_slice(&chunk);
@@ -191,6 +193,19 @@ async fn upload<T: Transport + FileTransport>(
         StatusCode::CREATED
     };
     Ok((status, Json(up)).into_response())
+}
+
+/// Reads and discards what is left of a refused upload, up to about `max` more bytes, so that
+/// an HTTP/1.1 client that sends its whole body before reading gets the 413 rather than a
+/// broken connection. Past that the connection is simply closed.
+async fn drain(stream: &mut axum::body::BodyDataStream, max: u64) {
+    let mut discarded = 0u64;
+    while discarded <= max {
+        match stream.next().await {
+            Some(Ok(chunk)) => discarded += chunk.len() as u64,
+            _ => return,
+        }
+    }
 }
 
 fn file_headers(meta: &FileMeta) -> HeaderMap {

@@ -259,10 +259,8 @@ pub async fn put(a: PutArgs) -> anyhow::Result<()> {
     let len = data.len() as u64;
     let bar = progress_bar(len, "upload");
     // Send in chunks so that the bar moves with the bytes actually handed to the network.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = data
-        .chunks(256 * 1024)
-        .map(|c| Ok(c.to_vec()))
-        .collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        data.chunks(256 * 1024).map(|c| Ok(c.to_vec())).collect();
     let bar_for_stream = bar.clone();
     let stream = futures_util::stream::iter(chunks).inspect(move |c| {
         if let (Some(b), Ok(c)) = (&bar_for_stream, c) {
@@ -294,7 +292,11 @@ pub async fn put(a: PutArgs) -> anyhow::Result<()> {
     }
     println!(
         "{} {} ({} bytes, sha256 {})",
-        if status == reqwest::StatusCode::CREATED { "stored" } else { "replaced" },
+        if status == reqwest::StatusCode::CREATED {
+            "stored"
+        } else {
+            "replaced"
+        },
         name,
         v["size"],
         v["sha256"].as_str().unwrap_or("?")
@@ -345,7 +347,9 @@ pub async fn get(a: GetArgs) -> anyhow::Result<()> {
     {
         bail!("download corrupted: sha256 {actual}, expected {expected}");
     }
-    let out = a.output.unwrap_or_else(|| std::path::PathBuf::from(&a.name));
+    let out = a
+        .output
+        .unwrap_or_else(|| std::path::PathBuf::from(&a.name));
     if out.as_os_str() == "-" {
         tokio::io::stdout().write_all(&data).await?;
         return Ok(());
@@ -358,7 +362,11 @@ pub async fn get(a: GetArgs) -> anyhow::Result<()> {
     tokio::fs::rename(&tmp, &out)
         .await
         .with_context(|| format!("writing {}", out.display()))?;
-    eprintln!("{} bytes written to {} (sha256 {actual})", data.len(), out.display());
+    eprintln!(
+        "{} bytes written to {} (sha256 {actual})",
+        data.len(),
+        out.display()
+    );
     Ok(())
 }
 

@@ -28,6 +28,7 @@
 
 pub mod api;
 pub mod config;
+pub mod files;
 pub mod id;
 pub mod metrics;
 pub mod peer;
@@ -36,4 +37,3 @@ pub mod ring;
 pub mod service;
 pub mod sim;
 pub mod transport;
-pub mod files;

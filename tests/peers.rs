@@ -206,6 +206,9 @@ fn spawn_with(
         .env("CHORDNET_RING__CHECK_PREDECESSOR_INTERVAL", "100ms")
         .env("CHORDNET_RING__RPC_TIMEOUT", "300ms")
         .env("CHORDNET_RING__JOIN_RETRY_INTERVAL", "200ms")
+        .env("CHORDNET_FILES__REPAIR_INTERVAL", "300ms")
+        .env("CHORDNET_FILES__REPUBLISH_INTERVAL", "1s")
+        .env("CHORDNET_FILES__MAX_FILE_SIZE", "1MiB")
         .env("RUST_LOG", "warn")
         .env_remove("CHORDNET_CONFIG")
         .stdout(Stdio::null())
@@ -646,4 +649,295 @@ async fn seeded_peers_started_together_form_one_ring_and_survive_restarts() {
     .await;
     let ids = c.ring_ids().await;
     assert!(ids.iter().all(|r| *r == ring_id), "{ids:?} vs {ring_id}");
+}
+
+impl Cluster {
+    async fn put(&self, via: &PeerProcess, name: &str, data: &[u8]) -> (u16, Value) {
+        let resp = self
+            .http
+            .put(via.url(&format!("/v1/files/{name}")))
+            .body(data.to_vec())
+            .send()
+            .await
+            .expect("upload");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn fetch(&self, via: &PeerProcess, name: &str) -> Option<Vec<u8>> {
+        let resp = self
+            .http
+            .get(via.url(&format!("/v1/files/{name}")))
+            .send()
+            .await
+            .ok()?;
+        if resp.status() != 200 {
+            return None;
+        }
+        resp.bytes().await.ok().map(|b| b.to_vec())
+    }
+
+    /// Whether every file downloads byte-identical through some running peer (rotating).
+    async fn all_download(&self, files: &[(String, Vec<u8>)]) -> bool {
+        let running = self.running();
+        for (k, (name, data)) in files.iter().enumerate() {
+            let via = running[k % running.len()];
+            if self.fetch(via, name).await.as_deref() != Some(data.as_slice()) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_are_replicated_and_survive_crashes_leaves_and_restarts() {
+    let mut c = Cluster::start("files", 6);
+    wait_for("all peers ready", Duration::from_secs(60), || c.all_ready()).await;
+    wait_for("ring walks agree", Duration::from_secs(30), || {
+        c.rings_agree()
+    })
+    .await;
+
+    // 100 files through random peers.
+    let mut rng = Rng::new(99);
+    let mut files = Vec::new();
+    for k in 0..100 {
+        let size = rng.index(20_000);
+        let data: Vec<u8> = (0..size).map(|_| rng.next_u64() as u8).collect();
+        let name = format!("file-{k}.bin");
+        let via = &c.peers[rng.index(c.peers.len())];
+        let (status, body) = c.put(via, &name, &data).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["size"], size);
+        assert_eq!(body["replicas"], 2, "{body}");
+        assert_eq!(
+            body["node"]["id"],
+            c.true_successor(Id::hash(name.as_bytes())).to_string()
+        );
+        files.push((name, data));
+    }
+    // Byte-identical through other peers; ETag is the sha256; replicas are 2 distinct peers.
+    for (k, (name, data)) in files.iter().enumerate() {
+        let via = &c.peers[(k + 3) % c.peers.len()];
+        let resp = c
+            .http
+            .get(via.url(&format!("/v1/files/{name}")))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(resp.status(), 200);
+        let etag = resp.headers()["etag"].to_str().expect("etag").to_string();
+        assert_eq!(etag, format!("\"{}\"", chordnet::files::sha256_hex(data)));
+        assert_eq!(resp.bytes().await.expect("bytes").as_ref(), data.as_slice());
+        let (status, loc) = c
+            .get(&via.url(&format!("/v1/files/{name}/locations")))
+            .await
+            .expect("locations");
+        assert_eq!(status, 200);
+        let replicas: Vec<&Value> = loc["replicas"]
+            .as_array()
+            .expect("replicas")
+            .iter()
+            .collect();
+        assert_eq!(replicas.len(), 2, "{loc}");
+        assert_ne!(replicas[0]["id"], replicas[1]["id"]);
+        assert!(replicas.iter().all(|r| r["id"] != loc["node"]["id"]));
+    }
+    // Overwrite answers 200; HEAD gives the headers.
+    let (status, _) = c.put(&c.peers[1], &files[0].0, &files[0].1).await;
+    assert_eq!(status, 200);
+    let head = c
+        .http
+        .head(c.peers[2].url(&format!("/v1/files/{}", files[0].0)))
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        head.headers()["content-length"],
+        files[0].1.len().to_string()
+    );
+
+    // kill -9 one peer, then a second one that is not its neighbour.
+    let mut order: Vec<usize> = (0..c.peers.len()).collect();
+    order.sort_by_key(|&i| c.peers[i].id());
+    c.peers[order[0]].kill();
+    wait_for("ring repaired", Duration::from_secs(30), || c.rings_agree()).await;
+    wait_for(
+        "every file downloads after one crash",
+        Duration::from_secs(30),
+        || c.all_download(&files),
+    )
+    .await;
+    c.peers[order[3]].kill();
+    wait_for("ring repaired again", Duration::from_secs(30), || {
+        c.rings_agree()
+    })
+    .await;
+    wait_for(
+        "every file downloads after two crashes",
+        Duration::from_secs(30),
+        || c.all_download(&files),
+    )
+    .await;
+    wait_for("survivors ready", Duration::from_secs(30), || c.all_ready()).await;
+
+    // SIGTERM one more: exit 0, its keys reach the survivors.
+    let status = c.peers[order[1]].terminate();
+    assert!(status.success(), "{status:?}");
+    wait_for("ring closed", Duration::from_secs(30), || c.rings_agree()).await;
+    wait_for(
+        "every file downloads after the leave",
+        Duration::from_secs(30),
+        || c.all_download(&files),
+    )
+    .await;
+
+    // The first crashed peer restarts with its store dir: same id, back in the ring, and it
+    // serves the keys of its range again.
+    let i = order[0];
+    let (adv, api, dir) = (
+        c.peers[i].advertise.clone(),
+        c.peers[i].api.clone(),
+        c.peers[i].dir.clone(),
+    );
+    let bootstrap = c.running()[0].advertise.clone();
+    c.peers[i] = spawn(&adv, &api, &dir, Some(&bootstrap));
+    wait_for("restarted peer ready", Duration::from_secs(30), || {
+        c.all_ready()
+    })
+    .await;
+    wait_for("ring includes it", Duration::from_secs(30), || {
+        c.rings_agree()
+    })
+    .await;
+    wait_for(
+        "every file downloads through the restarted peer",
+        Duration::from_secs(30),
+        || async {
+            for (name, data) in &files {
+                if c.fetch(&c.peers[i], name).await.as_deref() != Some(data.as_slice()) {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    wait_for(
+        "it stores the keys of its range",
+        Duration::from_secs(30),
+        || async {
+            let Some((_, f)) = c.get(&c.peers[i].url("/v1/node/files")).await else {
+                return false;
+            };
+            f["stored"].as_array().is_some_and(|s| !s.is_empty())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_files_limits_names_and_deletes() {
+    let c = Cluster::start("share", 3);
+    wait_for("all peers ready", Duration::from_secs(60), || c.all_ready()).await;
+    // A file in peer 2's shared directory is found through the ring from peer 0.
+    let shared = c.peers[2].dir.join("shared");
+    std::fs::create_dir_all(&shared).expect("shared dir");
+    std::fs::write(shared.join("notes.txt"), b"shared by peer 2").expect("write shared");
+    wait_for("provider published", Duration::from_secs(30), || async {
+        c.fetch(&c.peers[0], "notes.txt").await.as_deref() == Some(&b"shared by peer 2"[..])
+    })
+    .await;
+    let (_, loc) = c
+        .get(&c.peers[1].url("/v1/files/notes.txt/locations"))
+        .await
+        .expect("loc");
+    assert_eq!(
+        loc["providers"][0]["id"],
+        c.peers[2].id().to_string(),
+        "{loc}"
+    );
+    let (_, nf) = c
+        .get(&c.peers[2].url("/v1/node/files"))
+        .await
+        .expect("node files");
+    assert_eq!(nf["shared"][0]["name"], "notes.txt");
+
+    // Limits and names.
+    let big = vec![0u8; (1 << 20) + 1];
+    let (status, body) = c.put(&c.peers[0], "big.bin", &big).await;
+    assert_eq!(status, 413, "{body}");
+    for bad in ["a%2Fb", "a%00b", "..%2Fetc%2Fpasswd"] {
+        let (status, body) = c.put(&c.peers[0], bad, b"x").await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    // `.` and `..` as raw path segments (HTTP clients normalise them away, attackers do not).
+    for bad in ["/v1/files/..", "/v1/files/.", "/v1/files/%2e%2e"] {
+        assert_eq!(raw_put_status(&c.peers[0].api, bad), 400, "{bad}");
+    }
+    let long = "n".repeat(256);
+    assert_eq!(c.put(&c.peers[0], &long, b"x").await.0, 400);
+    let name = "ünï cødé.txt";
+    let (status, _) = c
+        .put(&c.peers[0], "%C3%BCn%C3%AF%20c%C3%B8d%C3%A9.txt", b"utf8")
+        .await;
+    assert_eq!(status, 201);
+    let id = Id::hash(name.as_bytes());
+    let (_, found) = c
+        .get(&c.peers[1].url(&format!("/v1/lookup?id={id}")))
+        .await
+        .expect("lookup");
+    assert_eq!(found["node"]["id"], c.true_successor(id).to_string());
+
+    // Delete: 204, then 404 everywhere, and a second delete is 404.
+    let (status, _) = c.put(&c.peers[1], "gone.txt", b"bye").await;
+    assert_eq!(status, 201);
+    let del = c
+        .http
+        .delete(c.peers[0].url("/v1/files/gone.txt"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(del.status(), 204);
+    for p in &c.peers {
+        assert_eq!(c.fetch(p, "gone.txt").await, None);
+    }
+    let again = c
+        .http
+        .delete(c.peers[2].url("/v1/files/gone.txt"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(again.status(), 404);
+    assert_eq!(again.headers()["content-type"], "application/problem+json");
+    let missing = c
+        .http
+        .get(c.peers[2].url("/v1/files/never.txt"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(missing.status(), 404);
+}
+
+/// Sends `PUT path` with a one-byte body exactly as written (no URL normalisation) and returns
+/// the status code.
+fn raw_put_status(api: &str, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(api).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let request = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {api}\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }

@@ -112,9 +112,18 @@ mod tests {
 
     #[test]
     fn versions_order_by_time_then_origin() {
-        let a = Version { millis: 5, origin: Id::from_parts(0, 9) };
-        let b = Version { millis: 6, origin: Id::from_parts(0, 1) };
-        let c = Version { millis: 6, origin: Id::from_parts(0, 2) };
+        let a = Version {
+            millis: 5,
+            origin: Id::from_parts(0, 9),
+        };
+        let b = Version {
+            millis: 6,
+            origin: Id::from_parts(0, 1),
+        };
+        let c = Version {
+            millis: 6,
+            origin: Id::from_parts(0, 2),
+        };
         assert!(a < b && b < c);
     }
 

@@ -103,7 +103,8 @@ impl Store {
     }
 
     fn data_path(&self, meta: &FileMeta) -> PathBuf {
-        self.objects.join(format!("{}-{}.data", meta.id, meta.sha256))
+        self.objects
+            .join(format!("{}-{}.data", meta.id, meta.sha256))
     }
 
     fn meta_path(&self, id: Id) -> PathBuf {
@@ -266,7 +267,9 @@ mod tests {
         // An older copy arriving late changes nothing.
         assert_eq!(
             store.put(v1.clone(), Some(b"one")).unwrap(),
-            PutOutcome::Stale { current: v2.clone() }
+            PutOutcome::Stale {
+                current: v2.clone()
+            }
         );
         assert_eq!(store.usage(), (1, 4));
         drop(store);
@@ -329,7 +332,9 @@ mod tests {
         assert_eq!(store.meta(m.id), None);
         drop(store);
         // A data file without metadata (crash between the renames) disappears on open.
-        let orphan = d.join("objects").join(format!("{}-{}.data", m.id, m.sha256));
+        let orphan = d
+            .join("objects")
+            .join(format!("{}-{}.data", m.id, m.sha256));
         std::fs::write(&orphan, b"sea").unwrap();
         std::fs::write(d.join("tmp").join("half-written"), b"x").unwrap();
         let _store = Store::open(&d).unwrap();

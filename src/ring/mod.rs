@@ -558,7 +558,7 @@ impl Node {
         }
         let succ = self.successors[0].clone();
         self.finger_ticks += 1;
-        if self.finger_ticks % SUCCESSOR_REFRESH_TICKS == 0 && succ.id != self.me.id {
+        if self.finger_ticks.is_multiple_of(SUCCESSOR_REFRESH_TICKS) && succ.id != self.me.id {
             // Every few ticks, look up our own successor through the ring, starting at
             // our successor. Stabilize alone walks back one predecessor per round, which is slow
             // when a join (or a mass join) left us with a far successor; the lookup finds a

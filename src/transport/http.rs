@@ -106,7 +106,9 @@ impl HttpTransport {
             reqwest::StatusCode::NOT_FOUND => Ok(None),
             s => {
                 let detail = resp.text().await.unwrap_or_default();
-                Err(TransportError::Protocol(format!("{to} answered HTTP {s}: {detail}")))
+                Err(TransportError::Protocol(format!(
+                    "{to} answered HTTP {s}: {detail}"
+                )))
             }
         }
     }
@@ -126,7 +128,9 @@ impl FileTransport for HttpTransport {
             .body(body);
         match self.checked(req, to).await? {
             Some(resp) => resp.json().await.map_err(classify),
-            None => Err(TransportError::Protocol(format!("{to} has no object store"))),
+            None => Err(TransportError::Protocol(format!(
+                "{to} has no object store"
+            ))),
         }
     }
 
@@ -140,7 +144,9 @@ impl FileTransport for HttpTransport {
             return Ok(None);
         };
         let body = resp.bytes().await.map_err(classify)?;
-        unframe_object(body).map(Some).map_err(TransportError::Protocol)
+        unframe_object(body)
+            .map(Some)
+            .map_err(TransportError::Protocol)
     }
 
     async fn object_info(&self, to: &Address, id: Id) -> Result<ObjectInfo, TransportError> {
@@ -189,7 +195,9 @@ impl FileTransport for HttpTransport {
             .json(have);
         match self.checked(req, to).await? {
             Some(resp) => resp.json().await.map_err(classify),
-            None => Err(TransportError::Protocol(format!("{to} has no object store"))),
+            None => Err(TransportError::Protocol(format!(
+                "{to} has no object store"
+            ))),
         }
     }
 }
@@ -198,7 +206,10 @@ impl FileTransport for HttpTransport {
 pub fn files_router<H: FileHandler>(handler: Arc<H>, max_body: usize) -> Router {
     Router::new()
         .route("/peer/v1/objects/missing", post(missing::<H>))
-        .route("/peer/v1/objects/{id}", put(put_object::<H>).get(get_object::<H>))
+        .route(
+            "/peer/v1/objects/{id}",
+            put(put_object::<H>).get(get_object::<H>),
+        )
         .route("/peer/v1/objects/{id}/info", get(object_info::<H>))
         .route("/peer/v1/providers", post(put_provider::<H>))
         .route("/peer/v1/shared/{name}", get(get_shared::<H>))
@@ -206,9 +217,9 @@ pub fn files_router<H: FileHandler>(handler: Arc<H>, max_body: usize) -> Router 
         .with_state(handler)
 }
 
-fn parse_id(raw: &str) -> Result<Id, Response> {
+fn parse_id(raw: &str) -> Result<Id, (StatusCode, String)> {
     raw.parse()
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("{e}")).into_response())
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("{e}")))
 }
 
 async fn put_object<H: FileHandler>(
@@ -218,7 +229,7 @@ async fn put_object<H: FileHandler>(
 ) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let (meta, data) = match unframe_object(body) {
         Ok(x) => x,
@@ -238,7 +249,7 @@ async fn put_object<H: FileHandler>(
 async fn get_object<H: FileHandler>(State(h): State<Arc<H>>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match tokio::task::spawn_blocking(move || h.get_object(id)).await {
         Ok(Some((meta, data))) => frame_object(&meta, &data).into_response(),
@@ -247,13 +258,10 @@ async fn get_object<H: FileHandler>(State(h): State<Arc<H>>, Path(id): Path<Stri
     }
 }
 
-async fn object_info<H: FileHandler>(
-    State(h): State<Arc<H>>,
-    Path(id): Path<String>,
-) -> Response {
+async fn object_info<H: FileHandler>(State(h): State<Arc<H>>, Path(id): Path<String>) -> Response {
     match parse_id(&id) {
         Ok(id) => Json(h.object_info(id)).into_response(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
