@@ -836,6 +836,22 @@ async fn files_are_replicated_and_survive_crashes_leaves_and_restarts() {
         },
     )
     .await;
+
+    // A second SIGTERM: nothing is lost either.
+    let status = c.peers[order[4]].terminate();
+    assert!(status.success(), "{status:?}");
+    wait_for(
+        "ring closed after the second leave",
+        Duration::from_secs(30),
+        || c.rings_agree(),
+    )
+    .await;
+    wait_for(
+        "every file downloads after two leaves",
+        Duration::from_secs(30),
+        || c.all_download(&files),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
