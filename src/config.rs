@@ -176,7 +176,7 @@ impl Config {
     /// Loads defaults < `file` (or `CHORDNET_CONFIG`) < `CHORDNET_*` < `overrides`.
     pub fn load(file: Option<PathBuf>, overrides: &Overrides) -> Result<Config, ConfigError> {
         let file = file.or_else(|| std::env::var_os("CHORDNET_CONFIG").map(PathBuf::from));
-        Config::figment(file, Env::prefixed("CHORDNET_").split("__"), overrides)
+        Config::figment(file, env_provider(), overrides)
     }
 
     /// The same, with an explicit environment provider (tests use this).
@@ -291,6 +291,16 @@ impl Config {
             .id
             .unwrap_or_else(|| Id::hash(self.node.advertise.as_bytes()))
     }
+}
+
+/// `CHORDNET_<SECTION>__<KEY>` variables. Only names with a `__` are configuration keys:
+/// Kubernetes injects service links such as `CHORDNET_SERVICE_HOST` and `CHORDNET_PORT` into
+/// every pod of a namespace with a Service named `chordnet`, and those must not stop a peer.
+/// (A misspelt key inside a section is still refused.)
+pub fn env_provider() -> Env {
+    Env::prefixed("CHORDNET_")
+        .filter(|key| key.as_str().contains("__"))
+        .split("__")
 }
 
 /// One line per problem: the key, where its value came from, and what is wrong.
@@ -472,6 +482,10 @@ mod tests {
             jail.set_env("CHORDNET_LOG__FORMAT", "json");
             jail.set_env("CHORDNET_CONFIG", "ignored-when-a-file-is-given.toml");
             jail.set_env("CHORDNET_RING__SEEDS", "s-0.h:7000, s-1.h:7000,");
+            // Kubernetes service links for a Service named `chordnet` are not config keys.
+            jail.set_env("CHORDNET_SERVICE_HOST", "10.0.0.1");
+            jail.set_env("CHORDNET_PORT", "tcp://10.0.0.1:8080");
+            jail.set_env("CHORDNET_PORT_8080_TCP_ADDR", "10.0.0.1");
             let overrides = Overrides {
                 advertise: Some("b:2".into()),
                 ..Overrides::default()
