@@ -127,6 +127,7 @@ pub fn router<T: Transport + FileTransport>(
         .route("/healthz", get(healthz::<T>))
         .route("/readyz", get(readyz::<T>))
         .route("/metrics", get(metrics::<T>))
+        .route("/v1/openapi.json", get(openapi))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(
@@ -138,6 +139,14 @@ pub fn router<T: Transport + FileTransport>(
             ring: service,
             files,
         })
+}
+
+/// The OpenAPI 3.1 description of this API (kept beside the code; a test checks that it
+/// covers every route).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 async fn node<T: Transport + FileTransport>(State(app): Api<T>) -> Response {
@@ -385,4 +394,38 @@ async fn metrics<T: Transport + FileTransport>(State(app): Api<T>) -> Response {
         app.ring.render_metrics(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every route the router serves is described, with the right methods.
+    #[test]
+    fn the_openapi_document_covers_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("valid JSON");
+        assert_eq!(doc["openapi"], "3.1.0");
+        let source = include_str!("api.rs");
+        let routes: Vec<&str> = source
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix(".route(\""))
+            .filter_map(|l| l.split('"').next())
+            .collect();
+        assert!(routes.len() >= 13, "{routes:?}");
+        for route in routes {
+            assert!(
+                doc["paths"][route].is_object(),
+                "{route} is not in openapi.json"
+            );
+        }
+        for (path, methods) in [
+            ("/v1/files/{name}", &["get", "put", "head", "delete"][..]),
+            ("/v1/ring/join", &["post"][..]),
+            ("/v1/ring/leave", &["post"][..]),
+        ] {
+            for m in methods {
+                assert!(doc["paths"][path][m].is_object(), "{m} {path}");
+            }
+        }
+    }
 }
