@@ -568,36 +568,64 @@ impl<T: Transport + FileTransport> Files<T> {
             .count();
         self.ring.metrics().replica_deficit.set(deficit as i64);
 
-        // Keys we are not responsible for (we were, or we hold a copy).
+        // Keys we are not responsible for (we were, or we hold a copy). In ring order, one
+        // lookup serves every following key up to the peer it found (they share that peer),
+        // so the cost is one lookup per responsible peer, not one per key.
+        let mut others = others;
+        others.sort_by_key(|m| me.id.distance_to(m.id));
+        let mut groups: Vec<(Vec<Peer>, Vec<FileMeta>)> = Vec::new();
+        let mut current: Option<(Id, Vec<Peer>)> = None;
         for m in others {
-            let Ok(found) = self.ring.lookup(m.id).await else {
-                continue;
-            };
-            let holders = self.placement(&found);
-            let Some(primary) = holders.first() else {
-                continue;
-            };
-            if primary.id == me.id {
-                continue; // our view of the ring is behind; next round
-            }
-            let delivered = match self
-                .ring
-                .transport()
-                .missing(&primary.address, &[(m.id, m.version)])
-                .await
-            {
-                Ok(missing) if missing.is_empty() => true,
-                Ok(_) => {
-                    let ok = self.push(primary, &m).await;
-                    if ok {
-                        info!(name = %m.name, to = %primary.address, "handed a key to the peer now responsible for it");
-                        self.ring.metrics().handoff_bytes.inc_by(m.size);
-                    }
-                    ok
+            let reuse = current.as_ref().is_some_and(|(from, holders)| {
+                holders
+                    .first()
+                    .is_some_and(|r| m.id == *from || m.id.in_half_open(*from, r.id))
+            });
+            if !reuse {
+                let Ok(found) = self.ring.lookup(m.id).await else {
+                    current = None;
+                    continue;
+                };
+                current = Some((m.id, self.placement(&found)));
+                if let Some((_, holders)) = &current {
+                    groups.push((holders.clone(), Vec::new()));
                 }
-                Err(_) => false,
+            }
+            if let Some((_, list)) = groups.last_mut() {
+                list.push(m);
+            }
+        }
+        for (holders, metas) in groups {
+            self.reconcile_with_primary(&me, &holders, metas).await;
+        }
+    }
+
+    /// Makes sure the responsible peer (`holders[0]`) has our versions of `metas`, then drops
+    /// our copies if we are not one of the holders.
+    async fn reconcile_with_primary(&self, me: &Peer, holders: &[Peer], metas: Vec<FileMeta>) {
+        let Some(primary) = holders.first() else {
+            return;
+        };
+        if primary.id == me.id {
+            return; // our view of the ring is behind; next round
+        }
+        let have: Vec<(Id, Version)> = metas.iter().map(|m| (m.id, m.version)).collect();
+        let Ok(missing) = self.ring.transport().missing(&primary.address, &have).await else {
+            return;
+        };
+        let keep = holders.iter().any(|h| h.id == me.id);
+        for m in metas {
+            let delivered = if missing.contains(&m.id) {
+                let ok = self.push(primary, &m).await;
+                if ok {
+                    info!(name = %m.name, to = %primary.address, "handed a key to the peer now responsible for it");
+                    self.ring.metrics().handoff_bytes.inc_by(m.size);
+                }
+                ok
+            } else {
+                true
             };
-            if delivered && !holders.iter().any(|h| h.id == me.id) {
+            if delivered && !keep {
                 debug!(name = %m.name, "dropping a copy this peer no longer holds");
                 self.store.remove(m.id);
                 self.update_usage();
