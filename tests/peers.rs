@@ -87,12 +87,11 @@ impl Drop for Cluster {
 }
 
 impl Cluster {
-    /// Starts `n` peers: the first founds the ring, the others join through it.
-    fn start(name: &str, n: usize) -> Cluster {
+    /// No peers yet: a fresh directory and 2·n free ports (peer, API) for them.
+    fn empty(name: &str, n: usize) -> (Cluster, Vec<u16>) {
         let root = std::env::temp_dir().join(format!("chordnet-it-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        let ports = free_ports(2 * n);
-        let mut cluster = Cluster {
+        let cluster = Cluster {
             peers: Vec::new(),
             root,
             http: reqwest::Client::builder()
@@ -100,6 +99,12 @@ impl Cluster {
                 .build()
                 .expect("http client"),
         };
+        (cluster, free_ports(2 * n))
+    }
+
+    /// Starts `n` peers: the first founds the ring, the others join through it.
+    fn start(name: &str, n: usize) -> Cluster {
+        let (mut cluster, ports) = Cluster::empty(name, n);
         let bootstrap = format!("127.0.0.1:{}", ports[0]);
         for i in 0..n {
             let advertise = format!("127.0.0.1:{}", ports[2 * i]);
@@ -540,17 +545,7 @@ impl Cluster {
     /// Starts `n` peers at once, all configured with the same seed list (like a StatefulSet
     /// with `podManagementPolicy: Parallel`); the first seed is the founder.
     fn start_seeded(name: &str, n: usize) -> Cluster {
-        let root = std::env::temp_dir().join(format!("chordnet-it-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        let ports = free_ports(2 * n);
-        let mut cluster = Cluster {
-            peers: Vec::new(),
-            root,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("http client"),
-        };
+        let (mut cluster, ports) = Cluster::empty(name, n);
         let seeds: Vec<String> = (0..n)
             .map(|i| format!("127.0.0.1:{}", ports[2 * i]))
             .collect();

@@ -302,18 +302,7 @@ impl<T: Transport + FileTransport> Files<T> {
             }
             for p in info.providers {
                 if let Some(data) = self.fetch_shared(&p).await {
-                    let meta = FileMeta {
-                        name: p.name.clone(),
-                        id,
-                        size: p.size,
-                        sha256: p.sha256.clone(),
-                        version: Version {
-                            millis: 0,
-                            origin: p.peer_id,
-                        },
-                        deleted: false,
-                    };
-                    return Ok((meta, data));
+                    return Ok((provided_meta(&p), data));
                 }
             }
             break;
@@ -352,17 +341,7 @@ impl<T: Transport + FileTransport> Files<T> {
                 None => {}
             }
             if let Some(p) = info.providers.first() {
-                return Ok(FileMeta {
-                    name: p.name.clone(),
-                    id,
-                    size: p.size,
-                    sha256: p.sha256.clone(),
-                    version: Version {
-                        millis: 0,
-                        origin: p.peer_id,
-                    },
-                    deleted: false,
-                });
+                return Ok(provided_meta(p));
             }
         }
         Err(FilesError::NotFound(name.to_string()))
@@ -697,6 +676,22 @@ impl<T: Transport + FileTransport> Files<T> {
         let (keys, bytes) = self.store.usage();
         self.ring.metrics().keys_stored.set(keys as i64);
         self.ring.metrics().bytes_stored.set(bytes as i64);
+    }
+}
+
+/// The metadata of a file only a provider has: it was never written to the ring, so it has no
+/// version of its own.
+fn provided_meta(p: &ProviderRecord) -> FileMeta {
+    FileMeta {
+        name: p.name.clone(),
+        id: p.id,
+        size: p.size,
+        sha256: p.sha256.clone(),
+        version: Version {
+            millis: 0,
+            origin: p.peer_id,
+        },
+        deleted: false,
     }
 }
 

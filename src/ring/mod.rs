@@ -507,14 +507,7 @@ impl Node {
                 self.me.id,
                 [self.predecessor.clone(), hint, found],
             ) {
-                Some(candidate) => self.send(
-                    candidate.address.clone(),
-                    Request::GetNeighbors,
-                    Pending::StabilizeCandidate {
-                        candidate,
-                        chase: 0,
-                    },
-                ),
+                Some(candidate) => self.ask_candidate(candidate, 0),
                 None => {
                     let me = self.me.clone();
                     self.rectify(me);
@@ -531,6 +524,15 @@ impl Node {
                 },
             );
         }
+    }
+
+    /// Stabilize found a peer that may be a closer successor: ask it (adopted once it answers).
+    fn ask_candidate(&mut self, candidate: Peer, chase: u32) {
+        self.send(
+            candidate.address.clone(),
+            Request::GetNeighbors,
+            Pending::StabilizeCandidate { candidate, chase },
+        );
     }
 
     fn finish_stabilize(&mut self) {
@@ -982,14 +984,7 @@ impl Node {
         self.set_successors(succ.clone(), &successors);
         let found = self.successor_candidate.take();
         match self.best_between(self.me.id, succ.id, [predecessor, hint, found]) {
-            Some(candidate) => self.send(
-                candidate.address.clone(),
-                Request::GetNeighbors,
-                Pending::StabilizeCandidate {
-                    candidate,
-                    chase: 0,
-                },
-            ),
+            Some(candidate) => self.ask_candidate(candidate, 0),
             None => {
                 self.notify_successor();
                 self.finish_stabilize();
@@ -1016,14 +1011,7 @@ impl Node {
             if chase < MAX_CHASE
                 && let Some(next) = self.best_between(self.me.id, candidate.id, [predecessor, hint])
             {
-                self.send(
-                    next.address.clone(),
-                    Request::GetNeighbors,
-                    Pending::StabilizeCandidate {
-                        candidate: next,
-                        chase: chase + 1,
-                    },
-                );
+                self.ask_candidate(next, chase + 1);
                 return;
             }
         }
