@@ -194,7 +194,9 @@ impl<T: Transport> Service<T> {
     /// - a peer may found a ring only if it is the founder: no bootstrap and no seeds are
     ///   configured, or it advertises the first seed (or the bootstrap is itself);
     /// - the founder founds at once when there is nobody to try, or when every peer it tried
-    ///   answered "not a ring member" (the whole ring is gone); when some did not answer, it
+    ///   answered "not a ring member" or does not exist any more (its name does not resolve,
+    ///   like a pod scaled away) and at least one answered: the whole ring is gone. When some
+    ///   did not answer, it
     ///   waits `ring.create_after` first, and a seed founder that remembers a ring never founds
     ///   on a time-out (the others may just be unreachable).
     ///
@@ -227,15 +229,25 @@ impl<T: Transport> Service<T> {
         let started = Instant::now();
         let stop = self.shutdown.subscribe();
         loop {
-            let mut all_not_member = !targets.is_empty();
+            // "No ring out there": every seed answered "not a member" or no longer exists
+            // (its name does not resolve: a pod scaled away), and at least one answered, so
+            // that a DNS outage is not mistaken for an empty ring.
+            let mut answered_not_member = false;
+            let mut no_ring_out_there = !targets.is_empty();
             for target in &targets {
                 match self.join(target).await {
                     Ok(()) | Err(ServiceError::AlreadyMember) => return,
                     Err(ServiceError::JoinFailed(JoinFailure::NotMember { .. })) => {
+                        answered_not_member = true;
                         debug!(%target, "seed is not a ring member yet");
                     }
+                    Err(ServiceError::JoinFailed(JoinFailure::Unreachable { .. }))
+                        if !resolves(target).await =>
+                    {
+                        debug!(%target, "seed does not exist (its name does not resolve)");
+                    }
                     Err(e) => {
-                        all_not_member = false;
+                        no_ring_out_there = false;
                         debug!(%target, error = %e, "join attempt failed");
                     }
                 }
@@ -243,6 +255,7 @@ impl<T: Transport> Service<T> {
                     return;
                 }
             }
+            let all_not_member = no_ring_out_there && answered_not_member;
             let waited = started.elapsed() >= ring.create_after;
             let may_time_out = standalone || remembered.is_none();
             if founder && (targets.is_empty() || all_not_member || (waited && may_time_out)) {
@@ -651,6 +664,14 @@ pub struct Endpoint<T: Transport>(pub Arc<Service<T>>);
 impl<T: Transport> RequestHandler for Endpoint<T> {
     fn handle(&self, request: RequestEnvelope) -> ResponseEnvelope {
         self.0.apply(|n| n.handle_request(request))
+    }
+}
+
+/// Whether `host:port` resolves to at least one address.
+async fn resolves(target: &str) -> bool {
+    match tokio::net::lookup_host(target).await {
+        Ok(mut addrs) => addrs.next().is_some(),
+        Err(_) => false,
     }
 }
 

@@ -566,7 +566,9 @@ impl Cluster {
         api: &str,
         dir: &std::path::Path,
     ) -> PeerProcess {
-        let list = seeds.join(",");
+        // The last seed names a pod that no longer exists (scaled away): its name does not
+        // resolve, which must not keep the founder from refounding after a full restart.
+        let list = format!("{},chordnet-gone.invalid:7000", seeds.join(","));
         spawn_with(
             &seeds[i],
             api,
