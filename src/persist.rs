@@ -60,7 +60,11 @@ pub fn save(store_dir: &Path, state: &RingState) -> Result<(), PersistError> {
     };
     std::fs::create_dir_all(store_dir).map_err(io(store_dir))?;
     let path = store_dir.join(FILE);
-    let tmp = store_dir.join(format!("{FILE}.tmp"));
+    // A name of its own per write: saves may run concurrently, and each must rename a whole
+    // file of its own (the last rename wins).
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = store_dir.join(format!("{FILE}.{}.{n}.tmp", std::process::id()));
     let bytes = serde_json::to_vec_pretty(state).unwrap_or_default();
     let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
     f.write_all(&bytes).map_err(io(&tmp))?;

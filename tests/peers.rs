@@ -48,12 +48,18 @@ impl PeerProcess {
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
     fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("peer is running");
+        let child = self.child.as_ref().expect("peer is running");
         let status = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status()
             .expect("run kill");
         assert!(status.success());
+        self.terminate_started()
+    }
+
+    /// Waits (bounded) for the exit status of a peer that was sent SIGTERM.
+    fn terminate_started(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("peer is running");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait().expect("wait for peer") {
@@ -953,4 +959,55 @@ fn raw_put_status(api: &str, path: &str) -> u16 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_neighbours_leaving_at_once_lose_no_file() {
+    // The StatefulSet's parallel scale-down: several peers get SIGTERM together. With three
+    // copies, the worst case is three ring neighbours holding every copy of some keys; their
+    // hand-offs must pass the keys beyond the ones leaving too.
+    let mut c = Cluster::start("together", 6);
+    wait_for("all peers ready", Duration::from_secs(60), || c.all_ready()).await;
+    wait_for("ring walks agree", Duration::from_secs(30), || {
+        c.rings_agree()
+    })
+    .await;
+    let mut rng = Rng::new(5);
+    let mut files = Vec::new();
+    for k in 0..60 {
+        let data: Vec<u8> = (0..rng.index(5_000) + 1)
+            .map(|_| rng.next_u64() as u8)
+            .collect();
+        let name = format!("t-{k}");
+        let (status, _) = c.put(&c.peers[rng.index(6)], &name, &data).await;
+        assert_eq!(status, 201);
+        files.push((name, data));
+    }
+    let mut order: Vec<usize> = (0..c.peers.len()).collect();
+    order.sort_by_key(|&i| c.peers[i].id());
+    let leavers = [order[1], order[2], order[3]];
+    // Some key must have all its copies on the leavers, or the test proves nothing.
+    let leaver_ids: Vec<Id> = leavers.iter().map(|&i| c.peers[i].id()).collect();
+    let exposed = files
+        .iter()
+        .filter(|(n, _)| leaver_ids.contains(&c.true_successor(Id::hash(n.as_bytes()))))
+        .count();
+    assert!(exposed > 0);
+    for &i in &leavers {
+        let pid = c.peers[i].child.as_ref().expect("running").id();
+        let ok = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    }
+    for &i in &leavers {
+        let status = c.peers[i].terminate_started();
+        assert!(status.success(), "{status:?}");
+    }
+    wait_for("ring closed", Duration::from_secs(30), || c.rings_agree()).await;
+    wait_for("every file downloads", Duration::from_secs(30), || {
+        c.all_download(&files)
+    })
+    .await;
 }

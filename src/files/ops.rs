@@ -2,6 +2,7 @@
 //! records; replica repair; hand-off on leave.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -79,6 +80,8 @@ pub struct Files<T: Transport + FileTransport> {
     shared: Mutex<SharedIndex>,
     /// Provider records for keys this peer is responsible for, with their lease expiry.
     providers: Mutex<HashMap<Id, Vec<(ProviderRecord, Instant)>>>,
+    /// A graceful leave is under way: refuse new copies.
+    leaving: AtomicBool,
 }
 
 fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
@@ -99,6 +102,7 @@ impl<T: Transport + FileTransport> Files<T> {
             store,
             shared: Mutex::new(SharedIndex::default()),
             providers: Mutex::new(HashMap::new()),
+            leaving: AtomicBool::new(false),
         });
         files.update_usage();
         Ok(files)
@@ -632,44 +636,58 @@ impl<T: Transport + FileTransport> Files<T> {
     /// Leaves the ring gracefully: keys to the successor first, then the ring itself.
     pub async fn leave(&self) -> Result<(), ServiceError> {
         if self.ring.is_member() {
+            // From now on this peer refuses new copies, so that neighbours leaving at the same
+            // moment hand their keys past it.
+            self.leaving.store(true, Ordering::SeqCst);
             self.hand_off().await;
         }
-        self.ring.leave().await
+        let left = self.ring.leave().await;
+        self.leaving.store(false, Ordering::SeqCst);
+        left
     }
 
     /// Before a graceful leave: give every key to the successor, which takes over our range.
+    /// A successor that refuses (it is leaving too) or does not answer is skipped for the next
+    /// one in the successor list.
     pub async fn hand_off(&self) {
         let me = self.me();
-        let Some(successor) = self.ring.successors().into_iter().find(|p| p.id != me.id) else {
-            return;
-        };
-        let entries = self.store.list();
-        if entries.is_empty() {
-            return;
-        }
-        let have: Vec<(Id, Version)> = entries.iter().map(|m| (m.id, m.version)).collect();
-        let missing = match self
-            .ring
-            .transport()
-            .missing(&successor.address, &have)
-            .await
-        {
-            Ok(m) => m,
-            Err(e) => {
-                warn!(error = %e, "hand-off: successor unreachable; replicas remain elsewhere");
-                return;
-            }
-        };
+        let mut pending = self.store.list();
         let mut bytes = 0;
-        for m in entries.iter().filter(|m| missing.contains(&m.id)) {
-            if self.push(&successor, m).await {
-                bytes += m.size;
-            } else {
-                warn!(name = %m.name, "hand-off of a key failed");
+        for successor in self.ring.successors().into_iter().filter(|p| p.id != me.id) {
+            if pending.is_empty() {
+                break;
             }
+            let have: Vec<(Id, Version)> = pending.iter().map(|m| (m.id, m.version)).collect();
+            let missing = match self
+                .ring
+                .transport()
+                .missing(&successor.address, &have)
+                .await
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(to = %successor.address, error = %e, "hand-off: successor unreachable; trying the next");
+                    continue;
+                }
+            };
+            let mut failed = Vec::new();
+            for m in pending {
+                if !missing.contains(&m.id) {
+                    continue;
+                }
+                if self.push(&successor, &m).await {
+                    bytes += m.size;
+                } else {
+                    failed.push(m);
+                }
+            }
+            info!(keys = missing.len() - failed.len(), to = %successor.address, "handed keys over");
+            pending = failed;
         }
         self.ring.metrics().handoff_bytes.inc_by(bytes);
-        info!(keys = missing.len(), bytes, to = %successor.address, "handed keys to the successor");
+        for m in &pending {
+            warn!(name = %m.name, "hand-off failed; the key's other copies remain");
+        }
     }
 
     fn update_usage(&self) {
@@ -697,6 +715,9 @@ fn provided_meta(p: &ProviderRecord) -> FileMeta {
 
 impl<T: Transport + FileTransport> FileHandler for Files<T> {
     fn put_object(&self, meta: FileMeta, data: Option<Bytes>) -> Result<PutReply, String> {
+        if self.leaving.load(Ordering::SeqCst) {
+            return Err("this peer is leaving the ring".into());
+        }
         self.put_local(meta, data)
     }
 
