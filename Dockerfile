@@ -8,8 +8,10 @@
 #               docker build -t chordnet:0.1.0 .
 #   prebuilt  the same runtime image from a static binary built beforehand, without pulling
 #             anything: the build context is a directory holding only the binary, named chordnet.
-#             It is the first stage, so the legacy builder (DOCKER_BUILDKIT=0) builds it too:
-#               RUSTFLAGS='-C target-feature=+crt-static' \
+#             It and the empty `dirs` stage it copies from come first, so the legacy builder
+#             (DOCKER_BUILDKIT=0) builds it too:
+#               RUSTFLAGS='-C target-feature=+crt-static' CARGO_PROFILE_RELEASE_DEBUG=false \
+#                 CARGO_PROFILE_RELEASE_STRIP=symbols \
 #                 cargo build --release --target x86_64-unknown-linux-gnu
 #               mkdir -p /tmp/chordnet-image
 #               cp target/x86_64-unknown-linux-gnu/release/chordnet /tmp/chordnet-image/
@@ -22,15 +24,24 @@
 #   - stored content in /data (CHORDNET_FILES__STORE_DIR), shared files in /shared
 #     (CHORDNET_FILES__SHARED_DIR): both must be writable by 10001: mount volumes there (the
 #     chart does; with docker run use -v or --tmpfs /data:uid=10001). The root filesystem can
-#     be read-only. In the runtime target both directories exist, owned by 10001.
+#     be read-only. In both targets both directories exist, owned by 10001, so that a new named
+#     volume mounted there is writable too (Docker gives it the directory's owner).
 #   - no shell, no CA certificates, no time zone data: chordnet needs none of them.
 
 # The Rust toolchain image; the crate needs a recent stable Rust (let chains: 1.88 or newer).
 ARG BUILDER_IMAGE=docker.io/library/rust:1.95-bookworm
 
 ############################################################################################
+# dirs: the empty /data and /shared of the prebuilt image (an empty image has no shell to
+# create them with, and the build context holds only the binary).
+FROM scratch AS dirs
+WORKDIR /rootfs/data
+WORKDIR /rootfs/shared
+
+############################################################################################
 # prebuilt: the runtime image around a binary from the build context (offline builds).
 FROM scratch AS prebuilt
+COPY --from=dirs --chown=10001:10001 /rootfs/ /
 COPY chordnet /chordnet
 ENV CHORDNET_API__LISTEN=0.0.0.0:8080 \
     CHORDNET_FILES__STORE_DIR=/data \
@@ -44,7 +55,9 @@ ENTRYPOINT ["/chordnet", "serve"]
 FROM ${BUILDER_IMAGE} AS builder
 WORKDIR /src
 COPY . .
+# No debug line tables and no symbols in the image: 8 MB instead of about 50.
 RUN RUSTFLAGS='-C target-feature=+crt-static' \
+    CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=symbols \
       cargo build --release --locked --target x86_64-unknown-linux-gnu --bin chordnet \
     && install -D -m 0755 target/x86_64-unknown-linux-gnu/release/chordnet /rootfs/chordnet \
     && install -d -m 0750 /rootfs/data /rootfs/shared
