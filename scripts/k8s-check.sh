@@ -338,7 +338,12 @@ live() {
   "$CHORDNET_BIN" node --api "http://127.0.0.1:${api[0]}" >"$WORK/client-node.txt"
   "$CHORDNET_BIN" ring --api "http://127.0.0.1:${api[0]}" >"$WORK/client-ring.txt"
   "$CHORDNET_BIN" lookup "$key" --api "http://127.0.0.1:${api[0]}" >"$WORK/client-lookup.txt"
-  log "  helm test commands: chordnet node, chordnet ring, chordnet lookup $key: exit 0"
+  local file
+  file="$(sed -n 's/^  fileName: *//p' "$ROOT/helm/chordnet/values.yaml" | head -1 | tr -d "\"'")"
+  "$CHORDNET_BIN" put "$CHORDNET_BIN" --name "$file" --api "http://127.0.0.1:${api[0]}" >"$WORK/client-put.txt"
+  "$CHORDNET_BIN" get "$file" -o "$WORK/client-copy" --api "http://127.0.0.1:${api[2]}" 2>"$WORK/client-get.txt"
+  cmp -s "$CHORDNET_BIN" "$WORK/client-copy"
+  log "  helm test commands: chordnet node, ring, lookup $key, put + get $file (identical): exit 0"
   local ring
   ring="$(curl -fsS "http://127.0.0.1:${api[1]}/v1/ring")"
   "$(venv_bin python)" -c 'import json,sys; r=json.loads(sys.argv[1]); assert r["complete"] and len(r["nodes"]) == 3, r; print("  ring walk from peer 1: complete, 3 nodes")' "$ring"
