@@ -108,6 +108,17 @@ impl Cluster {
         (cluster, free_ports(2 * n))
     }
 
+    /// Starts `n` peers and waits (bounded) until all are ready and agree on one ring.
+    async fn start_converged(name: &str, n: usize) -> Cluster {
+        let c = Cluster::start(name, n);
+        wait_for("all peers ready", Duration::from_secs(60), || c.all_ready()).await;
+        wait_for("ring walks agree", Duration::from_secs(30), || {
+            c.rings_agree()
+        })
+        .await;
+        c
+    }
+
     /// Starts `n` peers: the first founds the ring, the others join through it.
     fn start(name: &str, n: usize) -> Cluster {
         let (mut cluster, ports) = Cluster::empty(name, n);
@@ -257,12 +268,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_8_peer_ring_forms_and_lookups_agree_with_the_ids() {
-    let c = Cluster::start("ring8", 8);
-    wait_for("all peers ready", Duration::from_secs(60), || c.all_ready()).await;
-    wait_for("ring walks agree", Duration::from_secs(30), || {
-        c.rings_agree()
-    })
-    .await;
+    let c = Cluster::start_converged("ring8", 8).await;
 
     // Node info is consistent with the walk.
     let (status, node) = c.get(&c.peers[3].url("/v1/node")).await.expect("node");
@@ -367,12 +373,7 @@ async fn an_8_peer_ring_forms_and_lookups_agree_with_the_ids() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashed_peers_are_routed_around_and_readiness_recovers() {
-    let mut c = Cluster::start("crash", 6);
-    wait_for("all peers ready", Duration::from_secs(60), || c.all_ready()).await;
-    wait_for("ring walks agree", Duration::from_secs(30), || {
-        c.rings_agree()
-    })
-    .await;
+    let mut c = Cluster::start_converged("crash", 6).await;
 
     // kill -9 one peer, then a second one that is not its neighbour.
     let mut order: Vec<usize> = (0..c.peers.len()).collect();
@@ -413,12 +414,7 @@ async fn crashed_peers_are_routed_around_and_readiness_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_leaves_gracefully_and_a_restarted_peer_rejoins() {
-    let mut c = Cluster::start("leave", 5);
-    wait_for("all peers ready", Duration::from_secs(60), || c.all_ready()).await;
-    wait_for("ring walks agree", Duration::from_secs(30), || {
-        c.rings_agree()
-    })
-    .await;
+    let mut c = Cluster::start_converged("leave", 5).await;
 
     // SIGTERM two peers one after another: each exits 0 after a graceful leave, and the ring
     // closes over it.
@@ -695,12 +691,7 @@ impl Cluster {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_are_replicated_and_survive_crashes_leaves_and_restarts() {
-    let mut c = Cluster::start("files", 6);
-    wait_for("all peers ready", Duration::from_secs(60), || c.all_ready()).await;
-    wait_for("ring walks agree", Duration::from_secs(30), || {
-        c.rings_agree()
-    })
-    .await;
+    let mut c = Cluster::start_converged("files", 6).await;
 
     // 100 files through random peers.
     let mut rng = Rng::new(99);
@@ -966,12 +957,7 @@ async fn three_neighbours_leaving_at_once_lose_no_file() {
     // The StatefulSet's parallel scale-down: several peers get SIGTERM together. With three
     // copies, the worst case is three ring neighbours holding every copy of some keys; their
     // hand-offs must pass the keys beyond the ones leaving too.
-    let mut c = Cluster::start("together", 6);
-    wait_for("all peers ready", Duration::from_secs(60), || c.all_ready()).await;
-    wait_for("ring walks agree", Duration::from_secs(30), || {
-        c.rings_agree()
-    })
-    .await;
+    let mut c = Cluster::start_converged("together", 6).await;
     let mut rng = Rng::new(5);
     let mut files = Vec::new();
     for k in 0..60 {
