@@ -334,6 +334,7 @@ async fn lookup_key<T: Transport + FileTransport>(
     Path(key): Path<String>,
 ) -> Result<Response, Problem> {
     let r = app.ring.lookup(Id::hash(key.as_bytes())).await?;
+    let r = app.ring.confirm_responsible(r).await;
     Ok(Json(answer(key, r)).into_response())
 }
 
@@ -357,6 +358,7 @@ async fn lookup_id<T: Transport + FileTransport>(
         .parse()
         .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, format!("id: {e}")))?;
     let r = app.ring.lookup(id).await?;
+    let r = app.ring.confirm_responsible(r).await;
     Ok(Json(answer(raw, r)).into_response())
 }
 

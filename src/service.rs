@@ -353,6 +353,47 @@ impl<T: Transport> Service<T> {
         outcome
     }
 
+    /// A lookup answers with the successor its last hop knew of; right after a crash that may
+    /// be a dead peer. This asks the answer (one ping) and, if it is dead, the peers after it in
+    /// the same answer, so that a user is pointed at a live responsible peer: the first live one
+    /// of that list is where the dead peer's keys and copies are.
+    pub async fn confirm_responsible(self: &Arc<Self>, mut r: LookupResult) -> LookupResult {
+        let (me, ring_id) = {
+            let n = lock(&self.node);
+            (n.me().clone(), n.ring_id())
+        };
+        let candidates: Vec<Peer> = std::iter::once(r.node.clone())
+            .chain(r.successors.iter().cloned())
+            .collect();
+        for (k, candidate) in candidates.iter().enumerate() {
+            let alive = candidate.id == me.id || self.answers_ping(&me, ring_id, candidate).await;
+            if alive {
+                r.timeouts += k as u32; // the dead peers skipped
+                return reanchor(r, &candidates, k);
+            }
+        }
+        r
+    }
+
+    /// Whether `peer` answers a ping; one failure may be a lost message, so it is asked twice.
+    async fn answers_ping(&self, me: &Peer, ring_id: Option<RingId>, peer: &Peer) -> bool {
+        for _ in 0..2 {
+            let ping = RequestEnvelope {
+                ring_id,
+                from: me.clone(),
+                body: Request::Ping,
+            };
+            if let Ok(ResponseEnvelope {
+                body: Response::Ack,
+                ..
+            }) = self.call(&peer.address, ping).await
+            {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Walks the ring along successor pointers, starting here.
     pub async fn ring_walk(self: &Arc<Self>, limit: usize) -> RingWalk {
         let (me, ring_id, first) = {
@@ -665,6 +706,13 @@ impl<T: Transport> RequestHandler for Endpoint<T> {
     fn handle(&self, request: RequestEnvelope) -> ResponseEnvelope {
         self.0.apply(|n| n.handle_request(request))
     }
+}
+
+/// The lookup answer with `candidates[k]` as the responsible peer and the rest after it.
+fn reanchor(mut r: LookupResult, candidates: &[Peer], k: usize) -> LookupResult {
+    r.node = candidates[k].clone();
+    r.successors = candidates[k + 1..].to_vec();
+    r
 }
 
 /// Whether `host:port` resolves to at least one address.

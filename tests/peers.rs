@@ -226,7 +226,8 @@ fn spawn_with(
         .env("CHORDNET_RING__STABILIZE_INTERVAL", "100ms")
         .env("CHORDNET_RING__FIX_FINGERS_INTERVAL", "100ms")
         .env("CHORDNET_RING__CHECK_PREDECESSOR_INTERVAL", "100ms")
-        .env("CHORDNET_RING__RPC_TIMEOUT", "300ms")
+        // Generous for loopback: the suite runs many peers at once on two cores.
+        .env("CHORDNET_RING__RPC_TIMEOUT", "1s")
         .env("CHORDNET_RING__JOIN_RETRY_INTERVAL", "200ms")
         .env("CHORDNET_FILES__REPAIR_INTERVAL", "300ms")
         .env("CHORDNET_FILES__REPUBLISH_INTERVAL", "1s")
@@ -378,7 +379,37 @@ async fn crashed_peers_are_routed_around_and_readiness_recovers() {
     // kill -9 one peer, then a second one that is not its neighbour.
     let mut order: Vec<usize> = (0..c.peers.len()).collect();
     order.sort_by_key(|&i| c.peers[i].id());
+    let victim = c.peers[order[1]].id();
     c.peers[order[1]].kill();
+    // Right away, before anyone noticed: lookups of keys the dead peer was responsible for
+    // name the live peer after it, not the dead one.
+    let mut checked = 0;
+    // Enough candidate keys that even a peer with a tiny range owns some.
+    for k in 0..200_000 {
+        if checked >= 20 {
+            break;
+        }
+        let key = format!("v{k}");
+        let id = Id::hash(key.as_bytes());
+        let mut ids: Vec<Id> = c.peers.iter().map(|p| p.id()).collect();
+        ids.sort();
+        let owner = ids.iter().copied().find(|&i| i >= id).unwrap_or(ids[0]);
+        if owner != victim || checked >= 20 {
+            continue;
+        }
+        checked += 1;
+        let (status, answer) = c
+            .get(&c.peers[order[3]].url(&format!("/v1/lookup/{key}")))
+            .await
+            .expect("lookup");
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            answer["node"]["id"],
+            c.true_successor(id).to_string(),
+            "{answer}"
+        );
+    }
+    assert!(checked > 0);
     wait_for(
         "ring repaired after the first crash",
         Duration::from_secs(30),
@@ -724,19 +755,25 @@ async fn files_are_replicated_and_survive_crashes_leaves_and_restarts() {
         let etag = resp.headers()["etag"].to_str().expect("etag").to_string();
         assert_eq!(etag, format!("\"{}\"", chordnet::files::sha256_hex(data)));
         assert_eq!(resp.bytes().await.expect("bytes").as_ref(), data.as_slice());
-        let (status, loc) = c
-            .get(&via.url(&format!("/v1/files/{name}/locations")))
-            .await
-            .expect("locations");
-        assert_eq!(status, 200);
-        let replicas: Vec<&Value> = loc["replicas"]
-            .as_array()
-            .expect("replicas")
-            .iter()
-            .collect();
-        assert_eq!(replicas.len(), 2, "{loc}");
-        assert_ne!(replicas[0]["id"], replicas[1]["id"]);
-        assert!(replicas.iter().all(|r| r["id"] != loc["node"]["id"]));
+        // A holder that is slow to answer under load is left out of one answer: ask again.
+        wait_for(
+            "locations list 2 replicas",
+            Duration::from_secs(10),
+            || async {
+                let Some((200, loc)) = c
+                    .get(&via.url(&format!("/v1/files/{name}/locations")))
+                    .await
+                else {
+                    return false;
+                };
+                let replicas: Vec<&Value> =
+                    loc["replicas"].as_array().into_iter().flatten().collect();
+                replicas.len() == 2
+                    && replicas[0]["id"] != replicas[1]["id"]
+                    && replicas.iter().all(|r| r["id"] != loc["node"]["id"])
+            },
+        )
+        .await;
     }
     // Overwrite answers 200; HEAD gives the headers.
     let (status, _) = c.put(&c.peers[1], &files[0].0, &files[0].1).await;
@@ -971,13 +1008,19 @@ async fn three_neighbours_leaving_at_once_lose_no_file() {
     }
     let mut order: Vec<usize> = (0..c.peers.len()).collect();
     order.sort_by_key(|&i| c.peers[i].id());
-    let leavers = [order[1], order[2], order[3]];
-    // Some key must have all its copies on the leavers, or the test proves nothing.
-    let leaver_ids: Vec<Id> = leavers.iter().map(|&i| c.peers[i].id()).collect();
-    let exposed = files
-        .iter()
-        .filter(|(n, _)| leaver_ids.contains(&c.true_successor(Id::hash(n.as_bytes()))))
-        .count();
+    // The three neighbours starting at the peer responsible for the most files: every copy of
+    // those files is on the three leavers.
+    let owned = |i: usize| {
+        files
+            .iter()
+            .filter(|(n, _)| c.true_successor(Id::hash(n.as_bytes())) == c.peers[i].id())
+            .count()
+    };
+    let first = (0..order.len())
+        .max_by_key(|&k| owned(order[k]))
+        .unwrap_or(0);
+    let leavers = [0, 1, 2].map(|d| order[(first + d) % order.len()]);
+    let exposed = owned(order[first]);
     assert!(exposed > 0);
     for &i in &leavers {
         let pid = c.peers[i].child.as_ref().expect("running").id();
@@ -992,7 +1035,9 @@ async fn three_neighbours_leaving_at_once_lose_no_file() {
         assert!(status.success(), "{status:?}");
     }
     wait_for("ring closed", Duration::from_secs(30), || c.rings_agree()).await;
-    wait_for("every file downloads", Duration::from_secs(30), || {
+    // No file may be lost; right after three leaves, lookups may still run into the departed
+    // peers for a while (time-outs), so the bound is generous: this asserts loss, not speed.
+    wait_for("every file downloads", Duration::from_secs(90), || {
         c.all_download(&files)
     })
     .await;

@@ -285,7 +285,11 @@ impl<T: Transport + FileTransport> Files<T> {
         validate_name(name)?;
         let id = Id::hash(name.as_bytes());
         let found = self.ring.lookup(id).await?;
-        let holders = self.placement(&found);
+        // Every peer the answer names, not only the first `replicas`: right after peers left,
+        // the answer's list may still start with departed ones.
+        let holders: Vec<Peer> = std::iter::once(found.node.clone())
+            .chain(found.successors.iter().cloned())
+            .collect();
         for holder in &holders {
             match self.get_at(holder, id).await {
                 Ok(Some((meta, data))) if sha256_hex(&data) == meta.sha256 => {
@@ -715,8 +719,10 @@ fn provided_meta(p: &ProviderRecord) -> FileMeta {
 
 impl<T: Transport + FileTransport> FileHandler for Files<T> {
     fn put_object(&self, meta: FileMeta, data: Option<Bytes>) -> Result<PutReply, String> {
-        if self.leaving.load(Ordering::SeqCst) {
-            return Err("this peer is leaving the ring".into());
+        // Copies go to ring members only: not to a peer handing its keys over, nor to one that
+        // has left (it is about to exit) or has not joined yet.
+        if self.leaving.load(Ordering::SeqCst) || !self.ring.is_member() {
+            return Err("this peer is not taking copies (leaving, or not a ring member)".into());
         }
         self.put_local(meta, data)
     }
@@ -769,6 +775,11 @@ impl<T: Transport + FileTransport> FileHandler for Files<T> {
     }
 
     fn missing(&self, have: Vec<(Id, Version)>) -> Vec<Id> {
+        // A peer that does not take copies (leaving, not a member) keeps nothing for the ring:
+        // to a hand-off or a repair everything is missing here, so they look further.
+        if self.leaving.load(Ordering::SeqCst) || !self.ring.is_member() {
+            return have.into_iter().map(|(id, _)| id).collect();
+        }
         have.into_iter()
             .filter(|(id, v)| self.store.meta(*id).is_none_or(|m| m.version < *v))
             .map(|(id, _)| id)
