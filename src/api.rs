@@ -98,6 +98,16 @@ impl<T: Transport + FileTransport> Clone for App<T> {
     }
 }
 
+impl<T: Transport + FileTransport> App<T> {
+    /// `GET /v1/node` (also the answer to join and leave): the ring's view plus the key count,
+    /// which only the file layer knows.
+    fn node_view(&self) -> crate::service::NodeView {
+        let mut view = self.ring.view();
+        view.keys = self.files.stored_keys();
+        view
+    }
+}
+
 type Api<T> = State<App<T>>;
 
 /// The API routes.
@@ -150,9 +160,7 @@ async fn openapi() -> Response {
 }
 
 async fn node<T: Transport + FileTransport>(State(app): Api<T>) -> Response {
-    let mut view = app.ring.view();
-    view.keys = app.files.stored_keys();
-    Json(view).into_response()
+    Json(app.node_view()).into_response()
 }
 
 async fn node_files<T: Transport + FileTransport>(State(app): Api<T>) -> Response {
@@ -298,12 +306,12 @@ async fn join<T: Transport + FileTransport>(
         ));
     }
     app.ring.join(&body.bootstrap).await?;
-    Ok(Json(app.ring.view()).into_response())
+    Ok(Json(app.node_view()).into_response())
 }
 
 async fn leave<T: Transport + FileTransport>(State(app): Api<T>) -> Result<Response, Problem> {
     app.files.leave().await?;
-    Ok(Json(app.ring.view()).into_response())
+    Ok(Json(app.node_view()).into_response())
 }
 
 #[derive(Serialize)]

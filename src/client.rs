@@ -63,38 +63,51 @@ pub struct JoinArgs {
     target: Target,
 }
 
+impl Target {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.api.trim_end_matches('/'))
+    }
+}
+
+/// Sends a request; an HTTP error becomes an error carrying the problem's `detail`.
+async fn send(req: reqwest::RequestBuilder, url: &str) -> anyhow::Result<reqwest::Response> {
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let text = resp.text().await.unwrap_or_default();
+    let detail = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or(text);
+    bail!("{url}: {status}: {detail}")
+}
+
 async fn request(
     t: &Target,
     method: reqwest::Method,
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
-    let url = format!("{}{path}", t.api.trim_end_matches('/'));
-    let client = reqwest::Client::new();
-    let mut req = client.request(method, &url);
+    let url = t.url(path);
+    let mut req = reqwest::Client::new().request(method, &url);
     if let Some(body) = body {
         req = req.json(&body);
     }
-    let resp = req
-        .send()
+    let text = send(req, &url)
+        .await?
+        .text()
         .await
-        .with_context(|| format!("cannot reach {url}"))?;
-    let status = resp.status();
-    let text = resp.text().await.context("reading the answer")?;
-    let value: Value = if text.is_empty() {
+        .context("reading the answer")?;
+    Ok(if text.is_empty() {
         Value::Null
     } else {
         serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    if !status.is_success() {
-        let detail = value
-            .get("detail")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| value.to_string());
-        bail!("{url}: {status}: {detail}");
-    }
-    Ok(value)
+    })
 }
 
 fn peer(v: &Value) -> String {
@@ -267,26 +280,20 @@ pub async fn put(a: PutArgs) -> anyhow::Result<()> {
             b.inc(c.len() as u64);
         }
     });
-    let url = format!(
-        "{}/v1/files/{}",
-        a.target.api.trim_end_matches('/'),
-        encode_segment(&name)
-    );
-    let resp = reqwest::Client::new()
+    let url = a
+        .target
+        .url(&format!("/v1/files/{}", encode_segment(&name)));
+    let req = reqwest::Client::new()
         .put(&url)
         .header(reqwest::header::CONTENT_LENGTH, len)
-        .body(reqwest::Body::wrap_stream(stream))
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {url}"))?;
+        .body(reqwest::Body::wrap_stream(stream));
+    let result = send(req, &url).await;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    let resp = result?;
     let status = resp.status();
     let v: Value = resp.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        bail!("{url}: {status}: {}", v["detail"].as_str().unwrap_or("?"));
-    }
     if a.target.json {
         return print_json(&v);
     }
@@ -308,21 +315,10 @@ pub async fn put(a: PutArgs) -> anyhow::Result<()> {
 
 pub async fn get(a: GetArgs) -> anyhow::Result<()> {
     use tokio::io::AsyncWriteExt;
-    let url = format!(
-        "{}/v1/files/{}",
-        a.target.api.trim_end_matches('/'),
-        encode_segment(&a.name)
-    );
-    let resp = reqwest::Client::new()
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {url}"))?;
-    let status = resp.status();
-    if !status.is_success() {
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
-        bail!("{url}: {status}: {}", v["detail"].as_str().unwrap_or("?"));
-    }
+    let url = a
+        .target
+        .url(&format!("/v1/files/{}", encode_segment(&a.name)));
+    let resp = send(reqwest::Client::new().get(&url), &url).await?;
     let expected = resp
         .headers()
         .get(reqwest::header::ETAG)

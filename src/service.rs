@@ -325,6 +325,12 @@ impl<T: Transport> Service<T> {
         let _ = self.shutdown.send(true);
     }
 
+    /// Completes once [`Service::stop`] was called (for background loops of other layers).
+    pub async fn stopped(&self) {
+        let mut stop = self.shutdown.subscribe();
+        let _ = stop.wait_for(|s| *s).await;
+    }
+
     /// Looks up the peer responsible for `target`.
     pub async fn lookup(self: &Arc<Self>, target: Id) -> Result<LookupResult, ServiceError> {
         let started = Instant::now();
@@ -448,7 +454,7 @@ impl<T: Transport> Service<T> {
             ring_id: n.ring_id().map(|r| r.to_string()),
             predecessor: n.predecessor().map(PeerView::from),
             successors: n.successors().iter().map(PeerView::from).collect(),
-            keys: 0,
+            keys: 0, // the file layer fills it in
             ring_size_estimate: n.ring_size_estimate(),
             stabilization_rounds: n.stabilize_rounds(),
         }

@@ -116,34 +116,49 @@ impl<T: Transport + FileTransport> Files<T> {
         self.ring.me()
     }
 
-    /// Starts the periodic work: shared-directory scan + provider republish, and repair.
+    /// Starts the periodic work: shared-directory scan + provider republish, and repair. Both
+    /// loops end when the ring service stops.
     pub fn start(self: &Arc<Self>) {
         let files = Arc::clone(self);
         let every = self.ring.config().files.republish_interval;
         tokio::spawn(async move {
-            // Publish as soon as the peer is in a ring, then every interval.
-            let mut last: Option<Instant> = None;
-            let mut check = tokio::time::interval(every.min(Duration::from_millis(500)));
-            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                check.tick().await;
-                let due = last.is_none_or(|t| t.elapsed() >= every);
-                if due && files.ring.readiness().is_empty() {
-                    files.publish_shared().await;
-                    last = Some(Instant::now());
+            let stopped = files.ring.stopped();
+            let publish = async {
+                // Publish as soon as the peer is in a ring, then every interval.
+                let mut last: Option<Instant> = None;
+                let mut check = tokio::time::interval(every.min(Duration::from_millis(500)));
+                check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    check.tick().await;
+                    let due = last.is_none_or(|t| t.elapsed() >= every);
+                    if due && files.ring.readiness().is_empty() {
+                        files.publish_shared().await;
+                        last = Some(Instant::now());
+                    }
                 }
+            };
+            tokio::select! {
+                _ = stopped => {}
+                _ = publish => {}
             }
         });
         let files = Arc::clone(self);
         let every = self.ring.config().files.repair_interval;
         tokio::spawn(async move {
-            let mut interval = tokio::time::interval(every);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                interval.tick().await;
-                if files.ring.readiness().is_empty() {
-                    files.repair().await;
+            let stopped = files.ring.stopped();
+            let repair = async {
+                let mut interval = tokio::time::interval(every);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    interval.tick().await;
+                    if files.ring.readiness().is_empty() {
+                        files.repair().await;
+                    }
                 }
+            };
+            tokio::select! {
+                _ = stopped => {}
+                _ = repair => {}
             }
         });
     }
