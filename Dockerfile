@@ -8,7 +8,7 @@
 #               docker build -t chordnet:0.1.0 .
 #   prebuilt  the same runtime image from a static binary built beforehand, without pulling
 #             anything: the build context is a directory holding only the binary, named chordnet.
-#             It and the empty `dirs` stage it copies from come first, so the legacy builder
+#             It and the stages it builds on (`dirs`, `base`) come first, so the legacy builder
 #             (DOCKER_BUILDKIT=0) builds it too:
 #               RUSTFLAGS='-C target-feature=+crt-static' CARGO_PROFILE_RELEASE_DEBUG=false \
 #                 CARGO_PROFILE_RELEASE_STRIP=symbols \
@@ -32,23 +32,28 @@
 ARG BUILDER_IMAGE=docker.io/library/rust:1.95-bookworm
 
 ############################################################################################
-# dirs: the empty /data and /shared of the prebuilt image (an empty image has no shell to
-# create them with, and the build context holds only the binary).
+# dirs: the empty /data and /shared of the image (an empty image has no shell to create them
+# with, and the offline build context holds only the binary).
 FROM scratch AS dirs
 WORKDIR /rootfs/data
 WORKDIR /rootfs/shared
 
 ############################################################################################
-# prebuilt: the runtime image around a binary from the build context (offline builds).
-FROM scratch AS prebuilt
+# base: the runtime image without its binary; `prebuilt` and `runtime` differ only in where
+# the binary comes from.
+FROM scratch AS base
 COPY --from=dirs --chown=10001:10001 /rootfs/ /
-COPY chordnet /chordnet
 ENV CHORDNET_API__LISTEN=0.0.0.0:8080 \
     CHORDNET_FILES__STORE_DIR=/data \
     CHORDNET_FILES__SHARED_DIR=/shared
 USER 10001:10001
 EXPOSE 7000 8080
 ENTRYPOINT ["/chordnet", "serve"]
+
+############################################################################################
+# prebuilt: the runtime image around a binary from the build context (offline builds).
+FROM base AS prebuilt
+COPY chordnet /chordnet
 
 ############################################################################################
 # builder: a static (crt-static, glibc) x86_64 binary.
@@ -59,8 +64,7 @@ COPY . .
 RUN RUSTFLAGS='-C target-feature=+crt-static' \
     CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=symbols \
       cargo build --release --locked --target x86_64-unknown-linux-gnu --bin chordnet \
-    && install -D -m 0755 target/x86_64-unknown-linux-gnu/release/chordnet /rootfs/chordnet \
-    && install -d -m 0750 /rootfs/data /rootfs/shared
+    && install -D -m 0755 target/x86_64-unknown-linux-gnu/release/chordnet /rootfs/chordnet
 # The image has no loader and no libraries: fail here, not with "no such file or directory"
 # when a pod starts a dynamically linked binary.
 RUN ldd /rootfs/chordnet 2>&1 | grep -qE 'statically linked|not a dynamic executable' \
@@ -69,13 +73,5 @@ RUN ldd /rootfs/chordnet 2>&1 | grep -qE 'statically linked|not a dynamic execut
 
 ############################################################################################
 # runtime: the default target.
-FROM scratch AS runtime
+FROM base AS runtime
 COPY --from=builder /rootfs/chordnet /chordnet
-COPY --from=builder --chown=10001:10001 /rootfs/data /data
-COPY --from=builder --chown=10001:10001 /rootfs/shared /shared
-ENV CHORDNET_API__LISTEN=0.0.0.0:8080 \
-    CHORDNET_FILES__STORE_DIR=/data \
-    CHORDNET_FILES__SHARED_DIR=/shared
-USER 10001:10001
-EXPOSE 7000 8080
-ENTRYPOINT ["/chordnet", "serve"]

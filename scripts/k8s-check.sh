@@ -104,24 +104,11 @@ need_root() {
   fi
 }
 
-APT_UPDATED=0
-apt_install() { # apt_install PACKAGE... : installs without starting services
+# shellcheck source=scripts/k8s/lib.sh
+source "$ROOT/scripts/k8s/lib.sh"
+apt_install() { # apt_install PACKAGE... : as root, installs and records what it installed
   need_root "$*" "$*"
-  if ((APT_UPDATED == 0)); then
-    apt-get update -qq
-    APT_UPDATED=1
-  fi
-  # Debian starts the daemons it installs (prometheus on :9090): policy-rc.d prevents it.
-  local policy=/usr/sbin/policy-rc.d made_policy=0
-  if [[ ! -e $policy ]]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made_policy=1
-  fi
-  apt-get install -y -qq --no-install-recommends "$@" >"$WORK/apt.log" 2>&1 || {
-    tail -20 "$WORK/apt.log"
-    ((made_policy)) && rm -f "$policy"
-    return 1
-  }
-  ((made_policy)) && rm -f "$policy"
+  apt_packages "$@" || return 1
   echo "apt: $*" >>"$WORK/installed"
 }
 

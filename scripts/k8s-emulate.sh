@@ -235,24 +235,10 @@ phase_done() {
 ########################################################################################## tools
 phase "tools"
 ((EUID == 0)) || die "run as root: the emulation starts its own dockerd (and installs packages when missing)"
-APT_UPDATED=0
+# shellcheck source=scripts/k8s/lib.sh
+source "$ROOT/scripts/k8s/lib.sh"
 apt_install() {
-  if ((APT_UPDATED == 0)); then
-    apt-get update -qq
-    APT_UPDATED=1
-  fi
-  # Debian starts the daemons it installs (dockerd, containerd): policy-rc.d prevents it.
-  local policy=/usr/sbin/policy-rc.d made=0
-  if [[ ! -e $policy ]]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made=1
-  fi
-  local rc=0
-  apt-get install -y -qq --no-install-recommends "$@" >"$WORK/apt.log" 2>&1 || rc=$?
-  ((made)) && rm -f "$policy"
-  if ((rc != 0)); then
-    tail -20 "$WORK/apt.log"
-    die "apt-get install $* failed"
-  fi
+  apt_packages "$@" || die "apt-get install $* failed"
   INSTALLED+=("apt: $*")
 }
 want=()
