@@ -7,9 +7,10 @@
 #               typescript in a temporary directory)
 #   chart       renders helm/chordnet with its defaults and every ci/*.yaml, `helm lint --strict`,
 #               values it must refuse, the deployment's invariants (seeds = ordinals, advertised
-#               address, headless Service, probes, security, grace period > leave timeout)
+#               address, headless Service, probes, security, grace period > leave timeout, $(VAR)
+#               defined before use), OTEL_* variables exactly when tracing.endpoint is set
 #   kustomize   builds deploy/base and deploy/overlays/example; the same invariants; deploy/base
-#               equals the chart's default objects
+#               equals the chart's default objects and exports no traces, the example does
 #   validate    kubernetes-validate --strict of everything above, for Kubernetes 1.27 and 1.37
 #   sync        the chart's copies of the dashboard and the rules, appVersion = Cargo version,
 #               helm/chordnet/README.md's values table (scripts/k8s/values-readme.py)
@@ -163,6 +164,7 @@ chart() {
   py lint "${KUBE_VERSIONS[@]/#/v}"
   py reject
   py consistency "$WORK"/rendered/chart-*.yaml
+  py tracing
 }
 
 ###################################################################################### kustomize
@@ -174,6 +176,9 @@ kustomize() {
   "$kubectl" kustomize "$ROOT/deploy/overlays/example" >"$WORK/rendered/kustomize-example.yaml"
   log "  kubectl kustomize deploy/base, deploy/overlays/example: ok"
   py consistency "$WORK"/rendered/kustomize-*.yaml
+  # deploy/base exports no traces; the example overlay does (components/tracing).
+  py tracing-env off "$WORK/rendered/kustomize-base.yaml"
+  py tracing-env on "$WORK/rendered/kustomize-example.yaml"
   py base --check
 }
 

@@ -8,7 +8,12 @@ helm-python-sdk and PyYAML).
     check.py reject                    values the chart must refuse (schema, template checks)
     check.py base [--check]            write deploy/base from the chart's defaults (or diff against it)
     check.py consistency FILE...       invariants of the rendered StatefulSets (seeds, advertise,
-                                       headless Service, probes, security, grace period)
+                                       headless Service, probes, security, grace period, $(VAR)
+                                       references, OTEL_* variables)
+    check.py tracing                   the OTEL_* variables follow tracing.* in every chart case
+                                       (and variants): all of them exactly when an endpoint is set;
+                                       the template's fallbacks (--reuse-values) equal values.yaml
+    check.py tracing-env on|off FILE...  rendered objects export traces (on) or set no OTEL_* (off)
     check.py sync                      chart copies of the dashboard and rules, appVersion
     check.py config-toml OUT           the chart's default config.toml
     check.py metric-names SCRAPE       every chordnet_* name used by the dashboard and the alerts
@@ -54,11 +59,11 @@ def cases():
     return out
 
 
-def render(values, *, name=RELEASE, namespace=NAMESPACE, tests=True):
+def render(values, *, name=RELEASE, namespace=NAMESPACE, tests=True, chart_dir=CHART):
     """{template path: rendered text} without NOTES.txt and empty documents."""
     from helm_python import chart as helm_chart
 
-    with helm_chart.Chart.load(str(CHART)) as chart:
+    with helm_chart.Chart.load(str(chart_dir)) as chart:
         out = chart.render(values=values, name=name, namespace=namespace, is_install=True)
     result = {}
     for path, text in sorted(out.items()):
@@ -116,6 +121,18 @@ REJECT = [
     ("leave not shorter than grace", {"config": {"ring": {"leave_timeout": "30s"}}}, "terminationGracePeriodSeconds"),
     ("leave in minutes over grace", {"config": {"ring": {"leave_timeout": "2m"}}, "terminationGracePeriodSeconds": 100},
      "terminationGracePeriodSeconds"),
+    ("unknown tracing value", {"tracing": {"insecure": True}}, "additional properties"),
+    ("tracing endpoint without a scheme", {"tracing": {"endpoint": "otel-collector:4317"}}, "tracing/endpoint"),
+    ("bad OTLP protocol", {"tracing": {"protocol": "http/json"}}, "tracing/protocol"),
+    ("bad sampler", {"tracing": {"sampler": "ratio"}}, "tracing/sampler"),
+    ("sampler argument over 1", {"tracing": {"samplerArg": "1.5"}}, "tracing/samplerArg"),
+    ("sampler argument as a number", {"tracing": {"samplerArg": 0.01}}, "want string"),
+    ("OTLP headers not key=value", {"tracing": {"headers": "Bearer abc"}}, "tracing/headers"),
+    ("headers and headersSecret", {"tracing": {"headers": "a=b", "headersSecret": {"name": "otlp", "key": "h"}}},
+     "choose one"),
+    ("resource attribute with a comma", {"tracing": {"resourceAttributes": {"team": "a,b"}}}, "resourceAttributes"),
+    ("resource attribute key with =", {"tracing": {"resourceAttributes": {"a=b": "c"}}}, "invalid propertyName"),
+    ("zero export time-out", {"tracing": {"timeout": 0}}, "tracing/timeout"),
 ]
 
 
@@ -229,6 +246,8 @@ def check_objects(path):
         return problems + ["no container named chordnet"]
     c = containers[0]
     env = {e["name"]: e for e in c.get("env", [])}
+    problems += env_reference_problems(c.get("env", []))
+    problems += tracing_problems(c.get("env", []), name)
     for var, field in (("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")):
         if env.get(var, {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != field:
             problems.append(f"{var} does not come from the downward API ({field})")
@@ -316,6 +335,73 @@ def check_objects(path):
     return problems
 
 
+REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def env_reference_problems(env_list):
+    """$(VAR) in an env value is expanded only when VAR is defined earlier in the list; otherwise
+    Kubernetes leaves the text as it is."""
+    problems, seen = [], set()
+    for e in env_list:
+        for ref in dict.fromkeys(REF.findall(str(e.get("value", "")).replace("$$", ""))):
+            if ref not in seen:
+                problems.append(f"env {e['name']} refers to $({ref}), which is not defined before it")
+        seen.add(e["name"])
+    return problems
+
+
+SAMPLERS = {"always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off",
+            "parentbased_traceidratio"}
+
+
+def otel_env(env_list):
+    return {e["name"]: e for e in env_list if e["name"].startswith("OTEL_")}
+
+
+def tracing_problems(env_list, sts_name):
+    """The OTEL_* variables of the peer container, if any, make a working trace export."""
+    otel = otel_env(env_list)
+    if not otel:
+        return []
+    problems = []
+    value = {k: e.get("value") for k, e in otel.items()}
+    endpoint = value.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or value.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not endpoint:
+        return [f"OTEL_* variables ({', '.join(sorted(otel))}) but no endpoint: the peer would export nothing"]
+    if not re.fullmatch(r"https?://[^\s,]+", endpoint):
+        problems.append(f"OTLP endpoint {endpoint!r} is not an http:// or https:// URL")
+    if value.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") not in ("http/protobuf", "grpc"):
+        problems.append(f"OTEL_EXPORTER_OTLP_PROTOCOL {value['OTEL_EXPORTER_OTLP_PROTOCOL']!r} is neither http/protobuf nor grpc")
+    sampler = value.get("OTEL_TRACES_SAMPLER")
+    if sampler is not None and sampler not in SAMPLERS:
+        problems.append(f"OTEL_TRACES_SAMPLER {sampler!r} is not one of {', '.join(sorted(SAMPLERS))}")
+    arg = value.get("OTEL_TRACES_SAMPLER_ARG")
+    if arg is not None:
+        try:
+            ok = 0 <= float(arg) <= 1
+        except ValueError:
+            ok = False
+        if not ok:
+            problems.append(f"OTEL_TRACES_SAMPLER_ARG {arg!r} is not a number from 0 to 1")
+    timeout = value.get("OTEL_EXPORTER_OTLP_TIMEOUT")
+    if timeout is not None and not re.fullmatch(r"[1-9][0-9]*", timeout):
+        problems.append(f"OTEL_EXPORTER_OTLP_TIMEOUT {timeout!r} is not a positive number of milliseconds")
+    headers = otel.get("OTEL_EXPORTER_OTLP_HEADERS")
+    if headers and "value" not in headers and "secretKeyRef" not in headers.get("valueFrom", {}):
+        problems.append("OTEL_EXPORTER_OTLP_HEADERS comes neither from a value nor from a Secret")
+    attrs = value.get("OTEL_RESOURCE_ATTRIBUTES")
+    if attrs is not None:
+        pairs = [p.split("=", 1) for p in attrs.split(",")] if attrs else []
+        keys = [p[0].strip() for p in pairs]
+        if any(len(p) != 2 or not p[0].strip() for p in pairs):
+            problems.append(f"OTEL_RESOURCE_ATTRIBUTES {attrs!r} is not a list of key=value")
+        elif len(set(keys)) != len(keys):
+            problems.append(f"OTEL_RESOURCE_ATTRIBUTES {attrs!r} repeats a key")
+        elif dict(pairs).get("k8s.statefulset.name", sts_name) != sts_name:
+            problems.append(f"OTEL_RESOURCE_ATTRIBUTES names StatefulSet {dict(pairs)['k8s.statefulset.name']}, not {sts_name}")
+    return problems
+
+
 def cmd_consistency(*paths):
     bad = False
     for path in paths:
@@ -327,6 +413,142 @@ def cmd_consistency(*paths):
             print(f"  {Path(path).name}: ok")
     if bad:
         fail("rendered objects break the deployment's invariants")
+
+
+def deep_merge(base, over):
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def peer_container(docs):
+    sts = next(d for d in docs if d["kind"] == "StatefulSet")
+    c = next(c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "chordnet")
+    return sts, c
+
+
+def expected_tracing(values, env_list, sts_name):
+    """Problems of the OTEL_* variables of one render against its tracing.* values."""
+    t = values["tracing"]
+    otel = otel_env(env_list)
+    names = [e["name"] for e in env_list]
+    if not t["endpoint"]:
+        extra = sorted(otel) + (["NODE_NAME"] if "NODE_NAME" in names else [])
+        return [f"tracing.endpoint is empty, yet the peer gets {', '.join(extra)}"] if extra else []
+    problems = []
+    want = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": t["endpoint"],
+        "OTEL_EXPORTER_OTLP_PROTOCOL": t["protocol"],
+        "OTEL_EXPORTER_OTLP_TIMEOUT": str(t["timeout"]),
+        "OTEL_SERVICE_NAME": t["serviceName"],
+        "OTEL_TRACES_SAMPLER": t["sampler"],
+    }
+    if "traceidratio" in t["sampler"] and t["samplerArg"]:
+        want["OTEL_TRACES_SAMPLER_ARG"] = t["samplerArg"]
+    if not t["headersSecret"]["name"] and t["headers"]:
+        want["OTEL_EXPORTER_OTLP_HEADERS"] = t["headers"]
+    for var, v in want.items():
+        got = otel.get(var, {}).get("value")
+        if got != v:
+            problems.append(f"{var} is {got!r}, want {v!r}")
+    if t["headersSecret"]["name"]:
+        ref = otel.get("OTEL_EXPORTER_OTLP_HEADERS", {}).get("valueFrom", {}).get("secretKeyRef")
+        if ref != {"name": t["headersSecret"]["name"], "key": t["headersSecret"]["key"]}:
+            problems.append(f"OTEL_EXPORTER_OTLP_HEADERS does not come from Secret key "
+                            f"{t['headersSecret']['name']}/{t['headersSecret']['key']}: {ref}")
+    expected = set(want) | {"OTEL_RESOURCE_ATTRIBUTES"} | ({"OTEL_EXPORTER_OTLP_HEADERS"} if t["headersSecret"]["name"] else set())
+    if set(otel) != expected:
+        problems.append(f"OTEL_* variables {sorted(otel)}, want {sorted(expected)}")
+    attrs = dict(p.split("=", 1) for p in otel.get("OTEL_RESOURCE_ATTRIBUTES", {}).get("value", "").split(",") if p)
+    wanted_attrs = {"k8s.statefulset.name": sts_name, "k8s.node.name": "$(NODE_NAME)", **t["resourceAttributes"]}
+    if attrs != wanted_attrs:
+        problems.append(f"OTEL_RESOURCE_ATTRIBUTES {attrs}, want {wanted_attrs}")
+    node = next((e for e in env_list if e["name"] == "NODE_NAME"), {})
+    if node.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != "spec.nodeName":
+        problems.append("NODE_NAME does not come from the downward API (spec.nodeName)")
+    return problems + tracing_problems(env_list, sts_name) + env_reference_problems(env_list)
+
+
+# Variants beyond the ci/ files: every tracing value set but the endpoint (still nothing), and
+# the remaining combinations of headers and samplers.
+TRACING_VARIANTS = [
+    ("everything but the endpoint", {"tracing": {"headers": "a=b", "sampler": "always_on", "serviceName": "x",
+                                                 "headersSecret": {"name": "", "key": "k"},
+                                                 "resourceAttributes": {"team": "storage"}}}),
+    ("endpoint only", {"tracing": {"endpoint": "http://otel-collector:4318"}}),
+    ("traceidratio without an argument", {"tracing": {"endpoint": "https://collector.example.com", "sampler": "traceidratio",
+                                                      "samplerArg": ""}}),
+    ("parentbased_always_off, argument ignored", {"tracing": {"endpoint": "http://c:4317", "protocol": "grpc",
+                                                              "sampler": "parentbased_always_off", "samplerArg": "0.5"}}),
+]
+
+
+def cmd_tracing():
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    bad, on = False, 0
+    for name, values in cases() + TRACING_VARIANTS:
+        merged = deep_merge(defaults, values)
+        docs = [d for t in render(values, tests=False).values() for d in yaml.safe_load_all(t) if d]
+        sts, c = peer_container(docs)
+        problems = expected_tracing(merged, c.get("env", []), sts["metadata"]["name"])
+        for p in problems:
+            print(f"  {name}: {p}")
+        bad |= bool(problems)
+        if not problems:
+            n = len(otel_env(c.get("env", [])))
+            on += bool(n)
+            state = f"exports to {merged['tracing']['endpoint']} ({n} OTEL_* variables)" if n else "no OTEL_* variables"
+            print(f"  {name}: {state}: ok")
+    if on < 2:
+        bad = True
+        print(f"  only {on} case(s) turn tracing on: the ci/ files should exercise it")
+    # `helm upgrade --reuse-values` of a release made by a chart version without tracing.* keeps
+    # that version's defaults: the chart's fallbacks (chordnet.tracing) must equal values.yaml's.
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        old_chart = Path(tmp) / "chordnet"
+        shutil.copytree(CHART, old_chart)
+        text = (old_chart / "values.yaml").read_text()
+        stripped = re.sub(r"\n# -- Trace export.*?\n  resourceAttributes: \{\}\n", "\n", text, flags=re.S)
+        if "tracing" in yaml.safe_load(stripped):
+            fail("could not remove the tracing block from a copy of values.yaml")
+        (old_chart / "values.yaml").write_text(stripped)
+        values = {"tracing": {"endpoint": "http://otel-collector:4318"}}
+        envs = []
+        for chart_dir in (CHART, old_chart):
+            docs = [d for t in render(values, tests=False, chart_dir=chart_dir).values() for d in yaml.safe_load_all(t) if d]
+            envs.append(peer_container(docs)[1].get("env", []))
+        if envs[0] != envs[1]:
+            bad = True
+            new, old = otel_env(envs[0]), otel_env(envs[1])
+            diff = [f"{k}: {old.get(k)} instead of {new.get(k)}" for k in sorted(set(new) | set(old)) if new.get(k) != old.get(k)]
+            print("  --reuse-values from a chart without tracing.*: the chordnet.tracing fallbacks differ from "
+                  f"values.yaml's defaults: {'; '.join(diff) or 'the order of the variables'}")
+        else:
+            print("  --reuse-values from a chart without tracing.*: the same variables (the fallbacks equal values.yaml)")
+    if bad:
+        fail("the OTEL_* variables do not follow tracing.*")
+
+
+def cmd_tracing_env(expect, *paths):
+    bad = False
+    for path in paths:
+        sts, c = peer_container(load_docs(path))
+        otel = otel_env(c.get("env", []))
+        endpoint = any(otel.get(v, {}).get("value") for v in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+        if expect == "off" and otel:
+            print(f"  {Path(path).name}: sets {', '.join(sorted(otel))}, but should export no traces")
+            bad = True
+        elif expect == "on" and not endpoint:
+            print(f"  {Path(path).name}: sets no OTLP endpoint, but should export traces")
+            bad = True
+        else:
+            print(f"  {Path(path).name}: " + (f"exports traces ({len(otel)} OTEL_* variables)" if otel else "no OTEL_* variables"))
+    if bad:
+        fail("trace export is not as expected")
 
 
 def cmd_sync():
@@ -497,6 +719,8 @@ def main(argv):
         "lint": cmd_lint,
         "reject": cmd_reject,
         "consistency": cmd_consistency,
+        "tracing": cmd_tracing,
+        "tracing-env": cmd_tracing_env,
         "sync": cmd_sync,
         "config-toml": cmd_config_toml,
         "metric-names": cmd_metric_names,

@@ -142,3 +142,76 @@ timeouts written as whole seconds ("20s") or minutes ("1m"); other forms are not
 {{- fail (printf "terminationGracePeriodSeconds (%v) must be longer than config.ring.leave_timeout (%s)" .Values.terminationGracePeriodSeconds $leave) }}
 {{- end }}
 {{- end }}
+
+{{/*
+tracing.* with the defaults of values.yaml filled in, as YAML: `helm upgrade --reuse-values` of a
+release installed by an older chart version keeps that version's defaults, which lack tracing.
+*/}}
+{{- define "chordnet.tracing" -}}
+{{- $t := default dict .Values.tracing }}
+{{- $secret := default dict $t.headersSecret }}
+endpoint: {{ default "" $t.endpoint | quote }}
+protocol: {{ default "http/protobuf" $t.protocol | quote }}
+headers: {{ default "" $t.headers | quote }}
+headersSecret:
+  name: {{ default "" $secret.name | quote }}
+  key: {{ default "headers" $secret.key | quote }}
+timeout: {{ int64 (default 10000 $t.timeout) }}
+serviceName: {{ default "chordnet" $t.serviceName | quote }}
+sampler: {{ default "parentbased_traceidratio" $t.sampler | quote }}
+samplerArg: {{ ternary $t.samplerArg "1.0" (hasKey $t "samplerArg") | toString | quote }}
+resourceAttributes:
+  {{- toYaml (default dict $t.resourceAttributes) | nindent 2 }}
+{{- end }}
+
+{{/*
+The peer container's OTEL_* variables (OpenTelemetry trace export). Nothing at all while
+tracing.endpoint is empty: the peer exports traces only when an endpoint variable is set.
+*/}}
+{{- define "chordnet.tracingEnv" -}}
+{{- $t := include "chordnet.tracing" . | fromYaml }}
+{{- if and $t.headers $t.headersSecret.name }}
+{{- fail "tracing.headers and tracing.headersSecret.name are both set: choose one (a Secret for API keys)" }}
+{{- end }}
+{{- if $t.endpoint }}
+{{- $attrs := dict "k8s.statefulset.name" (include "chordnet.fullname" .) "k8s.node.name" "$(NODE_NAME)" }}
+{{- $attrs = merge (deepCopy $t.resourceAttributes) $attrs }}
+{{- $pairs := list }}
+{{- range $key, $value := $attrs }}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) }}
+{{- end }}
+# The node the pod runs on, for the k8s.node.name resource attribute.
+- name: NODE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: spec.nodeName
+# Trace export (tracing.*). The peer adds chordnet.node.id, chordnet.ring.id, k8s.pod.name
+# (POD_NAME) and k8s.namespace.name (POD_NAMESPACE) to the resource attributes itself.
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ $t.endpoint | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: {{ $t.protocol | quote }}
+{{- if $t.headersSecret.name }}
+- name: OTEL_EXPORTER_OTLP_HEADERS
+  valueFrom:
+    secretKeyRef:
+      name: {{ $t.headersSecret.name | quote }}
+      key: {{ $t.headersSecret.key | quote }}
+{{- else if $t.headers }}
+- name: OTEL_EXPORTER_OTLP_HEADERS
+  value: {{ $t.headers | quote }}
+{{- end }}
+- name: OTEL_EXPORTER_OTLP_TIMEOUT
+  value: {{ int64 $t.timeout | toString | quote }}
+- name: OTEL_SERVICE_NAME
+  value: {{ $t.serviceName | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ $t.sampler | quote }}
+{{- if and (contains "traceidratio" $t.sampler) $t.samplerArg }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ $t.samplerArg | quote }}
+{{- end }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ join "," $pairs | quote }}
+{{- end }}
+{{- end }}
