@@ -134,10 +134,14 @@ pub fn router<T: Transport + FileTransport>(
                 .layer(DefaultBodyLimit::disable()),
         )
         .route("/v1/files/{name}/locations", get(locations::<T>))
+        .route("/v1/openapi.json", get(openapi))
+        // A span per API request; probes and scrapes (every few seconds) are left out.
+        .route_layer(axum::middleware::from_fn(
+            crate::telemetry::http::trace_requests,
+        ))
         .route("/healthz", get(healthz::<T>))
         .route("/readyz", get(readyz::<T>))
         .route("/metrics", get(metrics::<T>))
-        .route("/v1/openapi.json", get(openapi))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(

@@ -36,4 +36,5 @@ pub mod persist;
 pub mod ring;
 pub mod service;
 pub mod sim;
+pub mod telemetry;
 pub mod transport;

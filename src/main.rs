@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use chordnet::config::{Config, LogFormat, Overrides};
 use chordnet::sim::scenario::{JoinMode, Progress, Report, Scenario};
+use chordnet::telemetry;
 
 #[derive(Parser)]
 #[command(
@@ -128,8 +129,11 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Dev(args) => {
-            init_logging(LogFormat::Text, "warn,chordnet=info");
-            runtime()?.block_on(dev::run(args))
+            let rt = runtime()?;
+            let exporting = init_telemetry(&rt, LogFormat::Text, "warn,chordnet=info", None);
+            let result = rt.block_on(dev::run(args));
+            shut_down_telemetry(exporting);
+            result
         }
         Command::Sim(args) => run_sim(args),
         Command::Node(t) => runtime()?.block_on(client::node(t)),
@@ -162,11 +166,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         store_dir: args.store_dir,
     };
     let config = Config::load(args.config, &overrides)?;
-    init_logging(config.log.format, "info");
-    runtime()?.block_on(async move {
+    let rt = runtime()?;
+    let node_id = config.node_id().to_string();
+    let exporting = init_telemetry(&rt, config.log.format, "info", Some(&node_id));
+    let result = rt.block_on(async move {
         chordnet::peer::serve(config, shutdown_signal()).await?;
         Ok(())
-    })
+    });
+    shut_down_telemetry(exporting);
+    result
 }
 
 /// Completes on SIGTERM (Kubernetes, `kill`) or SIGINT (Ctrl-C).
@@ -192,18 +200,36 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Logs to stderr: text for a terminal, JSON for Kubernetes. `RUST_LOG` overrides the level.
-fn init_logging(format: LogFormat, default_filter: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+/// Logs to stderr (text for a terminal, JSON for Kubernetes; `RUST_LOG` overrides the level)
+/// and exports spans when the `OTEL_*` variables ask for it. `node_id` names the peer in the
+/// exported resource (a process running one peer).
+fn init_telemetry(
+    rt: &tokio::runtime::Runtime,
+    format: LogFormat,
+    default_filter: &str,
+    node_id: Option<&str>,
+) -> Option<telemetry::Exporting> {
+    let settings =
+        telemetry::ExportSettings::from_env(|k| std::env::var(k).ok()).map(|s| match node_id {
+            Some(id) => s
+                .with_attribute("chordnet.node.id", id)
+                .with_attribute("service.instance.id", id),
+            None => s,
+        });
+    let exporting = {
+        let _runtime = rt.enter();
+        telemetry::init(format, default_filter, settings)
+    };
+    if exporting.is_none() {
+        tracing::info!("traces are not exported (set OTEL_EXPORTER_OTLP_ENDPOINT to export them)");
+    }
+    exporting
+}
+
+/// Flushes queued spans, bounded: an unreachable collector must not delay the exit.
+fn shut_down_telemetry(exporting: Option<telemetry::Exporting>) {
+    if let Some(e) = exporting {
+        e.shutdown(std::time::Duration::from_secs(3));
     }
 }
 

@@ -13,16 +13,18 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::{oneshot, watch};
-use tracing::{debug, info, warn};
+use tracing::field::Empty;
+use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 use crate::config::Config;
 use crate::id::Id;
 use crate::metrics::Metrics;
 use crate::ring::{
-    Address, CommandError, JoinFailure, LookupError, LookupId, LookupResult, Membership, Node,
-    NotReady, Output, Peer, Request, RequestEnvelope, Response, ResponseEnvelope, RingConfig,
+    Address, Cause, CommandError, JoinFailure, LookupError, LookupId, LookupResult, Membership,
+    Node, NotReady, Output, Peer, Request, RequestEnvelope, Response, ResponseEnvelope, RingConfig,
     RingEvent, RingId, Timer,
 };
+use crate::telemetry::{self, TraceCarrier};
 use crate::transport::{RequestHandler, Transport, TransportError};
 
 /// Errors of the service's operations, as the API reports them.
@@ -179,7 +181,8 @@ impl<T: Transport> Service<T> {
                         _ = stop.changed() => return,
                     }
                     svc.last_tick_ms.store(svc.elapsed_ms(), Ordering::Relaxed);
-                    svc.apply(|n| n.tick(timer));
+                    let span = svc.tick_span(timer);
+                    span.in_scope(|| svc.apply(|n| n.tick(timer)));
                 }
             });
         }
@@ -274,6 +277,21 @@ impl<T: Transport> Service<T> {
 
     /// Joins the ring the peer at `bootstrap` belongs to; returns once joined.
     pub async fn join(self: &Arc<Self>, bootstrap: &str) -> Result<(), ServiceError> {
+        let span = info_span!(
+            "chord.join",
+            bootstrap,
+            trace_id = Empty,
+            otel.status_code = Empty
+        );
+        telemetry::mark_trace(&span);
+        let result = self.join_inner(bootstrap).instrument(span.clone()).await;
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        result
+    }
+
+    async fn join_inner(self: &Arc<Self>, bootstrap: &str) -> Result<(), ServiceError> {
         let (tx, rx) = oneshot::channel();
         self.joining.store(true, Ordering::Relaxed);
         let started = self.apply(|n| {
@@ -301,20 +319,24 @@ impl<T: Transport> Service<T> {
     /// Leaves the ring gracefully; returns once the neighbours were told (bounded by
     /// `ring.leave_timeout`). Leaving when not a member is not an error.
     pub async fn leave(self: &Arc<Self>) -> Result<(), ServiceError> {
+        let span = info_span!("chord.leave", trace_id = Empty);
+        telemetry::mark_trace(&span);
         let (tx, rx) = oneshot::channel();
-        let member = self.apply(|n| {
-            let member = n.membership() == Membership::Member;
-            if member {
-                lock(&self.waiters).leave.push(tx);
-                n.leave();
-            }
-            member
+        let member = span.in_scope(|| {
+            self.apply(|n| {
+                let member = n.membership() == Membership::Member;
+                if member {
+                    lock(&self.waiters).leave.push(tx);
+                    n.leave();
+                }
+                member
+            })
         });
         if !member {
             return Ok(());
         }
         let limit = self.config.ring.leave_timeout;
-        match tokio::time::timeout(limit, rx).await {
+        match tokio::time::timeout(limit, rx).instrument(span).await {
             Ok(_) => Ok(()),
             Err(_) => Err(ServiceError::Timeout(limit)),
         }
@@ -333,11 +355,25 @@ impl<T: Transport> Service<T> {
 
     /// Looks up the peer responsible for `target`.
     pub async fn lookup(self: &Arc<Self>, target: Id) -> Result<LookupResult, ServiceError> {
+        let span = info_span!(
+            "chord.lookup",
+            lookup.target = %target,
+            lookup.hops = Empty,
+            lookup.timeouts = Empty,
+            lookup.responsible = Empty,
+            otel.status_code = Empty,
+            trace_id = Empty,
+        );
+        telemetry::mark_trace(&span);
         let started = Instant::now();
         let (tx, rx) = oneshot::channel();
-        self.apply(|n| {
-            let id = n.lookup(target);
-            lock(&self.waiters).lookups.insert(id, tx);
+        // The node sends the first hop inside `apply`; later hops inherit the span from the
+        // task that carried the previous answer (see `execute`).
+        span.in_scope(|| {
+            self.apply(|n| {
+                let id = n.lookup(target);
+                lock(&self.waiters).lookups.insert(id, tx);
+            })
         });
         let limit = self.config.ring.rpc_timeout * 16;
         let outcome = match tokio::time::timeout(limit, rx).await {
@@ -348,9 +384,16 @@ impl<T: Transport> Service<T> {
         let label = match &outcome {
             Ok(r) => {
                 self.metrics.lookup_hops.observe(f64::from(r.hops));
+                span.record("lookup.hops", r.hops);
+                span.record("lookup.timeouts", r.timeouts);
+                span.record("lookup.responsible", tracing::field::display(r.node.id));
                 "ok"
             }
-            Err(_) => "error",
+            Err(e) => {
+                span.record("otel.status_code", "ERROR");
+                span.in_scope(|| debug!(%target, error = %e, "lookup failed"));
+                "error"
+            }
         };
         self.metrics.lookups.with_label_values(&[label]).inc();
         self.metrics
@@ -557,13 +600,26 @@ impl<T: Transport> Service<T> {
                     request,
                     to,
                     message,
+                    cause,
                 } => {
                     let svc = Arc::clone(self);
+                    // The request's own span is a child of whatever the node was doing (a
+                    // lookup, a stabilization round, an API request); the node's reaction to
+                    // the answer runs in that same context, so a lookup's next hop is a
+                    // sibling of this one, not its child.
+                    let context = Span::current();
+                    let span = rpc_client_span(cause, &to, &message.body);
                     tokio::spawn(async move {
-                        let answer = svc.call(&to, message).await;
-                        svc.apply(|n| match answer {
-                            Ok(response) => n.handle_response(request, response),
-                            Err(_) => n.handle_failure(request),
+                        let answer = svc.call(&to, message).instrument(span.clone()).await;
+                        if answer.is_err() {
+                            span.record("otel.status_code", "ERROR");
+                        }
+                        drop(span);
+                        context.in_scope(|| {
+                            svc.apply(|n| match answer {
+                                Ok(response) => n.handle_response(request, response),
+                                Err(_) => n.handle_failure(request),
+                            })
                         });
                     });
                 }
@@ -658,6 +714,7 @@ impl<T: Transport> Service<T> {
                 info!("left the ring");
                 m.leaves.inc();
                 m.ring_info.reset();
+                telemetry::export::set_ring_id(None);
                 for tx in lock(&self.waiters).leave.drain(..) {
                     let _ = tx.send(());
                 }
@@ -692,6 +749,7 @@ impl<T: Transport> Service<T> {
     }
 
     fn set_ring_info(&self, ring_id: RingId) {
+        telemetry::export::set_ring_id(Some(ring_id.to_string()));
         let node_id = lock(&self.node).id().to_string();
         self.metrics.ring_info.reset();
         self.metrics
@@ -703,14 +761,81 @@ impl<T: Transport> Service<T> {
     fn elapsed_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
+
+    /// The span of one maintenance tick: the root of the requests the tick sends.
+    fn tick_span(&self, timer: Timer) -> Span {
+        if !telemetry::enabled() {
+            return Span::none();
+        }
+        let span = match timer {
+            Timer::Stabilize => {
+                let round = lock(&self.node).stabilize_rounds() + 1;
+                info_span!("chord.stabilize", chord.round = round, trace_id = Empty)
+            }
+            Timer::FixFingers => info_span!("chord.fix_fingers", trace_id = Empty),
+            Timer::CheckPredecessor => info_span!("chord.check_predecessor", trace_id = Empty),
+        };
+        telemetry::mark_trace(&span);
+        span
+    }
+}
+
+/// The client span of one peer RPC; a lookup step is a `chord.lookup.hop` with its index.
+fn rpc_client_span(cause: Cause, to: &Address, body: &Request) -> Span {
+    let method = method_name(body);
+    match cause {
+        Cause::LookupHop {
+            hop, target, peer, ..
+        } => {
+            let span = info_span!(
+                "chord.lookup.hop",
+                otel.kind = "client",
+                otel.status_code = Empty,
+                rpc.system = "chordnet",
+                rpc.method = method,
+                lookup.hop = hop,
+                lookup.target = %target,
+                peer.address = %to,
+                peer.id = Empty,
+            );
+            if let Some(id) = peer {
+                span.record("peer.id", tracing::field::display(id));
+            }
+            span
+        }
+        _ => info_span!(
+            "chord.rpc",
+            otel.name = method,
+            otel.kind = "client",
+            otel.status_code = Empty,
+            rpc.system = "chordnet",
+            rpc.method = method,
+            peer.address = %to,
+        ),
+    }
 }
 
 /// The peer-protocol endpoint: answers other peers' requests with the node.
 pub struct Endpoint<T: Transport>(pub Arc<Service<T>>);
 
 impl<T: Transport> RequestHandler for Endpoint<T> {
-    fn handle(&self, request: RequestEnvelope) -> ResponseEnvelope {
-        self.0.apply(|n| n.handle_request(request))
+    fn handle(&self, request: RequestEnvelope, trace: &TraceCarrier) -> ResponseEnvelope {
+        if !telemetry::enabled() {
+            return self.0.apply(|n| n.handle_request(request));
+        }
+        let method = method_name(&request.body);
+        let span = info_span!(
+            "chord.rpc.server",
+            otel.name = method,
+            otel.kind = "server",
+            rpc.system = "chordnet",
+            rpc.method = method,
+            peer.from = %request.from.id,
+            chord.node = %self.0.me().id,
+            trace_id = Empty,
+        );
+        trace.adopt(&span);
+        span.in_scope(|| self.0.apply(|n| n.handle_request(request)))
     }
 }
 

@@ -83,6 +83,8 @@ pub enum Output {
         request: RequestId,
         to: Address,
         message: RequestEnvelope,
+        /// What the request is for (for traces; the node needs nothing back but the answer).
+        cause: Cause,
     },
     /// A lookup started with [`Node::lookup`] finished.
     LookupDone {
@@ -91,6 +93,34 @@ pub enum Output {
     },
     /// Something changed in the ring as this node sees it.
     Event(RingEvent),
+}
+
+/// Why the node sends a request: lets a driver put each request in context (a trace span per
+/// lookup hop, a stabilization round) without knowing the node's internals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// Hop `hop` (1 = the first peer asked; a retry elsewhere keeps the index) of a lookup of
+    /// `target`. `user`: a lookup started with [`Node::lookup`], not one of the node's own.
+    LookupHop {
+        lookup: LookupId,
+        hop: u32,
+        target: Id,
+        /// The peer asked, when known by id (not a join's bootstrap).
+        peer: Option<Id>,
+        user: bool,
+    },
+    /// Fetching the successor's neighbours while joining.
+    Join,
+    /// A step of a stabilization round (asking the successor or a closer candidate).
+    Stabilize,
+    /// Telling the successor about ourselves.
+    Notify,
+    /// Checking that the predecessor is alive.
+    CheckPredecessor,
+    /// Checking the old predecessor before accepting a new one.
+    Rectify,
+    /// Telling neighbours about a graceful leave.
+    Leave,
 }
 
 /// A change worth telling the layers above (files, metrics, logs) about.
@@ -1358,16 +1388,41 @@ impl Node {
     fn send(&mut self, to: Address, body: Request, pending: Pending) {
         self.next_request += 1;
         let request = RequestId(self.next_request);
+        let cause = self.cause(&pending);
         self.pending.insert(request, pending);
         self.out.push(Output::Send {
             request,
             to,
+            cause,
             message: RequestEnvelope {
                 ring_id: self.ring_id,
                 from: self.me.clone(),
                 body,
             },
         });
+    }
+
+    fn cause(&self, pending: &Pending) -> Cause {
+        match pending {
+            Pending::Lookup(step) => {
+                let lookup = self.lookups.get(&step.lookup);
+                Cause::LookupHop {
+                    lookup: step.lookup,
+                    hop: lookup.map_or(1, |l| l.hops + 1),
+                    target: lookup.map_or(Id::ZERO, |l| l.target),
+                    peer: step.to_id,
+                    user: lookup.is_some_and(|l| l.purpose == Purpose::User),
+                }
+            }
+            Pending::JoinNeighbors(_) => Cause::Join,
+            Pending::StabilizeSuccessor { .. } | Pending::StabilizeCandidate { .. } => {
+                Cause::Stabilize
+            }
+            Pending::Notify => Cause::Notify,
+            Pending::CheckPredecessor { .. } => Cause::CheckPredecessor,
+            Pending::RectifyPing(_) => Cause::Rectify,
+            Pending::Leaving => Cause::Leave,
+        }
     }
 
     fn emit(&mut self, event: RingEvent) {

@@ -49,6 +49,7 @@ impl Net {
                     request,
                     to,
                     message,
+                    ..
                 } => match self.index(&to) {
                     Some(t) if !self.dead[t] => {
                         let response = self.nodes[t].handle_request(message);

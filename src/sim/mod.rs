@@ -532,6 +532,7 @@ impl Sim {
                     request,
                     to,
                     message,
+                    ..
                 } => self.send(i, request, to, message),
                 Output::LookupDone { lookup, outcome } => {
                     if let Some((target, issued_at)) = self.pending_lookups.remove(&(i, lookup)) {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -19,6 +19,9 @@ use super::{
 use crate::files::{FileMeta, ProviderRecord, Version};
 use crate::id::Id;
 use crate::ring::{Address, RequestEnvelope, ResponseEnvelope};
+use crate::telemetry::http::{carrier_from_headers, trace_requests, with_trace_headers};
+use tracing::field::Empty;
+use tracing::{Instrument, Span, info_span};
 
 /// The path peers call.
 pub const RPC_PATH: &str = "/peer/v1/rpc";
@@ -50,9 +53,7 @@ impl Transport for HttpTransport {
         request: RequestEnvelope,
     ) -> Result<ResponseEnvelope, TransportError> {
         let url = format!("http://{to}{RPC_PATH}");
-        let response = self
-            .client
-            .post(url)
+        let response = with_trace_headers(self.client.post(url))
             .json(&request)
             .send()
             .await
@@ -86,25 +87,40 @@ pub fn router<H: RequestHandler>(handler: Arc<H>) -> Router {
 
 async fn rpc<H: RequestHandler>(
     State(handler): State<Arc<H>>,
+    headers: HeaderMap,
     body: Result<Json<RequestEnvelope>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     match body {
-        Ok(Json(request)) => Json(handler.handle(request)).into_response(),
+        Ok(Json(request)) => {
+            Json(handler.handle(request, &carrier_from_headers(&headers))).into_response()
+        }
         Err(e) => (StatusCode::BAD_REQUEST, e.body_text()).into_response(),
     }
 }
 
 impl HttpTransport {
+    /// Sends a data-plane request with the trace context, in `span` (see [`file_rpc_span`]).
     async fn checked(
         &self,
         req: reqwest::RequestBuilder,
         to: &Address,
+        span: &Span,
     ) -> Result<Option<reqwest::Response>, TransportError> {
-        let resp = req.send().await.map_err(classify)?;
+        let sent = span
+            .in_scope(|| with_trace_headers(req))
+            .send()
+            .instrument(span.clone())
+            .await;
+        let resp = sent.map_err(|e| {
+            span.record("otel.status_code", "ERROR");
+            classify(e)
+        })?;
+        span.record("http.response.status_code", resp.status().as_u16());
         match resp.status() {
             s if s.is_success() => Ok(Some(resp)),
             reqwest::StatusCode::NOT_FOUND => Ok(None),
             s => {
+                span.record("otel.status_code", "ERROR");
                 let detail = resp.text().await.unwrap_or_default();
                 Err(TransportError::Protocol(format!(
                     "{to} answered HTTP {s}: {detail}"
@@ -126,7 +142,10 @@ impl FileTransport for HttpTransport {
             .client
             .put(format!("http://{to}/peer/v1/objects/{}", meta.id))
             .body(body);
-        match self.checked(req, to).await? {
+        match self
+            .checked(req, to, &file_rpc_span("put_object", to))
+            .await?
+        {
             Some(resp) => resp.json().await.map_err(classify),
             None => Err(TransportError::Protocol(format!(
                 "{to} has no object store"
@@ -140,7 +159,10 @@ impl FileTransport for HttpTransport {
         id: Id,
     ) -> Result<Option<(FileMeta, Bytes)>, TransportError> {
         let req = self.client.get(format!("http://{to}/peer/v1/objects/{id}"));
-        let Some(resp) = self.checked(req, to).await? else {
+        let Some(resp) = self
+            .checked(req, to, &file_rpc_span("get_object", to))
+            .await?
+        else {
             return Ok(None);
         };
         let body = resp.bytes().await.map_err(classify)?;
@@ -153,7 +175,10 @@ impl FileTransport for HttpTransport {
         let req = self
             .client
             .get(format!("http://{to}/peer/v1/objects/{id}/info"));
-        match self.checked(req, to).await? {
+        match self
+            .checked(req, to, &file_rpc_span("object_info", to))
+            .await?
+        {
             Some(resp) => resp.json().await.map_err(classify),
             None => Ok(ObjectInfo::default()),
         }
@@ -168,7 +193,9 @@ impl FileTransport for HttpTransport {
             .client
             .post(format!("http://{to}/peer/v1/providers"))
             .json(record);
-        self.checked(req, to).await.map(|_| ())
+        self.checked(req, to, &file_rpc_span("put_provider", to))
+            .await
+            .map(|_| ())
     }
 
     async fn get_shared(&self, to: &Address, name: &str) -> Result<Option<Bytes>, TransportError> {
@@ -178,7 +205,8 @@ impl FileTransport for HttpTransport {
             .map_err(|_| TransportError::Protocol("bad peer address".into()))?
             .pop_if_empty()
             .push(name);
-        let Some(resp) = self.checked(self.client.get(url), to).await? else {
+        let span = file_rpc_span("get_shared", to);
+        let Some(resp) = self.checked(self.client.get(url), to, &span).await? else {
             return Ok(None);
         };
         resp.bytes().await.map(Some).map_err(classify)
@@ -193,13 +221,27 @@ impl FileTransport for HttpTransport {
             .client
             .post(format!("http://{to}/peer/v1/objects/missing"))
             .json(have);
-        match self.checked(req, to).await? {
+        match self.checked(req, to, &file_rpc_span("missing", to)).await? {
             Some(resp) => resp.json().await.map_err(classify),
             None => Err(TransportError::Protocol(format!(
                 "{to} has no object store"
             ))),
         }
     }
+}
+
+/// The client span of one data-plane call.
+fn file_rpc_span(method: &'static str, to: &Address) -> Span {
+    info_span!(
+        "files.rpc",
+        otel.name = method,
+        otel.kind = "client",
+        otel.status_code = Empty,
+        rpc.system = "chordnet",
+        rpc.method = method,
+        peer.address = %to,
+        http.response.status_code = Empty,
+    )
 }
 
 /// The file data-plane routes, answering with `handler`. Bodies up to `max_body` bytes.
@@ -213,6 +255,7 @@ pub fn files_router<H: FileHandler>(handler: Arc<H>, max_body: usize) -> Router 
         .route("/peer/v1/objects/{id}/info", get(object_info::<H>))
         .route("/peer/v1/providers", post(put_provider::<H>))
         .route("/peer/v1/shared/{name}", get(get_shared::<H>))
+        .route_layer(axum::middleware::from_fn(trace_requests))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(handler)
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::files::{FileMeta, ProviderRecord, Version};
 use crate::id::Id;
 use crate::ring::{Address, RequestEnvelope, ResponseEnvelope};
+pub use crate::telemetry::TraceCarrier;
 
 /// Why a request got no answer. To the ring, all of these mean "no response".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,7 +37,8 @@ impl TransportError {
     }
 }
 
-/// Carries one request to the peer at `to` and returns its answer.
+/// Carries one request to the peer at `to` and returns its answer. Implementations send the
+/// current trace context along ([`TraceCarrier::current`]) in their protocol's metadata.
 pub trait Transport: Send + Sync + 'static {
     fn call(
         &self,
@@ -45,9 +47,10 @@ pub trait Transport: Send + Sync + 'static {
     ) -> impl Future<Output = Result<ResponseEnvelope, TransportError>> + Send;
 }
 
-/// The receiving side: answers a peer's request (the ring node behind it).
+/// The receiving side: answers a peer's request (the ring node behind it). `trace` is the
+/// caller's trace context as the transport received it (empty when it sent none).
 pub trait RequestHandler: Send + Sync + 'static {
-    fn handle(&self, request: RequestEnvelope) -> ResponseEnvelope;
+    fn handle(&self, request: RequestEnvelope, trace: &TraceCarrier) -> ResponseEnvelope;
 }
 
 /// A peer's answer to storing an object.

@@ -1,0 +1,289 @@
+//! Real `chordnet serve` processes on 127.0.0.1 for integration tests and benches: free ports,
+//! a peer process that is killed when dropped, a cluster of them, and bounded waiting.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use chordnet::id::Id;
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_chordnet");
+
+/// Free TCP ports on 127.0.0.1 (bound, then released, for the peers to take).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
+}
+
+pub struct PeerProcess {
+    pub child: Option<Child>,
+    pub advertise: String,
+    pub api: String,
+    pub dir: PathBuf,
+}
+
+impl PeerProcess {
+    pub fn id(&self) -> Id {
+        Id::hash(self.advertise.as_bytes())
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api)
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let child = self.child.as_ref().expect("peer is running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        self.terminate_started()
+    }
+
+    /// Waits (bounded) for the exit status of a peer that was sent SIGTERM.
+    pub fn terminate_started(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("peer is running");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for peer") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "peer did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for PeerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Cluster {
+    pub peers: Vec<PeerProcess>,
+    pub root: PathBuf,
+    pub http: reqwest::Client,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for p in &mut self.peers {
+            p.kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+impl Cluster {
+    /// No peers yet: a fresh directory and 2·n free ports (peer, API) for them.
+    pub fn empty(name: &str, n: usize) -> (Cluster, Vec<u16>) {
+        let root = std::env::temp_dir().join(format!("chordnet-it-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let cluster = Cluster {
+            peers: Vec::new(),
+            root,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("http client"),
+        };
+        (cluster, free_ports(2 * n))
+    }
+
+    /// Starts `n` peers and waits (bounded) until all are ready and agree on one ring.
+    pub async fn start_converged(name: &str, n: usize) -> Cluster {
+        let c = Cluster::start(name, n);
+        wait_for("all peers ready", Duration::from_secs(60), || c.all_ready()).await;
+        wait_for("ring walks agree", Duration::from_secs(30), || {
+            c.rings_agree()
+        })
+        .await;
+        c
+    }
+
+    /// Starts `n` peers: the first founds the ring, the others join through it.
+    pub fn start(name: &str, n: usize) -> Cluster {
+        let (mut cluster, ports) = Cluster::empty(name, n);
+        let bootstrap = format!("127.0.0.1:{}", ports[0]);
+        for i in 0..n {
+            let advertise = format!("127.0.0.1:{}", ports[2 * i]);
+            let api = format!("127.0.0.1:{}", ports[2 * i + 1]);
+            let dir = cluster.root.join(format!("peer-{i}"));
+            let peer = spawn(&advertise, &api, &dir, (i > 0).then_some(&bootstrap));
+            cluster.peers.push(peer);
+        }
+        cluster
+    }
+
+    pub async fn get(&self, url: &str) -> Option<(u16, Value)> {
+        let resp = self.http.get(url).send().await.ok()?;
+        let status = resp.status().as_u16();
+        let body = resp.json().await.unwrap_or(Value::Null);
+        Some((status, body))
+    }
+
+    pub fn running(&self) -> Vec<&PeerProcess> {
+        self.peers.iter().filter(|p| p.child.is_some()).collect()
+    }
+
+    pub async fn all_ready(&self) -> bool {
+        for p in self.running() {
+            match self.get(&p.url("/readyz")).await {
+                Some((200, _)) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// The running peers' ids in ring order starting at `start`.
+    pub fn expected_ring_from(&self, start: Id) -> Vec<Id> {
+        let mut ids: Vec<Id> = self.running().iter().map(|p| p.id()).collect();
+        ids.sort();
+        let k = ids
+            .iter()
+            .position(|&i| i == start)
+            .expect("start is running");
+        ids.rotate_left(k);
+        ids
+    }
+
+    /// Whether every running peer's ring walk lists exactly the running peers, in order.
+    pub async fn rings_agree(&self) -> bool {
+        for p in self.running() {
+            let Some((200, walk)) = self.get(&p.url("/v1/ring")).await else {
+                return false;
+            };
+            let ids: Vec<Id> = walk["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n["id"].as_str()?.parse().ok())
+                .collect();
+            if walk["complete"] != true || ids != self.expected_ring_from(p.id()) {
+                return false;
+            }
+        }
+        true
+    }
+
+    pub fn true_successor(&self, key: Id) -> Id {
+        let mut ids: Vec<Id> = self.running().iter().map(|p| p.id()).collect();
+        ids.sort();
+        ids.iter().copied().find(|&i| i >= key).unwrap_or(ids[0])
+    }
+}
+
+pub fn spawn(
+    advertise: &str,
+    api: &str,
+    dir: &std::path::Path,
+    bootstrap: Option<&String>,
+) -> PeerProcess {
+    spawn_with(advertise, api, dir, bootstrap, &[])
+}
+
+pub fn spawn_with(
+    advertise: &str,
+    api: &str,
+    dir: &std::path::Path,
+    bootstrap: Option<&String>,
+    env: &[(&str, &str)],
+) -> PeerProcess {
+    spawn_logged(advertise, api, dir, bootstrap, env, None)
+}
+
+/// Like [`spawn_with`], with the peer's log (stderr) written to `log` when given. OpenTelemetry
+/// variables of the test's own environment are not passed on: a test sets the ones it wants.
+pub fn spawn_logged(
+    advertise: &str,
+    api: &str,
+    dir: &std::path::Path,
+    bootstrap: Option<&String>,
+    env: &[(&str, &str)],
+    log: Option<&std::path::Path>,
+) -> PeerProcess {
+    std::fs::create_dir_all(dir).expect("peer dir");
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .args([
+            "--advertise",
+            advertise,
+            "--listen",
+            advertise,
+            "--api",
+            api,
+        ])
+        .arg("--shared-dir")
+        .arg(dir.join("shared"))
+        .arg("--store-dir")
+        .arg(dir.join("data"))
+        .env("CHORDNET_RING__STABILIZE_INTERVAL", "100ms")
+        .env("CHORDNET_RING__FIX_FINGERS_INTERVAL", "100ms")
+        .env("CHORDNET_RING__CHECK_PREDECESSOR_INTERVAL", "100ms")
+        // Generous for loopback: the suite runs many peers at once on two cores.
+        .env("CHORDNET_RING__RPC_TIMEOUT", "1s")
+        .env("CHORDNET_RING__JOIN_RETRY_INTERVAL", "200ms")
+        .env("CHORDNET_FILES__REPAIR_INTERVAL", "300ms")
+        .env("CHORDNET_FILES__REPUBLISH_INTERVAL", "1s")
+        .env("CHORDNET_FILES__MAX_FILE_SIZE", "1MiB")
+        .env("RUST_LOG", "warn")
+        .env_remove("CHORDNET_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("peer log file")),
+            None => Stdio::null(),
+        });
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("OTEL_") {
+            cmd.env_remove(k);
+        }
+    }
+    if let Some(b) = bootstrap {
+        cmd.args(["--bootstrap", b]);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("start chordnet serve");
+    PeerProcess {
+        child: Some(child),
+        advertise: advertise.to_string(),
+        api: api.to_string(),
+        dir: dir.to_path_buf(),
+    }
+}
+
+/// Polls `cond` every 50 ms until it holds or `limit` passes.
+pub async fn wait_for<F, Fut>(what: &str, limit: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
