@@ -154,7 +154,9 @@ impl Metrics {
         r.register(Box::new(self.stabilization_rounds.clone()))?;
         // Process-wide (one exporter per process), shown by every peer of the process.
         r.register(Box::new(crate::telemetry::export::spans_exported().clone()))?;
-        r.register(Box::new(crate::telemetry::export::export_failures().clone()))?;
+        r.register(Box::new(
+            crate::telemetry::export::export_failures().clone(),
+        ))?;
         r.register(Box::new(self.seconds_since_stabilization.clone()))?;
         r.register(Box::new(self.ring_size.clone()))?;
         r.register(Box::new(self.successors.clone()))?;

@@ -673,7 +673,7 @@ impl<T: Transport> Service<T> {
                 self.remember_ring();
             }
             RingEvent::Joined { ring_id, successor } => {
-                info!(%ring_id, successor = ?successor, "joined the ring");
+                info!(%ring_id, %successor, "joined the ring");
                 m.joins.inc();
                 self.set_ring_info(ring_id);
                 self.remember_ring();
@@ -687,19 +687,19 @@ impl<T: Transport> Service<T> {
                 }
             }
             RingEvent::SuccessorChanged { old, new } => {
-                info!(old = ?old, new = ?new, "successor changed");
+                info!(old = %show(&old), %new, "successor changed");
                 m.successor_changes.inc();
             }
             RingEvent::PredecessorChanged { old, new } => {
-                info!(old = ?old, new = ?new, "predecessor changed (key range changed)");
+                info!(old = %show(&old), new = %show(&new), "predecessor changed (key range changed)");
                 m.predecessor_changes.inc();
             }
             RingEvent::PeerFailed { peer } => {
-                warn!(peer = ?peer, "peer failed");
+                warn!(%peer, "peer failed");
                 m.peer_failures.inc();
             }
             RingEvent::PeerLeft { peer } => {
-                info!(peer = ?peer, "peer left");
+                info!(%peer, "peer left");
                 m.peers_left.inc();
             }
             RingEvent::Stabilized { round } => {
@@ -837,6 +837,12 @@ impl<T: Transport> RequestHandler for Endpoint<T> {
         trace.adopt(&span);
         span.in_scope(|| self.0.apply(|n| n.handle_request(request)))
     }
+}
+
+/// A peer or "none", for log lines.
+fn show(p: &Option<Peer>) -> String {
+    p.as_ref()
+        .map_or_else(|| "none".to_owned(), Peer::to_string)
 }
 
 /// The lookup answer with `candidates[k]` as the responsible peer and the rest after it.

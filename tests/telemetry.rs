@@ -275,17 +275,47 @@ async fn a_lookup_is_one_trace_with_spans_from_every_peer_on_its_path() {
     );
     assert!(metric(&c, &c.peers[0], "chordnet_trace_spans_exported_total").await > 0.0);
 
-    // Log lines inside a traced request carry its trace id: a lookup of a malformed id is
-    // refused with a warning-free 400, so use an upload that is refused while reading instead?
-    // No: the peer logs "peer started" outside any trace, and JSON lines are well-formed.
+    // Log lines inside a traced request carry its trace id (JSON logs, as in Kubernetes).
+    let upload_trace = "0af7651916cd43dd8448eb211c80319c";
+    let resp = c
+        .http
+        .put(c.peers[0].url("/v1/files/traced.txt"))
+        .header(
+            "traceparent",
+            format!("00-{upload_trace}-b7ad6b7169203331-01"),
+        )
+        .body("hello")
+        .send()
+        .await
+        .expect("upload");
+    assert!(resp.status().is_success(), "{}", resp.status());
     let log = std::fs::read_to_string(c.root.join("peer-0.log")).expect("peer log");
-    let first: Value =
-        serde_json::from_str(log.lines().next().expect("a log line")).expect("JSON log lines");
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
     assert!(
-        first["timestamp"].is_string() && first["level"].is_string(),
-        "{first}"
+        lines
+            .iter()
+            .all(|l| l["timestamp"].is_string() && l["level"].is_string())
     );
-    assert!(log.contains("exporting traces over OTLP"), "{log}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "exporting traces over OTLP")
+    );
+    let stored = lines
+        .iter()
+        .find(|l| l["message"] == "file stored")
+        .unwrap_or_else(|| panic!("no 'file stored' line: {log}"));
+    assert_eq!(stored["trace_id"], upload_trace, "{stored}");
+    assert_eq!(stored["name"], "traced.txt");
+    // Lines outside any request carry none.
+    let joined = lines
+        .iter()
+        .find(|l| l["message"] == "founded a new ring")
+        .expect("a founding line");
+    assert!(joined.get("trace_id").is_none(), "{joined}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

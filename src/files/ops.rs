@@ -8,7 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::Serialize;
-use tracing::{debug, info, warn};
+use tracing::field::Empty;
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::shared::{SharedFile, SharedIndex, path_of};
 use super::store::{PutOutcome, Store, StoreError};
@@ -16,6 +17,7 @@ use super::{FileMeta, NameError, ProviderRecord, Version, sha256_hex, validate_n
 use crate::id::Id;
 use crate::ring::{LookupResult, Peer};
 use crate::service::{PeerView, Service, ServiceError};
+use crate::telemetry;
 use crate::transport::{FileHandler, FileTransport, ObjectInfo, PutReply, Transport};
 
 /// Why a file operation failed, as the API reports it.
@@ -220,6 +222,7 @@ impl<T: Transport + FileTransport> Files<T> {
         if !errors.is_empty() {
             warn!(%name, ?errors, "some copies could not be stored; repair will retry");
         }
+        info!(%name, %id, size = meta.size, node = %node.address, copies = stored_at.len(), "file stored");
         Ok(Uploaded {
             name: name.to_string(),
             id,
@@ -449,6 +452,7 @@ impl<T: Transport + FileTransport> Files<T> {
                 detail: "no holder accepted the delete".into(),
             });
         }
+        info!(%name, %id, "file deleted");
         Ok(())
     }
 
@@ -526,13 +530,41 @@ impl<T: Transport + FileTransport> Files<T> {
     /// copies on its successors; keys it is not responsible for go to the responsible peer,
     /// and the local copy is dropped when this peer is not one of their holders any more.
     pub async fn repair(&self) {
+        let span = info_span!(
+            "files.repair",
+            repair.replicas_pushed = Empty,
+            repair.keys_handed = Empty,
+            repair.copies_dropped = Empty,
+            trace_id = Empty,
+        );
+        telemetry::mark_trace(&span);
+        let done = self.repair_round().instrument(span.clone()).await;
+        span.record("repair.replicas_pushed", done.replicas_pushed);
+        span.record("repair.keys_handed", done.keys_handed);
+        span.record("repair.copies_dropped", done.copies_dropped);
+        if done.changed_anything() {
+            span.in_scope(|| {
+                info!(
+                    replicas_pushed = done.replicas_pushed,
+                    keys_handed = done.keys_handed,
+                    copies_dropped = done.copies_dropped,
+                    replica_deficit = done.deficit,
+                    "repair done"
+                )
+            });
+        }
+    }
+
+    /// One repair cycle; what it changed.
+    async fn repair_round(&self) -> RepairDone {
+        let mut done = RepairDone::default();
         let ttl = self.ring.config().files.tombstone_ttl.as_millis() as u64;
         self.store
             .expire_tombstones(now_millis().saturating_sub(ttl));
         let entries = self.store.list();
         if entries.is_empty() {
             self.ring.metrics().replica_deficit.set(0);
-            return;
+            return done;
         }
         let me = self.me();
         let (mine, others): (Vec<FileMeta>, Vec<FileMeta>) =
@@ -561,6 +593,7 @@ impl<T: Transport + FileTransport> Files<T> {
                 if self.push(s, m).await {
                     *copies.entry(m.id).or_default() += 1;
                     self.ring.metrics().replica_repairs.inc();
+                    done.replicas_pushed += 1;
                 }
             }
         }
@@ -569,6 +602,7 @@ impl<T: Transport + FileTransport> Files<T> {
             .filter(|m| !m.deleted && copies.get(&m.id).copied().unwrap_or(0) < want)
             .count();
         self.ring.metrics().replica_deficit.set(deficit as i64);
+        done.deficit = deficit;
 
         // Keys we are not responsible for (we were, or we hold a copy). In ring order, one
         // lookup serves every following key up to the peer it found (they share that peer),
@@ -598,13 +632,21 @@ impl<T: Transport + FileTransport> Files<T> {
             }
         }
         for (holders, metas) in groups {
-            self.reconcile_with_primary(&me, &holders, metas).await;
+            self.reconcile_with_primary(&me, &holders, metas, &mut done)
+                .await;
         }
+        done
     }
 
     /// Makes sure the responsible peer (`holders[0]`) has our versions of `metas`, then drops
     /// our copies if we are not one of the holders.
-    async fn reconcile_with_primary(&self, me: &Peer, holders: &[Peer], metas: Vec<FileMeta>) {
+    async fn reconcile_with_primary(
+        &self,
+        me: &Peer,
+        holders: &[Peer],
+        metas: Vec<FileMeta>,
+        done: &mut RepairDone,
+    ) {
         let Some(primary) = holders.first() else {
             return;
         };
@@ -620,8 +662,9 @@ impl<T: Transport + FileTransport> Files<T> {
             let delivered = if missing.contains(&m.id) {
                 let ok = self.push(primary, &m).await;
                 if ok {
-                    info!(name = %m.name, to = %primary.address, "handed a key to the peer now responsible for it");
+                    debug!(name = %m.name, to = %primary.address, "handed a key to the peer now responsible for it");
                     self.ring.metrics().handoff_bytes.inc_by(m.size);
+                    done.keys_handed += 1;
                 }
                 ok
             } else {
@@ -630,6 +673,7 @@ impl<T: Transport + FileTransport> Files<T> {
             if delivered && !keep {
                 debug!(name = %m.name, "dropping a copy this peer no longer holds");
                 self.store.remove(m.id);
+                done.copies_dropped += 1;
                 self.update_usage();
             }
         }
@@ -654,6 +698,12 @@ impl<T: Transport + FileTransport> Files<T> {
 
     /// Leaves the ring gracefully: keys to the successor first, then the ring itself.
     pub async fn leave(&self) -> Result<(), ServiceError> {
+        let span = info_span!("peer.leave", trace_id = Empty);
+        telemetry::mark_trace(&span);
+        self.leave_inner().instrument(span).await
+    }
+
+    async fn leave_inner(&self) -> Result<(), ServiceError> {
         if self.ring.is_member() {
             // From now on this peer refuses new copies, so that neighbours leaving at the same
             // moment hand their keys past it.
@@ -669,9 +719,20 @@ impl<T: Transport + FileTransport> Files<T> {
     /// A successor that refuses (it is leaving too) or does not answer is skipped for the next
     /// one in the successor list.
     pub async fn hand_off(&self) {
+        let span = info_span!(
+            "files.handoff",
+            handoff.keys = Empty,
+            handoff.failed = Empty
+        );
+        self.hand_off_inner().instrument(span).await
+    }
+
+    async fn hand_off_inner(&self) {
+        let span = tracing::Span::current();
         let me = self.me();
         let mut pending = self.store.list();
         let mut bytes = 0;
+        let mut keys = 0;
         for successor in self.ring.successors().into_iter().filter(|p| p.id != me.id) {
             if pending.is_empty() {
                 break;
@@ -700,9 +761,13 @@ impl<T: Transport + FileTransport> Files<T> {
                     failed.push(m);
                 }
             }
-            info!(keys = missing.len() - failed.len(), to = %successor.address, "handed keys over");
+            let handed = missing.len() - failed.len();
+            keys += handed;
+            info!(keys = handed, bytes, to = %successor.address, successor = %successor.id, "key range handed off");
             pending = failed;
         }
+        span.record("handoff.keys", keys);
+        span.record("handoff.failed", pending.len());
         self.ring.metrics().handoff_bytes.inc_by(bytes);
         for m in &pending {
             warn!(name = %m.name, "hand-off failed; the key's other copies remain");
@@ -713,6 +778,25 @@ impl<T: Transport + FileTransport> Files<T> {
         let (keys, bytes) = self.store.usage();
         self.ring.metrics().keys_stored.set(keys as i64);
         self.ring.metrics().bytes_stored.set(bytes as i64);
+    }
+}
+
+/// What one repair cycle changed.
+#[derive(Default)]
+struct RepairDone {
+    /// Copies sent to our successors for keys we are responsible for.
+    replicas_pushed: u64,
+    /// Keys given to the peer now responsible for them.
+    keys_handed: u64,
+    /// Copies this peer no longer holds, dropped after the responsible peer confirmed them.
+    copies_dropped: u64,
+    /// Our keys still short of copies.
+    deficit: usize,
+}
+
+impl RepairDone {
+    fn changed_anything(&self) -> bool {
+        self.replicas_pushed + self.keys_handed + self.copies_dropped > 0
     }
 }
 

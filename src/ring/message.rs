@@ -50,6 +50,13 @@ pub struct Peer {
     pub address: Address,
 }
 
+/// `id@address`, as log lines show a peer.
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.id, self.address)
+    }
+}
+
 impl Peer {
     pub fn new(id: Id, address: Address) -> Peer {
         Peer { id, address }

@@ -10,6 +10,8 @@ struct Net {
     dead: Vec<bool>,
     done: Vec<(usize, Result<LookupResult, LookupError>)>,
     events: Vec<(usize, RingEvent)>,
+    /// Every request sent: by whom, to whom, why.
+    sent: Vec<(usize, Address, Cause)>,
 }
 
 impl Net {
@@ -25,6 +27,7 @@ impl Net {
             dead: vec![false; n],
             done: Vec::new(),
             events: Vec::new(),
+            sent: Vec::new(),
         }
     }
 
@@ -49,9 +52,10 @@ impl Net {
                     request,
                     to,
                     message,
-                    ..
+                    cause,
                 } => match self.index(&to) {
                     Some(t) if !self.dead[t] => {
+                        self.sent.push((from, to.clone(), cause));
                         let response = self.nodes[t].handle_request(message);
                         self.nodes[from].handle_response(request, response);
                     }
@@ -124,6 +128,55 @@ fn build(n: usize, r: usize) -> Net {
         net.round();
     }
     net
+}
+
+#[test]
+fn requests_say_why_they_are_sent_and_lookup_hops_are_numbered_along_the_path() {
+    let mut net = build(32, 4);
+    let mut seen_two_hops = false;
+    for k in 0..40 {
+        let target = Id::hash(format!("key-{k}"));
+        net.sent.clear();
+        let r = net.lookup(0, target).unwrap();
+        let hops: Vec<(Address, u32)> = net
+            .sent
+            .iter()
+            .filter_map(|(from, to, cause)| match cause {
+                Cause::LookupHop {
+                    hop,
+                    target: t,
+                    peer,
+                    user: true,
+                    ..
+                } if *from == 0 => {
+                    assert_eq!(*t, target);
+                    assert_eq!(
+                        peer.and_then(|id| net.nodes.iter().find(|n| n.id() == id))
+                            .map(|n| n.me().address.clone())
+                            .as_ref(),
+                        Some(to)
+                    );
+                    Some((to.clone(), *hop))
+                }
+                _ => None,
+            })
+            .collect();
+        let path: Vec<(Address, u32)> = r
+            .path
+            .iter()
+            .zip(1..)
+            .map(|(p, k)| (p.address.clone(), k))
+            .collect();
+        assert_eq!(hops, path, "every answered hop, in order, numbered from 1");
+        seen_two_hops |= r.hops >= 2;
+    }
+    assert!(seen_two_hops);
+    net.sent.clear();
+    net.nodes[0].tick(Timer::Stabilize);
+    net.settle();
+    let causes: Vec<Cause> = net.sent.iter().map(|(_, _, c)| *c).collect();
+    assert_eq!(causes.first(), Some(&Cause::Stabilize), "{causes:?}");
+    assert!(causes.contains(&Cause::Notify), "{causes:?}");
 }
 
 #[test]

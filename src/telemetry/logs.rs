@@ -26,6 +26,7 @@ pub fn layer(format: LogFormat, default_filter: &str, spans: bool) -> BoxedLayer
     let layer = LogLayer {
         format,
         ansi: format == LogFormat::Text && std::io::stderr().is_terminal(),
+        capture: None,
     };
     layer
         .with_filter(filter.and(filter_fn(move |m| spans || !m.is_span())))
@@ -35,6 +36,8 @@ pub fn layer(format: LogFormat, default_filter: &str, spans: bool) -> BoxedLayer
 struct LogLayer {
     format: LogFormat,
     ansi: bool,
+    /// Where lines go instead of stderr (tests).
+    capture: Option<std::sync::Arc<std::sync::Mutex<Vec<u8>>>>,
 }
 
 /// The trace id a span recorded (see [`super::mark_trace`]).
@@ -192,7 +195,75 @@ where
             }
         }
         line.push('\n');
-        // One write per line, so that lines from different threads never interleave.
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        match &self.capture {
+            Some(buf) => buf
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(line.as_bytes()),
+            // One write per line, so that lines from different threads never interleave.
+            None => {
+                let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing::field::Empty;
+    use tracing::{info, info_span, warn};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    fn capture(format: LogFormat, f: impl FnOnce()) -> String {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let layer = LogLayer {
+            format,
+            ansi: false,
+            capture: Some(Arc::clone(&buf)),
+        };
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), f);
+        let bytes = buf.lock().map(|b| b.clone()).unwrap_or_default();
+        String::from_utf8(bytes).unwrap_or_default()
+    }
+
+    #[test]
+    fn text_lines_carry_fields_and_the_trace_id_of_their_request() {
+        let out = capture(LogFormat::Text, || {
+            let request = info_span!("request", trace_id = "4bf92f3577b34da6a3ce929d0e0e4736");
+            let inner = request.in_scope(|| info_span!("inner"));
+            inner.in_scope(|| info!(keys = 3, to = "p1", "handed over"));
+            warn!("outside");
+        });
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert!(
+            lines[0].ends_with(
+                "INFO chordnet::telemetry::logs::tests: handed over keys=3 to=p1 \
+                 trace_id=4bf92f3577b34da6a3ce929d0e0e4736"
+            ),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[1].ends_with(" WARN chordnet::telemetry::logs::tests: outside"));
+    }
+
+    #[test]
+    fn json_lines_are_objects_with_a_recorded_trace_id() {
+        let out = capture(LogFormat::Json, || {
+            let span = info_span!("request", trace_id = Empty);
+            span.record("trace_id", "0af7651916cd43dd8448eb211c80319c");
+            span.in_scope(|| info!(ok = true, n = 2u64, "done"));
+        });
+        let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+        assert_eq!(v["message"], "done");
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["n"], 2);
+        assert_eq!(v["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+        assert!(v["timestamp"].as_str().is_some_and(|t| t.contains('T')));
     }
 }
