@@ -216,11 +216,12 @@ fn init_telemetry(
                 .with_attribute("service.instance.id", id),
             None => s,
         });
+    let wanted = settings.is_some();
     let exporting = {
         let _runtime = rt.enter();
         telemetry::init(format, default_filter, settings)
     };
-    if exporting.is_none() {
+    if !wanted {
         tracing::info!("traces are not exported (set OTEL_EXPORTER_OTLP_ENDPOINT to export them)");
     }
     exporting

@@ -123,6 +123,7 @@ REJECT = [
      "terminationGracePeriodSeconds"),
     ("unknown tracing value", {"tracing": {"insecure": True}}, "additional properties"),
     ("tracing endpoint without a scheme", {"tracing": {"endpoint": "otel-collector:4317"}}, "tracing/endpoint"),
+    ("https tracing endpoint (the peer has no TLS)", {"tracing": {"endpoint": "https://otlp.example.com"}}, "tracing/endpoint"),
     ("bad OTLP protocol", {"tracing": {"protocol": "http/json"}}, "tracing/protocol"),
     ("bad sampler", {"tracing": {"sampler": "ratio"}}, "tracing/sampler"),
     ("sampler argument over 1", {"tracing": {"samplerArg": "1.5"}}, "tracing/samplerArg"),
@@ -368,8 +369,8 @@ def tracing_problems(env_list, sts_name):
     endpoint = value.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or value.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     if not endpoint:
         return [f"OTEL_* variables ({', '.join(sorted(otel))}) but no endpoint: the peer would export nothing"]
-    if not re.fullmatch(r"https?://[^\s,]+", endpoint):
-        problems.append(f"OTLP endpoint {endpoint!r} is not an http:// or https:// URL")
+    if not re.fullmatch(r"http://[^\s,]+", endpoint):
+        problems.append(f"OTLP endpoint {endpoint!r} is not an http:// URL (the peer has no TLS)")
     if value.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") not in ("http/protobuf", "grpc"):
         problems.append(f"OTEL_EXPORTER_OTLP_PROTOCOL {value['OTEL_EXPORTER_OTLP_PROTOCOL']!r} is neither http/protobuf nor grpc")
     sampler = value.get("OTEL_TRACES_SAMPLER")
@@ -477,7 +478,7 @@ TRACING_VARIANTS = [
                                                  "headersSecret": {"name": "", "key": "k"},
                                                  "resourceAttributes": {"team": "storage"}}}),
     ("endpoint only", {"tracing": {"endpoint": "http://otel-collector:4318"}}),
-    ("traceidratio without an argument", {"tracing": {"endpoint": "https://collector.example.com", "sampler": "traceidratio",
+    ("traceidratio without an argument", {"tracing": {"endpoint": "http://collector.example.com", "sampler": "traceidratio",
                                                       "samplerArg": ""}}),
     ("parentbased_always_off, argument ignored", {"tracing": {"endpoint": "http://c:4317", "protocol": "grpc",
                                                               "sampler": "parentbased_always_off", "samplerArg": "0.5"}}),

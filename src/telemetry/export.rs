@@ -33,6 +33,11 @@ pub type BoxedLayer = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>
 pub enum ExportError {
     #[error("OpenTelemetry exporter: {0}")]
     Build(#[from] opentelemetry_otlp::ExporterBuildError),
+    #[error(
+        "OTLP endpoint {0} uses https, and this build has no TLS: send to an OpenTelemetry \
+         Collector over http:// (it can forward over TLS)"
+    )]
+    NoTls(String),
 }
 
 /// The OTLP wire protocol.
@@ -47,6 +52,8 @@ pub enum OtlpProtocol {
 /// What [`ExportSettings::from_env`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExportSettings {
+    /// The endpoint variable's value (the exporter reads it itself; kept to check the scheme).
+    pub endpoint: String,
     pub protocol: OtlpProtocol,
     /// A protocol value that was not understood (reported once logging is up).
     pub unknown_protocol: Option<String>,
@@ -69,7 +76,8 @@ impl ExportSettings {
         if set("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none")) {
             return None;
         }
-        set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT"))?;
+        let endpoint = set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT"))?;
         let requested = set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
             .or_else(|| set("OTEL_EXPORTER_OTLP_PROTOCOL"));
         let (protocol, unknown_protocol) = match requested.as_deref() {
@@ -85,6 +93,7 @@ impl ExportSettings {
             attributes.push(("k8s.namespace.name".to_owned(), ns));
         }
         Some(ExportSettings {
+            endpoint,
             protocol,
             unknown_protocol,
             attributes,
@@ -107,6 +116,9 @@ pub struct Exporting {
 impl Exporting {
     /// Builds the exporter and the tracer provider. Needs a tokio runtime context for gRPC.
     pub fn start(settings: ExportSettings) -> Result<Exporting, ExportError> {
+        if settings.endpoint.to_ascii_lowercase().starts_with("https:") {
+            return Err(ExportError::NoTls(settings.endpoint));
+        }
         let exporter = match settings.protocol {
             OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
