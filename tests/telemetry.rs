@@ -126,6 +126,17 @@ async fn a_lookup_is_one_trace_with_spans_from_every_peer_on_its_path() {
     }
     let (key, _) = best.expect("lookups answered");
 
+    // A caller that did not sample its trace (flags 00): parent-based sampling follows it on
+    // every peer, so none of this lookup's spans may arrive.
+    let unsampled = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let (status, _) = get_traced(
+        &c,
+        &c.peers[0].url(&format!("/v1/lookup/{key}")),
+        Some(&format!("00-{unsampled}-{TEST_PARENT}-00")),
+    )
+    .await;
+    assert_eq!(status, 200);
+
     let traceparent = format!("00-{TEST_TRACE}-{TEST_PARENT}-01");
     let (status, answer) = get_traced(
         &c,
@@ -274,6 +285,10 @@ async fn a_lookup_is_one_trace_with_spans_from_every_peer_on_its_path() {
         "stabilization rounds are traced"
     );
     assert!(metric(&c, &c.peers[0], "chordnet_trace_spans_exported_total").await > 0.0);
+    assert!(
+        !receiver.spans().iter().any(|s| s.trace_id == unsampled),
+        "spans of an unsampled trace were exported"
+    );
 
     // Log lines inside a traced request carry its trace id (JSON logs, as in Kubernetes).
     let upload_trace = "0af7651916cd43dd8448eb211c80319c";
