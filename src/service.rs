@@ -277,12 +277,7 @@ impl<T: Transport> Service<T> {
 
     /// Joins the ring the peer at `bootstrap` belongs to; returns once joined.
     pub async fn join(self: &Arc<Self>, bootstrap: &str) -> Result<(), ServiceError> {
-        let span = info_span!(
-            "chord.join",
-            bootstrap,
-            trace_id = Empty,
-            otel.status_code = Empty
-        );
+        let span = info_span!("chord.join", bootstrap, otel.status_code = Empty);
         telemetry::mark_trace(&span);
         let result = self.join_inner(bootstrap).instrument(span.clone()).await;
         if result.is_err() {
@@ -319,7 +314,7 @@ impl<T: Transport> Service<T> {
     /// Leaves the ring gracefully; returns once the neighbours were told (bounded by
     /// `ring.leave_timeout`). Leaving when not a member is not an error.
     pub async fn leave(self: &Arc<Self>) -> Result<(), ServiceError> {
-        let span = info_span!("chord.leave", trace_id = Empty);
+        let span = info_span!("chord.leave");
         telemetry::mark_trace(&span);
         let (tx, rx) = oneshot::channel();
         let member = span.in_scope(|| {
@@ -362,7 +357,6 @@ impl<T: Transport> Service<T> {
             lookup.timeouts = Empty,
             lookup.responsible = Empty,
             otel.status_code = Empty,
-            trace_id = Empty,
         );
         telemetry::mark_trace(&span);
         let started = Instant::now();
@@ -609,6 +603,13 @@ impl<T: Transport> Service<T> {
                     // sibling of this one, not its child.
                     let context = Span::current();
                     let span = rpc_client_span(cause, &to, &message.body);
+                    // Not created in an unsampled trace: the request then carries the
+                    // context's (not sampled) trace, so the peer asked follows the decision.
+                    let span = if span.is_disabled() {
+                        context.clone()
+                    } else {
+                        span
+                    };
                     tokio::spawn(async move {
                         let answer = svc.call(&to, message).instrument(span.clone()).await;
                         if answer.is_err() {
@@ -770,10 +771,10 @@ impl<T: Transport> Service<T> {
         let span = match timer {
             Timer::Stabilize => {
                 let round = lock(&self.node).stabilize_rounds() + 1;
-                info_span!("chord.stabilize", chord.round = round, trace_id = Empty)
+                info_span!("chord.stabilize", chord.round = round)
             }
-            Timer::FixFingers => info_span!("chord.fix_fingers", trace_id = Empty),
-            Timer::CheckPredecessor => info_span!("chord.check_predecessor", trace_id = Empty),
+            Timer::FixFingers => info_span!("chord.fix_fingers"),
+            Timer::CheckPredecessor => info_span!("chord.check_predecessor"),
         };
         telemetry::mark_trace(&span);
         span
@@ -832,7 +833,6 @@ impl<T: Transport> RequestHandler for Endpoint<T> {
             rpc.method = method,
             peer.from = %request.from.id,
             chord.node = %self.0.me().id,
-            trace_id = Empty,
         );
         trace.adopt(&span);
         span.in_scope(|| self.0.apply(|n| n.handle_request(request)))

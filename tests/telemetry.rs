@@ -154,15 +154,17 @@ async fn a_lookup_is_one_trace_with_spans_from_every_peer_on_its_path() {
     assert!(!path.is_empty(), "the lookup answered locally: {answer}");
     let origin = c.peers[0].id().to_string();
 
-    // Wait until every hop's server span has arrived.
+    // Wait until the spans of every peer involved have arrived (each exports on its own).
     let spans = receiver
         .wait_for(Duration::from_secs(30), |spans| {
-            let servers = spans
-                .iter()
-                .filter(|s| s.trace_id == TEST_TRACE && s.name == "find_successor")
-                .filter(|s| s.kind == SpanKind::Server)
-                .count();
-            servers >= path.len()
+            let ours = || spans.iter().filter(|s| s.trace_id == TEST_TRACE);
+            let count = |name: &str, kind: SpanKind| {
+                ours().filter(|s| s.name == name && s.kind == kind).count()
+            };
+            count("find_successor", SpanKind::Server) >= path.len()
+                && count("chord.lookup.hop", SpanKind::Client) >= path.len()
+                && count("chord.lookup", SpanKind::Internal) == 1
+                && count("GET /v1/lookup/{key}", SpanKind::Server) == 1
         })
         .await
         .unwrap_or_else(|spans| {
@@ -178,7 +180,7 @@ async fn a_lookup_is_one_trace_with_spans_from_every_peer_on_its_path() {
     let request = trace
         .iter()
         .find(|s| s.kind == SpanKind::Server && s.name == "GET /v1/lookup/{key}")
-        .expect("a server span for the API request");
+        .unwrap_or_else(|| panic!("no server span for the API request: {trace:#?}"));
     assert_eq!(request.parent_span_id.as_deref(), Some(TEST_PARENT));
     assert_eq!(node_of(request).as_deref(), Some(origin.as_str()));
     assert_eq!(request.attr("http.response.status_code"), Some("200"));

@@ -535,7 +535,6 @@ impl<T: Transport + FileTransport> Files<T> {
             repair.replicas_pushed = Empty,
             repair.keys_handed = Empty,
             repair.copies_dropped = Empty,
-            trace_id = Empty,
         );
         telemetry::mark_trace(&span);
         let done = self.repair_round().instrument(span.clone()).await;
@@ -698,7 +697,7 @@ impl<T: Transport + FileTransport> Files<T> {
 
     /// Leaves the ring gracefully: keys to the successor first, then the ring itself.
     pub async fn leave(&self) -> Result<(), ServiceError> {
-        let span = info_span!("peer.leave", trace_id = Empty);
+        let span = info_span!("peer.leave");
         telemetry::mark_trace(&span);
         self.leave_inner().instrument(span).await
     }

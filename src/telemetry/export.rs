@@ -23,7 +23,7 @@ use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use prometheus::IntCounter;
 use tracing::Level;
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::filter::dynamic_filter_fn;
 
 /// The layer type every subscriber layer of this process is boxed to.
 pub type BoxedLayer = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
@@ -174,13 +174,14 @@ impl Exporting {
             .with_level(false)
             .with_target(false)
             .with_tracked_inactivity(false)
-            .with_filter(filter_fn(|m| {
+            .with_filter(dynamic_filter_fn(|m, cx| {
                 m.target().starts_with("chordnet")
                     && if m.is_span() {
                         *m.level() <= Level::INFO
                     } else {
                         *m.level() <= Level::WARN
                     }
+                    && super::outside_unsampled_traces(m, cx)
             }))
             .boxed()
     }

@@ -49,7 +49,6 @@ pub async fn trace_requests(req: Request, next: Next) -> Response {
         http.request.method = %method,
         http.route = %route,
         http.response.status_code = Empty,
-        trace_id = Empty,
     );
     carrier_from_headers(req.headers()).adopt(&span);
     let response = next.run(req).instrument(span.clone()).await;

@@ -6,15 +6,15 @@ use std::io::{IsTerminal, Write as _};
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::{FilterExt, filter_fn};
+use tracing_subscriber::filter::{FilterExt, dynamic_filter_fn, filter_fn};
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
+use super::TraceIdForLogs;
 use super::export::BoxedLayer;
 use crate::config::LogFormat;
 
@@ -29,7 +29,11 @@ pub fn layer(format: LogFormat, default_filter: &str, spans: bool) -> BoxedLayer
         capture: None,
     };
     layer
-        .with_filter(filter.and(filter_fn(move |m| spans || !m.is_span())))
+        .with_filter(
+            filter
+                .and(filter_fn(move |m| spans || !m.is_span()))
+                .and(dynamic_filter_fn(super::outside_unsampled_traces)),
+        )
         .boxed()
 }
 
@@ -38,27 +42,6 @@ struct LogLayer {
     ansi: bool,
     /// Where lines go instead of stderr (tests).
     capture: Option<std::sync::Arc<std::sync::Mutex<Vec<u8>>>>,
-}
-
-/// The trace id a span recorded (see [`super::mark_trace`]).
-struct TraceId(String);
-
-/// Finds a `trace_id` field among a span's values.
-#[derive(Default)]
-struct TraceIdVisitor(Option<String>);
-
-impl Visit for TraceIdVisitor {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "trace_id" {
-            self.0 = Some(value.to_owned());
-        }
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "trace_id" {
-            self.0 = Some(format!("{value:?}"));
-        }
-    }
 }
 
 /// An event's fields in order, the message apart.
@@ -106,15 +89,6 @@ impl Visit for Fields {
 }
 
 impl LogLayer {
-    fn remember_trace_id<S>(&self, id: &Id, ctx: &Context<'_, S>, v: TraceIdVisitor)
-    where
-        S: Subscriber + for<'a> LookupSpan<'a>,
-    {
-        if let (Some(trace_id), Some(span)) = (v.0, ctx.span(id)) {
-            span.extensions_mut().replace(TraceId(trace_id));
-        }
-    }
-
     fn text(&self, line: &mut String, level: &tracing::Level, target: &str, f: &Fields) {
         let (start, end) = if self.ansi {
             let color = match *level {
@@ -145,25 +119,15 @@ impl<S> Layer<S> for LogLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let mut v = TraceIdVisitor::default();
-        attrs.record(&mut v);
-        self.remember_trace_id(id, &ctx, v);
-    }
-
-    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        let mut v = TraceIdVisitor::default();
-        values.record(&mut v);
-        self.remember_trace_id(id, &ctx, v);
-    }
-
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let mut fields = Fields::default();
         event.record(&mut fields);
         let trace_id = ctx.event_scope(event).and_then(|scope| {
-            scope
-                .into_iter()
-                .find_map(|span| span.extensions().get::<TraceId>().map(|t| t.0.clone()))
+            scope.into_iter().find_map(|span| {
+                span.extensions()
+                    .get::<TraceIdForLogs>()
+                    .map(|t| t.0.to_string())
+            })
         });
         let meta = event.metadata();
         let mut timestamp = String::new();
@@ -212,7 +176,7 @@ where
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use tracing::field::Empty;
+    use opentelemetry::trace::TraceId;
     use tracing::{info, info_span, warn};
     use tracing_subscriber::layer::SubscriberExt;
 
@@ -230,10 +194,23 @@ mod tests {
         String::from_utf8(bytes).unwrap_or_default()
     }
 
+    /// What `mark_trace` notes on a span that starts a trace.
+    fn note_trace(span: &tracing::Span, hex: &str) {
+        let trace_id = TraceId::from_hex(hex).expect("hex trace id");
+        span.with_subscriber(|(id, dispatch)| {
+            let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>();
+            let span = registry
+                .and_then(|r| r.span(id))
+                .expect("span in the registry");
+            span.extensions_mut().replace(TraceIdForLogs(trace_id));
+        });
+    }
+
     #[test]
     fn text_lines_carry_fields_and_the_trace_id_of_their_request() {
         let out = capture(LogFormat::Text, || {
-            let request = info_span!("request", trace_id = "4bf92f3577b34da6a3ce929d0e0e4736");
+            let request = info_span!("request");
+            note_trace(&request, "4bf92f3577b34da6a3ce929d0e0e4736");
             let inner = request.in_scope(|| info_span!("inner"));
             inner.in_scope(|| info!(keys = 3, to = "p1", "handed over"));
             warn!("outside");
@@ -252,10 +229,10 @@ mod tests {
     }
 
     #[test]
-    fn json_lines_are_objects_with_a_recorded_trace_id() {
+    fn json_lines_are_objects_with_the_trace_id() {
         let out = capture(LogFormat::Json, || {
-            let span = info_span!("request", trace_id = Empty);
-            span.record("trace_id", "0af7651916cd43dd8448eb211c80319c");
+            let span = info_span!("request");
+            note_trace(&span, "0af7651916cd43dd8448eb211c80319c");
             span.in_scope(|| info!(ok = true, n = 2u64, "done"));
         });
         let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");

@@ -16,7 +16,8 @@ pub mod logs;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
 pub use context::TraceCarrier;
@@ -66,9 +67,9 @@ pub fn init(
     exporting
 }
 
-/// Records the span's trace id in its `trace_id` field (which it must declare as
-/// `trace_id = tracing::field::Empty`), for the log lines inside it. Call it on spans that
-/// start a trace or continue one from another process.
+/// Starts the OpenTelemetry span of `span` now (so the sampler decides) and notes its trace id
+/// for the log lines inside it. Call it on spans that start a trace or continue one from
+/// another process. When the trace is not sampled, the spans under this one are not created.
 pub fn mark_trace(span: &tracing::Span) {
     if !enabled() || span.is_disabled() {
         return;
@@ -77,7 +78,40 @@ pub fn mark_trace(span: &tracing::Span) {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     let cx = span.context();
     let sc = cx.span().span_context().clone();
-    if sc.is_valid() {
-        span.record("trace_id", tracing::field::display(sc.trace_id()));
+    if !sc.is_valid() {
+        return;
     }
+    span.with_subscriber(|(id, dispatch)| {
+        if let Some(span) = dispatch
+            .downcast_ref::<tracing_subscriber::Registry>()
+            .and_then(|registry| registry.span(id))
+        {
+            let mut ext = span.extensions_mut();
+            ext.replace(TraceIdForLogs(sc.trace_id()));
+            if !sc.is_sampled() {
+                // Building a span costs about as much as exporting it: the spans under an
+                // unsampled one are not created at all (see `outside_unsampled_traces`).
+                ext.replace(Unsampled);
+            }
+        }
+    });
+}
+
+/// The trace id of a span that starts or continues a trace, for the log lines inside it.
+pub(crate) struct TraceIdForLogs(pub opentelemetry::trace::TraceId);
+
+/// Marks a span whose trace the sampler dropped.
+struct Unsampled;
+
+/// Filter of every layer: no span under a span whose trace is not sampled. The unsampled span
+/// itself stays, so its context (with the "not sampled" flag) still reaches the peers it calls
+/// and log lines under it still carry its trace id.
+fn outside_unsampled_traces<S>(meta: &tracing::Metadata<'_>, cx: &Context<'_, S>) -> bool
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    !meta.is_span()
+        || cx
+            .lookup_current()
+            .is_none_or(|current| current.extensions().get::<Unsampled>().is_none())
 }
