@@ -804,15 +804,7 @@ fn rpc_client_span(cause: Cause, to: &Address, body: &Request) -> Span {
             }
             span
         }
-        _ => info_span!(
-            "chord.rpc",
-            otel.name = method,
-            otel.kind = "client",
-            otel.status_code = Empty,
-            rpc.system = "chordnet",
-            rpc.method = method,
-            peer.address = %to,
-        ),
+        _ => telemetry::peer_call_span(method, to),
     }
 }
 

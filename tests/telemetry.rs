@@ -19,35 +19,7 @@ use serde_json::Value;
 /// Starts `n` peers (the first founds the ring) with `env(i)` added to peer `i`'s environment
 /// and logs in `<root>/peer-i.log`; waits until all are ready on one ring.
 async fn start_ring(name: &str, n: usize, env: impl Fn(usize) -> Vec<(String, String)>) -> Cluster {
-    let (mut cluster, ports) = Cluster::empty(name, n);
-    let bootstrap = format!("127.0.0.1:{}", ports[0]);
-    for i in 0..n {
-        let advertise = format!("127.0.0.1:{}", ports[2 * i]);
-        let api = format!("127.0.0.1:{}", ports[2 * i + 1]);
-        let dir = cluster.root.join(format!("peer-{i}"));
-        let vars = env(i);
-        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        std::fs::create_dir_all(&cluster.root).expect("cluster dir");
-        let log = cluster.root.join(format!("peer-{i}.log"));
-        let peer = spawn_logged(
-            &advertise,
-            &api,
-            &dir,
-            (i > 0).then_some(&bootstrap),
-            &vars,
-            Some(&log),
-        );
-        cluster.peers.push(peer);
-    }
-    wait_for("all peers ready", Duration::from_secs(60), || {
-        cluster.all_ready()
-    })
-    .await;
-    wait_for("ring walks agree", Duration::from_secs(30), || {
-        cluster.rings_agree()
-    })
-    .await;
-    cluster
+    Cluster::start_each(name, n, env, true).converged().await
 }
 
 fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

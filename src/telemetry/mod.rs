@@ -67,6 +67,20 @@ pub fn init(
     exporting
 }
 
+/// The client span of one call to another peer, ring or data plane, named after the method.
+pub fn peer_call_span(method: &'static str, to: &dyn std::fmt::Display) -> tracing::Span {
+    tracing::info_span!(
+        "peer.rpc",
+        otel.name = method,
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        rpc.system = "chordnet",
+        rpc.method = method,
+        peer.address = %to,
+        http.response.status_code = tracing::field::Empty,
+    )
+}
+
 /// Starts the OpenTelemetry span of `span` now (so the sampler decides) and notes its trace id
 /// for the log lines inside it. Call it on spans that start a trace or continue one from
 /// another process. When the trace is not sampled, the spans under this one are not created.

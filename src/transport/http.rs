@@ -20,8 +20,8 @@ use crate::files::{FileMeta, ProviderRecord, Version};
 use crate::id::Id;
 use crate::ring::{Address, RequestEnvelope, ResponseEnvelope};
 use crate::telemetry::http::{carrier_from_headers, trace_requests, with_trace_headers};
-use tracing::field::Empty;
-use tracing::{Instrument, Span, info_span};
+use crate::telemetry::peer_call_span;
+use tracing::{Instrument, Span};
 
 /// The path peers call.
 pub const RPC_PATH: &str = "/peer/v1/rpc";
@@ -143,7 +143,7 @@ impl FileTransport for HttpTransport {
             .put(format!("http://{to}/peer/v1/objects/{}", meta.id))
             .body(body);
         match self
-            .checked(req, to, &file_rpc_span("put_object", to))
+            .checked(req, to, &peer_call_span("put_object", to))
             .await?
         {
             Some(resp) => resp.json().await.map_err(classify),
@@ -160,7 +160,7 @@ impl FileTransport for HttpTransport {
     ) -> Result<Option<(FileMeta, Bytes)>, TransportError> {
         let req = self.client.get(format!("http://{to}/peer/v1/objects/{id}"));
         let Some(resp) = self
-            .checked(req, to, &file_rpc_span("get_object", to))
+            .checked(req, to, &peer_call_span("get_object", to))
             .await?
         else {
             return Ok(None);
@@ -176,7 +176,7 @@ impl FileTransport for HttpTransport {
             .client
             .get(format!("http://{to}/peer/v1/objects/{id}/info"));
         match self
-            .checked(req, to, &file_rpc_span("object_info", to))
+            .checked(req, to, &peer_call_span("object_info", to))
             .await?
         {
             Some(resp) => resp.json().await.map_err(classify),
@@ -193,7 +193,7 @@ impl FileTransport for HttpTransport {
             .client
             .post(format!("http://{to}/peer/v1/providers"))
             .json(record);
-        self.checked(req, to, &file_rpc_span("put_provider", to))
+        self.checked(req, to, &peer_call_span("put_provider", to))
             .await
             .map(|_| ())
     }
@@ -205,7 +205,7 @@ impl FileTransport for HttpTransport {
             .map_err(|_| TransportError::Protocol("bad peer address".into()))?
             .pop_if_empty()
             .push(name);
-        let span = file_rpc_span("get_shared", to);
+        let span = peer_call_span("get_shared", to);
         let Some(resp) = self.checked(self.client.get(url), to, &span).await? else {
             return Ok(None);
         };
@@ -221,27 +221,16 @@ impl FileTransport for HttpTransport {
             .client
             .post(format!("http://{to}/peer/v1/objects/missing"))
             .json(have);
-        match self.checked(req, to, &file_rpc_span("missing", to)).await? {
+        match self
+            .checked(req, to, &peer_call_span("missing", to))
+            .await?
+        {
             Some(resp) => resp.json().await.map_err(classify),
             None => Err(TransportError::Protocol(format!(
                 "{to} has no object store"
             ))),
         }
     }
-}
-
-/// The client span of one data-plane call.
-fn file_rpc_span(method: &'static str, to: &Address) -> Span {
-    info_span!(
-        "files.rpc",
-        otel.name = method,
-        otel.kind = "client",
-        otel.status_code = Empty,
-        rpc.system = "chordnet",
-        rpc.method = method,
-        peer.address = %to,
-        http.response.status_code = Empty,
-    )
 }
 
 /// The file data-plane routes, answering with `handler`. Bodies up to `max_body` bytes.

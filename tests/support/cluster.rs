@@ -110,24 +110,53 @@ impl Cluster {
 
     /// Starts `n` peers and waits (bounded) until all are ready and agree on one ring.
     pub async fn start_converged(name: &str, n: usize) -> Cluster {
-        let c = Cluster::start(name, n);
-        wait_for("all peers ready", Duration::from_secs(60), || c.all_ready()).await;
-        wait_for("ring walks agree", Duration::from_secs(30), || {
-            c.rings_agree()
+        Cluster::start(name, n).converged().await
+    }
+
+    /// Waits (bounded) until every peer is ready and all agree on one ring.
+    pub async fn converged(self) -> Cluster {
+        wait_for("all peers ready", Duration::from_secs(60), || {
+            self.all_ready()
         })
         .await;
-        c
+        wait_for("ring walks agree", Duration::from_secs(30), || {
+            self.rings_agree()
+        })
+        .await;
+        self
     }
 
     /// Starts `n` peers: the first founds the ring, the others join through it.
     pub fn start(name: &str, n: usize) -> Cluster {
+        Cluster::start_each(name, n, |_| Vec::new(), false)
+    }
+
+    /// Like [`Cluster::start`], with `env(i)` added to peer `i`'s environment and, with `logs`,
+    /// its log in `<root>/peer-i.log`.
+    pub fn start_each(
+        name: &str,
+        n: usize,
+        env: impl Fn(usize) -> Vec<(String, String)>,
+        logs: bool,
+    ) -> Cluster {
         let (mut cluster, ports) = Cluster::empty(name, n);
         let bootstrap = format!("127.0.0.1:{}", ports[0]);
         for i in 0..n {
             let advertise = format!("127.0.0.1:{}", ports[2 * i]);
             let api = format!("127.0.0.1:{}", ports[2 * i + 1]);
             let dir = cluster.root.join(format!("peer-{i}"));
-            let peer = spawn(&advertise, &api, &dir, (i > 0).then_some(&bootstrap));
+            let vars = env(i);
+            let vars: Vec<(&str, &str)> =
+                vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let log = logs.then(|| cluster.root.join(format!("peer-{i}.log")));
+            let peer = spawn_logged(
+                &advertise,
+                &api,
+                &dir,
+                (i > 0).then_some(&bootstrap),
+                &vars,
+                log.as_deref(),
+            );
             cluster.peers.push(peer);
         }
         cluster
@@ -222,6 +251,9 @@ pub fn spawn_logged(
     log: Option<&std::path::Path>,
 ) -> PeerProcess {
     std::fs::create_dir_all(dir).expect("peer dir");
+    if let Some(parent) = log.and_then(|l| l.parent()) {
+        std::fs::create_dir_all(parent).expect("log dir");
+    }
     let mut cmd = Command::new(BIN);
     cmd.arg("serve")
         .args([
