@@ -723,14 +723,15 @@ impl<T: Transport + FileTransport> Files<T> {
             handoff.keys = Empty,
             handoff.failed = Empty
         );
-        self.hand_off_inner().instrument(span).await
+        let (keys, failed) = self.hand_off_inner().instrument(span.clone()).await;
+        span.record("handoff.keys", keys);
+        span.record("handoff.failed", failed);
     }
 
-    async fn hand_off_inner(&self) {
-        let span = tracing::Span::current();
+    /// The hand-off; how many keys were handed over, and how many could not be.
+    async fn hand_off_inner(&self) -> (usize, usize) {
         let me = self.me();
         let mut pending = self.store.list();
-        let mut bytes = 0;
         let mut keys = 0;
         for successor in self.ring.successors().into_iter().filter(|p| p.id != me.id) {
             if pending.is_empty() {
@@ -750,6 +751,7 @@ impl<T: Transport + FileTransport> Files<T> {
                 }
             };
             let mut failed = Vec::new();
+            let mut bytes = 0;
             for m in pending {
                 if !missing.contains(&m.id) {
                     continue;
@@ -762,15 +764,14 @@ impl<T: Transport + FileTransport> Files<T> {
             }
             let handed = missing.len() - failed.len();
             keys += handed;
+            self.ring.metrics().handoff_bytes.inc_by(bytes);
             info!(keys = handed, bytes, to = %successor.address, successor = %successor.id, "key range handed off");
             pending = failed;
         }
-        span.record("handoff.keys", keys);
-        span.record("handoff.failed", pending.len());
-        self.ring.metrics().handoff_bytes.inc_by(bytes);
         for m in &pending {
             warn!(name = %m.name, "hand-off failed; the key's other copies remain");
         }
+        (keys, pending.len())
     }
 
     fn update_usage(&self) {
