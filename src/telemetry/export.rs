@@ -111,6 +111,7 @@ impl ExportSettings {
 pub struct Exporting {
     provider: SdkTracerProvider,
     protocol: OtlpProtocol,
+    unknown_protocol: Option<String>,
 }
 
 impl Exporting {
@@ -153,12 +154,10 @@ impl Exporting {
             .with_resource(builder.build())
             .with_batch_exporter(exporter)
             .build();
-        if let Some(p) = settings.unknown_protocol {
-            // Logging is not up yet; the warning waits for it.
-            UNKNOWN_PROTOCOL.get_or_init(|| p);
-        }
         Ok(Exporting {
             provider,
+            // Logging is not up yet; the warning waits for `report_settings`.
+            unknown_protocol: settings.unknown_protocol,
             protocol: settings.protocol,
         })
     }
@@ -204,14 +203,12 @@ impl Exporting {
 
     /// Logs how spans are exported, and settings that could not be honoured.
     pub fn report_settings(&self) {
-        if let Some(p) = UNKNOWN_PROTOCOL.get() {
+        if let Some(p) = &self.unknown_protocol {
             tracing::warn!(protocol = %p, "unknown OTEL_EXPORTER_OTLP_PROTOCOL; using http/protobuf");
         }
         tracing::info!(protocol = ?self.protocol, "exporting traces over OTLP");
     }
 }
-
-static UNKNOWN_PROTOCOL: OnceLock<String> = OnceLock::new();
 
 /// The ring this process's peer belongs to, for the resource of exported spans. The ring id is
 /// learnt only when the peer joins, after export started, so the exporter adds it to its
@@ -235,7 +232,7 @@ pub fn spans_exported() -> &'static IntCounter {
             "chordnet_trace_spans_exported_total",
             "Spans the OTLP exporter delivered to the collector",
         )
-        .unwrap_or_else(|_| unreachable_counter())
+        .expect("a valid metric name")
     })
 }
 
@@ -247,13 +244,8 @@ pub fn export_failures() -> &'static IntCounter {
             "chordnet_trace_export_failures_total",
             "OTLP export calls that failed; their spans were dropped",
         )
-        .unwrap_or_else(|_| unreachable_counter())
+        .expect("a valid metric name")
     })
-}
-
-/// The counter constructors only fail on invalid names, which are constants above.
-fn unreachable_counter() -> IntCounter {
-    IntCounter::new("chordnet_invalid_metric", "unused").unwrap_or_else(|_| unreachable!())
 }
 
 /// The OTLP exporter, with the ring id added to the resource once it is known and the outcome
