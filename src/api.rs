@@ -17,10 +17,12 @@ use serde_json::json;
 use crate::config::split_host_port;
 use crate::files::FileMeta;
 use crate::files::ops::{Files, FilesError};
+use crate::files::spool::spool_stream;
+use crate::files::store::StoreError;
 use crate::id::Id;
 use crate::ring::LookupResult;
 use crate::service::{PeerView, Service, ServiceError};
-use crate::transport::{FileTransport, Transport};
+use crate::transport::BodyError;
 
 /// An RFC 9457 problem.
 #[derive(Debug, Clone, Serialize)]
@@ -77,20 +79,54 @@ impl From<FilesError> for Problem {
             FilesError::NotFound(_) => StatusCode::NOT_FOUND,
             FilesError::Ring(inner) => return Problem::from(inner.clone()),
             FilesError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            FilesError::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            FilesError::Store(StoreError::Full { .. }) => StatusCode::INSUFFICIENT_STORAGE,
             FilesError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Problem::new(status, e.to_string())
     }
 }
 
-/// What every handler sees: the ring service and the file layer.
-pub struct App<T: Transport + FileTransport> {
-    ring: Arc<Service<T>>,
-    files: Arc<Files<T>>,
+/// A problem the client may retry: 503 with `Retry-After`.
+fn retryable(p: Problem) -> Response {
+    let retry = p.status == StatusCode::SERVICE_UNAVAILABLE.as_u16();
+    let mut r = p.into_response();
+    if retry {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    r
 }
 
-impl<T: Transport + FileTransport> Clone for App<T> {
-    fn clone(&self) -> App<T> {
+/// The file routes' errors: problems, with `Retry-After` on 503.
+struct FileProblem(Problem);
+
+impl From<FilesError> for FileProblem {
+    fn from(e: FilesError) -> FileProblem {
+        FileProblem(Problem::from(e))
+    }
+}
+
+impl From<Problem> for FileProblem {
+    fn from(p: Problem) -> FileProblem {
+        FileProblem(p)
+    }
+}
+
+impl IntoResponse for FileProblem {
+    fn into_response(self) -> Response {
+        retryable(self.0)
+    }
+}
+
+/// What every handler sees: the ring service and the file layer.
+pub struct App {
+    ring: Arc<Service>,
+    files: Arc<Files>,
+}
+
+impl Clone for App {
+    fn clone(&self) -> App {
         App {
             ring: Arc::clone(&self.ring),
             files: Arc::clone(&self.files),
@@ -98,7 +134,7 @@ impl<T: Transport + FileTransport> Clone for App<T> {
     }
 }
 
-impl<T: Transport + FileTransport> App<T> {
+impl App {
     /// `GET /v1/node` (also the answer to join and leave): the ring's view plus the key count,
     /// which only the file layer knows.
     fn node_view(&self) -> crate::service::NodeView {
@@ -108,40 +144,37 @@ impl<T: Transport + FileTransport> App<T> {
     }
 }
 
-type Api<T> = State<App<T>>;
+type Api = State<App>;
 
 /// The API routes.
-pub fn router<T: Transport + FileTransport>(
-    service: Arc<Service<T>>,
-    files: Arc<Files<T>>,
-) -> Router {
+pub fn router(service: Arc<Service>, files: Arc<Files>) -> Router {
     Router::new()
-        .route("/v1/node", get(node::<T>))
-        .route("/v1/node/fingers", get(fingers::<T>))
-        .route("/v1/node/files", get(node_files::<T>))
-        .route("/v1/ring", get(ring::<T>))
-        .route("/v1/ring/join", post(join::<T>))
-        .route("/v1/ring/leave", post(leave::<T>))
-        .route("/v1/lookup", get(lookup_id::<T>))
-        .route("/v1/lookup/{key}", get(lookup_key::<T>))
+        .route("/v1/node", get(node))
+        .route("/v1/node/fingers", get(fingers))
+        .route("/v1/node/files", get(node_files))
+        .route("/v1/ring", get(ring))
+        .route("/v1/ring/join", post(join))
+        .route("/v1/ring/leave", post(leave))
+        .route("/v1/lookup", get(lookup_id))
+        .route("/v1/lookup/{key}", get(lookup_key))
         .route(
             "/v1/files/{name}",
-            get(download::<T>)
-                .put(upload::<T>)
-                .head(head::<T>)
-                .delete(delete::<T>)
+            get(download)
+                .put(upload)
+                .head(head)
+                .delete(delete)
                 // Uploads are limited by files.max_file_size, checked while reading.
                 .layer(DefaultBodyLimit::disable()),
         )
-        .route("/v1/files/{name}/locations", get(locations::<T>))
+        .route("/v1/files/{name}/locations", get(locations))
         .route("/v1/openapi.json", get(openapi))
         // A span per API request; probes and scrapes (every few seconds) are left out.
         .route_layer(axum::middleware::from_fn(
             crate::telemetry::http::trace_requests,
         ))
-        .route("/healthz", get(healthz::<T>))
-        .route("/readyz", get(readyz::<T>))
-        .route("/metrics", get(metrics::<T>))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(
@@ -163,20 +196,20 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-async fn node<T: Transport + FileTransport>(State(app): Api<T>) -> Response {
+async fn node(State(app): Api) -> Response {
     Json(app.node_view()).into_response()
 }
 
-async fn node_files<T: Transport + FileTransport>(State(app): Api<T>) -> Response {
+async fn node_files(State(app): Api) -> Response {
     Json(app.files.node_files()).into_response()
 }
 
-async fn upload<T: Transport + FileTransport>(
-    State(app): Api<T>,
+async fn upload(
+    State(app): Api,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, Problem> {
+) -> Result<Response, FileProblem> {
     crate::files::validate_name(&name)
         .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     let max = app.ring.config().files.max_file_size;
@@ -193,21 +226,38 @@ async fn upload<T: Transport + FileTransport>(
     let mut stream = body.into_data_stream();
     if declared.is_some_and(|n| n > max) {
         drain(&mut stream, max).await;
-        return Err(too_large());
+        return Err(too_large().into());
     }
-    // Read the body chunk by chunk and stop keeping it as soon as it passes the limit.
-    let mut data = Vec::with_capacity(declared.unwrap_or(0).min(max) as usize);
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk
-            .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, format!("reading the body: {e}")))?;
-        if (data.len() + chunk.len()) as u64 > max {
-            drain(&mut stream, max).await;
-            return Err(too_large());
+    // Spooled to disk while hashing (bounded memory), stopping as soon as it passes the limit.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, BodyError>>(4);
+    let reader = async move {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| BodyError::Io(format!("reading the body: {e}")));
+            let failed = chunk.is_err();
+            if tx.send(chunk).await.is_err() {
+                break; // the spool stopped (too large): drain what is left
+            }
+            if failed {
+                return stream;
+            }
         }
-        data.extend_from_slice(&chunk);
-    }
-    let data = bytes::Bytes::from(data);
-    let up = app.files.upload(&name, data).await?;
+        stream
+    };
+    let chunks =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
+            .boxed();
+    let dir = app.files.spool_dir().to_path_buf();
+    let (mut stream, spooled) = tokio::join!(reader, spool_stream(&dir, chunks, max));
+    let content = match spooled {
+        Ok(s) => s,
+        Err(StoreError::TooLarge { .. }) => {
+            drain(&mut stream, max).await;
+            return Err(too_large().into());
+        }
+        Err(StoreError::Body(e)) => return Err(Problem::new(StatusCode::BAD_REQUEST, e).into()),
+        Err(e) => return Err(FilesError::Store(e).into()),
+    };
+    let up = app.files.upload(&name, content).await?;
     let status = if up.replaced {
         StatusCode::OK
     } else {
@@ -229,6 +279,40 @@ async fn drain(stream: &mut axum::body::BodyDataStream, max: u64) {
     }
 }
 
+/// The content as it streams to the user, checked against its SHA-256: a mismatch ends the
+/// response with an error (the connection is cut before the last byte, so no client takes a
+/// corrupt file for a whole one). The holder verified its copy before sending the first byte.
+fn verified(
+    expected: String,
+    body: crate::transport::Body,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send {
+    use sha2::Digest;
+    let state = (body.into_stream(), Some(sha2::Sha256::new()), expected);
+    futures_util::stream::unfold(state, |(mut inner, hasher, expected)| async move {
+        let mut hasher = hasher?;
+        match inner.next().await {
+            Some(Ok(chunk)) => {
+                hasher.update(&chunk);
+                Some((Ok(chunk), (inner, Some(hasher), expected)))
+            }
+            Some(Err(e)) => Some((
+                Err(std::io::Error::other(e.to_string())),
+                (inner, None, expected),
+            )),
+            None => {
+                let got = crate::files::spool::hex(&hasher.finalize());
+                if got == expected {
+                    None
+                } else {
+                    tracing::warn!(%expected, %got, "content failed its sha256 check in transit");
+                    let e = std::io::Error::other("content failed its sha256 check");
+                    Some((Err(e), (inner, None, expected)))
+                }
+            }
+        }
+    })
+}
+
 fn file_headers(meta: &FileMeta) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(
@@ -242,38 +326,28 @@ fn file_headers(meta: &FileMeta) -> HeaderMap {
     h
 }
 
-async fn download<T: Transport + FileTransport>(
-    State(app): Api<T>,
-    Path(name): Path<String>,
-) -> Result<Response, Problem> {
-    let (meta, data) = app.files.download(&name).await?;
-    Ok((file_headers(&meta), data).into_response())
+async fn download(State(app): Api, Path(name): Path<String>) -> Result<Response, FileProblem> {
+    let object = app.files.download(&name).await?;
+    let headers = file_headers(&object.meta);
+    let body = Body::from_stream(verified(object.meta.sha256.clone(), object.body));
+    Ok((headers, body).into_response())
 }
 
-async fn head<T: Transport + FileTransport>(
-    State(app): Api<T>,
-    Path(name): Path<String>,
-) -> Result<Response, Problem> {
+async fn head(State(app): Api, Path(name): Path<String>) -> Result<Response, FileProblem> {
     let meta = app.files.head(&name).await?;
     Ok((file_headers(&meta), ()).into_response())
 }
 
-async fn locations<T: Transport + FileTransport>(
-    State(app): Api<T>,
-    Path(name): Path<String>,
-) -> Result<Response, Problem> {
+async fn locations(State(app): Api, Path(name): Path<String>) -> Result<Response, FileProblem> {
     Ok(Json(app.files.locations(&name).await?).into_response())
 }
 
-async fn delete<T: Transport + FileTransport>(
-    State(app): Api<T>,
-    Path(name): Path<String>,
-) -> Result<Response, Problem> {
+async fn delete(State(app): Api, Path(name): Path<String>) -> Result<Response, FileProblem> {
     app.files.delete(&name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn fingers<T: Transport + FileTransport>(State(app): Api<T>) -> Response {
+async fn fingers(State(app): Api) -> Response {
     let fingers: Vec<_> = app
         .ring
         .fingers()
@@ -283,7 +357,7 @@ async fn fingers<T: Transport + FileTransport>(State(app): Api<T>) -> Response {
     Json(json!({ "fingers": fingers })).into_response()
 }
 
-async fn ring<T: Transport + FileTransport>(State(app): Api<T>) -> Response {
+async fn ring(State(app): Api) -> Response {
     Json(app.ring.ring_walk(100_000).await).into_response()
 }
 
@@ -292,8 +366,8 @@ struct JoinBody {
     bootstrap: String,
 }
 
-async fn join<T: Transport + FileTransport>(
-    State(app): Api<T>,
+async fn join(
+    State(app): Api,
     body: Result<Json<JoinBody>, JsonRejection>,
 ) -> Result<Response, Problem> {
     let Json(body) = body.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, e.body_text()))?;
@@ -313,7 +387,7 @@ async fn join<T: Transport + FileTransport>(
     Ok(Json(app.node_view()).into_response())
 }
 
-async fn leave<T: Transport + FileTransport>(State(app): Api<T>) -> Result<Response, Problem> {
+async fn leave(State(app): Api) -> Result<Response, Problem> {
     app.files.leave().await?;
     Ok(Json(app.node_view()).into_response())
 }
@@ -341,10 +415,7 @@ fn answer(key: String, r: LookupResult) -> LookupAnswer {
     }
 }
 
-async fn lookup_key<T: Transport + FileTransport>(
-    State(app): Api<T>,
-    Path(key): Path<String>,
-) -> Result<Response, Problem> {
+async fn lookup_key(State(app): Api, Path(key): Path<String>) -> Result<Response, Problem> {
     let r = app.ring.lookup(Id::hash(key.as_bytes())).await?;
     let r = app.ring.confirm_responsible(r).await;
     Ok(Json(answer(key, r)).into_response())
@@ -355,8 +426,8 @@ struct IdQuery {
     id: Option<String>,
 }
 
-async fn lookup_id<T: Transport + FileTransport>(
-    State(app): Api<T>,
+async fn lookup_id(
+    State(app): Api,
     query: Result<Query<IdQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
     let Query(q) = query.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, e.body_text()))?;
@@ -374,7 +445,7 @@ async fn lookup_id<T: Transport + FileTransport>(
     Ok(Json(answer(raw, r)).into_response())
 }
 
-async fn healthz<T: Transport + FileTransport>(State(app): Api<T>) -> Response {
+async fn healthz(State(app): Api) -> Response {
     if app.ring.is_alive() {
         Json(json!({"alive": true})).into_response()
     } else {
@@ -386,7 +457,7 @@ async fn healthz<T: Transport + FileTransport>(State(app): Api<T>) -> Response {
     }
 }
 
-async fn readyz<T: Transport + FileTransport>(State(app): Api<T>) -> Response {
+async fn readyz(State(app): Api) -> Response {
     let reasons: Vec<String> = app.ring.readiness().iter().map(|r| r.to_string()).collect();
     if reasons.is_empty() {
         Json(json!({"ready": true})).into_response()
@@ -399,7 +470,7 @@ async fn readyz<T: Transport + FileTransport>(State(app): Api<T>) -> Response {
     }
 }
 
-async fn metrics<T: Transport + FileTransport>(State(app): Api<T>) -> Response {
+async fn metrics(State(app): Api) -> Response {
     (
         [(
             header::CONTENT_TYPE,

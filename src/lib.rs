@@ -38,3 +38,4 @@ pub mod service;
 pub mod sim;
 pub mod telemetry;
 pub mod transport;
+pub mod wire;

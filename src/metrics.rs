@@ -7,6 +7,7 @@ use prometheus::{
 };
 
 /// Every metric a peer exports.
+#[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
     pub lookup_hops: Histogram,
@@ -32,6 +33,9 @@ pub struct Metrics {
     pub rpc_duration: HistogramVec,
     pub ring_info: IntGaugeVec,
     pub ready: IntGauge,
+    pub protocol_rejections: IntCounter,
+    pub write_quorum_failures: IntCounterVec,
+    pub read_repairs: IntCounter,
 }
 
 /// Why metrics could not be set up (a programming error in metric definitions).
@@ -134,6 +138,21 @@ impl Metrics {
                 &["ring_id", "node_id"],
             )?,
             ready: IntGauge::new("chordnet_ready", "1 when the peer is ready")?,
+            protocol_rejections: IntCounter::new(
+                "chordnet_peer_protocol_rejections_total",
+                "Peer messages refused for a peer-protocol version this build does not speak",
+            )?,
+            write_quorum_failures: IntCounterVec::new(
+                Opts::new(
+                    "chordnet_write_quorum_failures_total",
+                    "Uploads and deletes not acknowledged: fewer copies than files.write_quorum",
+                ),
+                &["op"],
+            )?,
+            read_repairs: IntCounter::new(
+                "chordnet_read_repairs_total",
+                "Stale copies a download found and sent the newest version to",
+            )?,
             registry,
         };
         m.register_all()?;
@@ -170,6 +189,9 @@ impl Metrics {
         r.register(Box::new(self.rpc_duration.clone()))?;
         r.register(Box::new(self.ring_info.clone()))?;
         r.register(Box::new(self.ready.clone()))?;
+        r.register(Box::new(self.protocol_rejections.clone()))?;
+        r.register(Box::new(self.write_quorum_failures.clone()))?;
+        r.register(Box::new(self.read_repairs.clone()))?;
         Ok(())
     }
 

@@ -1,4 +1,5 @@
-//! Running a peer: listeners, the service, and the graceful shutdown (leave, then exit).
+//! Running a peer: the composition root. Config -> transport (from the registry) -> ring
+//! service -> files -> API; and the graceful shutdown (leave, then exit).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,12 +9,14 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::files::handler::FilesHandler;
 use crate::files::ops::Files;
 use crate::files::store::StoreError;
 use crate::metrics::{Metrics, MetricsError};
 use crate::service::{Endpoint, Service};
-use crate::transport::TransportError;
-use crate::transport::http::{self, HttpTransport};
+use crate::transport::layers::{Layered, serving};
+use crate::transport::{Handlers, ServeOptions, TransportError, TransportFactory, registry};
+use crate::wire::Address;
 
 /// Why a peer could not start.
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +28,11 @@ pub enum ServeError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    PeerProtocol(#[from] crate::transport::ServeError),
+    #[error(transparent)]
     Transport(#[from] TransportError),
+    #[error(transparent)]
+    Address(#[from] crate::transport::AddressError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
     #[error("cannot open the store directory: {0}")]
@@ -34,61 +41,76 @@ pub enum ServeError {
 
 /// A started peer: its service and the addresses it actually listens on.
 pub struct RunningPeer {
-    pub service: Arc<Service<HttpTransport>>,
-    pub files: Arc<Files<HttpTransport>>,
-    pub peer_addr: SocketAddr,
+    pub service: Arc<Service>,
+    pub files: Arc<Files>,
+    /// What the peer protocol listens on (a socket address, or the in-memory name).
+    pub peer_addr: String,
     pub api_addr: SocketAddr,
     stop: tokio::sync::watch::Sender<bool>,
     servers: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Binds the listeners and starts the peer (it founds or joins a ring in the background).
+/// Binds the listeners and starts the peer with the transport `transport.kind` names (it
+/// founds or joins a ring in the background).
 pub async fn start(config: Config) -> Result<RunningPeer, ServeError> {
-    let peer_listen = config.peer_listen();
+    let factory = registry::factory(config.transport.kind);
+    start_with(config, factory).await
+}
+
+/// [`start`] with a given transport (the in-process harness passes its own network).
+pub async fn start_with(
+    config: Config,
+    factory: Arc<dyn TransportFactory>,
+) -> Result<RunningPeer, ServeError> {
     let api_listen = config.api.listen;
-    let peer_listener = bind("peer protocol", peer_listen).await?;
     let api_listener = bind("API", api_listen).await?;
-    let peer_addr = peer_listener.local_addr().unwrap_or(peer_listen);
     let api_addr = api_listener.local_addr().unwrap_or(api_listen);
+    let me = factory.parse_address(&config.node.advertise)?;
 
-    let transport = HttpTransport::new(config.ring.rpc_timeout)?;
-    // Objects travel whole, with a little framing.
-    let max_body = usize::try_from(config.files.max_file_size)
-        .unwrap_or(usize::MAX)
-        .saturating_add(64 * 1024);
-    let service = Service::new(config, transport, Metrics::new()?);
-    let files = Files::open(Arc::clone(&service))?;
+    let metrics = Metrics::new()?;
+    let clients = factory.clients(config.ring.rpc_timeout)?;
+    let layered = Layered::new(clients, me.clone(), &config, metrics.clone());
+    let max_body = config.files.max_file_size;
+    let listen = config.peer_listen();
+    let service = Service::new(
+        config.clone(),
+        Arc::clone(&factory),
+        layered.clone(),
+        metrics.clone(),
+    );
+    let files = Files::open(Arc::clone(&service), layered.clone())?;
+    let handlers = Handlers {
+        ring: Arc::new(Endpoint(Arc::clone(&service))),
+        blob: Arc::new(FilesHandler(Arc::clone(&files))),
+    };
+    layered.set_local(handlers.clone());
+    let handlers = serving(handlers, service.me(), &config, metrics);
     let (stop, _) = tokio::sync::watch::channel(false);
-
-    let mut servers = Vec::new();
-    for (listener, app) in [
-        (
-            peer_listener,
-            http::router(Arc::new(Endpoint(Arc::clone(&service))))
-                .merge(http::files_router(Arc::clone(&files), max_body)),
-        ),
-        (
-            api_listener,
-            crate::api::router(Arc::clone(&service), Arc::clone(&files)),
-        ),
-    ] {
-        let mut stopped = stop.subscribe();
-        servers.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                warn!(error = %e, "server stopped with an error");
-            }
-        }));
-    }
+    let options = ServeOptions {
+        listen,
+        advertise: Address::clone(&me),
+        max_body,
+    };
+    let serving = factory.serve(options, handlers, stop.subscribe()).await?;
+    let peer_addr = serving.local.clone();
+    let mut servers = vec![serving.task];
+    let app = crate::api::router(Arc::clone(&service), Arc::clone(&files));
+    let mut stopped = stop.subscribe();
+    servers.push(tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(api_listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            warn!(error = %e, "API server stopped with an error");
+        }
+    }));
     service.start();
     files.start();
     let me = service.me();
-    info!(id = %me.id, address = %me.address, %peer_addr, %api_addr, "peer started");
+    info!(id = %me.id, address = %me.address, %peer_addr, %api_addr, transport = ?factory.kind(), "peer started");
     Ok(RunningPeer {
         service,
         files,
@@ -106,6 +128,11 @@ impl RunningPeer {
             Ok(()) => info!("left the ring; shutting down"),
             Err(e) => warn!(error = %e, "graceful leave did not finish; shutting down anyway"),
         }
+        self.stop_now().await;
+    }
+
+    /// Stops at once without leaving, as a crash would look to the other peers.
+    pub async fn stop_now(self) {
         self.service.stop();
         let _ = self.stop.send(true);
         for s in self.servers {

@@ -1,4 +1,4 @@
-//! The peer service: drives one sans-io [`Node`] with real time and a real [`Transport`].
+//! The peer service: drives one sans-io [`Node`] with real time and the peer transport.
 //!
 //! It owns the node behind a mutex (every call is short and never awaits), fires the
 //! maintenance timers, executes the node's outputs (sending requests concurrently, each with the
@@ -25,7 +25,7 @@ use crate::ring::{
     RingEvent, RingId, Timer,
 };
 use crate::telemetry::{self, TraceCarrier};
-use crate::transport::{RequestHandler, Transport, TransportError};
+use crate::transport::{BoxFuture, RingClient, RingHandler, TransportError, TransportFactory};
 
 /// Errors of the service's operations, as the API reports them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,9 +90,10 @@ struct Waiters {
 }
 
 /// One running peer.
-pub struct Service<T: Transport> {
+pub struct Service {
     node: Mutex<Node>,
-    transport: T,
+    client: Arc<dyn RingClient>,
+    factory: Arc<dyn TransportFactory>,
     config: Config,
     metrics: Metrics,
     waiters: Mutex<Waiters>,
@@ -111,8 +112,13 @@ fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl<T: Transport> Service<T> {
-    pub fn new(config: Config, transport: T, metrics: Metrics) -> Arc<Service<T>> {
+impl Service {
+    pub fn new(
+        config: Config,
+        factory: Arc<dyn TransportFactory>,
+        client: Arc<dyn RingClient>,
+        metrics: Metrics,
+    ) -> Arc<Service> {
         let me = Peer::new(config.node_id(), Address::new(&config.node.advertise));
         let ring = RingConfig {
             successors: config.ring.successors,
@@ -121,7 +127,8 @@ impl<T: Transport> Service<T> {
         let (shutdown, _) = watch::channel(false);
         Arc::new(Service {
             node: Mutex::new(Node::new(me, ring)),
-            transport,
+            client,
+            factory,
             config,
             metrics,
             waiters: Mutex::new(Waiters::default()),
@@ -145,8 +152,9 @@ impl<T: Transport> Service<T> {
         lock(&self.node).me().clone()
     }
 
-    pub fn transport(&self) -> &T {
-        &self.transport
+    /// The transport this peer speaks.
+    pub fn factory(&self) -> &Arc<dyn TransportFactory> {
+        &self.factory
     }
 
     /// Whether `key` is in this peer's range (predecessor, self].
@@ -245,7 +253,7 @@ impl<T: Transport> Service<T> {
                         debug!(%target, "seed is not a ring member yet");
                     }
                     Err(ServiceError::JoinFailed(JoinFailure::Unreachable { .. }))
-                        if !resolves(target).await =>
+                        if !self.resolves(target).await =>
                     {
                         debug!(%target, "seed does not exist (its name does not resolve)");
                     }
@@ -421,11 +429,7 @@ impl<T: Transport> Service<T> {
     /// Whether `peer` answers a ping; one failure may be a lost message, so it is asked twice.
     async fn answers_ping(&self, me: &Peer, ring_id: Option<RingId>, peer: &Peer) -> bool {
         for _ in 0..2 {
-            let ping = RequestEnvelope {
-                ring_id,
-                from: me.clone(),
-                body: Request::Ping,
-            };
+            let ping = RequestEnvelope::new(ring_id, me.clone(), Request::Ping);
             if let Ok(ResponseEnvelope {
                 body: Response::Ack,
                 ..
@@ -461,11 +465,7 @@ impl<T: Transport> Service<T> {
                 break; // a loop that does not come back to us: report what we saw
             }
             nodes.push(PeerView::from(&current));
-            let request = RequestEnvelope {
-                ring_id,
-                from: me.clone(),
-                body: Request::GetNeighbors,
-            };
+            let request = RequestEnvelope::new(ring_id, me.clone(), Request::GetNeighbors);
             match self.call(&current.address, request).await {
                 Ok(ResponseEnvelope {
                     body: Response::Neighbors { successors, .. },
@@ -634,35 +634,21 @@ impl<T: Transport> Service<T> {
         }
     }
 
-    /// One RPC through the transport, measured.
+    /// One RPC through the transport (the shared layers measure it and bound it).
     async fn call(
         &self,
         to: &Address,
         request: RequestEnvelope,
     ) -> Result<ResponseEnvelope, TransportError> {
-        let method = method_name(&request.body);
-        let started = Instant::now();
-        let answer = self.transport.call(to, request).await;
-        let outcome = match &answer {
-            Ok(ResponseEnvelope {
-                body: Response::Rejected { .. },
-                ..
-            }) => "rejected",
-            Ok(_) => "ok",
-            Err(e) => e.label(),
-        };
-        self.metrics
-            .rpcs
-            .with_label_values(&[method, outcome])
-            .inc();
-        self.metrics
-            .rpc_duration
-            .with_label_values(&[method])
-            .observe(started.elapsed().as_secs_f64());
-        if let Err(e) = &answer {
-            debug!(peer = %to, method, error = %e, "peer RPC failed");
+        self.client.call(to, request, TraceCarrier::current()).await
+    }
+
+    /// Whether `target` still names a peer that may exist (its name resolves).
+    async fn resolves(&self, target: &str) -> bool {
+        match self.factory.parse_address(target) {
+            Ok(address) => self.factory.resolves(&address).await,
+            Err(_) => false,
         }
-        answer
     }
 
     fn on_event(&self, event: RingEvent) {
@@ -781,7 +767,7 @@ impl<T: Transport> Service<T> {
 
 /// The client span of one peer RPC; a lookup step is a `chord.lookup.hop` with its index.
 fn rpc_client_span(cause: Cause, to: &Address, body: &Request) -> Span {
-    let method = method_name(body);
+    let method = body.method();
     match cause {
         Cause::LookupHop {
             hop, target, peer, ..
@@ -807,12 +793,23 @@ fn rpc_client_span(cause: Cause, to: &Address, body: &Request) -> Span {
 }
 
 /// The peer-protocol endpoint: answers other peers' requests with the node.
-pub struct Endpoint<T: Transport>(pub Arc<Service<T>>);
+pub struct Endpoint(pub Arc<Service>);
 
-impl<T: Transport> RequestHandler for Endpoint<T> {
-    fn handle(&self, request: RequestEnvelope, trace: &TraceCarrier) -> ResponseEnvelope {
+impl RingHandler for Endpoint {
+    fn handle(
+        &self,
+        request: RequestEnvelope,
+        trace: TraceCarrier,
+    ) -> BoxFuture<'_, ResponseEnvelope> {
+        let answer = self.answer(request, &trace);
+        Box::pin(std::future::ready(answer))
+    }
+}
+
+impl Endpoint {
+    fn answer(&self, request: RequestEnvelope, trace: &TraceCarrier) -> ResponseEnvelope {
         // With tracing off the span is disabled and its fields are never evaluated.
-        let method = method_name(&request.body);
+        let method = request.body.method();
         let span = info_span!(
             "chord.rpc.server",
             otel.name = method,
@@ -840,26 +837,8 @@ fn reanchor(mut r: LookupResult, candidates: &[Peer], k: usize) -> LookupResult 
     r
 }
 
-/// Whether `host:port` resolves to at least one address.
-async fn resolves(target: &str) -> bool {
-    match tokio::net::lookup_host(target).await {
-        Ok(mut addrs) => addrs.next().is_some(),
-        Err(_) => false,
-    }
-}
-
 /// How often (in stabilization rounds) the neighbours are saved to the store directory.
 const REMEMBER_EVERY_ROUNDS: u64 = 20;
-
-fn method_name(body: &Request) -> &'static str {
-    match body {
-        Request::FindSuccessor { .. } => "find_successor",
-        Request::GetNeighbors => "get_neighbors",
-        Request::Notify => "notify",
-        Request::Ping => "ping",
-        Request::Leaving { .. } => "leaving",
-    }
-}
 
 /// A random ring id (UUID version 4 layout), from the standard library's random hasher keys
 /// mixed with the clock and process id.

@@ -6,47 +6,16 @@
 //! a [`Version`]; replication, hand-off and repair keep the newest, and a delete is a tombstone
 //! version, so a stale copy never overwrites a newer one and a deleted file never comes back.
 
+pub mod handler;
+pub mod hlc;
 pub mod ops;
+mod replicate;
 pub mod shared;
+pub mod spool;
 pub mod store;
+pub mod views;
 
-use serde::{Deserialize, Serialize};
-
-use crate::id::Id;
-
-/// A version: milliseconds since the Unix epoch at the peer that accepted the write, then that
-/// peer's id to break ties. Ordered; newer wins.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Version {
-    pub millis: u64,
-    pub origin: Id,
-}
-
-/// What the ring knows about one stored file (or its tombstone).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileMeta {
-    pub name: String,
-    pub id: Id,
-    pub size: u64,
-    /// Lowercase hex SHA-256 of the content (empty for a tombstone).
-    pub sha256: String,
-    pub version: Version,
-    /// A tombstone: the file was deleted at `version`.
-    #[serde(default)]
-    pub deleted: bool,
-}
-
-/// "Peer P shares file F": published to the peer responsible for F, with a lease.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProviderRecord {
-    pub name: String,
-    pub id: Id,
-    pub size: u64,
-    pub sha256: String,
-    /// The provider's peer id and peer-protocol address.
-    pub peer_id: Id,
-    pub peer: String,
-}
+pub use crate::wire::files::{FileMeta, ProviderRecord, Version};
 
 /// Why a file name is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -108,23 +77,6 @@ mod tests {
         assert_eq!(validate_name(".."), Err(NameError::Dots));
         assert!(validate_name("..hidden").is_ok());
         assert!(validate_name("back\\slash").is_ok());
-    }
-
-    #[test]
-    fn versions_order_by_time_then_origin() {
-        let a = Version {
-            millis: 5,
-            origin: Id::from_parts(0, 9),
-        };
-        let b = Version {
-            millis: 6,
-            origin: Id::from_parts(0, 1),
-        };
-        let c = Version {
-            millis: 6,
-            origin: Id::from_parts(0, 2),
-        };
-        assert!(a < b && b < c);
     }
 
     #[test]

@@ -1,24 +1,27 @@
-//! File operations across the ring: upload, download, head, locations, delete; provider
-//! records; replica repair; hand-off on leave.
+//! File operations across the ring: upload, download, head, locations, delete, and the
+//! shared-directory publication. Writes are stamped by a hybrid logical clock and acknowledged
+//! only once `files.write_quorum` holders durably hold them; reads ask `files.read_quorum`
+//! holders and serve the newest version (a tombstone included), repairing stale copies.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use serde::Serialize;
-use tracing::field::Empty;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{debug, info, warn};
 
-use super::shared::{SharedFile, SharedIndex, path_of};
-use super::store::{PutOutcome, Store, StoreError};
-use super::{FileMeta, NameError, ProviderRecord, Version, sha256_hex, validate_name};
+use super::hlc::Hlc;
+use super::shared::SharedIndex;
+use super::spool::Spooled;
+use super::store::{Store, StoreError};
+use super::views::{Locations, NodeFiles, StoredFile, Uploaded};
+use super::{FileMeta, NameError, ProviderRecord, Version, validate_name};
 use crate::id::Id;
 use crate::ring::{LookupResult, Peer};
 use crate::service::{PeerView, Service, ServiceError};
-use crate::telemetry;
-use crate::transport::{FileHandler, FileTransport, ObjectInfo, PutReply, Transport};
+use crate::transport::{
+    BlobClient, BlobQuery, Body, Object, PutReply, RefusalKind, TraceCarrier, info,
+};
 
 /// Why a file operation failed, as the API reports it.
 #[derive(Debug, thiserror::Error)]
@@ -29,79 +32,56 @@ pub enum FilesError {
     NotFound(String),
     #[error("{0}")]
     Ring(#[from] ServiceError),
-    #[error("no peer responsible for {name:?} could store it: {detail}")]
+    /// Fewer holders than the quorum answered or stored it; nothing was acknowledged.
+    #[error("{name:?}: {detail}")]
     Unavailable { name: String, detail: String },
+    /// The holders' disks are full: the write quorum cannot be met.
+    #[error("{name:?}: not enough storage on the peers that hold it: {detail}")]
+    InsufficientStorage { name: String, detail: String },
     #[error("store: {0}")]
     Store(#[from] StoreError),
 }
 
-/// The answer to an upload.
-#[derive(Clone, Debug, Serialize)]
-pub struct Uploaded {
-    pub name: String,
-    pub id: Id,
-    pub size: u64,
-    pub sha256: String,
-    pub node: PeerView,
-    pub replicas: usize,
-    /// It replaced an existing version (the API answers 200 rather than 201).
-    #[serde(skip)]
-    pub replaced: bool,
-}
-
-/// `GET /v1/files/{name}/locations`.
-#[derive(Clone, Debug, Serialize)]
-pub struct Locations {
-    pub name: String,
-    pub id: Id,
-    pub node: PeerView,
-    pub replicas: Vec<PeerView>,
-    pub providers: Vec<PeerView>,
-    pub hops: u32,
-}
-
-/// `GET /v1/node/files`.
-#[derive(Clone, Debug, Serialize)]
-pub struct NodeFiles {
-    pub shared: Vec<SharedFile>,
-    pub stored: Vec<StoredFile>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct StoredFile {
-    pub name: String,
-    pub id: Id,
-    pub size: u64,
-    pub sha256: String,
-}
-
 /// The file layer of one peer.
-pub struct Files<T: Transport + FileTransport> {
-    ring: Arc<Service<T>>,
-    store: Store,
-    shared: Mutex<SharedIndex>,
+pub struct Files {
+    pub(super) ring: Arc<Service>,
+    pub(super) blob: Arc<dyn BlobClient>,
+    pub(super) store: Arc<Store>,
+    pub(super) hlc: Hlc,
+    pub(super) shared: Mutex<SharedIndex>,
     /// Provider records for keys this peer is responsible for, with their lease expiry.
-    providers: Mutex<HashMap<Id, Vec<(ProviderRecord, Instant)>>>,
+    pub(super) providers: Mutex<HashMap<Id, Vec<(ProviderRecord, Instant)>>>,
     /// A graceful leave is under way: refuse new copies.
-    leaving: AtomicBool,
+    pub(super) leaving: AtomicBool,
 }
 
-fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
+pub(super) fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// How many copies a write needs: the quorum, or every holder when there are fewer.
+fn needed(quorum: usize, holders: usize) -> usize {
+    quorum.min(holders).max(1)
 }
 
-impl<T: Transport + FileTransport> Files<T> {
-    pub fn open(ring: Arc<Service<T>>) -> Result<Arc<Files<T>>, StoreError> {
+/// The newest of some versions (a tombstone counts).
+fn newest(metas: impl IntoIterator<Item = FileMeta>) -> Option<FileMeta> {
+    metas.into_iter().max_by_key(|m| m.version)
+}
+
+impl Files {
+    pub fn open(ring: Arc<Service>, blob: Arc<dyn BlobClient>) -> Result<Arc<Files>, StoreError> {
         let store = Store::open(&ring.config().files.store_dir)?;
+        let hlc = Hlc::new(ring.me().id, ring.config().files.max_clock_skew);
+        // Versions this peer stored were issued or seen: the clock starts past them.
+        for m in store.list() {
+            hlc.observe(&m.version);
+        }
         let files = Arc::new(Files {
             ring,
-            store,
+            blob,
+            store: Arc::new(store),
+            hlc,
             shared: Mutex::new(SharedIndex::default()),
             providers: Mutex::new(HashMap::new()),
             leaving: AtomicBool::new(false),
@@ -110,12 +90,21 @@ impl<T: Transport + FileTransport> Files<T> {
         Ok(files)
     }
 
-    fn replicas(&self) -> usize {
+    pub(super) fn replicas(&self) -> usize {
         self.ring.config().ring.replicas.max(1)
     }
 
-    fn me(&self) -> Peer {
+    pub(super) fn me(&self) -> Peer {
         self.ring.me()
+    }
+
+    /// Where uploads are spooled before they go to their holders.
+    pub fn spool_dir(&self) -> &std::path::Path {
+        self.store.tmp_dir()
+    }
+
+    pub fn max_file_size(&self) -> u64 {
+        self.ring.config().files.max_file_size
     }
 
     /// Starts the periodic work: shared-directory scan + provider republish, and repair. Both
@@ -168,188 +157,275 @@ impl<T: Transport + FileTransport> Files<T> {
     // ----- the user's operations ----------------------------------------------------------
 
     /// The peers that should hold `id`: the responsible one, then its successors.
-    fn placement(&self, r: &LookupResult) -> Vec<Peer> {
-        let mut out: Vec<Peer> = Vec::new();
-        for p in std::iter::once(&r.node).chain(&r.successors) {
-            if out.len() >= self.replicas() {
-                break;
-            }
-            if !out.iter().any(|q| q.id == p.id) {
-                out.push(p.clone());
-            }
-        }
-        out
+    pub(super) fn placement(&self, r: &LookupResult) -> Vec<Peer> {
+        r.placement(self.replicas())
     }
 
-    pub async fn upload(&self, name: &str, data: Bytes) -> Result<Uploaded, FilesError> {
+    /// What each of `holders` knows about `id` (in their order; `None` = no answer).
+    async fn ask(&self, holders: &[Peer], id: Id) -> Vec<Option<crate::transport::ObjectInfo>> {
+        let asks = holders.iter().map(|h| info(&*self.blob, &h.address, id));
+        futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .map(Result::ok)
+            .collect()
+    }
+
+    /// The newest version `holders` report, and who answered; fails without a read quorum.
+    async fn read_versions(
+        &self,
+        name: &str,
+        holders: &[Peer],
+        id: Id,
+    ) -> Result<(Option<FileMeta>, Vec<(Peer, crate::transport::ObjectInfo)>), FilesError> {
+        let answers: Vec<(Peer, crate::transport::ObjectInfo)> = holders
+            .iter()
+            .cloned()
+            .zip(self.ask(holders, id).await)
+            .filter_map(|(p, a)| a.map(|a| (p, a)))
+            .collect();
+        let want = needed(self.ring.config().files.read_quorum, holders.len());
+        if answers.len() < want {
+            return Err(FilesError::Unavailable {
+                name: name.to_string(),
+                detail: format!(
+                    "{} of {} holders answered, {want} needed; try again",
+                    answers.len(),
+                    holders.len()
+                ),
+            });
+        }
+        let valid = answers
+            .iter()
+            .filter_map(|(_, a)| a.meta.clone())
+            .filter(|m| self.hlc.check(&m.version).is_ok());
+        Ok((newest(valid), answers))
+    }
+
+    /// Stores `meta` (content from `spooled`) on `targets`; succeeds once the write quorum
+    /// holds it. Returns who holds it and whether a live version was replaced.
+    async fn write(
+        &self,
+        meta: &FileMeta,
+        spooled: Option<&Spooled>,
+        targets: &[Peer],
+    ) -> Result<(Vec<Peer>, bool), FilesError> {
+        let puts = targets.iter().map(|t| {
+            let body = spooled.map(|s| Body::from_file(s.path.clone(), s.size));
+            self.blob
+                .put(&t.address, meta.clone(), body, TraceCarrier::current())
+        });
+        let results = futures_util::future::join_all(puts).await;
+        let mut held = Vec::new();
+        let mut replaced = false;
+        let mut errors = Vec::new();
+        let mut full = false;
+        for (t, r) in targets.iter().zip(results) {
+            match r {
+                Ok(reply) if reply.holds(meta) => {
+                    replaced |= reply.replaced;
+                    held.push(t.clone());
+                }
+                Ok(PutReply { current, .. }) => errors.push(format!(
+                    "{} holds a newer version ({:?})",
+                    t.address, current.version
+                )),
+                Err(e) => {
+                    full |= e
+                        .refusal()
+                        .is_some_and(|r| r.kind == RefusalKind::InsufficientStorage);
+                    errors.push(format!("{}: {e}", t.address));
+                }
+            }
+        }
+        let want = needed(self.ring.config().files.write_quorum, targets.len());
+        if held.len() >= want {
+            if !errors.is_empty() {
+                warn!(name = %meta.name, ?errors, "some copies could not be stored; repair will retry");
+            }
+            return Ok((held, replaced));
+        }
+        self.ring
+            .metrics()
+            .write_quorum_failures
+            .with_label_values(&[if meta.deleted { "delete" } else { "upload" }])
+            .inc();
+        let detail = format!(
+            "{} of {} copies stored, {want} needed ({})",
+            held.len(),
+            targets.len(),
+            errors.join("; ")
+        );
+        warn!(name = %meta.name, %detail, "write quorum not met; not acknowledged");
+        if full {
+            Err(FilesError::InsufficientStorage {
+                name: meta.name.clone(),
+                detail,
+            })
+        } else {
+            Err(FilesError::Unavailable {
+                name: meta.name.clone(),
+                detail,
+            })
+        }
+    }
+
+    /// Uploads spooled content under `name`.
+    pub async fn upload(&self, name: &str, content: Spooled) -> Result<Uploaded, FilesError> {
         validate_name(name)?;
         let id = Id::hash(name.as_bytes());
+        let found = self.ring.lookup(id).await?;
+        let targets = self.placement(&found);
+        let (current, _) = self.read_versions(name, &targets, id).await?;
         let meta = FileMeta {
             name: name.to_string(),
             id,
-            size: data.len() as u64,
-            sha256: sha256_hex(&data),
-            version: Version {
-                millis: now_millis(),
-                origin: self.me().id,
-            },
+            size: content.size,
+            sha256: content.sha256.clone(),
+            version: self.hlc.next_after(current.as_ref().map(|m| &m.version)),
             deleted: false,
         };
-        let found = self.ring.lookup(id).await?;
-        let targets = self.placement(&found);
-        let puts = targets
-            .iter()
-            .map(|t| self.put_at(t, meta.clone(), Some(data.clone())));
-        let results = futures_util::future::join_all(puts).await;
-        let mut stored_at: Vec<&Peer> = Vec::new();
-        let mut replaced = false;
-        let mut errors = Vec::new();
-        for (t, r) in targets.iter().zip(results) {
-            match r {
-                Ok(reply) => {
-                    replaced |= reply.replaced;
-                    stored_at.push(t);
-                }
-                Err(e) => errors.push(format!("{}: {e}", t.address)),
-            }
-        }
-        let Some(node) = stored_at.first() else {
-            return Err(FilesError::Unavailable {
-                name: name.to_string(),
-                detail: errors.join("; "),
-            });
-        };
-        if !errors.is_empty() {
-            warn!(%name, ?errors, "some copies could not be stored; repair will retry");
-        }
-        info!(%name, %id, size = meta.size, node = %node.address, copies = stored_at.len(), "file stored");
+        let (held, replaced) = self.write(&meta, Some(&content), &targets).await?;
+        let node = held.first().cloned().unwrap_or_else(|| found.node.clone());
+        info!(%name, %id, size = meta.size, node = %node.address, copies = held.len(), "file stored");
         Ok(Uploaded {
             name: name.to_string(),
             id,
             size: meta.size,
             sha256: meta.sha256,
-            node: PeerView::from(*node),
-            replicas: stored_at.len() - 1,
-            replaced,
+            node: PeerView::from(&node),
+            replicas: held.len().saturating_sub(1),
+            replaced: replaced || current.is_some_and(|c| !c.deleted),
         })
     }
 
-    /// Stores at one peer (locally when it is this one).
-    async fn put_at(
-        &self,
-        to: &Peer,
-        meta: FileMeta,
-        data: Option<Bytes>,
-    ) -> Result<PutReply, String> {
-        if to.id == self.me().id {
-            return self.put_local(meta, data);
-        }
-        self.ring
-            .transport()
-            .put_object(&to.address, &meta, data)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    fn put_local(&self, meta: FileMeta, data: Option<Bytes>) -> Result<PutReply, String> {
-        let outcome = self
-            .store
-            .put(meta.clone(), data.as_deref())
-            .map_err(|e| e.to_string())?;
-        self.update_usage();
-        Ok(match outcome {
-            PutOutcome::Stored { replaced } => PutReply {
-                stored: true,
-                replaced: replaced.is_some(),
-                current: meta,
-            },
-            PutOutcome::Stale { current } => PutReply {
-                stored: false,
-                replaced: false,
-                current,
-            },
-        })
-    }
-
-    async fn get_at(&self, from: &Peer, id: Id) -> Result<Option<(FileMeta, Bytes)>, String> {
-        if from.id == self.me().id {
-            return self
-                .store
-                .read(id)
-                .map(|o| o.map(|(m, d)| (m, Bytes::from(d))))
-                .map_err(|e| e.to_string());
-        }
-        self.ring
-            .transport()
-            .get_object(&from.address, id)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    async fn info_at(&self, at: &Peer, id: Id) -> Result<ObjectInfo, String> {
-        if at.id == self.me().id {
-            return Ok(self.object_info(id));
-        }
-        self.ring
-            .transport()
-            .object_info(&at.address, id)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    /// Downloads `name`: from the responsible peer, else a replica, else a provider; the
-    /// content is checked against its SHA-256 before it is returned.
-    pub async fn download(&self, name: &str) -> Result<(FileMeta, Bytes), FilesError> {
+    /// Downloads `name`: the newest version the read quorum reports, from a holder that has
+    /// it; else (nothing stored) from a provider. Stale holders are repaired in the background.
+    pub async fn download(&self, name: &str) -> Result<Object, FilesError> {
         validate_name(name)?;
         let id = Id::hash(name.as_bytes());
         let found = self.ring.lookup(id).await?;
-        // Every peer the answer names, not only the first `replicas`: right after peers left,
-        // the answer's list may still start with departed ones.
-        let holders: Vec<Peer> = std::iter::once(found.node.clone())
-            .chain(found.successors.iter().cloned())
-            .collect();
-        for holder in &holders {
-            match self.get_at(holder, id).await {
-                Ok(Some((meta, data))) if sha256_hex(&data) == meta.sha256 => {
-                    return Ok((meta, data));
-                }
-                Ok(Some(_)) => warn!(%name, peer = %holder.address, "copy failed its sha256 check"),
-                Ok(None) => {}
-                Err(e) => debug!(%name, peer = %holder.address, error = %e, "copy unavailable"),
+        let targets = self.placement(&found);
+        let (newest, answers) = self.read_versions(name, &targets, id).await?;
+        match newest {
+            Some(m) if m.deleted => {
+                self.read_repair(&m, &answers);
+                Err(FilesError::NotFound(name.to_string()))
             }
+            Some(m) => {
+                let mut holders: Vec<Peer> = answers
+                    .iter()
+                    .filter(|(_, a)| a.meta.as_ref().is_some_and(|x| x.version == m.version))
+                    .map(|(p, _)| p.clone())
+                    .collect();
+                // The holder that is this peer first: no network.
+                holders.sort_by_key(|p| p.id != self.me().id);
+                for h in &holders {
+                    match self.blob.get(&h.address, id, TraceCarrier::current()).await {
+                        Ok(Some(o)) if o.meta.version == m.version => {
+                            self.read_repair(&m, &answers);
+                            return Ok(o);
+                        }
+                        Ok(_) => {}
+                        Err(e) => debug!(%name, peer = %h.address, error = %e, "copy unavailable"),
+                    }
+                }
+                Err(FilesError::Unavailable {
+                    name: name.to_string(),
+                    detail: "no holder of the newest version could send it; try again".into(),
+                })
+            }
+            None => self.fetch_from_providers(name, &answers).await,
         }
-        // No stored copy: ask the providers.
-        for holder in &holders {
-            let Ok(info) = self.info_at(holder, id).await else {
-                continue;
-            };
-            if info.meta.as_ref().is_some_and(|m| m.deleted) {
-                break;
-            }
-            for p in info.providers {
-                if let Some(data) = self.fetch_shared(&p).await {
-                    return Ok((provided_meta(&p), data));
+    }
+
+    /// A file nobody uploaded: from a provider that shares it.
+    async fn fetch_from_providers(
+        &self,
+        name: &str,
+        answers: &[(Peer, crate::transport::ObjectInfo)],
+    ) -> Result<Object, FilesError> {
+        let mut tried = Vec::new();
+        for (_, info) in answers {
+            for p in &info.providers {
+                if tried.contains(&p.peer_id) {
+                    continue;
+                }
+                tried.push(p.peer_id);
+                let address = crate::ring::Address::new(&p.peer);
+                match self
+                    .blob
+                    .get_shared(&address, &p.name, TraceCarrier::current())
+                    .await
+                {
+                    Ok(Some(body)) if body.len() == p.size => {
+                        return Ok(Object {
+                            meta: provided_meta(p),
+                            body,
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(e) => debug!(peer = %p.peer, error = %e, "provider unreachable"),
                 }
             }
-            break;
         }
         Err(FilesError::NotFound(name.to_string()))
     }
 
-    async fn fetch_shared(&self, p: &ProviderRecord) -> Option<Bytes> {
-        let data = if p.peer_id == self.me().id {
-            self.get_shared(&p.name)
-        } else {
-            let address = crate::ring::Address::new(&p.peer);
-            match self.ring.transport().get_shared(&address, &p.name).await {
-                Ok(d) => d,
-                Err(e) => {
-                    debug!(peer = %p.peer, error = %e, "provider unreachable");
+    /// Sends `newest` to the holders that answered with something older, in the background.
+    fn read_repair(&self, newest: &FileMeta, answers: &[(Peer, crate::transport::ObjectInfo)]) {
+        let stale: Vec<Peer> = answers
+            .iter()
+            .filter(|(_, a)| a.meta.as_ref().is_none_or(|m| m.version < newest.version))
+            .map(|(p, _)| p.clone())
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        let Some(source) = answers
+            .iter()
+            .find(|(_, a)| a.meta.as_ref().is_some_and(|m| m.version == newest.version))
+            .map(|(p, _)| p.clone())
+        else {
+            return;
+        };
+        self.ring.metrics().read_repairs.inc_by(stale.len() as u64);
+        let blob = Arc::clone(&self.blob);
+        let meta = newest.clone();
+        let spool_dir = self.store.tmp_dir().to_path_buf();
+        let limit = self.max_file_size();
+        tokio::spawn(async move {
+            for to in stale {
+                let body = if meta.deleted {
                     None
+                } else {
+                    match blob
+                        .get(&source.address, meta.id, TraceCarrier::current())
+                        .await
+                    {
+                        Ok(Some(o)) if o.meta.version == meta.version => {
+                            match super::spool::spool(&spool_dir, o.body, limit).await {
+                                Ok(s) if s.sha256 == meta.sha256 => Some(s),
+                                _ => return,
+                            }
+                        }
+                        _ => return,
+                    }
+                };
+                let content = body
+                    .as_ref()
+                    .map(|s| Body::from_file(s.path.clone(), s.size));
+                match blob
+                    .put(&to.address, meta.clone(), content, TraceCarrier::current())
+                    .await
+                {
+                    Ok(_) => debug!(name = %meta.name, to = %to.address, "read repair"),
+                    Err(e) => {
+                        debug!(name = %meta.name, to = %to.address, error = %e, "read repair failed")
+                    }
                 }
             }
-        }?;
-        (sha256_hex(&data) == p.sha256).then_some(data)
+        });
     }
 
     /// The metadata of `name` without its content (HEAD).
@@ -357,20 +433,16 @@ impl<T: Transport + FileTransport> Files<T> {
         validate_name(name)?;
         let id = Id::hash(name.as_bytes());
         let found = self.ring.lookup(id).await?;
-        for holder in self.placement(&found) {
-            let Ok(info) = self.info_at(&holder, id).await else {
-                continue;
-            };
-            match info.meta {
-                Some(m) if !m.deleted => return Ok(m),
-                Some(_) => break,
-                None => {}
-            }
-            if let Some(p) = info.providers.first() {
-                return Ok(provided_meta(p));
-            }
+        let targets = self.placement(&found);
+        let (newest, answers) = self.read_versions(name, &targets, id).await?;
+        match newest {
+            Some(m) if m.deleted => Err(FilesError::NotFound(name.to_string())),
+            Some(m) => Ok(m),
+            None => answers
+                .iter()
+                .find_map(|(_, a)| a.providers.first().map(provided_meta))
+                .ok_or_else(|| FilesError::NotFound(name.to_string())),
         }
-        Err(FilesError::NotFound(name.to_string()))
     }
 
     pub async fn locations(&self, name: &str) -> Result<Locations, FilesError> {
@@ -378,19 +450,23 @@ impl<T: Transport + FileTransport> Files<T> {
         let id = Id::hash(name.as_bytes());
         let found = self.ring.lookup(id).await?;
         let holders = self.placement(&found);
+        let answers = self.ask(&holders, id).await;
+        let live_version = newest(answers.iter().flatten().filter_map(|a| a.meta.clone()))
+            .filter(|m| !m.deleted)
+            .map(|m| m.version);
         let mut providers = Vec::new();
         let mut replicas = Vec::new();
-        let mut any = false;
-        for (k, holder) in holders.iter().enumerate() {
-            let Ok(info) = self.info_at(holder, id).await else {
-                continue;
-            };
-            let live = info.meta.as_ref().is_some_and(|m| !m.deleted);
-            any |= live;
+        let mut any = live_version.is_some();
+        for (k, (holder, info)) in holders.iter().zip(&answers).enumerate() {
+            let Some(info) = info else { continue };
+            let live = info
+                .meta
+                .as_ref()
+                .is_some_and(|m| Some(m.version) == live_version);
             if k > 0 && live {
                 replicas.push(PeerView::from(holder));
             }
-            for p in info.providers {
+            for p in &info.providers {
                 if !providers.iter().any(|v: &PeerView| v.id == p.peer_id) {
                     any = true;
                     providers.push(PeerView {
@@ -413,45 +489,25 @@ impl<T: Transport + FileTransport> Files<T> {
         })
     }
 
-    /// Deletes uploaded content: a tombstone goes to every holder.
+    /// Deletes uploaded content: a tombstone, acknowledged once the write quorum holds it.
     pub async fn delete(&self, name: &str) -> Result<(), FilesError> {
         validate_name(name)?;
         let id = Id::hash(name.as_bytes());
         let found = self.ring.lookup(id).await?;
-        let holders = self.placement(&found);
-        let mut exists = false;
-        for holder in &holders {
-            if let Ok(info) = self.info_at(holder, id).await
-                && info.meta.as_ref().is_some_and(|m| !m.deleted)
-            {
-                exists = true;
-                break;
-            }
-        }
-        if !exists {
+        let targets = self.placement(&found);
+        let (current, _) = self.read_versions(name, &targets, id).await?;
+        let Some(current) = current.filter(|m| !m.deleted) else {
             return Err(FilesError::NotFound(name.to_string()));
-        }
+        };
         let tombstone = FileMeta {
             name: name.to_string(),
             id,
             size: 0,
             sha256: String::new(),
-            version: Version {
-                millis: now_millis(),
-                origin: self.me().id,
-            },
+            version: self.hlc.next_after(Some(&current.version)),
             deleted: true,
         };
-        let puts = holders
-            .iter()
-            .map(|h| self.put_at(h, tombstone.clone(), None));
-        let results = futures_util::future::join_all(puts).await;
-        if results.iter().all(Result::is_err) {
-            return Err(FilesError::Unavailable {
-                name: name.to_string(),
-                detail: "no holder accepted the delete".into(),
-            });
-        }
+        self.write(&tombstone, None, &targets).await?;
         info!(%name, %id, "file deleted");
         Ok(())
     }
@@ -511,292 +567,24 @@ impl<T: Transport + FileTransport> Files<T> {
             let Ok(found) = self.ring.lookup(id).await else {
                 continue;
             };
-            let result = if found.node.id == me.id {
-                self.put_provider(record);
-                Ok(())
-            } else {
-                self.ring
-                    .transport()
-                    .put_provider(&found.node.address, &record)
-                    .await
-            };
+            let result = self
+                .blob
+                .query(
+                    &found.node.address,
+                    BlobQuery::PutProvider { record },
+                    TraceCarrier::current(),
+                )
+                .await;
             if let Err(e) = result {
                 debug!(name = %f.name, error = %e, "could not publish a provider record");
             }
         }
     }
 
-    /// Makes every key this peer holds be where it belongs: keys it is responsible for get
-    /// copies on its successors; keys it is not responsible for go to the responsible peer,
-    /// and the local copy is dropped when this peer is not one of their holders any more.
-    pub async fn repair(&self) {
-        let span = info_span!(
-            "files.repair",
-            repair.replicas_pushed = Empty,
-            repair.keys_handed = Empty,
-            repair.copies_dropped = Empty,
-        );
-        telemetry::mark_trace(&span);
-        let done = self.repair_round().instrument(span.clone()).await;
-        span.record("repair.replicas_pushed", done.replicas_pushed);
-        span.record("repair.keys_handed", done.keys_handed);
-        span.record("repair.copies_dropped", done.copies_dropped);
-        if done.changed_anything() {
-            span.in_scope(|| {
-                info!(
-                    replicas_pushed = done.replicas_pushed,
-                    keys_handed = done.keys_handed,
-                    copies_dropped = done.copies_dropped,
-                    replica_deficit = done.deficit,
-                    "repair done"
-                )
-            });
-        }
-    }
-
-    /// One repair cycle; what it changed.
-    async fn repair_round(&self) -> RepairDone {
-        let mut done = RepairDone::default();
-        let ttl = self.ring.config().files.tombstone_ttl.as_millis() as u64;
-        self.store
-            .expire_tombstones(now_millis().saturating_sub(ttl));
-        let entries = self.store.list();
-        if entries.is_empty() {
-            self.ring.metrics().replica_deficit.set(0);
-            return done;
-        }
-        let me = self.me();
-        let (mine, others): (Vec<FileMeta>, Vec<FileMeta>) =
-            entries.into_iter().partition(|m| self.ring.owns(m.id));
-
-        // Keys we are responsible for: our successors hold the copies.
-        let want = self.replicas() - 1;
-        let successors: Vec<Peer> = self
-            .ring
-            .successors()
-            .into_iter()
-            .filter(|p| p.id != me.id)
-            .take(want)
-            .collect();
-        let mut copies: HashMap<Id, usize> = HashMap::new();
-        for s in &successors {
-            let have: Vec<(Id, Version)> = mine.iter().map(|m| (m.id, m.version)).collect();
-            let Ok(missing) = self.ring.transport().missing(&s.address, &have).await else {
-                continue;
-            };
-            for m in &mine {
-                if !missing.contains(&m.id) {
-                    *copies.entry(m.id).or_default() += 1;
-                    continue;
-                }
-                if self.push(s, m).await {
-                    *copies.entry(m.id).or_default() += 1;
-                    self.ring.metrics().replica_repairs.inc();
-                    done.replicas_pushed += 1;
-                }
-            }
-        }
-        let deficit = mine
-            .iter()
-            .filter(|m| !m.deleted && copies.get(&m.id).copied().unwrap_or(0) < want)
-            .count();
-        self.ring.metrics().replica_deficit.set(deficit as i64);
-        done.deficit = deficit;
-
-        // Keys we are not responsible for (we were, or we hold a copy). In ring order, one
-        // lookup serves every following key up to the peer it found (they share that peer),
-        // so the cost is one lookup per responsible peer, not one per key.
-        let mut others = others;
-        others.sort_by_key(|m| me.id.distance_to(m.id));
-        let mut groups: Vec<(Vec<Peer>, Vec<FileMeta>)> = Vec::new();
-        let mut current: Option<(Id, Vec<Peer>)> = None;
-        for m in others {
-            let reuse = current.as_ref().is_some_and(|(from, holders)| {
-                holders
-                    .first()
-                    .is_some_and(|r| m.id == *from || m.id.in_half_open(*from, r.id))
-            });
-            if !reuse {
-                let Ok(found) = self.ring.lookup(m.id).await else {
-                    current = None;
-                    continue;
-                };
-                current = Some((m.id, self.placement(&found)));
-                if let Some((_, holders)) = &current {
-                    groups.push((holders.clone(), Vec::new()));
-                }
-            }
-            if let Some((_, list)) = groups.last_mut() {
-                list.push(m);
-            }
-        }
-        for (holders, metas) in groups {
-            self.reconcile_with_primary(&me, &holders, metas, &mut done)
-                .await;
-        }
-        done
-    }
-
-    /// Makes sure the responsible peer (`holders[0]`) has our versions of `metas`, then drops
-    /// our copies if we are not one of the holders.
-    async fn reconcile_with_primary(
-        &self,
-        me: &Peer,
-        holders: &[Peer],
-        metas: Vec<FileMeta>,
-        done: &mut RepairDone,
-    ) {
-        let Some(primary) = holders.first() else {
-            return;
-        };
-        if primary.id == me.id {
-            return; // our view of the ring is behind; next round
-        }
-        let have: Vec<(Id, Version)> = metas.iter().map(|m| (m.id, m.version)).collect();
-        let Ok(missing) = self.ring.transport().missing(&primary.address, &have).await else {
-            return;
-        };
-        let keep = holders.iter().any(|h| h.id == me.id);
-        for m in metas {
-            let delivered = if missing.contains(&m.id) {
-                let ok = self.push(primary, &m).await;
-                if ok {
-                    debug!(name = %m.name, to = %primary.address, "handed a key to the peer now responsible for it");
-                    self.ring.metrics().handoff_bytes.inc_by(m.size);
-                    done.keys_handed += 1;
-                }
-                ok
-            } else {
-                true
-            };
-            if delivered && !keep {
-                debug!(name = %m.name, "dropping a copy this peer no longer holds");
-                self.store.remove(m.id);
-                done.copies_dropped += 1;
-                self.update_usage();
-            }
-        }
-    }
-
-    /// Sends our copy of `m` to `to`; true when `to` now has it (or something newer).
-    async fn push(&self, to: &Peer, m: &FileMeta) -> bool {
-        let data = if m.deleted {
-            None
-        } else {
-            match self.store.read(m.id) {
-                Ok(Some((_, d))) => Some(Bytes::from(d)),
-                _ => return false,
-            }
-        };
-        self.ring
-            .transport()
-            .put_object(&to.address, m, data)
-            .await
-            .is_ok()
-    }
-
-    /// Leaves the ring gracefully: keys to the successor first, then the ring itself.
-    pub async fn leave(&self) -> Result<(), ServiceError> {
-        let span = info_span!("peer.leave");
-        telemetry::mark_trace(&span);
-        self.leave_inner().instrument(span).await
-    }
-
-    async fn leave_inner(&self) -> Result<(), ServiceError> {
-        if self.ring.is_member() {
-            // From now on this peer refuses new copies, so that neighbours leaving at the same
-            // moment hand their keys past it.
-            self.leaving.store(true, Ordering::SeqCst);
-            self.hand_off().await;
-        }
-        let left = self.ring.leave().await;
-        self.leaving.store(false, Ordering::SeqCst);
-        left
-    }
-
-    /// Before a graceful leave: give every key to the successor, which takes over our range.
-    /// A successor that refuses (it is leaving too) or does not answer is skipped for the next
-    /// one in the successor list.
-    pub async fn hand_off(&self) {
-        let span = info_span!(
-            "files.handoff",
-            handoff.keys = Empty,
-            handoff.failed = Empty
-        );
-        let (keys, failed) = self.hand_off_inner().instrument(span.clone()).await;
-        span.record("handoff.keys", keys);
-        span.record("handoff.failed", failed);
-    }
-
-    /// The hand-off; how many keys were handed over, and how many could not be.
-    async fn hand_off_inner(&self) -> (usize, usize) {
-        let me = self.me();
-        let mut pending = self.store.list();
-        let mut keys = 0;
-        for successor in self.ring.successors().into_iter().filter(|p| p.id != me.id) {
-            if pending.is_empty() {
-                break;
-            }
-            let have: Vec<(Id, Version)> = pending.iter().map(|m| (m.id, m.version)).collect();
-            let missing = match self
-                .ring
-                .transport()
-                .missing(&successor.address, &have)
-                .await
-            {
-                Ok(m) => m,
-                Err(e) => {
-                    warn!(to = %successor.address, error = %e, "hand-off: successor unreachable; trying the next");
-                    continue;
-                }
-            };
-            let mut failed = Vec::new();
-            let mut bytes = 0;
-            for m in pending {
-                if !missing.contains(&m.id) {
-                    continue;
-                }
-                if self.push(&successor, &m).await {
-                    bytes += m.size;
-                } else {
-                    failed.push(m);
-                }
-            }
-            let handed = missing.len() - failed.len();
-            keys += handed;
-            self.ring.metrics().handoff_bytes.inc_by(bytes);
-            info!(keys = handed, bytes, to = %successor.address, successor = %successor.id, "key range handed off");
-            pending = failed;
-        }
-        for m in &pending {
-            warn!(name = %m.name, "hand-off failed; the key's other copies remain");
-        }
-        (keys, pending.len())
-    }
-
-    fn update_usage(&self) {
+    pub(super) fn update_usage(&self) {
         let (keys, bytes) = self.store.usage();
         self.ring.metrics().keys_stored.set(keys as i64);
         self.ring.metrics().bytes_stored.set(bytes as i64);
-    }
-}
-
-/// What one repair cycle changed.
-#[derive(Default)]
-struct RepairDone {
-    /// Copies sent to our successors for keys we are responsible for.
-    replicas_pushed: u64,
-    /// Keys given to the peer now responsible for them.
-    keys_handed: u64,
-    /// Copies this peer no longer holds, dropped after the responsible peer confirmed them.
-    copies_dropped: u64,
-    /// Our keys still short of copies.
-    deficit: usize,
-}
-
-impl RepairDone {
-    fn changed_anything(&self) -> bool {
-        self.replicas_pushed + self.keys_handed + self.copies_dropped > 0
     }
 }
 
@@ -810,78 +598,22 @@ fn provided_meta(p: &ProviderRecord) -> FileMeta {
         sha256: p.sha256.clone(),
         version: Version {
             millis: 0,
+            logical: 0,
             origin: p.peer_id,
         },
         deleted: false,
     }
 }
 
-impl<T: Transport + FileTransport> FileHandler for Files<T> {
-    fn put_object(&self, meta: FileMeta, data: Option<Bytes>) -> Result<PutReply, String> {
-        // Copies go to ring members only: not to a peer handing its keys over, nor to one that
-        // has left (it is about to exit) or has not joined yet.
-        if self.leaving.load(Ordering::SeqCst) || !self.ring.is_member() {
-            return Err("this peer is not taking copies (leaving, or not a ring member)".into());
-        }
-        self.put_local(meta, data)
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    fn get_object(&self, id: Id) -> Option<(FileMeta, Bytes)> {
-        match self.store.read(id) {
-            Ok(found) => found.map(|(m, d)| (m, Bytes::from(d))),
-            Err(e) => {
-                warn!(%id, error = %e, "cannot read a stored object");
-                None
-            }
-        }
-    }
-
-    fn object_info(&self, id: Id) -> ObjectInfo {
-        let now = Instant::now();
-        let providers = lock(&self.providers)
-            .get(&id)
-            .map(|v| {
-                v.iter()
-                    .filter(|(_, exp)| *exp > now)
-                    .map(|(r, _)| r.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        ObjectInfo {
-            meta: self.store.meta(id),
-            providers,
-        }
-    }
-
-    fn put_provider(&self, record: ProviderRecord) {
-        if validate_name(&record.name).is_err() || Id::hash(record.name.as_bytes()) != record.id {
-            return;
-        }
-        let lease = self.ring.config().files.republish_interval * 3;
-        let expires = Instant::now() + lease.max(Duration::from_secs(1));
-        let mut providers = lock(&self.providers);
-        let now = Instant::now();
-        let list = providers.entry(record.id).or_default();
-        list.retain(|(r, exp)| *exp > now && r.peer_id != record.peer_id);
-        list.push((record, expires));
-    }
-
-    fn get_shared(&self, name: &str) -> Option<Bytes> {
-        let dir = &self.ring.config().files.shared_dir;
-        let expected = lock(&self.shared).get(name).cloned()?;
-        let data = std::fs::read(path_of(dir, name)?).ok()?;
-        (sha256_hex(&data) == expected.sha256).then(|| Bytes::from(data))
-    }
-
-    fn missing(&self, have: Vec<(Id, Version)>) -> Vec<Id> {
-        // A peer that does not take copies (leaving, not a member) keeps nothing for the ring:
-        // to a hand-off or a repair everything is missing here, so they look further.
-        if self.leaving.load(Ordering::SeqCst) || !self.ring.is_member() {
-            return have.into_iter().map(|(id, _)| id).collect();
-        }
-        have.into_iter()
-            .filter(|(id, v)| self.store.meta(*id).is_none_or(|m| m.version < *v))
-            .map(|(id, _)| id)
-            .collect()
+    #[test]
+    fn small_rings_need_every_holder_and_big_ones_the_quorum() {
+        assert_eq!(needed(2, 1), 1);
+        assert_eq!(needed(2, 2), 2);
+        assert_eq!(needed(2, 3), 2);
+        assert_eq!(needed(3, 3), 3);
     }
 }

@@ -1,17 +1,24 @@
 //! The content store on disk: one directory per peer (`files.store_dir`), written atomically.
 //!
 //! Layout under `<store_dir>/objects/`: `<id>.json` holds a [`FileMeta`] and
-//! `<id>-<sha256>.data` the bytes of that version. Every file is written to `tmp/`, fsynced and
-//! renamed into place (then the directory is fsynced), data before metadata, so a crash at any
-//! point leaves either the old version or the new one, never a torn file. Data files that no
-//! metadata points at (a crash between the two renames) are removed when the store opens.
+//! `<id>-<sha256>.data` the bytes of that version. Content arrives spooled to `tmp/` (written,
+//! hashed and fsynced by [`super::spool`]) and is renamed into place; then the metadata is
+//! written the same way (temporary file, fsync, rename, directory fsync). Data before
+//! metadata: a crash at any point leaves the old version or the new one, never a torn file.
+//! Data files no metadata points at (a crash between the two renames) are removed at open.
+//!
+//! Concurrency: the index lock is only ever held for in-memory work, never across I/O, so
+//! `meta()`, `list()` and `usage()` never wait behind a write; metadata writes are serialised
+//! by a second lock so that the newest version is also the one on disk. All methods do
+//! blocking I/O: call them from `spawn_blocking`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use super::{FileMeta, sha256_hex};
+use super::FileMeta;
+use super::spool::{Spooled, hash_file, temp_path};
 use crate::id::Id;
 
 /// Why the store failed.
@@ -22,8 +29,31 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("no space left on the store's disk ({path})")]
+    Full { path: PathBuf },
     #[error("content does not match its metadata ({0})")]
     Mismatch(&'static str),
+    #[error("content larger than {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("the content stream failed: {0}")]
+    Body(String),
+}
+
+impl StoreError {
+    pub fn from_io(path: &Path, source: std::io::Error) -> StoreError {
+        // ENOSPC (28) and EDQUOT (122) on Linux.
+        if source.kind() == std::io::ErrorKind::StorageFull
+            || matches!(source.raw_os_error(), Some(28) | Some(122))
+        {
+            return StoreError::Full {
+                path: path.to_path_buf(),
+            };
+        }
+        StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
 }
 
 /// What a put did.
@@ -35,17 +65,62 @@ pub enum PutOutcome {
     Stale { current: FileMeta },
 }
 
+#[derive(Default)]
+struct Index {
+    entries: BTreeMap<Id, FileMeta>,
+    live_keys: u64,
+    live_bytes: u64,
+}
+
+impl Index {
+    fn insert(&mut self, meta: FileMeta) -> Option<FileMeta> {
+        if !meta.deleted {
+            self.live_keys += 1;
+            self.live_bytes += meta.size;
+        }
+        let previous = self.entries.insert(meta.id, meta);
+        if let Some(p) = &previous {
+            self.forget_usage(p);
+        }
+        previous
+    }
+
+    fn remove(&mut self, id: Id) -> Option<FileMeta> {
+        let previous = self.entries.remove(&id);
+        if let Some(p) = &previous {
+            self.forget_usage(p);
+        }
+        previous
+    }
+
+    fn forget_usage(&mut self, m: &FileMeta) {
+        if !m.deleted {
+            self.live_keys = self.live_keys.saturating_sub(1);
+            self.live_bytes = self.live_bytes.saturating_sub(m.size);
+        }
+    }
+
+    fn references(&self, id: Id, sha256: &str) -> bool {
+        self.entries
+            .get(&id)
+            .is_some_and(|m| !m.deleted && m.sha256 == sha256)
+    }
+}
+
 pub struct Store {
     objects: PathBuf,
     tmp: PathBuf,
-    index: Mutex<BTreeMap<Id, FileMeta>>,
+    index: Mutex<Index>,
+    /// Serialises metadata writes (never held by readers).
+    writer: Mutex<()>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| StoreError::from_io(path, source)
+}
+
+fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Store {
@@ -59,7 +134,7 @@ impl Store {
         for entry in std::fs::read_dir(&tmp).map_err(io(&tmp))?.flatten() {
             let _ = std::fs::remove_file(entry.path());
         }
-        let mut index = BTreeMap::new();
+        let mut index = Index::default();
         let mut data_files = Vec::new();
         for entry in std::fs::read_dir(&objects).map_err(io(&objects))?.flatten() {
             let path = entry.path();
@@ -68,7 +143,7 @@ impl Store {
                     let bytes = std::fs::read(&path).map_err(io(&path))?;
                     match serde_json::from_slice::<FileMeta>(&bytes) {
                         Ok(meta) => {
-                            index.insert(meta.id, meta);
+                            index.insert(meta);
                         }
                         Err(e) => {
                             tracing::warn!(path = %path.display(), error = %e, "skipping unreadable metadata");
@@ -83,11 +158,13 @@ impl Store {
             objects,
             tmp,
             index: Mutex::new(index),
+            writer: Mutex::new(()),
         };
         for path in data_files {
             let referenced = {
-                let index = store.lock();
+                let index = lock(&store.index);
                 index
+                    .entries
                     .values()
                     .any(|m| !m.deleted && store.data_path(m) == path)
             };
@@ -98,8 +175,9 @@ impl Store {
         Ok(store)
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<Id, FileMeta>> {
-        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    /// Where content is spooled before it is stored (same file system as the objects).
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp
     }
 
     fn data_path(&self, meta: &FileMeta) -> PathBuf {
@@ -111,41 +189,80 @@ impl Store {
         self.objects.join(format!("{id}.json"))
     }
 
-    /// Stores `meta` (and `data`, unless it is a tombstone) if it is newer than what is here.
-    pub fn put(&self, meta: FileMeta, data: Option<&[u8]>) -> Result<PutOutcome, StoreError> {
-        let mut index = self.lock();
-        if let Some(current) = index.get(&meta.id)
-            && current.version >= meta.version
-        {
-            return Ok(PutOutcome::Stale {
-                current: current.clone(),
-            });
+    /// The version here that `meta` would not replace (this one or a newer), if any.
+    pub fn newer_or_same(&self, meta: &FileMeta) -> Option<FileMeta> {
+        lock(&self.index)
+            .entries
+            .get(&meta.id)
+            .filter(|c| c.version >= meta.version)
+            .cloned()
+    }
+
+    /// Stores `meta` (with its spooled content, unless it is a tombstone) if it is newer than
+    /// what is here.
+    pub fn put(&self, meta: FileMeta, content: Option<Spooled>) -> Result<PutOutcome, StoreError> {
+        if let Some(current) = self.newer_or_same(&meta) {
+            return Ok(PutOutcome::Stale { current });
         }
+        let mut placed = None;
         if !meta.deleted {
-            let data = data.ok_or(StoreError::Mismatch("no content"))?;
-            if data.len() as u64 != meta.size {
+            let content = content.ok_or(StoreError::Mismatch("no content"))?;
+            if content.size != meta.size {
                 return Err(StoreError::Mismatch("size"));
             }
-            if sha256_hex(data) != meta.sha256 {
+            if content.sha256 != meta.sha256 {
                 return Err(StoreError::Mismatch("sha256"));
             }
             let path = self.data_path(&meta);
             if !path.exists() {
-                self.write_atomically(&path, data)?;
+                let from = content.keep();
+                if let Err(e) = std::fs::rename(&from, &path) {
+                    let _ = std::fs::remove_file(&from);
+                    return Err(StoreError::from_io(&path, e));
+                }
+                self.sync_dir();
+                placed = Some(path);
             }
         }
+        let _writing = lock(&self.writer);
+        // Checked again: a newer version may have been stored while the content moved.
+        if let Some(current) = self.newer_or_same(&meta) {
+            drop(_writing);
+            self.drop_unreferenced(placed, &meta);
+            return Ok(PutOutcome::Stale { current });
+        }
         let json = serde_json::to_vec(&meta).unwrap_or_default();
-        self.write_atomically(&self.meta_path(meta.id), &json)?;
-        let previous = index.insert(meta.id, meta.clone());
+        if let Err(e) = self.write_atomically(&self.meta_path(meta.id), &json) {
+            drop(_writing);
+            self.drop_unreferenced(placed, &meta);
+            return Err(e);
+        }
+        let previous = lock(&self.index).insert(meta.clone());
+        drop(_writing);
         if let Some(prev) = &previous
             && !prev.deleted
             && (meta.deleted || prev.sha256 != meta.sha256)
         {
-            let _ = std::fs::remove_file(self.data_path(prev));
+            self.drop_unreferenced(Some(self.data_path(prev)), prev);
         }
         Ok(PutOutcome::Stored {
             replaced: previous.filter(|p| !p.deleted),
         })
+    }
+
+    /// Removes a data file of `meta`'s content unless the index points at it.
+    fn drop_unreferenced(&self, path: Option<PathBuf>, meta: &FileMeta) {
+        let Some(path) = path else { return };
+        let index = lock(&self.index);
+        if !index.references(meta.id, &meta.sha256) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    fn sync_dir(&self) {
+        if let Ok(dir) = std::fs::File::open(&self.objects) {
+            let _ = dir.sync_all();
+        }
     }
 
     fn write_atomically(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
@@ -153,32 +270,38 @@ impl Store {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = self.tmp.join(format!("{name}.{}", std::process::id()));
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(io(path))?;
-        if let Ok(dir) = std::fs::File::open(&self.objects) {
-            let _ = dir.sync_all();
+        let tmp = temp_path(&self.tmp, &name);
+        let written = (|| {
+            let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+            f.write_all(bytes).map_err(io(&tmp))?;
+            f.sync_all().map_err(io(&tmp))?;
+            drop(f);
+            std::fs::rename(&tmp, path).map_err(io(path))
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
         }
+        written?;
+        self.sync_dir();
         Ok(())
     }
 
     /// The metadata of `id` (live or tombstone).
     pub fn meta(&self, id: Id) -> Option<FileMeta> {
-        self.lock().get(&id).cloned()
+        lock(&self.index).entries.get(&id).cloned()
     }
 
-    /// The live content of `id`.
-    pub fn read(&self, id: Id) -> Result<Option<(FileMeta, Vec<u8>)>, StoreError> {
+    /// The live content of `id`: its metadata and data file, checked against its SHA-256
+    /// (reads the whole file once, in chunks).
+    pub fn open_content(&self, id: Id) -> Result<Option<(FileMeta, PathBuf)>, StoreError> {
         let Some(meta) = self.meta(id).filter(|m| !m.deleted) else {
             return Ok(None);
         };
         let path = self.data_path(&meta);
-        match std::fs::read(&path) {
-            Ok(data) if sha256_hex(&data) == meta.sha256 => Ok(Some((meta, data))),
+        match hash_file(&path) {
+            Ok((size, sha)) if size == meta.size && sha == meta.sha256 => Ok(Some((meta, path))),
             Ok(_) => Err(StoreError::Mismatch("sha256 on disk")),
+            // Replaced or dropped since the metadata was read.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(StoreError::Io { path, source }),
         }
@@ -186,24 +309,35 @@ impl Store {
 
     /// Every entry (live and tombstones).
     pub fn list(&self) -> Vec<FileMeta> {
-        self.lock().values().cloned().collect()
+        lock(&self.index).entries.values().cloned().collect()
     }
 
     /// Drops the local copy of `id` entirely (this peer no longer holds that key).
     pub fn remove(&self, id: Id) {
-        let mut index = self.lock();
-        if let Some(meta) = index.remove(&id) {
+        let _writing = lock(&self.writer);
+        let removed = lock(&self.index).remove(id);
+        if let Some(meta) = removed {
+            let _ = std::fs::remove_file(self.meta_path(id));
             if !meta.deleted {
                 let _ = std::fs::remove_file(self.data_path(&meta));
             }
-            let _ = std::fs::remove_file(self.meta_path(id));
+        }
+    }
+
+    /// Drops the copy of `id` if it still is exactly `meta`'s version.
+    pub fn remove_if(&self, meta: &FileMeta) {
+        let same = self
+            .meta(meta.id)
+            .is_some_and(|m| m.version == meta.version);
+        if same {
+            self.remove(meta.id);
         }
     }
 
     /// Forgets tombstones older than `before_millis`.
     pub fn expire_tombstones(&self, before_millis: u64) {
-        let expired: Vec<Id> = self
-            .lock()
+        let expired: Vec<Id> = lock(&self.index)
+            .entries
             .values()
             .filter(|m| m.deleted && m.version.millis < before_millis)
             .map(|m| m.id)
@@ -213,13 +347,10 @@ impl Store {
         }
     }
 
-    /// Live keys and their total size in bytes.
+    /// Live keys and their total size in bytes (kept up to date, not scanned).
     pub fn usage(&self) -> (u64, u64) {
-        let index = self.lock();
-        index
-            .values()
-            .filter(|m| !m.deleted)
-            .fold((0, 0), |(k, b), m| (k + 1, b + m.size))
+        let index = lock(&self.index);
+        (index.live_keys, index.live_bytes)
     }
 }
 
@@ -227,6 +358,18 @@ impl Store {
 mod tests {
     use super::*;
     use crate::files::Version;
+    use crate::files::sha256_hex;
+    use crate::files::spool::spool_bytes;
+
+    fn put(store: &Store, meta: FileMeta, data: Option<&[u8]>) -> Result<PutOutcome, StoreError> {
+        let content = data.map(|d| spool_bytes(store.tmp_dir(), d).unwrap());
+        store.put(meta, content)
+    }
+
+    fn read(store: &Store, id: Id) -> Option<(FileMeta, Vec<u8>)> {
+        let (meta, path) = store.open_content(id).unwrap()?;
+        Some((meta, std::fs::read(path).unwrap()))
+    }
 
     fn meta(name: &str, data: &[u8], millis: u64) -> FileMeta {
         FileMeta {
@@ -236,6 +379,7 @@ mod tests {
             sha256: sha256_hex(data),
             version: Version {
                 millis,
+                logical: 0,
                 origin: Id::ZERO,
             },
             deleted: false,
@@ -255,18 +399,18 @@ mod tests {
         let v1 = meta("a.txt", b"one", 10);
         let v2 = meta("a.txt", b"two!", 20);
         assert_eq!(
-            store.put(v1.clone(), Some(b"one")).unwrap(),
+            put(&store, v1.clone(), Some(b"one")).unwrap(),
             PutOutcome::Stored { replaced: None }
         );
         assert_eq!(
-            store.put(v2.clone(), Some(b"two!")).unwrap(),
+            put(&store, v2.clone(), Some(b"two!")).unwrap(),
             PutOutcome::Stored {
                 replaced: Some(v1.clone())
             }
         );
         // An older copy arriving late changes nothing.
         assert_eq!(
-            store.put(v1.clone(), Some(b"one")).unwrap(),
+            put(&store, v1.clone(), Some(b"one")).unwrap(),
             PutOutcome::Stale {
                 current: v2.clone()
             }
@@ -274,7 +418,7 @@ mod tests {
         assert_eq!(store.usage(), (1, 4));
         drop(store);
         let store = Store::open(&d).unwrap();
-        let (m, data) = store.read(v2.id).unwrap().unwrap();
+        let (m, data) = read(&store, v2.id).unwrap();
         assert_eq!((m, data.as_slice()), (v2, &b"two!"[..]));
         // Only the current version's data file is left.
         let data_files = std::fs::read_dir(d.join("objects"))
@@ -293,21 +437,22 @@ mod tests {
         let d = dir("tombstones");
         let store = Store::open(&d).unwrap();
         let v1 = meta("b", b"bee", 10);
-        store.put(v1.clone(), Some(b"bee")).unwrap();
+        put(&store, v1.clone(), Some(b"bee")).unwrap();
         let tomb = FileMeta {
             deleted: true,
             size: 0,
             sha256: String::new(),
             version: Version {
                 millis: 15,
+                logical: 0,
                 origin: Id::ZERO,
             },
             ..v1.clone()
         };
-        store.put(tomb.clone(), None).unwrap();
-        assert_eq!(store.read(v1.id).unwrap(), None);
+        put(&store, tomb.clone(), None).unwrap();
+        assert_eq!(read(&store, v1.id), None);
         assert!(matches!(
-            store.put(v1.clone(), Some(b"bee")).unwrap(),
+            put(&store, v1.clone(), Some(b"bee")).unwrap(),
             PutOutcome::Stale { .. }
         ));
         assert_eq!(store.usage(), (0, 0));
@@ -322,11 +467,11 @@ mod tests {
         let store = Store::open(&d).unwrap();
         let m = meta("c", b"sea", 1);
         assert!(matches!(
-            store.put(m.clone(), Some(b"SEA")),
+            put(&store, m.clone(), Some(b"SEA")),
             Err(StoreError::Mismatch("sha256"))
         ));
         assert!(matches!(
-            store.put(m.clone(), Some(b"se")),
+            put(&store, m.clone(), Some(b"se")),
             Err(StoreError::Mismatch("size"))
         ));
         assert_eq!(store.meta(m.id), None);

@@ -669,11 +669,7 @@ impl Node {
     /// Answers a peer's request.
     pub fn handle_request(&mut self, request: RequestEnvelope) -> ResponseEnvelope {
         let body = self.answer(request);
-        ResponseEnvelope {
-            ring_id: self.ring_id,
-            from: self.me.clone(),
-            body,
-        }
+        ResponseEnvelope::new(self.ring_id, self.me.clone(), body)
     }
 
     fn answer(&mut self, request: RequestEnvelope) -> Response {
@@ -1394,11 +1390,7 @@ impl Node {
             request,
             to,
             cause,
-            message: RequestEnvelope {
-                ring_id: self.ring_id,
-                from: self.me.clone(),
-                body,
-            },
+            message: RequestEnvelope::new(self.ring_id, self.me.clone(), body),
         });
     }
 

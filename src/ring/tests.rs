@@ -295,11 +295,7 @@ fn the_last_two_nodes_can_leave() {
 fn requests_from_another_ring_or_to_a_non_member_are_rejected() {
     let mut a = Node::new(Peer::from_address("a:1"), RingConfig::default());
     let b = Peer::from_address("b:1");
-    let ask = |ring_id| RequestEnvelope {
-        ring_id,
-        from: b.clone(),
-        body: Request::Ping,
-    };
+    let ask = |ring_id| RequestEnvelope::new(ring_id, b.clone(), Request::Ping);
     assert_eq!(
         a.handle_request(ask(None)).body,
         Response::Rejected {

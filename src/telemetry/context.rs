@@ -33,9 +33,6 @@ impl TraceCarrier {
     /// anything but the trace context fields is ignored.
     pub fn from_fields<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> TraceCarrier {
         let mut carrier = TraceCarrier::default();
-        if !super::enabled() {
-            return carrier;
-        }
         for (name, value) in pairs {
             let name = name.to_ascii_lowercase();
             if FIELDS.contains(&name.as_str()) {

@@ -1,146 +1,312 @@
-//! How peers reach each other. The ring speaks in [`RequestEnvelope`]s and
-//! [`ResponseEnvelope`]s; a [`Transport`] carries one request to a peer and brings back its
-//! answer. HTTP/JSON is the first implementation; gRPC or a message broker plug in here, and the
-//! simulator's virtual network is the same seam without sockets.
+//! How peers reach each other: two planes behind object-safe traits, one factory per transport,
+//! and the layers every transport gets for free.
+//!
+//! - **Control plane** (the ring): [`RingClient::call`] carries one small
+//!   [`RequestEnvelope`] to a peer and brings back its [`ResponseEnvelope`]; [`RingHandler`]
+//!   answers on the other side.
+//! - **Data plane** (files): [`BlobClient`] / [`BlobHandler`] move objects whose content is a
+//!   byte *stream* of known length ([`Body`]), never a whole-file buffer, plus small queries
+//!   ([`BlobQuery`]). A handler refuses with a typed [`Refusal`] that every transport maps to
+//!   its own status codes and back.
+//! - A transport is one module (`http/`, `memory/`) exporting a [`TransportFactory`]: it parses
+//!   its addresses, tells whether one still resolves, builds clients and serves both planes.
+//!   [`registry`] holds the only `match` over [`TransportKind`]s.
+//! - [`layers`] wraps every transport's clients and handlers with what they share: calls to
+//!   oneself (loopback), deadlines by call class, concurrency limits for transfers, metrics,
+//!   client spans and trace context, and the protocol-version check.
 
+pub mod body;
 pub mod http;
+pub mod layers;
+pub mod memory;
+pub mod registry;
 
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::Bytes;
-use serde::{Deserialize, Serialize};
-
-use crate::files::{FileMeta, ProviderRecord, Version};
+pub use crate::config::TransportKind;
 use crate::id::Id;
-use crate::ring::{Address, RequestEnvelope, ResponseEnvelope};
 pub use crate::telemetry::TraceCarrier;
+use crate::wire::Address;
+pub use crate::wire::files::{BlobAnswer, BlobQuery, ObjectInfo, PutReply};
+use crate::wire::files::{FileMeta, Version};
+use crate::wire::ring::{RequestEnvelope, ResponseEnvelope};
+pub use body::{Body, BodyError};
 
-/// Why a request got no answer. To the ring, all of these mean "no response".
+/// A boxed future, as the object-safe traits return (one allocation per network call costs
+/// nothing next to a round trip).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a call got no (usable) answer. To the ring, all of these mean "no response".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransportError {
-    #[error("no answer within the RPC time-out")]
-    Timeout,
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
     #[error("peer unreachable: {0}")]
     Unreachable(String),
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The peer answered, and refused.
+    #[error("{0}")]
+    Refused(Refusal),
+    /// A body stream failed or stalled.
+    #[error("transfer failed: {0}")]
+    Body(#[from] BodyError),
 }
 
 impl TransportError {
     /// A short label for metrics.
     pub fn label(&self) -> &'static str {
         match self {
-            TransportError::Timeout => "timeout",
+            TransportError::Timeout(_) => "timeout",
             TransportError::Unreachable(_) => "unreachable",
             TransportError::Protocol(_) => "protocol_error",
+            TransportError::Refused(_) => "refused",
+            TransportError::Body(_) => "transfer_error",
+        }
+    }
+
+    /// The peer's refusal, if it refused.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            TransportError::Refused(r) => Some(r),
+            _ => None,
         }
     }
 }
 
-/// Carries one request to the peer at `to` and returns its answer. Implementations send the
-/// current trace context along ([`TraceCarrier::current`]) in their protocol's metadata.
-pub trait Transport: Send + Sync + 'static {
-    fn call(
-        &self,
-        to: &Address,
+/// Why a data-plane handler refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefusalKind {
+    /// The request is malformed or breaks a rule (bad id, clock too far ahead, bad content).
+    Invalid,
+    /// This peer takes no copies now (leaving, not a ring member, or too busy).
+    Unavailable,
+    /// This peer's disk cannot hold it.
+    InsufficientStorage,
+    /// Something broke on the peer's side.
+    Internal,
+}
+
+impl RefusalKind {
+    /// A stable name for the wire and for metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            RefusalKind::Invalid => "invalid",
+            RefusalKind::Unavailable => "unavailable",
+            RefusalKind::InsufficientStorage => "insufficient_storage",
+            RefusalKind::Internal => "internal",
+        }
+    }
+
+    pub fn from_name(name: &str) -> RefusalKind {
+        match name {
+            "invalid" => RefusalKind::Invalid,
+            "unavailable" => RefusalKind::Unavailable,
+            "insufficient_storage" => RefusalKind::InsufficientStorage,
+            _ => RefusalKind::Internal,
+        }
+    }
+}
+
+/// A typed refusal with the peer's explanation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("peer refused ({}): {detail}", kind.name())]
+pub struct Refusal {
+    pub kind: RefusalKind,
+    pub detail: String,
+}
+
+impl Refusal {
+    pub fn new(kind: RefusalKind, detail: impl Into<String>) -> Refusal {
+        Refusal {
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Which deadline a call gets (see [`layers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallClass {
+    /// Small request, small answer: `ring.rpc_timeout`.
+    Control,
+    /// A transfer of `bytes`: `transport.bulk_floor + bytes / transport.min_transfer_rate`,
+    /// and no gap longer than `transport.progress_timeout`.
+    Bulk { bytes: u64 },
+}
+
+/// The control plane's client side.
+pub trait RingClient: Send + Sync + 'static {
+    /// Carries `request` to the peer at `to`. Implementations send `trace` (the caller's trace
+    /// context) in their protocol's metadata.
+    fn call<'a>(
+        &'a self,
+        to: &'a Address,
         request: RequestEnvelope,
-    ) -> impl Future<Output = Result<ResponseEnvelope, TransportError>> + Send;
+        trace: TraceCarrier,
+    ) -> BoxFuture<'a, Result<ResponseEnvelope, TransportError>>;
 }
 
-/// The receiving side: answers a peer's request (the ring node behind it). `trace` is the
-/// caller's trace context as the transport received it (empty when it sent none).
-pub trait RequestHandler: Send + Sync + 'static {
-    fn handle(&self, request: RequestEnvelope, trace: &TraceCarrier) -> ResponseEnvelope;
-}
-
-/// A peer's answer to storing an object.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PutReply {
-    /// The object was stored (it was newer than the peer's copy).
-    pub stored: bool,
-    /// It replaced a live version.
-    pub replaced: bool,
-    /// The peer's version after the call.
-    pub current: FileMeta,
-}
-
-/// What a peer knows about a key: its stored version (or tombstone) and the providers.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObjectInfo {
-    pub meta: Option<FileMeta>,
-    pub providers: Vec<ProviderRecord>,
-}
-
-/// The file data plane between peers: content, provider records and replica reconciliation.
-pub trait FileTransport: Send + Sync + 'static {
-    /// Stores `meta` (with `data` unless it is a tombstone) at the peer, if newer.
-    fn put_object(
+/// The control plane's serving side: answers a peer's request. `trace` is the caller's trace
+/// context as the transport received it (empty when it sent none).
+pub trait RingHandler: Send + Sync + 'static {
+    fn handle(
         &self,
-        to: &Address,
-        meta: &FileMeta,
-        data: Option<Bytes>,
-    ) -> impl Future<Output = Result<PutReply, TransportError>> + Send;
+        request: RequestEnvelope,
+        trace: TraceCarrier,
+    ) -> BoxFuture<'_, ResponseEnvelope>;
+}
+
+/// An object as the data plane returns it: its metadata and a stream of its content.
+pub struct Object {
+    pub meta: FileMeta,
+    pub body: Body,
+}
+
+/// The data plane's client side.
+pub trait BlobClient: Send + Sync + 'static {
+    /// Stores `meta` at the peer (with `body` unless it is a tombstone), if newer than its copy.
+    fn put<'a>(
+        &'a self,
+        to: &'a Address,
+        meta: FileMeta,
+        body: Option<Body>,
+        trace: TraceCarrier,
+    ) -> BoxFuture<'a, Result<PutReply, TransportError>>;
     /// The peer's live copy of `id`, if it has one.
-    fn get_object(
-        &self,
-        to: &Address,
+    fn get<'a>(
+        &'a self,
+        to: &'a Address,
         id: Id,
-    ) -> impl Future<Output = Result<Option<(FileMeta, Bytes)>, TransportError>> + Send;
-    fn object_info(
-        &self,
-        to: &Address,
-        id: Id,
-    ) -> impl Future<Output = Result<ObjectInfo, TransportError>> + Send;
-    fn put_provider(
-        &self,
-        to: &Address,
-        record: &ProviderRecord,
-    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+        trace: TraceCarrier,
+    ) -> BoxFuture<'a, Result<Option<Object>, TransportError>>;
     /// A file from the peer's shared directory, if it shares it.
-    fn get_shared(
+    fn get_shared<'a>(
+        &'a self,
+        to: &'a Address,
+        name: &'a str,
+        trace: TraceCarrier,
+    ) -> BoxFuture<'a, Result<Option<Body>, TransportError>>;
+    fn query<'a>(
+        &'a self,
+        to: &'a Address,
+        query: BlobQuery,
+        trace: TraceCarrier,
+    ) -> BoxFuture<'a, Result<BlobAnswer, TransportError>>;
+}
+
+/// The data plane's serving side (the file layer behind it).
+pub trait BlobHandler: Send + Sync + 'static {
+    fn put(&self, meta: FileMeta, body: Option<Body>) -> BoxFuture<'_, Result<PutReply, Refusal>>;
+    fn get(&self, id: Id) -> BoxFuture<'_, Result<Option<Object>, Refusal>>;
+    fn get_shared<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Body>, Refusal>>;
+    fn query(&self, query: BlobQuery) -> BoxFuture<'_, Result<BlobAnswer, Refusal>>;
+}
+
+/// What a peer serves: both planes.
+#[derive(Clone)]
+pub struct Handlers {
+    pub ring: Arc<dyn RingHandler>,
+    pub blob: Arc<dyn BlobHandler>,
+}
+
+/// A transport's clients for both planes.
+#[derive(Clone)]
+pub struct Clients {
+    pub ring: Arc<dyn RingClient>,
+    pub blob: Arc<dyn BlobClient>,
+}
+
+/// Where and how a peer serves the peer protocol.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// The socket to listen on (transports without sockets ignore it).
+    pub listen: std::net::SocketAddr,
+    /// The address other peers reach this one at.
+    pub advertise: Address,
+    /// The largest object body the server accepts.
+    pub max_body: u64,
+}
+
+/// A running peer-protocol server.
+pub struct Serving {
+    /// What it actually listens on (a socket address, or the advertised name).
+    pub local: String,
+    /// Completes once the server stopped (after the shutdown signal).
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Why an address is not one this transport can use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{address:?} is not a {kind} peer address: {reason}")]
+pub struct AddressError {
+    pub kind: &'static str,
+    pub address: String,
+    pub reason: String,
+}
+
+/// One transport: everything the rest of the crate needs from it.
+pub trait TransportFactory: Send + Sync + 'static {
+    /// The config value that selects it (`transport.kind`).
+    fn kind(&self) -> TransportKind;
+    /// Checks and normalises an address of this transport.
+    fn parse_address(&self, text: &str) -> Result<Address, AddressError>;
+    /// Whether `address` still names a peer that may exist (a DNS name that resolves): the
+    /// founder rule's "this seed is gone" input.
+    fn resolves<'a>(&'a self, address: &'a Address) -> BoxFuture<'a, bool>;
+    /// Clients for both planes. `connect_timeout` bounds connection set-up only; deadlines
+    /// are the layers' job.
+    fn clients(&self, connect_timeout: Duration) -> Result<Clients, TransportError>;
+    /// Serves both planes until `shutdown` turns true.
+    fn serve(
         &self,
-        to: &Address,
-        name: &str,
-    ) -> impl Future<Output = Result<Option<Bytes>, TransportError>> + Send;
-    /// Which of these versions the peer lacks (or holds older).
-    fn missing(
-        &self,
-        to: &Address,
-        have: &[(Id, Version)],
-    ) -> impl Future<Output = Result<Vec<Id>, TransportError>> + Send;
+        options: ServeOptions,
+        handlers: Handlers,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> BoxFuture<'_, Result<Serving, ServeError>>;
 }
 
-/// The receiving side of the file data plane.
-pub trait FileHandler: Send + Sync + 'static {
-    fn put_object(&self, meta: FileMeta, data: Option<Bytes>) -> Result<PutReply, String>;
-    fn get_object(&self, id: Id) -> Option<(FileMeta, Bytes)>;
-    fn object_info(&self, id: Id) -> ObjectInfo;
-    fn put_provider(&self, record: ProviderRecord);
-    fn get_shared(&self, name: &str) -> Option<Bytes>;
-    fn missing(&self, have: Vec<(Id, Version)>) -> Vec<Id>;
+/// Why a transport could not start serving.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot serve the peer protocol on {what}: {source}")]
+pub struct ServeError {
+    pub what: String,
+    pub source: std::io::Error,
 }
 
-/// Objects travel as one body: a 4-byte big-endian length, the JSON metadata, then the bytes
-/// (binary-safe for any name, no extra encoding of the content).
-pub fn frame_object(meta: &FileMeta, data: &[u8]) -> Vec<u8> {
-    let json = serde_json::to_vec(meta).unwrap_or_default();
-    let mut out = Vec::with_capacity(4 + json.len() + data.len());
-    out.extend_from_slice(&(json.len() as u32).to_be_bytes());
-    out.extend_from_slice(&json);
-    out.extend_from_slice(data);
-    out
-}
-
-/// The inverse of [`frame_object`].
-pub fn unframe_object(body: Bytes) -> Result<(FileMeta, Bytes), String> {
-    if body.len() < 4 {
-        return Err("object frame too short".into());
+/// A peer's answer to "which of these do you lack", as a convenience over [`BlobQuery`].
+pub async fn missing(
+    blob: &dyn BlobClient,
+    to: &Address,
+    have: Vec<(Id, Version)>,
+) -> Result<Vec<Id>, TransportError> {
+    match blob
+        .query(to, BlobQuery::Missing { have }, TraceCarrier::current())
+        .await?
+    {
+        BlobAnswer::Missing { ids } => Ok(ids),
+        other => Err(unexpected(to, &other)),
     }
-    let len = u32::from_be_bytes([body[0], body[1], body[2], body[3]]) as usize;
-    if body.len() < 4 + len {
-        return Err("object frame truncated".into());
+}
+
+/// What a peer knows about `id`.
+pub async fn info(
+    blob: &dyn BlobClient,
+    to: &Address,
+    id: Id,
+) -> Result<ObjectInfo, TransportError> {
+    match blob
+        .query(to, BlobQuery::Info { id }, TraceCarrier::current())
+        .await?
+    {
+        BlobAnswer::Info(info) => Ok(info),
+        other => Err(unexpected(to, &other)),
     }
-    let meta: FileMeta =
-        serde_json::from_slice(&body[4..4 + len]).map_err(|e| format!("object metadata: {e}"))?;
-    Ok((meta, body.slice(4 + len..)))
+}
+
+fn unexpected(to: &Address, answer: &BlobAnswer) -> TransportError {
+    TransportError::Protocol(format!("{to} gave an unexpected answer: {answer:?}"))
 }

@@ -10,9 +10,14 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::id::Id;
+use units::{byte_size, humantime_duration};
+
+#[cfg(test)]
+mod tests;
+mod units;
 
 /// Everything a peer needs to know at start.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -23,6 +28,49 @@ pub struct Config {
     pub ring: RingSection,
     pub files: FilesConfig,
     pub log: LogConfig,
+    #[serde(default)]
+    pub transport: TransportConfig,
+}
+
+/// How peers reach each other: which transport carries both planes, and the deadlines and
+/// limits every transport shares.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportConfig {
+    /// `http` (HTTP/JSON, the default) or `memory` (peers in one process only: tests, dev).
+    pub kind: TransportKind,
+    /// Slowest acceptable rate of a file transfer between peers, in bytes per second: a
+    /// transfer of `size` bytes may take `bulk_floor + size / min_transfer_rate`.
+    #[serde(with = "byte_size")]
+    pub min_transfer_rate: u64,
+    /// The part of a transfer's deadline that does not depend on its size (connection, fsync).
+    #[serde(with = "humantime_duration")]
+    pub bulk_floor: Duration,
+    /// A transfer that moves no byte for this long fails, whatever its deadline.
+    #[serde(with = "humantime_duration")]
+    pub progress_timeout: Duration,
+    /// File transfers this peer runs at once (as client, and as server); more wait their turn.
+    pub max_transfers: usize,
+}
+
+/// The transports a peer can speak. `transport/registry.rs` maps each to its implementation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    Http,
+    Memory,
+}
+
+impl Default for TransportConfig {
+    fn default() -> TransportConfig {
+        TransportConfig {
+            kind: TransportKind::Http,
+            min_transfer_rate: 1 << 20,
+            bulk_floor: Duration::from_secs(10),
+            progress_timeout: Duration::from_secs(10),
+            max_transfers: 16,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -98,6 +146,31 @@ pub struct FilesConfig {
     /// How long a delete's tombstone is kept (so a stale copy cannot bring the file back).
     #[serde(with = "humantime_duration")]
     pub tombstone_ttl: Duration,
+    /// Copies that must be durable before an upload or delete is acknowledged (a ring with
+    /// fewer members needs all of them).
+    #[serde(default = "defaults::write_quorum")]
+    pub write_quorum: usize,
+    /// Holders a download asks for their version; the newest wins (with `write_quorum`, more
+    /// than `ring.replicas`, so a read always meets the last acknowledged write).
+    #[serde(default = "defaults::read_quorum")]
+    pub read_quorum: usize,
+    /// A version stamped further than this in the future (by this peer's clock) is refused.
+    #[serde(default = "defaults::max_clock_skew", with = "humantime_duration")]
+    pub max_clock_skew: Duration,
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    pub fn write_quorum() -> usize {
+        2
+    }
+    pub fn read_quorum() -> usize {
+        2
+    }
+    pub fn max_clock_skew() -> Duration {
+        Duration::from_secs(60)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -144,10 +217,14 @@ impl Default for Config {
                 republish_interval: Duration::from_secs(30),
                 repair_interval: Duration::from_secs(5),
                 tombstone_ttl: Duration::from_secs(24 * 3600),
+                write_quorum: defaults::write_quorum(),
+                read_quorum: defaults::read_quorum(),
+                max_clock_skew: defaults::max_clock_skew(),
             },
             log: LogConfig {
                 format: LogFormat::Text,
             },
+            transport: TransportConfig::default(),
         }
     }
 }
@@ -274,6 +351,24 @@ impl Config {
         if self.files.max_file_size == 0 {
             return rule("files.max_file_size", "must be at least 1 byte");
         }
+        if self.files.write_quorum == 0 || self.files.write_quorum > self.ring.replicas {
+            return rule("files.write_quorum", "must be 1..=ring.replicas");
+        }
+        if self.files.read_quorum == 0 || self.files.read_quorum > self.ring.replicas {
+            return rule("files.read_quorum", "must be 1..=ring.replicas");
+        }
+        if self.transport.min_transfer_rate == 0 {
+            return rule(
+                "transport.min_transfer_rate",
+                "must be at least 1 byte per second",
+            );
+        }
+        if self.transport.max_transfers == 0 {
+            return rule("transport.max_transfers", "must be at least 1");
+        }
+        if self.transport.progress_timeout.is_zero() {
+            return rule("transport.progress_timeout", "must be longer than zero");
+        }
         Ok(())
     }
 
@@ -355,192 +450,4 @@ fn address_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect())
-}
-
-mod humantime_duration {
-    use super::*;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_duration(*d))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "{text:?} is not a duration like \"500ms\" or \"2s\": {e}"
-            ))
-        })
-    }
-}
-
-/// Byte sizes: a plain number of bytes, or a number with a unit (`64MiB`, `10MB`, `512KiB`).
-mod byte_size {
-    use super::*;
-
-    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(*v)
-    }
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Number(u64),
-        Text(String),
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        match Raw::deserialize(d)? {
-            Raw::Number(n) => Ok(n),
-            Raw::Text(t) => parse(&t).ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "{t:?} is not a size like 67108864, \"64MiB\" or \"10MB\""
-                ))
-            }),
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<u64> {
-        let t = text.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let (number, unit) = t.split_at(split);
-        let n: u64 = number.parse().ok()?;
-        let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "kb" => 1_000,
-            "kib" | "k" => 1 << 10,
-            "mb" => 1_000_000,
-            "mib" | "m" => 1 << 20,
-            "gb" => 1_000_000_000,
-            "gib" | "g" => 1 << 30,
-            _ => return None,
-        };
-        n.checked_mul(factor)
-    }
-}
-
-#[cfg(test)]
-// figment's Jail closure returns its large error type by value; that is its API.
-#[allow(clippy::result_large_err)]
-mod tests {
-    use super::*;
-    use figment::Jail;
-
-    #[test]
-    fn defaults_are_sane() {
-        let c = Config::default();
-        assert_eq!(c.peer_listen(), "0.0.0.0:7000".parse().unwrap());
-        assert_eq!(c.node_id(), Id::hash("127.0.0.1:7000"));
-        assert_eq!(c.files.max_file_size, 64 << 20);
-        c.validate().unwrap();
-    }
-
-    #[test]
-    fn the_example_file_is_valid_and_shows_the_defaults() {
-        Jail::expect_with(|jail| {
-            let example = include_str!("../chordnet.example.toml");
-            jail.create_file("example.toml", example)?;
-            let c = Config::load(Some("example.toml".into()), &Overrides::default())
-                .map_err(|e| e.to_string())?;
-            assert_eq!(c, Config::default());
-            Ok(())
-        });
-    }
-
-    #[test]
-    fn sizes_and_addresses_parse() {
-        assert_eq!(byte_size::parse("64MiB"), Some(64 << 20));
-        assert_eq!(byte_size::parse("10MB"), Some(10_000_000));
-        assert_eq!(byte_size::parse("123"), Some(123));
-        assert_eq!(byte_size::parse("12 parsecs"), None);
-        assert_eq!(
-            split_host_port("chordnet-0.chordnet-headless:7000"),
-            Some(("chordnet-0.chordnet-headless", 7000))
-        );
-        assert_eq!(split_host_port("[::1]:80"), Some(("::1", 80)));
-        assert_eq!(split_host_port("nohost"), None);
-        assert_eq!(split_host_port(":80"), None);
-    }
-
-    #[test]
-    fn file_then_env_then_flags() {
-        Jail::expect_with(|jail| {
-            jail.create_file(
-                "c.toml",
-                r#"
-                [node]
-                advertise = "a:1"
-                [ring]
-                successors = 8
-                replicas = 2
-                stabilize_interval = "2s"
-                [files]
-                max_file_size = "1MiB"
-                "#,
-            )?;
-            jail.set_env("CHORDNET_RING__SUCCESSORS", "6");
-            jail.set_env("CHORDNET_LOG__FORMAT", "json");
-            jail.set_env("CHORDNET_CONFIG", "ignored-when-a-file-is-given.toml");
-            jail.set_env("CHORDNET_RING__SEEDS", "s-0.h:7000, s-1.h:7000,");
-            // Kubernetes service links for a Service named `chordnet` are not config keys.
-            jail.set_env("CHORDNET_SERVICE_HOST", "10.0.0.1");
-            jail.set_env("CHORDNET_PORT", "tcp://10.0.0.1:8080");
-            jail.set_env("CHORDNET_PORT_8080_TCP_ADDR", "10.0.0.1");
-            let overrides = Overrides {
-                advertise: Some("b:2".into()),
-                ..Overrides::default()
-            };
-            let c = Config::load(Some("c.toml".into()), &overrides).map_err(|e| e.to_string())?;
-            assert_eq!(c.node.advertise, "b:2");
-            assert_eq!(c.ring.successors, 6);
-            assert_eq!(c.ring.replicas, 2);
-            assert_eq!(c.ring.stabilize_interval, Duration::from_secs(2));
-            assert_eq!(c.files.max_file_size, 1 << 20);
-            assert_eq!(c.log.format, LogFormat::Json);
-            assert_eq!(c.ring.seeds, vec!["s-0.h:7000", "s-1.h:7000"]);
-            assert_eq!(c.peer_listen(), "0.0.0.0:2".parse().unwrap());
-            Ok(())
-        });
-    }
-
-    #[test]
-    fn errors_name_the_key_and_the_source() {
-        Jail::expect_with(|jail| {
-            jail.create_file("bad.toml", "[ring]\nstabilize_interval = \"soon\"\n")?;
-            let err = Config::load(Some("bad.toml".into()), &Overrides::default())
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains("ring.stabilize_interval"), "{err}");
-            assert!(err.contains("bad.toml"), "{err}");
-
-            jail.set_env("CHORDNET_RING__SUCCESSORS", "many");
-            let err = Config::load(None, &Overrides::default())
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains("ring.successors"), "{err}");
-            assert!(err.contains("CHORDNET_RING__SUCCESSORS"), "{err}");
-
-            jail.set_env("CHORDNET_RING__SUCCESSORS", "0");
-            let err = Config::load(None, &Overrides::default())
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains("`ring.successors`: must be at least 1"),
-                "{err}"
-            );
-
-            jail.set_env("CHORDNET_RING__SUCCESSORS", "4");
-            jail.set_env("CHORDNET_RING__TYPO", "1");
-            let err = Config::load(None, &Overrides::default())
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains("typo"), "{err}");
-
-            let err = Config::load(Some("missing.toml".into()), &Overrides::default())
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains("missing.toml"), "{err}");
-            Ok(())
-        });
-    }
 }

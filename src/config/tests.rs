@@ -1,0 +1,123 @@
+// figment's Jail closure returns its large error type by value; that is its API.
+#![allow(clippy::result_large_err)]
+
+use super::*;
+use figment::Jail;
+
+#[test]
+fn defaults_are_sane() {
+    let c = Config::default();
+    assert_eq!(c.peer_listen(), "0.0.0.0:7000".parse().unwrap());
+    assert_eq!(c.node_id(), Id::hash("127.0.0.1:7000"));
+    assert_eq!(c.files.max_file_size, 64 << 20);
+    c.validate().unwrap();
+}
+
+#[test]
+fn the_example_file_is_valid_and_shows_the_defaults() {
+    Jail::expect_with(|jail| {
+        let example = include_str!("../../chordnet.example.toml");
+        jail.create_file("example.toml", example)?;
+        let c = Config::load(Some("example.toml".into()), &Overrides::default())
+            .map_err(|e| e.to_string())?;
+        assert_eq!(c, Config::default());
+        Ok(())
+    });
+}
+
+#[test]
+fn sizes_and_addresses_parse() {
+    assert_eq!(byte_size::parse("64MiB"), Some(64 << 20));
+    assert_eq!(byte_size::parse("10MB"), Some(10_000_000));
+    assert_eq!(byte_size::parse("123"), Some(123));
+    assert_eq!(byte_size::parse("12 parsecs"), None);
+    assert_eq!(
+        split_host_port("chordnet-0.chordnet-headless:7000"),
+        Some(("chordnet-0.chordnet-headless", 7000))
+    );
+    assert_eq!(split_host_port("[::1]:80"), Some(("::1", 80)));
+    assert_eq!(split_host_port("nohost"), None);
+    assert_eq!(split_host_port(":80"), None);
+}
+
+#[test]
+fn file_then_env_then_flags() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "c.toml",
+            r#"
+            [node]
+            advertise = "a:1"
+            [ring]
+            successors = 8
+            replicas = 2
+            stabilize_interval = "2s"
+            [files]
+            max_file_size = "1MiB"
+            "#,
+        )?;
+        jail.set_env("CHORDNET_RING__SUCCESSORS", "6");
+        jail.set_env("CHORDNET_LOG__FORMAT", "json");
+        jail.set_env("CHORDNET_CONFIG", "ignored-when-a-file-is-given.toml");
+        jail.set_env("CHORDNET_RING__SEEDS", "s-0.h:7000, s-1.h:7000,");
+        // Kubernetes service links for a Service named `chordnet` are not config keys.
+        jail.set_env("CHORDNET_SERVICE_HOST", "10.0.0.1");
+        jail.set_env("CHORDNET_PORT", "tcp://10.0.0.1:8080");
+        jail.set_env("CHORDNET_PORT_8080_TCP_ADDR", "10.0.0.1");
+        let overrides = Overrides {
+            advertise: Some("b:2".into()),
+            ..Overrides::default()
+        };
+        let c = Config::load(Some("c.toml".into()), &overrides).map_err(|e| e.to_string())?;
+        assert_eq!(c.node.advertise, "b:2");
+        assert_eq!(c.ring.successors, 6);
+        assert_eq!(c.ring.replicas, 2);
+        assert_eq!(c.ring.stabilize_interval, Duration::from_secs(2));
+        assert_eq!(c.files.max_file_size, 1 << 20);
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.ring.seeds, vec!["s-0.h:7000", "s-1.h:7000"]);
+        assert_eq!(c.peer_listen(), "0.0.0.0:2".parse().unwrap());
+        Ok(())
+    });
+}
+
+#[test]
+fn errors_name_the_key_and_the_source() {
+    Jail::expect_with(|jail| {
+        jail.create_file("bad.toml", "[ring]\nstabilize_interval = \"soon\"\n")?;
+        let err = Config::load(Some("bad.toml".into()), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ring.stabilize_interval"), "{err}");
+        assert!(err.contains("bad.toml"), "{err}");
+
+        jail.set_env("CHORDNET_RING__SUCCESSORS", "many");
+        let err = Config::load(None, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ring.successors"), "{err}");
+        assert!(err.contains("CHORDNET_RING__SUCCESSORS"), "{err}");
+
+        jail.set_env("CHORDNET_RING__SUCCESSORS", "0");
+        let err = Config::load(None, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`ring.successors`: must be at least 1"),
+            "{err}"
+        );
+
+        jail.set_env("CHORDNET_RING__SUCCESSORS", "4");
+        jail.set_env("CHORDNET_RING__TYPO", "1");
+        let err = Config::load(None, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("typo"), "{err}");
+
+        let err = Config::load(Some("missing.toml".into()), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing.toml"), "{err}");
+        Ok(())
+    });
+}

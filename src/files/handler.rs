@@ -1,0 +1,191 @@
+//! The serving side of the data plane: what this peer answers when others store, fetch or ask
+//! about objects, provider records and shared files.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+
+use super::ops::{Files, lock};
+use super::shared::path_of;
+use super::spool::{hash_file, spool};
+use super::store::{PutOutcome, StoreError};
+use super::{FileMeta, ProviderRecord, Version, validate_name};
+use crate::id::Id;
+use crate::transport::{
+    BlobAnswer, BlobHandler, BlobQuery, Body, BoxFuture, Object, ObjectInfo, PutReply, Refusal,
+    RefusalKind,
+};
+
+fn refusal(e: StoreError) -> Refusal {
+    let kind = match &e {
+        StoreError::Full { .. } => RefusalKind::InsufficientStorage,
+        StoreError::Mismatch(_) | StoreError::TooLarge { .. } => RefusalKind::Invalid,
+        StoreError::Body(_) => RefusalKind::Unavailable,
+        StoreError::Io { .. } => RefusalKind::Internal,
+    };
+    Refusal::new(kind, e.to_string())
+}
+
+impl Files {
+    /// Whether this peer takes copies: not while handing its keys over, nor when it has left
+    /// (it is about to exit) or has not joined yet.
+    fn taking_copies(&self) -> bool {
+        !self.leaving.load(Ordering::SeqCst) && self.ring.is_member()
+    }
+
+    async fn put_object(&self, meta: FileMeta, body: Option<Body>) -> Result<PutReply, Refusal> {
+        if !self.taking_copies() {
+            return Err(Refusal::new(
+                RefusalKind::Unavailable,
+                "this peer is not taking copies (leaving, or not a ring member)",
+            ));
+        }
+        if validate_name(&meta.name).is_err() || Id::hash(meta.name.as_bytes()) != meta.id {
+            return Err(Refusal::new(
+                RefusalKind::Invalid,
+                "the id is not SHA-1 of the name",
+            ));
+        }
+        self.hlc
+            .check(&meta.version)
+            .map_err(|e| Refusal::new(RefusalKind::Invalid, e.to_string()))?;
+        if let Some(current) = self.store.newer_or_same(&meta) {
+            return Ok(PutReply {
+                stored: false,
+                replaced: false,
+                current,
+            });
+        }
+        let content = match (meta.deleted, body) {
+            (true, _) => None,
+            (false, Some(body)) => Some(
+                spool(self.store.tmp_dir(), body, self.max_file_size())
+                    .await
+                    .map_err(refusal)?,
+            ),
+            (false, None) => return Err(Refusal::new(RefusalKind::Invalid, "no content")),
+        };
+        self.hlc.observe(&meta.version);
+        let store = Arc::clone(&self.store);
+        let m = meta.clone();
+        let outcome = tokio::task::spawn_blocking(move || store.put(m, content))
+            .await
+            .map_err(|e| Refusal::new(RefusalKind::Internal, e.to_string()))?
+            .map_err(refusal)?;
+        self.update_usage();
+        Ok(match outcome {
+            PutOutcome::Stored { replaced } => PutReply {
+                stored: true,
+                replaced: replaced.is_some(),
+                current: meta,
+            },
+            PutOutcome::Stale { current } => PutReply {
+                stored: false,
+                replaced: false,
+                current,
+            },
+        })
+    }
+
+    async fn get_object(&self, id: Id) -> Result<Option<Object>, Refusal> {
+        let store = Arc::clone(&self.store);
+        match tokio::task::spawn_blocking(move || store.open_content(id)).await {
+            Ok(Ok(found)) => Ok(found.map(|(meta, path)| Object {
+                body: Body::from_file(path, meta.size),
+                meta,
+            })),
+            Ok(Err(e)) => {
+                warn!(%id, error = %e, "cannot read a stored object");
+                Ok(None)
+            }
+            Err(e) => Err(Refusal::new(RefusalKind::Internal, e.to_string())),
+        }
+    }
+
+    pub(super) fn object_info(&self, id: Id) -> ObjectInfo {
+        let now = Instant::now();
+        let providers = lock(&self.providers)
+            .get(&id)
+            .map(|v| {
+                v.iter()
+                    .filter(|(_, exp)| *exp > now)
+                    .map(|(r, _)| r.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ObjectInfo {
+            meta: self.store.meta(id),
+            providers,
+        }
+    }
+
+    pub(super) fn put_provider(&self, record: ProviderRecord) {
+        if validate_name(&record.name).is_err() || Id::hash(record.name.as_bytes()) != record.id {
+            return;
+        }
+        let lease = self.ring.config().files.republish_interval * 3;
+        let expires = Instant::now() + lease.max(Duration::from_secs(1));
+        let mut providers = lock(&self.providers);
+        let now = Instant::now();
+        let list = providers.entry(record.id).or_default();
+        list.retain(|(r, exp)| *exp > now && r.peer_id != record.peer_id);
+        list.push((record, expires));
+    }
+
+    async fn get_shared_file(&self, name: &str) -> Option<Body> {
+        let dir = &self.ring.config().files.shared_dir;
+        let expected = lock(&self.shared).get(name).cloned()?;
+        let path = path_of(dir, name)?;
+        let check = path.clone();
+        let (size, sha) = tokio::task::spawn_blocking(move || hash_file(&check))
+            .await
+            .ok()?
+            .ok()?;
+        (sha == expected.sha256).then(|| Body::from_file(path, size))
+    }
+
+    fn missing(&self, have: Vec<(Id, Version)>) -> Vec<Id> {
+        // A peer that does not take copies (leaving, not a member) keeps nothing for the ring:
+        // to a hand-off or a repair everything is missing here, so they look further.
+        if !self.taking_copies() {
+            return have.into_iter().map(|(id, _)| id).collect();
+        }
+        have.into_iter()
+            .filter(|(id, v)| self.store.meta(*id).is_none_or(|m| m.version < *v))
+            .map(|(id, _)| id)
+            .collect()
+    }
+}
+
+/// The data plane's handler: `Arc<Files>` so the transport can hold it.
+pub struct FilesHandler(pub Arc<Files>);
+
+impl BlobHandler for FilesHandler {
+    fn put(&self, meta: FileMeta, body: Option<Body>) -> BoxFuture<'_, Result<PutReply, Refusal>> {
+        Box::pin(self.0.put_object(meta, body))
+    }
+
+    fn get(&self, id: Id) -> BoxFuture<'_, Result<Option<Object>, Refusal>> {
+        Box::pin(self.0.get_object(id))
+    }
+
+    fn get_shared<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Body>, Refusal>> {
+        Box::pin(async move { Ok(self.0.get_shared_file(name).await) })
+    }
+
+    fn query(&self, query: BlobQuery) -> BoxFuture<'_, Result<BlobAnswer, Refusal>> {
+        let answer = match query {
+            BlobQuery::Info { id } => BlobAnswer::Info(self.0.object_info(id)),
+            BlobQuery::PutProvider { record } => {
+                self.0.put_provider(record);
+                BlobAnswer::Done
+            }
+            BlobQuery::Missing { have } => BlobAnswer::Missing {
+                ids: self.0.missing(have),
+            },
+        };
+        Box::pin(std::future::ready(Ok(answer)))
+    }
+}

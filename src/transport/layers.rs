@@ -1,0 +1,459 @@
+//! What every transport gets for free, on both sides of both planes.
+//!
+//! Client side ([`Layered`], wrapping a transport's [`Clients`]):
+//! - **loopback**: a call to this peer's own address goes straight to its handlers;
+//! - **deadlines by call class**: control calls get `ring.rpc_timeout`; a transfer gets
+//!   `transport.bulk_floor + size / transport.min_transfer_rate` and fails as soon as no byte
+//!   moved for `transport.progress_timeout` (never one total time-out for every size);
+//! - **limits**: at most `transport.max_transfers` transfers at once (the others wait);
+//! - **metrics** (`chordnet_peer_rpcs_total{method,outcome}`, `..._duration_seconds`), a client
+//!   span per data-plane call, and the caller's trace context handed to the transport;
+//! - answers in a protocol version this build does not speak are refused.
+//!
+//! Server side ([`serving`]): the protocol-version check (a clear rejection and
+//! `chordnet_peer_protocol_rejections_total`), and the same transfer limit.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tracing::{Instrument, debug};
+
+use super::{
+    BlobAnswer, BlobClient, BlobHandler, BlobQuery, Body, BoxFuture, CallClass, Clients, Handlers,
+    Object, PutReply, Refusal, RefusalKind, RingClient, RingHandler, TraceCarrier, TransportError,
+};
+use crate::config::Config;
+use crate::id::Id;
+use crate::metrics::Metrics;
+use crate::telemetry::peer_call_span;
+use crate::wire::files::FileMeta;
+use crate::wire::ring::{Rejection, RequestEnvelope, Response, ResponseEnvelope};
+use crate::wire::{Address, Peer, protocol_supported};
+
+/// The deadlines of each call class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadlines {
+    pub rpc_timeout: Duration,
+    pub bulk_floor: Duration,
+    /// Bytes per second.
+    pub min_transfer_rate: u64,
+    pub progress_timeout: Duration,
+}
+
+impl Deadlines {
+    pub fn from_config(config: &Config) -> Deadlines {
+        Deadlines {
+            rpc_timeout: config.ring.rpc_timeout,
+            bulk_floor: config.transport.bulk_floor,
+            min_transfer_rate: config.transport.min_transfer_rate.max(1),
+            progress_timeout: config.transport.progress_timeout,
+        }
+    }
+
+    /// The whole-call limit of a call of `class`.
+    pub fn limit(&self, class: CallClass) -> Duration {
+        match class {
+            CallClass::Control => self.rpc_timeout,
+            CallClass::Bulk { bytes } => {
+                let secs = bytes as f64 / self.min_transfer_rate as f64;
+                self.bulk_floor
+                    .max(self.rpc_timeout)
+                    .saturating_add(Duration::from_secs_f64(secs.min(1e9)))
+            }
+        }
+    }
+}
+
+/// A transport's clients with the shared layers around them.
+pub struct Layered {
+    inner: Clients,
+    me: Address,
+    local: OnceLock<Handlers>,
+    deadlines: Deadlines,
+    transfers: Arc<Semaphore>,
+    metrics: Metrics,
+}
+
+impl Layered {
+    pub fn new(inner: Clients, me: Address, config: &Config, metrics: Metrics) -> Arc<Layered> {
+        Arc::new(Layered {
+            inner,
+            me,
+            local: OnceLock::new(),
+            deadlines: Deadlines::from_config(config),
+            transfers: Arc::new(Semaphore::new(config.transport.max_transfers.max(1))),
+            metrics,
+        })
+    }
+
+    /// Connects calls to oneself with this peer's handlers (set once, after they exist).
+    pub fn set_local(&self, handlers: Handlers) {
+        let _ = self.local.set(handlers);
+    }
+
+    pub fn deadlines(&self) -> Deadlines {
+        self.deadlines
+    }
+
+    fn local(&self, to: &Address) -> Option<&Handlers> {
+        (*to == self.me).then(|| self.local.get()).flatten()
+    }
+
+    fn record(&self, method: &'static str, started: Instant, outcome: &'static str) {
+        self.metrics
+            .rpcs
+            .with_label_values(&[method, outcome])
+            .inc();
+        self.metrics
+            .rpc_duration
+            .with_label_values(&[method])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Runs one data-plane call with its deadline, span and metrics.
+    async fn blob_call<T>(
+        &self,
+        method: &'static str,
+        to: &Address,
+        class: CallClass,
+        call: impl std::future::Future<Output = Result<T, TransportError>>,
+    ) -> Result<T, TransportError> {
+        let span = peer_call_span(method, to);
+        let started = Instant::now();
+        let limit = self.deadlines.limit(class);
+        let answer = match tokio::time::timeout(limit, call.instrument(span.clone())).await {
+            Ok(answer) => answer,
+            Err(_) => Err(TransportError::Timeout(limit)),
+        };
+        let outcome = match &answer {
+            Ok(_) => "ok",
+            Err(e) => {
+                span.record("otel.status_code", "ERROR");
+                debug!(peer = %to, method, error = %e, "peer call failed");
+                e.label()
+            }
+        };
+        self.record(method, started, outcome);
+        answer
+    }
+
+    fn bulk_body(&self, body: Body, limit: Duration) -> Body {
+        body.with_progress_timeout(self.deadlines.progress_timeout)
+            .with_deadline(limit)
+    }
+}
+
+impl RingClient for Layered {
+    fn call<'a>(
+        &'a self,
+        to: &'a Address,
+        request: RequestEnvelope,
+        trace: TraceCarrier,
+    ) -> BoxFuture<'a, Result<ResponseEnvelope, TransportError>> {
+        Box::pin(async move {
+            let method = request.body.method();
+            let started = Instant::now();
+            let limit = self.deadlines.rpc_timeout;
+            let call = async {
+                match self.local(to) {
+                    Some(local) => Ok(local.ring.handle(request, trace).await),
+                    None => self.inner.ring.call(to, request, trace).await,
+                }
+            };
+            let answer = match tokio::time::timeout(limit, call).await {
+                Ok(Ok(r)) if !protocol_supported(r.protocol) => Err(TransportError::Protocol(
+                    format!("{to} answered in peer-protocol version {}", r.protocol),
+                )),
+                Ok(answer) => answer,
+                Err(_) => Err(TransportError::Timeout(limit)),
+            };
+            let outcome = match &answer {
+                Ok(ResponseEnvelope {
+                    body: Response::Rejected { .. },
+                    ..
+                }) => "rejected",
+                Ok(_) => "ok",
+                Err(e) => e.label(),
+            };
+            self.record(method, started, outcome);
+            if let Err(e) = &answer {
+                debug!(peer = %to, method, error = %e, "peer RPC failed");
+            }
+            answer
+        })
+    }
+}
+
+impl BlobClient for Layered {
+    fn put<'a>(
+        &'a self,
+        to: &'a Address,
+        meta: FileMeta,
+        body: Option<Body>,
+        trace: TraceCarrier,
+    ) -> BoxFuture<'a, Result<PutReply, TransportError>> {
+        Box::pin(async move {
+            let class = match &body {
+                Some(b) => CallClass::Bulk { bytes: b.len() },
+                None => CallClass::Control,
+            };
+            let limit = self.deadlines.limit(class);
+            let _permit = match &body {
+                Some(_) => Some(self.transfers.clone().acquire_owned().await.map_err(|_| {
+                    TransportError::Unreachable("the peer is shutting down".into())
+                })?),
+                None => None,
+            };
+            let body = body.map(|b| self.bulk_body(b, limit));
+            self.blob_call("put_object", to, class, async {
+                let trace = trace_in_span(trace);
+                match self.local(to) {
+                    Some(local) => local
+                        .blob
+                        .put(meta, body)
+                        .await
+                        .map_err(TransportError::Refused),
+                    None => self.inner.blob.put(to, meta, body, trace).await,
+                }
+            })
+            .await
+        })
+    }
+
+    fn get<'a>(
+        &'a self,
+        to: &'a Address,
+        id: Id,
+        trace: TraceCarrier,
+    ) -> BoxFuture<'a, Result<Option<Object>, TransportError>> {
+        Box::pin(async move {
+            let permit = self
+                .transfers
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| TransportError::Unreachable("the peer is shutting down".into()))?;
+            let started = tokio::time::Instant::now();
+            // Until the metadata arrives the size is unknown: the header phase gets the floor.
+            let object = self
+                .blob_call("get_object", to, CallClass::Bulk { bytes: 0 }, async {
+                    let trace = trace_in_span(trace);
+                    match self.local(to) {
+                        Some(local) => local.blob.get(id).await.map_err(TransportError::Refused),
+                        None => self.inner.blob.get(to, id, trace).await,
+                    }
+                })
+                .await?;
+            Ok(object.map(|o| {
+                let limit = self
+                    .deadlines
+                    .limit(CallClass::Bulk { bytes: o.meta.size })
+                    .saturating_sub(started.elapsed());
+                Object {
+                    meta: o.meta,
+                    body: self.bulk_body(o.body, limit).holding(permit),
+                }
+            }))
+        })
+    }
+
+    fn get_shared<'a>(
+        &'a self,
+        to: &'a Address,
+        name: &'a str,
+        trace: TraceCarrier,
+    ) -> BoxFuture<'a, Result<Option<Body>, TransportError>> {
+        Box::pin(async move {
+            let permit = self
+                .transfers
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| TransportError::Unreachable("the peer is shutting down".into()))?;
+            let started = tokio::time::Instant::now();
+            let body = self
+                .blob_call("get_shared", to, CallClass::Bulk { bytes: 0 }, async {
+                    let trace = trace_in_span(trace);
+                    match self.local(to) {
+                        Some(local) => local
+                            .blob
+                            .get_shared(name)
+                            .await
+                            .map_err(TransportError::Refused),
+                        None => self.inner.blob.get_shared(to, name, trace).await,
+                    }
+                })
+                .await?;
+            Ok(body.map(|b| {
+                let limit = self
+                    .deadlines
+                    .limit(CallClass::Bulk { bytes: b.len() })
+                    .saturating_sub(started.elapsed());
+                self.bulk_body(b, limit).holding(permit)
+            }))
+        })
+    }
+
+    fn query<'a>(
+        &'a self,
+        to: &'a Address,
+        query: BlobQuery,
+        trace: TraceCarrier,
+    ) -> BoxFuture<'a, Result<BlobAnswer, TransportError>> {
+        Box::pin(async move {
+            let method = match &query {
+                BlobQuery::Info { .. } => "object_info",
+                BlobQuery::PutProvider { .. } => "put_provider",
+                BlobQuery::Missing { .. } => "missing",
+            };
+            self.blob_call(method, to, CallClass::Control, async {
+                let trace = trace_in_span(trace);
+                match self.local(to) {
+                    Some(local) => local
+                        .blob
+                        .query(query)
+                        .await
+                        .map_err(TransportError::Refused),
+                    None => self.inner.blob.query(to, query, trace).await,
+                }
+            })
+            .await
+        })
+    }
+}
+
+/// The caller's context, or the client span's when the caller passed none (the usual case:
+/// callers pass [`TraceCarrier::current`], taken before the client span exists).
+fn trace_in_span(trace: TraceCarrier) -> TraceCarrier {
+    let inner = TraceCarrier::current();
+    if inner.is_empty() { trace } else { inner }
+}
+
+/// The server-side layers around a peer's handlers.
+pub fn serving(handlers: Handlers, me: Peer, config: &Config, metrics: Metrics) -> Handlers {
+    Handlers {
+        ring: Arc::new(CheckedRing {
+            inner: handlers.ring,
+            me,
+            metrics,
+        }),
+        blob: Arc::new(LimitedBlob {
+            inner: handlers.blob,
+            transfers: Arc::new(Semaphore::new(config.transport.max_transfers.max(1))),
+            wait: config.transport.progress_timeout,
+        }),
+    }
+}
+
+struct CheckedRing {
+    inner: Arc<dyn RingHandler>,
+    me: Peer,
+    metrics: Metrics,
+}
+
+impl RingHandler for CheckedRing {
+    fn handle(
+        &self,
+        request: RequestEnvelope,
+        trace: TraceCarrier,
+    ) -> BoxFuture<'_, ResponseEnvelope> {
+        if !protocol_supported(request.protocol) {
+            self.metrics.protocol_rejections.inc();
+            debug!(from = %request.from, version = request.protocol, "refused a message in an unknown peer-protocol version");
+            let answer = ResponseEnvelope::protocol_mismatch(self.me.clone(), request.protocol);
+            return Box::pin(std::future::ready(answer));
+        }
+        self.inner.handle(request, trace)
+    }
+}
+
+/// Is a rejection one of protocol versions?
+pub fn is_protocol_rejection(r: &ResponseEnvelope) -> bool {
+    matches!(
+        r.body,
+        Response::Rejected {
+            reason: Rejection::Protocol { .. }
+        }
+    )
+}
+
+struct LimitedBlob {
+    inner: Arc<dyn BlobHandler>,
+    transfers: Arc<Semaphore>,
+    /// How long a transfer waits for its turn before the peer says it is busy.
+    wait: Duration,
+}
+
+impl LimitedBlob {
+    async fn permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Refusal> {
+        match tokio::time::timeout(self.wait, self.transfers.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Ok(p),
+            _ => Err(Refusal::new(
+                RefusalKind::Unavailable,
+                "too many transfers at once; try again",
+            )),
+        }
+    }
+}
+
+impl BlobHandler for LimitedBlob {
+    fn put(&self, meta: FileMeta, body: Option<Body>) -> BoxFuture<'_, Result<PutReply, Refusal>> {
+        Box::pin(async move {
+            let _permit = match body {
+                Some(_) => Some(self.permit().await?),
+                None => None,
+            };
+            self.inner.put(meta, body).await
+        })
+    }
+
+    fn get(&self, id: Id) -> BoxFuture<'_, Result<Option<Object>, Refusal>> {
+        Box::pin(async move {
+            let permit = self.permit().await?;
+            Ok(self.inner.get(id).await?.map(|o| Object {
+                meta: o.meta,
+                body: o.body.holding(permit),
+            }))
+        })
+    }
+
+    fn get_shared<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Body>, Refusal>> {
+        Box::pin(async move {
+            let permit = self.permit().await?;
+            Ok(self
+                .inner
+                .get_shared(name)
+                .await?
+                .map(|b| b.holding(permit)))
+        })
+    }
+
+    fn query(&self, query: BlobQuery) -> BoxFuture<'_, Result<BlobAnswer, Refusal>> {
+        self.inner.query(query)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bulk_deadlines_grow_with_size_and_control_ones_do_not() {
+        let d = Deadlines {
+            rpc_timeout: Duration::from_millis(200),
+            bulk_floor: Duration::from_secs(10),
+            min_transfer_rate: 1 << 20,
+            progress_timeout: Duration::from_secs(5),
+        };
+        assert_eq!(d.limit(CallClass::Control), Duration::from_millis(200));
+        assert_eq!(
+            d.limit(CallClass::Bulk { bytes: 0 }),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            d.limit(CallClass::Bulk { bytes: 256 << 20 }),
+            Duration::from_secs(10 + 256)
+        );
+    }
+}

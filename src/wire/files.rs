@@ -1,0 +1,116 @@
+//! The file layer's records as peers exchange them: versions, file metadata (and tombstones),
+//! provider records, and the answers of the data plane.
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::Id;
+
+/// A version from a hybrid logical clock: the writer's physical time in milliseconds since the
+/// Unix epoch, a logical counter that orders writes within one millisecond and writes after
+/// one the writer has seen from a clock ahead of its own, then the writer's id to break ties.
+/// Ordered field by field; newer wins. (Versions written before the counter existed read as
+/// `logical = 0`.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Version {
+    pub millis: u64,
+    #[serde(default)]
+    pub logical: u32,
+    pub origin: Id,
+}
+
+/// What the ring knows about one stored file (or its tombstone).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileMeta {
+    pub name: String,
+    pub id: Id,
+    pub size: u64,
+    /// Lowercase hex SHA-256 of the content (empty for a tombstone).
+    pub sha256: String,
+    pub version: Version,
+    /// A tombstone: the file was deleted at `version`.
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+/// "Peer P shares file F": published to the peer responsible for F, with a lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderRecord {
+    pub name: String,
+    pub id: Id,
+    pub size: u64,
+    pub sha256: String,
+    /// The provider's peer id and peer-protocol address.
+    pub peer_id: Id,
+    pub peer: String,
+}
+
+/// A peer's answer to storing an object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutReply {
+    /// The object was stored (it was newer than the peer's copy).
+    pub stored: bool,
+    /// It replaced a live version.
+    pub replaced: bool,
+    /// The peer's version after the call.
+    pub current: FileMeta,
+}
+
+impl PutReply {
+    /// The peer now holds exactly `meta`'s version: it stored it, or already had that version
+    /// (a retried or repeated push). A newer version at the peer is *not* holding it.
+    pub fn holds(&self, meta: &FileMeta) -> bool {
+        self.stored || self.current.version == meta.version
+    }
+}
+
+/// What a peer knows about a key: its stored version (or tombstone) and the providers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectInfo {
+    pub meta: Option<FileMeta>,
+    pub providers: Vec<ProviderRecord>,
+}
+
+/// The small requests of the data plane (no body), each with its own answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BlobQuery {
+    /// What the peer knows about `id`: [`BlobAnswer::Info`].
+    Info { id: Id },
+    /// Record a provider: [`BlobAnswer::Done`].
+    PutProvider { record: ProviderRecord },
+    /// Which of these versions the peer lacks or holds older: [`BlobAnswer::Missing`].
+    Missing { have: Vec<(Id, Version)> },
+}
+
+/// The answer to a [`BlobQuery`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BlobAnswer {
+    Info(ObjectInfo),
+    Done,
+    Missing { ids: Vec<Id> },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_order_by_time_then_counter_then_origin() {
+        let v = |millis, logical, o| Version {
+            millis,
+            logical,
+            origin: Id::from_parts(0, o),
+        };
+        assert!(v(5, 9, 9) < v(6, 0, 1));
+        assert!(v(6, 0, 2) < v(6, 1, 1));
+        assert!(v(6, 1, 1) < v(6, 1, 2));
+    }
+
+    #[test]
+    fn versions_without_a_counter_read_as_zero() {
+        let json = r#"{"millis":7,"origin":"0000000000000000000000000000000000000003"}"#;
+        let v: Version = serde_json::from_str(json).unwrap();
+        assert_eq!((v.millis, v.logical), (7, 0));
+    }
+}

@@ -1,0 +1,202 @@
+//! The ring's messages: requests, responses and the envelopes that carry them.
+
+use serde::{Deserialize, Serialize};
+
+use super::{PROTOCOL_MIN, PROTOCOL_VERSION, Peer, RingId, legacy_protocol};
+use crate::id::Id;
+
+/// A request from one peer to another.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// One step of an iterative lookup: "is `target` in (you, your successor]? if not, who is
+    /// closer?"
+    FindSuccessor { target: Id },
+    /// Stabilize: "who is your predecessor, what is your successor list, and do you know anyone
+    /// between me and you?"
+    GetNeighbors,
+    /// Rectify: "I believe I am your predecessor."
+    Notify,
+    /// Liveness check.
+    Ping,
+    /// Graceful leave: the sender is leaving; here are its neighbours so the ring closes over it.
+    Leaving {
+        predecessor: Option<Peer>,
+        successors: Vec<Peer>,
+    },
+}
+
+/// A request with who sent it and which ring it belongs to (`None` while joining).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestEnvelope {
+    /// The sender's peer-protocol version.
+    #[serde(default = "legacy_protocol")]
+    pub protocol: u16,
+    pub ring_id: Option<RingId>,
+    pub from: Peer,
+    pub body: Request,
+}
+
+/// The answer to a [`Request`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    /// The target lies in (responder, successor]: `successors[0]` is responsible for it; the rest
+    /// of the responder's list follows it.
+    Found {
+        successors: Vec<Peer>,
+    },
+    /// The target is further on; these known peers precede it, closest to it first.
+    Closer {
+        candidates: Vec<Peer>,
+    },
+    /// The responder's predecessor and successor list, and the closest peer it knows strictly
+    /// between the asker and itself (a shortcut that speeds up convergence after mass joins).
+    Neighbors {
+        predecessor: Option<Peer>,
+        successors: Vec<Peer>,
+        hint: Option<Peer>,
+    },
+    Ack,
+    Rejected {
+        reason: Rejection,
+    },
+}
+
+/// Why a peer refused a request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Rejection {
+    #[error("the peer is not a ring member")]
+    NotMember,
+    #[error("the peer belongs to another ring ({ring_id})")]
+    WrongRing { ring_id: RingId },
+    #[error("the peer speaks peer-protocol versions {min}..={max}, this message is version {got}")]
+    Protocol { min: u16, max: u16, got: u16 },
+}
+
+/// A response with who sent it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseEnvelope {
+    /// The responder's peer-protocol version.
+    #[serde(default = "legacy_protocol")]
+    pub protocol: u16,
+    pub ring_id: Option<RingId>,
+    pub from: Peer,
+    pub body: Response,
+}
+
+impl Request {
+    /// The method's name, for metrics and spans.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Request::FindSuccessor { .. } => "find_successor",
+            Request::GetNeighbors => "get_neighbors",
+            Request::Notify => "notify",
+            Request::Ping => "ping",
+            Request::Leaving { .. } => "leaving",
+        }
+    }
+}
+
+impl RequestEnvelope {
+    /// A request in this build's protocol version.
+    pub fn new(ring_id: Option<RingId>, from: Peer, body: Request) -> RequestEnvelope {
+        RequestEnvelope {
+            protocol: PROTOCOL_VERSION,
+            ring_id,
+            from,
+            body,
+        }
+    }
+}
+
+impl ResponseEnvelope {
+    /// A response in this build's protocol version.
+    pub fn new(ring_id: Option<RingId>, from: Peer, body: Response) -> ResponseEnvelope {
+        ResponseEnvelope {
+            protocol: PROTOCOL_VERSION,
+            ring_id,
+            from,
+            body,
+        }
+    }
+
+    /// The answer to a request in a protocol version this build does not speak.
+    pub fn protocol_mismatch(from: Peer, got: u16) -> ResponseEnvelope {
+        ResponseEnvelope::new(
+            None,
+            from,
+            Response::Rejected {
+                reason: Rejection::Protocol {
+                    min: PROTOCOL_MIN,
+                    max: PROTOCOL_VERSION,
+                    got,
+                },
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_id_displays_and_parses_as_uuid() {
+        let id = RingId(0x0123456789abcdef0123456789abcdef);
+        assert_eq!(id.to_string(), "01234567-89ab-cdef-0123-456789abcdef");
+        assert_eq!(id.to_string().parse::<RingId>(), Ok(id));
+        assert!("xyz".parse::<RingId>().is_err());
+        assert!(
+            "0123456789abcdef0123456789abcdeg"
+                .parse::<RingId>()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn messages_round_trip_through_json() {
+        let p = Peer::from_address("10.0.0.1:7000");
+        let req = RequestEnvelope::new(
+            Some(RingId(7)),
+            p.clone(),
+            Request::Leaving {
+                predecessor: None,
+                successors: vec![p.clone()],
+            },
+        );
+        let json = serde_json::to_string(&req).unwrap();
+        assert!(json.contains("\"type\":\"leaving\""), "{json}");
+        assert_eq!(serde_json::from_str::<RequestEnvelope>(&json).unwrap(), req);
+        let resp = ResponseEnvelope::new(
+            None,
+            p,
+            Response::Rejected {
+                reason: Rejection::NotMember,
+            },
+        );
+        let json = serde_json::to_string(&resp).unwrap();
+        assert_eq!(
+            serde_json::from_str::<ResponseEnvelope>(&json).unwrap(),
+            resp
+        );
+    }
+
+    #[test]
+    fn envelopes_without_a_protocol_field_are_version_1() {
+        let json = r#"{"ring_id":null,"from":{"id":"0000000000000000000000000000000000000001","address":"a:1"},"body":{"type":"ping"}}"#;
+        let req: RequestEnvelope = serde_json::from_str(json).unwrap();
+        assert_eq!(req.protocol, 1);
+        assert!(crate::wire::protocol_supported(req.protocol));
+        assert!(!crate::wire::protocol_supported(PROTOCOL_VERSION + 1));
+        let answer = ResponseEnvelope::protocol_mismatch(req.from, 9);
+        let Response::Rejected { reason } = answer.body else {
+            panic!("not a rejection")
+        };
+        assert!(
+            reason.to_string().contains("this message is version 9"),
+            "{reason}"
+        );
+    }
+}

@@ -1,0 +1,70 @@
+//! The transport conformance suite on every transport: `memory` and `http`.
+
+#[path = "support/conformance.rs"]
+mod conformance;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chordnet::transport::TransportFactory;
+use chordnet::transport::http::HttpTransport;
+use chordnet::transport::memory::{MemoryNetwork, MemoryTransport};
+use conformance::Under;
+
+/// The in-memory transport, one network per test.
+struct Memory(MemoryTransport);
+
+impl Memory {
+    fn new() -> Memory {
+        Memory(MemoryTransport::new(MemoryNetwork::new()))
+    }
+}
+
+impl Under for Memory {
+    fn factory(&self) -> Arc<dyn TransportFactory> {
+        Arc::new(self.0.clone())
+    }
+    fn endpoint(&self, i: usize) -> (SocketAddr, String) {
+        (SocketAddr::from(([0, 0, 0, 0], 0)), format!("mem-peer-{i}"))
+    }
+    fn nobody(&self) -> String {
+        "mem-nobody".into()
+    }
+}
+
+/// HTTP on 127.0.0.1, with free ports chosen by the test.
+struct Http(Vec<u16>);
+
+impl Http {
+    fn new() -> Http {
+        let listeners: Vec<std::net::TcpListener> = (0..3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+            .collect();
+        Http(
+            listeners
+                .iter()
+                .map(|l| l.local_addr().expect("addr").port())
+                .collect(),
+        )
+    }
+}
+
+impl Under for Http {
+    fn factory(&self) -> Arc<dyn TransportFactory> {
+        Arc::new(HttpTransport)
+    }
+    fn endpoint(&self, i: usize) -> (SocketAddr, String) {
+        let port = self.0[i];
+        (
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            format!("127.0.0.1:{port}"),
+        )
+    }
+    fn nobody(&self) -> String {
+        // Bound, then released: nothing listens there.
+        format!("127.0.0.1:{}", self.0[2])
+    }
+}
+
+conformance!(memory, Memory::new());
+conformance!(http, Http::new());
