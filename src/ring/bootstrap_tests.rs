@@ -43,6 +43,7 @@ fn config(me: &str, seeds: Vec<Address>, remembered: Option<RingId>) -> Bootstra
         fresh_ring_id: FRESH,
         create_after: CREATE_AFTER,
         join_retry_interval: RETRY,
+        answer_timeout: TIMEOUT,
     }
 }
 
@@ -153,7 +154,8 @@ fn the_first_seed_founds_at_once_when_every_seed_is_a_non_member_or_gone() {
         Is::NotMember(None)
     });
     assert_eq!(r.end, End::Created(FRESH, FoundReason::NoRingOutThere));
-    assert_eq!(r.tried.len(), 2, "one round: pod-1, pod-2");
+    assert_eq!(r.tried.len(), 4, "two rounds: pod-1, pod-2");
+    assert!(r.at >= RETRY && r.at < 2 * RETRY, "{:?}", r.at);
     // pod-2 was scaled away (does not resolve): still no ring out there.
     let r = run(
         config("pod-0:7000", seeds.clone(), Some(R)),
@@ -167,7 +169,7 @@ fn the_first_seed_founds_at_once_when_every_seed_is_a_non_member_or_gone() {
         },
     );
     assert_eq!(r.end, End::Created(R, FoundReason::NoRingOutThere));
-    assert!(r.at < RETRY, "{:?}", r.at);
+    assert!(r.at < 2 * RETRY, "{:?}", r.at);
 }
 
 #[test]
@@ -483,4 +485,38 @@ fn calls_out_of_turn_are_ignored() {
     assert_eq!(next, Action::Done);
     assert_eq!(b.on_join(ANSWER, JoinOutcome::Unreachable), Action::Done);
     assert_eq!(b.rounds(), 0);
+}
+
+#[test]
+fn the_founder_looks_twice_before_deciding_the_ring_is_gone() {
+    // pod-1 refounds while pod-0 finishes its first empty round: pod-0 joins it.
+    let r = run(
+        config("pod-0:7000", pods(3), Some(R)),
+        LONG,
+        |now, t| match t.as_str() {
+            "pod-1:7000" if now > Duration::from_millis(100) => Is::Member,
+            _ => Is::NotMember(Some(R)),
+        },
+    );
+    assert_eq!(r.end, End::Joined(a("pod-1:7000")));
+    // The second look waits at least two answer time-outs, however short the retry interval.
+    let mut c = config("pod-0:7000", pods(2), None);
+    c.join_retry_interval = Duration::from_millis(10);
+    c.answer_timeout = Duration::from_secs(3);
+    let mut b = Bootstrap::new(c);
+    assert_eq!(b.start(Duration::ZERO), Action::TryJoin(a("pod-1:7000")));
+    let empty = JoinOutcome::NotMember { remembers: None };
+    assert_eq!(
+        b.on_join(ANSWER, empty.clone()),
+        Action::Wait(Duration::from_secs(6))
+    );
+    assert_eq!(
+        b.on_wake(Duration::from_secs(6)),
+        Action::TryJoin(a("pod-1:7000"))
+    );
+    assert_eq!(
+        b.on_join(Duration::from_secs(7), empty),
+        Action::Create(FRESH)
+    );
+    assert_eq!(b.rounds(), 2);
 }

@@ -331,6 +331,7 @@ impl Fleet {
             fresh_ring_id: fresh,
             create_after: Duration::from_micros(self.config.create_after),
             join_retry_interval: Duration::from_micros(self.config.join_retry_interval),
+            answer_timeout: Duration::from_micros(self.sim.config.rpc_timeout),
         });
         let action = machine.start(Duration::ZERO);
         p.machine = Some(machine);
