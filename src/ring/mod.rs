@@ -19,6 +19,7 @@
 pub mod bootstrap;
 mod lookup;
 mod message;
+pub mod placement;
 
 use std::collections::BTreeMap;
 
