@@ -16,11 +16,17 @@
 //! stabilize that adopts the successor's predecessor only once it has answered (is alive), rectify
 //! that replaces a dead predecessor, and fingers that only ever speed lookups up.
 
+pub mod bootstrap;
 mod lookup;
 mod message;
+pub mod placement;
 
 use std::collections::BTreeMap;
 
+pub use bootstrap::{
+    Action as BootstrapAction, Bootstrap, BootstrapConfig, FoundReason, JoinOutcome,
+    MIN_DOWN_ATTEMPTS, Remembered,
+};
 pub use lookup::{LookupError, LookupId, LookupResult, MAX_HOPS};
 pub use message::{
     Address, Peer, Rejection, Request, RequestEnvelope, RequestId, Response, ResponseEnvelope,

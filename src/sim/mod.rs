@@ -7,6 +7,7 @@
 //! timers, carries messages, reports time-outs, and collects what the nodes say.
 
 pub mod check;
+pub mod founding;
 mod rng;
 pub mod scenario;
 
@@ -14,8 +15,8 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use crate::id::Id;
 use crate::ring::{
-    Address, LookupId, LookupResult, Membership, Node, Output, Peer, RequestEnvelope, RequestId,
-    ResponseEnvelope, RingConfig, RingEvent, RingId, Timer,
+    Address, CommandError, JoinFailure, LookupId, LookupResult, Membership, Node, Output, Peer,
+    RequestEnvelope, RequestId, ResponseEnvelope, RingConfig, RingEvent, RingId, Timer,
 };
 pub use rng::Rng;
 
@@ -66,6 +67,8 @@ pub struct Slot {
     incarnation: u32,
     /// Partition group: messages only flow between nodes of the same group.
     pub group: u32,
+    /// How the last join or create of this incarnation ended (taken by a driver).
+    join_outcome: Option<Result<RingId, JoinFailure>>,
 }
 
 /// How a finished lookup compared with the truth at the time it finished.
@@ -239,6 +242,7 @@ impl Sim {
             alive: true,
             incarnation: 0,
             group: 0,
+            join_outcome: None,
         });
         self.start_timers(i);
         i
@@ -256,6 +260,27 @@ impl Sim {
         let ring_id = self.ring_id;
         let _ = self.slots[i].node.create(ring_id);
         self.flush(i);
+    }
+
+    /// Node `i` founds a ring with the given id.
+    pub fn create_with(&mut self, i: NodeIndex, ring_id: RingId) -> Result<(), CommandError> {
+        let r = self.slots[i].node.create(ring_id);
+        self.flush(i);
+        r
+    }
+
+    /// Node `i` joins through whatever answers at `address` (maybe nobody); the outcome comes
+    /// later, through [`Sim::take_join_outcome`].
+    pub fn join_address(&mut self, i: NodeIndex, address: Address) -> Result<(), CommandError> {
+        self.slots[i].join_outcome = None;
+        let r = self.slots[i].node.join(address);
+        self.flush(i);
+        r
+    }
+
+    /// How the last join (or create) of node `i` ended, once it did: the ring id, or why not.
+    pub fn take_join_outcome(&mut self, i: NodeIndex) -> Option<Result<RingId, JoinFailure>> {
+        self.slots[i].join_outcome.take()
     }
 
     /// Node `i` joins through the node at `bootstrap`.
@@ -293,6 +318,7 @@ impl Sim {
         slot.node = Node::new(peer, self.config.ring.clone());
         slot.alive = true;
         slot.incarnation += 1;
+        slot.join_outcome = None;
         self.start_timers(i);
     }
 
@@ -581,12 +607,16 @@ impl Sim {
 
     fn on_event(&mut self, i: NodeIndex, event: RingEvent) {
         match event {
-            RingEvent::Created { .. } | RingEvent::Joined { .. } => {
+            RingEvent::Created { ring_id } | RingEvent::Joined { ring_id, .. } => {
+                self.slots[i].join_outcome = Some(Ok(ring_id));
                 self.stats.joins += 1;
                 let id = self.slots[i].node.id();
                 self.members.insert(id, i);
             }
-            RingEvent::JoinFailed { .. } => self.stats.join_failures += 1,
+            RingEvent::JoinFailed { failure } => {
+                self.slots[i].join_outcome = Some(Err(failure));
+                self.stats.join_failures += 1;
+            }
             RingEvent::SuccessorChanged { .. } => self.stats.successor_changes += 1,
             RingEvent::PredecessorChanged { .. } => self.stats.predecessor_changes += 1,
             RingEvent::PeerFailed { .. } => self.stats.peer_failures_detected += 1,
