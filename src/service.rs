@@ -20,8 +20,9 @@ use crate::config::Config;
 use crate::id::Id;
 use crate::metrics::Metrics;
 use crate::ring::{
-    Address, Cause, CommandError, JoinFailure, LookupError, LookupId, LookupResult, Membership,
-    Node, NotReady, Output, Peer, Request, RequestEnvelope, Response, ResponseEnvelope, RingConfig,
+    Address, Bootstrap, BootstrapAction as Action, BootstrapConfig, Cause, CommandError,
+    JoinFailure, JoinOutcome, LookupError, LookupId, LookupResult, Membership, Node, NotReady,
+    Output, Peer, Remembered, Request, RequestEnvelope, Response, ResponseEnvelope, RingConfig,
     RingEvent, RingId, Timer,
 };
 use crate::telemetry::{self, TraceCarrier};
@@ -198,23 +199,11 @@ impl Service {
         tokio::spawn(async move { svc.become_member().await });
     }
 
-    /// Founds a ring or joins one, following the configuration and what the store directory
-    /// remembers:
-    /// - the peers to try are `ring.bootstrap`, then `ring.seeds`, then remembered neighbours
-    ///   (never ourselves), over and over until one lets us in;
-    /// - a peer may found a ring only if it is the founder: no bootstrap and no seeds are
-    ///   configured, or it advertises the first seed (or the bootstrap is itself);
-    /// - the founder founds at once when there is nobody to try, or when every peer it tried
-    ///   answered "not a ring member" or does not exist any more (its name does not resolve,
-    ///   like a pod scaled away) and at least one answered: the whole ring is gone. When some
-    ///   did not answer, it
-    ///   waits `ring.create_after` first, and a seed founder that remembers a ring never founds
-    ///   on a time-out (the others may just be unreachable).
-    ///
-    /// A refounded ring keeps the remembered ring id.
+    /// Founds a ring or joins one: drives the sans-io founder machine ([`Bootstrap`]; the rule
+    /// is documented there and proven by the simulator) with real joins, name resolution,
+    /// time and the store directory's remembered ring.
     async fn become_member(self: Arc<Self>) {
         let ring = &self.config.ring;
-        let me = self.config.node.advertise.clone();
         let remembered = match crate::persist::load(&self.config.files.store_dir) {
             Ok(state) => state,
             Err(e) => {
@@ -222,64 +211,70 @@ impl Service {
                 None
             }
         };
-        let standalone = ring.bootstrap.is_none() && ring.seeds.is_empty();
-        let founder =
-            standalone || ring.seeds.first() == Some(&me) || ring.bootstrap.as_ref() == Some(&me);
-        let mut targets: Vec<String> = Vec::new();
-        let configured = ring.bootstrap.iter().chain(&ring.seeds);
-        let recalled = remembered.iter().flat_map(|s| s.peers.iter());
-        for t in configured.chain(recalled) {
-            if *t != me && !targets.contains(t) {
-                targets.push(t.clone());
-            }
-        }
-        let ring_id = remembered
-            .as_ref()
-            .and_then(|s| s.ring_id())
-            .unwrap_or_else(new_ring_id);
+        let address = |s: &String| Address::new(s);
+        let mut machine = Bootstrap::new(BootstrapConfig {
+            me: Address::new(&self.config.node.advertise),
+            bootstrap: ring.bootstrap.as_ref().map(address),
+            seeds: ring.seeds.iter().map(address).collect(),
+            remembered: remembered.map(|s| Remembered {
+                ring_id: s.ring_id(),
+                peers: s.peers.iter().map(address).collect(),
+            }),
+            fresh_ring_id: new_ring_id(),
+            create_after: ring.create_after,
+            join_retry_interval: ring.join_retry_interval,
+            answer_timeout: ring.rpc_timeout,
+        });
         let started = Instant::now();
-        let stop = self.shutdown.subscribe();
+        let mut stop = self.shutdown.subscribe();
+        let mut action = machine.start(Duration::ZERO);
         loop {
-            // "No ring out there": every seed answered "not a member" or no longer exists
-            // (its name does not resolve: a pod scaled away), and at least one answered, so
-            // that a DNS outage is not mistaken for an empty ring.
-            let mut answered_not_member = false;
-            let mut no_ring_out_there = !targets.is_empty();
-            for target in &targets {
-                match self.join(target).await {
-                    Ok(()) | Err(ServiceError::AlreadyMember) => return,
-                    Err(ServiceError::JoinFailed(JoinFailure::NotMember { .. })) => {
-                        answered_not_member = true;
-                        debug!(%target, "seed is not a ring member yet");
-                    }
-                    Err(ServiceError::JoinFailed(JoinFailure::Unreachable { .. }))
-                        if !self.resolves(target).await =>
-                    {
+            if *stop.borrow() {
+                return;
+            }
+            action = match action {
+                Action::TryJoin(target) => {
+                    let outcome = match self.join(target.as_str()).await {
+                        Ok(()) | Err(ServiceError::AlreadyMember) => JoinOutcome::Joined,
+                        Err(ServiceError::JoinFailed(JoinFailure::NotMember { .. })) => {
+                            debug!(%target, "seed is not a ring member yet");
+                            JoinOutcome::NotMember { remembers: None }
+                        }
+                        Err(ServiceError::JoinFailed(JoinFailure::Unreachable { .. })) => {
+                            JoinOutcome::Unreachable
+                        }
+                        Err(e) => {
+                            debug!(%target, error = %e, "join attempt failed");
+                            JoinOutcome::Other(e.to_string())
+                        }
+                    };
+                    machine.on_join(started.elapsed(), outcome)
+                }
+                Action::CheckResolves(target) => {
+                    let resolves = self.resolves(target.as_str()).await;
+                    if !resolves {
                         debug!(%target, "seed does not exist (its name does not resolve)");
                     }
-                    Err(e) => {
-                        no_ring_out_there = false;
-                        debug!(%target, error = %e, "join attempt failed");
+                    machine.on_resolves(started.elapsed(), resolves)
+                }
+                Action::Create(ring_id) => {
+                    if let Some(reason) = machine.founded() {
+                        info!(?reason, %ring_id, "founding the ring");
+                    }
+                    match self.apply(|n| n.create(ring_id)) {
+                        Ok(()) | Err(CommandError::AlreadyMember) => return,
                     }
                 }
-                if *stop.borrow() {
-                    return;
+                Action::Wait(delay) => {
+                    warn!(tried = ?machine.targets(), "could not join any peer yet; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.changed() => return,
+                    }
+                    machine.on_wake(started.elapsed())
                 }
-            }
-            let all_not_member = no_ring_out_there && answered_not_member;
-            let waited = started.elapsed() >= ring.create_after;
-            let may_time_out = standalone || remembered.is_none();
-            if founder && (targets.is_empty() || all_not_member || (waited && may_time_out)) {
-                match self.apply(|n| n.create(ring_id)) {
-                    Ok(()) | Err(CommandError::AlreadyMember) => return,
-                }
-            }
-            warn!(tried = ?targets, "could not join any peer yet; retrying");
-            let mut stop = stop.clone();
-            tokio::select! {
-                _ = tokio::time::sleep(ring.join_retry_interval) => {}
-                _ = stop.changed() => return,
-            }
+                Action::Done => return,
+            };
         }
     }
 

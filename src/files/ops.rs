@@ -158,7 +158,7 @@ impl Files {
 
     /// The peers that should hold `id`: the responsible one, then its successors.
     pub(super) fn placement(&self, r: &LookupResult) -> Vec<Peer> {
-        r.placement(self.replicas())
+        crate::ring::placement::placement_of(r, self.replicas())
     }
 
     /// What each of `holders` knows about `id` (in their order; `None` = no answer).

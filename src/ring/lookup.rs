@@ -33,23 +33,6 @@ pub struct LookupResult {
     pub timeouts: u32,
 }
 
-impl LookupResult {
-    /// Where the key's copies belong: the responsible peer, then the next distinct peers of
-    /// its successor list, `replicas` in all (fewer in a smaller ring).
-    pub fn placement(&self, replicas: usize) -> Vec<Peer> {
-        let mut out: Vec<Peer> = Vec::with_capacity(replicas);
-        for p in std::iter::once(&self.node).chain(&self.successors) {
-            if out.len() >= replicas {
-                break;
-            }
-            if !out.iter().any(|q| q.id == p.id) {
-                out.push(p.clone());
-            }
-        }
-        out
-    }
-}
-
 /// Why a lookup failed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[serde(tag = "error", rename_all = "snake_case")]
