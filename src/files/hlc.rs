@@ -5,6 +5,7 @@
 //! further ahead than `max_skew` of this peer's clock are refused, so no copy can pin a name.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::Version;
@@ -31,6 +32,8 @@ pub struct Hlc {
     origin: Id,
     max_skew: Duration,
     last: Mutex<(u64, u32)>,
+    /// Added to the wall clock (tests shift one peer's clock in-process).
+    offset_ms: AtomicI64,
 }
 
 impl Hlc {
@@ -39,7 +42,20 @@ impl Hlc {
             origin,
             max_skew,
             last: Mutex::new((0, 0)),
+            offset_ms: AtomicI64::new(0),
         }
+    }
+
+    /// This peer's physical time in milliseconds.
+    pub fn now(&self) -> u64 {
+        let offset = self.offset_ms.load(Ordering::Relaxed);
+        wall_millis().saturating_add_signed(offset)
+    }
+
+    /// Shifts this clock by `ms` (negative: behind). For tests of clock skew in one process.
+    #[doc(hidden)]
+    pub fn shift(&self, ms: i64) {
+        self.offset_ms.store(ms, Ordering::Relaxed);
     }
 
     /// A new version, newer than everything issued or observed, at physical time `now_ms`.
@@ -62,7 +78,7 @@ impl Hlc {
     }
 
     pub fn next(&self) -> Version {
-        self.next_at(wall_millis())
+        self.next_at(self.now())
     }
 
     /// The version of a write that replaces `current` (the newest version the writer found at
@@ -96,7 +112,7 @@ impl Hlc {
     }
 
     pub fn next_after(&self, current: Option<&Version>) -> Version {
-        self.next_after_at(current, wall_millis())
+        self.next_after_at(current, self.now())
     }
 
     /// Whether `v` is acceptable at physical time `now_ms` (not too far ahead).
@@ -110,7 +126,7 @@ impl Hlc {
     }
 
     pub fn check(&self, v: &Version) -> Result<(), ClockSkew> {
-        self.check_at(v, wall_millis())
+        self.check_at(v, self.now())
     }
 
     /// Moves the clock past `v` (a version seen from another peer), unless `v` is too far
@@ -126,7 +142,7 @@ impl Hlc {
     }
 
     pub fn observe(&self, v: &Version) {
-        self.observe_at(v, wall_millis())
+        self.observe_at(v, self.now())
     }
 }
 

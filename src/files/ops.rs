@@ -103,6 +103,12 @@ impl Files {
         self.store.tmp_dir()
     }
 
+    /// Shifts this peer's version clock by `ms` (tests of clock skew in one process).
+    #[doc(hidden)]
+    pub fn shift_clock(&self, ms: i64) {
+        self.hlc.shift(ms);
+    }
+
     pub fn max_file_size(&self) -> u64 {
         self.ring.config().files.max_file_size
     }
@@ -171,12 +177,15 @@ impl Files {
             .collect()
     }
 
-    /// The newest version `holders` report, and who answered; fails without a read quorum.
+    /// The newest version `holders` report, and who answered; fails without a read quorum
+    /// when `quorum` (a write only needs a version to supersede: a holder with a newer one
+    /// refuses it, so the write quorum still catches a version computed from too few answers).
     async fn read_versions(
         &self,
         name: &str,
         holders: &[Peer],
         id: Id,
+        quorum: bool,
     ) -> Result<(Option<FileMeta>, Vec<(Peer, crate::transport::ObjectInfo)>), FilesError> {
         let answers: Vec<(Peer, crate::transport::ObjectInfo)> = holders
             .iter()
@@ -185,7 +194,7 @@ impl Files {
             .filter_map(|(p, a)| a.map(|a| (p, a)))
             .collect();
         let want = needed(self.ring.config().files.read_quorum, holders.len());
-        if answers.len() < want {
+        if quorum && answers.len() < want {
             return Err(FilesError::Unavailable {
                 name: name.to_string(),
                 detail: format!(
@@ -195,11 +204,10 @@ impl Files {
                 ),
             });
         }
-        let valid = answers
-            .iter()
-            .filter_map(|(_, a)| a.meta.clone())
-            .filter(|m| self.hlc.check(&m.version).is_ok());
-        Ok((newest(valid), answers))
+        // Every holder checked the version against its own clock when it stored it: a reader
+        // whose clock is behind must not take those versions for forgeries.
+        let stored = answers.iter().filter_map(|(_, a)| a.meta.clone());
+        Ok((newest(stored), answers))
     }
 
     /// Stores `meta` (content from `spooled`) on `targets`; succeeds once the write quorum
@@ -276,7 +284,7 @@ impl Files {
         let id = Id::hash(name.as_bytes());
         let found = self.ring.lookup(id).await?;
         let targets = self.placement(&found);
-        let (current, _) = self.read_versions(name, &targets, id).await?;
+        let (current, _) = self.read_versions(name, &targets, id, false).await?;
         let meta = FileMeta {
             name: name.to_string(),
             id,
@@ -306,7 +314,7 @@ impl Files {
         let id = Id::hash(name.as_bytes());
         let found = self.ring.lookup(id).await?;
         let targets = self.placement(&found);
-        let (newest, answers) = self.read_versions(name, &targets, id).await?;
+        let (newest, answers) = self.read_versions(name, &targets, id, true).await?;
         match newest {
             Some(m) if m.deleted => {
                 self.read_repair(&m, &answers);
@@ -434,7 +442,7 @@ impl Files {
         let id = Id::hash(name.as_bytes());
         let found = self.ring.lookup(id).await?;
         let targets = self.placement(&found);
-        let (newest, answers) = self.read_versions(name, &targets, id).await?;
+        let (newest, answers) = self.read_versions(name, &targets, id, true).await?;
         match newest {
             Some(m) if m.deleted => Err(FilesError::NotFound(name.to_string())),
             Some(m) => Ok(m),
@@ -495,7 +503,7 @@ impl Files {
         let id = Id::hash(name.as_bytes());
         let found = self.ring.lookup(id).await?;
         let targets = self.placement(&found);
-        let (current, _) = self.read_versions(name, &targets, id).await?;
+        let (current, _) = self.read_versions(name, &targets, id, true).await?;
         let Some(current) = current.filter(|m| !m.deleted) else {
             return Err(FilesError::NotFound(name.to_string()));
         };

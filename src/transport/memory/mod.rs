@@ -24,6 +24,8 @@ struct State {
     serving: HashMap<Address, (Handlers, u64)>,
     /// Addresses that were ever served and not forgotten: they "resolve".
     known: HashSet<Address>,
+    /// Addresses whose data plane is cut (the ring still reaches them).
+    no_data: HashSet<Address>,
 }
 
 /// Peers of one process, by address.
@@ -57,6 +59,24 @@ impl MemoryNetwork {
         let mut s = self.lock();
         s.serving.remove(address);
         s.known.remove(address);
+    }
+
+    /// Cuts (or restores) the data plane to `address`: ring calls still arrive, transfers and
+    /// queries fail as unreachable (a peer whose disk hangs, a half-broken network).
+    pub fn cut_data_plane(&self, address: &Address, cut: bool) {
+        let mut s = self.lock();
+        if cut {
+            s.no_data.insert(address.clone());
+        } else {
+            s.no_data.remove(address);
+        }
+    }
+
+    fn data_handlers(&self, to: &Address) -> Result<(Handlers, u64), TransportError> {
+        if self.lock().no_data.contains(to) {
+            return Err(TransportError::Unreachable(format!("{to}: data plane cut")));
+        }
+        self.handlers(to)
     }
 
     fn handlers(&self, to: &Address) -> Result<(Handlers, u64), TransportError> {
@@ -179,7 +199,7 @@ impl BlobClient for MemoryClient {
         _trace: TraceCarrier,
     ) -> BoxFuture<'a, Result<PutReply, TransportError>> {
         Box::pin(async move {
-            let (handlers, max_body) = self.network.handlers(to)?;
+            let (handlers, max_body) = self.network.data_handlers(to)?;
             if let Some(b) = &body
                 && b.len() > max_body
             {
@@ -226,7 +246,7 @@ impl BlobClient for MemoryClient {
         _trace: TraceCarrier,
     ) -> BoxFuture<'a, Result<Option<Object>, TransportError>> {
         Box::pin(async move {
-            let (handlers, _) = self.network.handlers(to)?;
+            let (handlers, _) = self.network.data_handlers(to)?;
             handlers.blob.get(id).await.map_err(TransportError::Refused)
         })
     }
@@ -238,7 +258,7 @@ impl BlobClient for MemoryClient {
         _trace: TraceCarrier,
     ) -> BoxFuture<'a, Result<Option<Body>, TransportError>> {
         Box::pin(async move {
-            let (handlers, _) = self.network.handlers(to)?;
+            let (handlers, _) = self.network.data_handlers(to)?;
             handlers
                 .blob
                 .get_shared(name)
@@ -254,7 +274,7 @@ impl BlobClient for MemoryClient {
         _trace: TraceCarrier,
     ) -> BoxFuture<'a, Result<BlobAnswer, TransportError>> {
         Box::pin(async move {
-            let (handlers, _) = self.network.handlers(to)?;
+            let (handlers, _) = self.network.data_handlers(to)?;
             handlers
                 .blob
                 .query(query)

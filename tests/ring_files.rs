@@ -1,0 +1,281 @@
+//! Ring, API and file behaviour on the in-process harness (peers on the memory transport, real
+//! REST APIs on 127.0.0.1): formation, lookups, files across crashes and leaves, write and read
+//! quorums, clock skew, stale stores, full restarts.
+
+#[path = "support/harness.rs"]
+mod harness;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chordnet::id::Id;
+use chordnet::wire::Address;
+use harness::{Harness, address, content, wait_until};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_8_peer_ring_forms_and_lookups_find_the_true_successor() {
+    let h = Harness::start("lookups", 8, |_, _| {}).await;
+    h.converged().await;
+    for k in 0..64 {
+        let key = format!("key-{k}");
+        let via = k % 8;
+        let v = h
+            .get_json(&h.url(via, &format!("/v1/lookup/{key}")))
+            .await
+            .expect("lookup answered");
+        let want = h.true_successor(Id::hash(key.as_bytes()));
+        assert_eq!(
+            v["node"]["id"].as_str(),
+            Some(want.to_string().as_str()),
+            "{key}"
+        );
+    }
+}
+
+/// Uploads `n` files through different peers; returns name -> content.
+async fn upload_many(h: &Harness, tag: &str, n: usize) -> HashMap<String, Vec<u8>> {
+    let mut files = HashMap::new();
+    let vias = h.running();
+    for k in 0..n {
+        let name = format!("{tag}-{k}.bin");
+        let data = content(k, 0, 1000 + k * 37);
+        let r = h.put(vias[k % vias.len()], &name, data.clone()).await;
+        assert_eq!(r.status(), 201, "{name}: {:?}", r.text().await);
+        files.insert(name, data);
+    }
+    files
+}
+
+async fn all_readable(h: &Harness, files: &HashMap<String, Vec<u8>>) {
+    let vias = h.running();
+    for (k, (name, data)) in files.iter().enumerate() {
+        let (status, got) = h.get(vias[k % vias.len()], name).await;
+        assert_eq!(status, 200, "{name}");
+        assert!(got == *data, "{name}: wrong content");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_survive_two_crashes_a_leave_and_three_neighbours_leaving_at_once() {
+    let mut h = Harness::start("survive", 8, |_, _| {}).await;
+    h.converged().await;
+    let files = upload_many(&h, "f", 24).await;
+    all_readable(&h, &files).await;
+
+    // Two peers crash at once (not the founder: the harness talks to it).
+    h.crash(3).await;
+    h.crash(6).await;
+    h.converged().await;
+    all_readable(&h, &files).await;
+
+    // One graceful leave.
+    h.leave(1).await;
+    h.converged().await;
+    all_readable(&h, &files).await;
+
+    // Three ring neighbours leave at the same moment (of 5 left, keep peer 0 out of it).
+    let mut order: Vec<usize> = h.running();
+    order.sort_by_key(|i| h.id(*i));
+    let start = order.iter().position(|i| *i == 0).unwrap_or(0);
+    let trio: Vec<usize> = (1..=3).map(|d| order[(start + d) % order.len()]).collect();
+    let leaving: Vec<_> = trio
+        .iter()
+        .map(|i| h.peers[*i].take().expect("running"))
+        .collect();
+    futures_util::future::join_all(leaving.into_iter().map(|p| p.shutdown())).await;
+    h.converged().await;
+    all_readable(&h, &files).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_whose_clock_is_10_minutes_behind_still_overwrites() {
+    let h = Harness::start("slowclock", 4, |_, _| {}).await;
+    h.converged().await;
+    let name = "clocked.txt";
+    // Of 4 peers, 3 hold the name: the fourth is the predecessor of the responsible one.
+    let mut order: Vec<usize> = (0..4).collect();
+    order.sort_by_key(|i| h.id(*i));
+    let responsible = h.true_successor(Id::hash(name.as_bytes()));
+    let at = order
+        .iter()
+        .position(|i| h.id(*i) == responsible)
+        .expect("responsible peer");
+    let slow = order[(at + 3) % 4];
+    let writer = order[at];
+    assert_eq!(
+        h.put(writer, name, b"first, by a good clock".to_vec())
+            .await
+            .status(),
+        201
+    );
+    assert!(!h.holders(writer, name).await.contains(&slow));
+    // The peer that never saw the first version writes next, its clock 10 minutes behind.
+    h.peer(slow).files.shift_clock(-600_000);
+    let r = h.put(slow, name, b"second, by a slow clock".to_vec()).await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    for via in 0..4 {
+        let (status, got) = h.get(via, name).await;
+        assert_eq!(
+            (status, got.as_slice()),
+            (200, &b"second, by a slow clock"[..])
+        );
+    }
+    // And a delete from the slow peer sticks too.
+    assert_eq!(h.delete(slow, name).await, 204);
+    for via in 0..4 {
+        assert_eq!(h.get(via, name).await.0, 404);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_with_one_of_three_holders_reachable_is_503_and_not_acknowledged() {
+    let h = Harness::start("quorum", 5, |_, _| {}).await;
+    h.converged().await;
+    let name = "quorum.bin";
+    // Find the key's three holders, then cut the data plane of two of them.
+    let r = h.put(0, name, b"v1".to_vec()).await;
+    assert_eq!(r.status(), 201);
+    let holders = h.holders(0, name).await;
+    assert_eq!(holders.len(), 3, "{holders:?}");
+    let via = (0..5).find(|i| !holders.contains(i)).expect("a non-holder");
+    for i in &holders[1..] {
+        h.network.cut_data_plane(&Address::new(address(*i)), true);
+    }
+    let r = h.put(via, name, b"v2: not acknowledged".to_vec()).await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(
+        r.headers()["content-type"].to_str().ok(),
+        Some("application/problem+json")
+    );
+    let body: serde_json::Value = r.json().await.expect("problem");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("1 of 3 copies stored, 2 needed")),
+        "{body}"
+    );
+    assert!(body.get("sha256").is_none());
+    // A delete cannot be acknowledged either.
+    assert_eq!(h.delete(via, name).await, 503);
+    let metrics = h
+        .http
+        .get(h.url(via, "/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("chordnet_write_quorum_failures_total{op=\"upload\"} 1"),
+        "{metrics}"
+    );
+    // The acknowledged version stays readable once the cut heals.
+    for i in &holders[1..] {
+        h.network.cut_data_plane(&Address::new(address(*i)), false);
+    }
+    let (status, _) = h.get(via, name).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_back_with_an_old_store_never_serves_deleted_or_old_content() {
+    let mut h = Harness::start("stale", 6, |_, _| {}).await;
+    h.converged().await;
+    let files = upload_many(&h, "s", 18).await;
+    // The peer holding the most of them as primary goes down with its store.
+    let mut primary_of: HashMap<usize, Vec<String>> = HashMap::new();
+    for name in files.keys() {
+        let holders = h.holders(0, name).await;
+        if let Some(p) = holders.first() {
+            primary_of.entry(*p).or_default().push(name.clone());
+        }
+    }
+    let (&victim, _) = primary_of
+        .iter()
+        .filter(|(p, _)| **p != 0)
+        .max_by_key(|(_, v)| v.len())
+        .expect("a primary");
+    h.crash(victim).await;
+    h.converged().await;
+    // While it is down: delete half, overwrite the other half.
+    let mut want: HashMap<String, Option<Vec<u8>>> = HashMap::new();
+    for (k, name) in files.keys().enumerate() {
+        if k % 2 == 0 {
+            assert_eq!(h.delete(0, name).await, 204, "{name}");
+            want.insert(name.clone(), None);
+        } else {
+            let data = content(k, 1, 500);
+            assert_eq!(h.put(0, name, data.clone()).await.status(), 200, "{name}");
+            want.insert(name.clone(), Some(data));
+        }
+    }
+    // Back with its old store: poll every file from the restart on.
+    h.boot(victim).await;
+    let until = Instant::now() + Duration::from_secs(6);
+    let mut reads = 0;
+    let mut settled = false;
+    while Instant::now() < until || !settled {
+        for (k, (name, expected)) in want.iter().enumerate() {
+            let via = h.running()[k % h.running().len()];
+            let (status, got) = h.get(via, name).await;
+            reads += 1;
+            match expected {
+                None => assert!(
+                    status == 404 || status == 503,
+                    "{name}: deleted, got {status}"
+                ),
+                Some(data) => assert!(
+                    status == 503 || (status == 200 && got == *data),
+                    "{name}: old or wrong content (status {status})"
+                ),
+            }
+        }
+        settled = settled || h.settled().await;
+        assert!(
+            Instant::now() < until + Duration::from_secs(60),
+            "never settled"
+        );
+    }
+    eprintln!("{reads} reads after the restart, none stale");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_restart_without_the_founder_forms_one_ring_with_the_same_id() {
+    let seeds: Vec<String> = (0..3).map(address).collect();
+    let mut h = Harness::start("refound", 8, |i, c| {
+        c.ring.bootstrap = None;
+        c.ring.seeds = seeds.clone();
+        let _ = i;
+    })
+    .await;
+    h.converged().await;
+    let ring_id = h.get_json(&h.url(0, "/v1/node")).await.expect("node")["ring_id"]
+        .as_str()
+        .expect("ring id")
+        .to_owned();
+    let files = upload_many(&h, "r", 16).await;
+    for i in 0..8 {
+        h.crash(i).await;
+    }
+    for i in 1..8 {
+        h.boot(i).await;
+    }
+    h.converged().await;
+    for i in h.running() {
+        let v = h.get_json(&h.url(i, "/v1/node")).await.expect("node");
+        assert_eq!(v["ring_id"].as_str(), Some(ring_id.as_str()), "peer {i}");
+    }
+    wait_until("every file readable", Duration::from_secs(20), || async {
+        for (k, (name, data)) in files.iter().enumerate() {
+            let via = 1 + k % 7;
+            let (status, got) = h.get(via, name).await;
+            if status != 200 || got != *data {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}
