@@ -64,7 +64,8 @@ async fn a_256_mib_file_goes_up_and_down_with_a_200ms_rpc_timeout_in_flat_memory
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let body = futures_util::stream::iter(0..(SIZE >> 20)).map(|k| Ok::<_, std::io::Error>(chunk(k)));
+    let body =
+        futures_util::stream::iter(0..(SIZE >> 20)).map(|k| Ok::<_, std::io::Error>(chunk(k)));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(600))
         .build()
