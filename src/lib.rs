@@ -29,6 +29,7 @@
 pub mod api;
 pub mod config;
 pub mod files;
+pub mod fsutil;
 pub mod id;
 pub mod metrics;
 pub mod peer;

@@ -157,6 +157,10 @@ pub struct FilesConfig {
     /// A version stamped further than this in the future (by this peer's clock) is refused.
     #[serde(default = "defaults::max_clock_skew", with = "humantime_duration")]
     pub max_clock_skew: Duration,
+    /// Space kept free on the store's disk: content is refused (507) when it would leave less,
+    /// so that tombstones and metadata still fit and deletes work on a full disk.
+    #[serde(default = "defaults::reserve", with = "byte_size")]
+    pub reserve: u64,
 }
 
 mod defaults {
@@ -170,6 +174,9 @@ mod defaults {
     }
     pub fn max_clock_skew() -> Duration {
         Duration::from_secs(60)
+    }
+    pub fn reserve() -> u64 {
+        16 << 20
     }
 }
 
@@ -220,6 +227,7 @@ impl Default for Config {
                 write_quorum: defaults::write_quorum(),
                 read_quorum: defaults::read_quorum(),
                 max_clock_skew: defaults::max_clock_skew(),
+                reserve: defaults::reserve(),
             },
             log: LogConfig {
                 format: LogFormat::Text,

@@ -9,7 +9,7 @@ use tracing::warn;
 
 use super::ops::{Files, lock};
 use super::shared::path_of;
-use super::spool::{hash_file, spool};
+use super::spool::{check_space, hash_file, spool};
 use super::store::{PutOutcome, StoreError};
 use super::{FileMeta, ProviderRecord, Version, validate_name};
 use crate::id::Id;
@@ -60,11 +60,15 @@ impl Files {
         }
         let content = match (meta.deleted, body) {
             (true, _) => None,
-            (false, Some(body)) => Some(
-                spool(self.store.tmp_dir(), body, self.max_file_size())
-                    .await
-                    .map_err(refusal)?,
-            ),
+            (false, Some(body)) => {
+                let reserve = self.ring.config().files.reserve;
+                check_space(self.store.tmp_dir(), body.len(), reserve).map_err(refusal)?;
+                Some(
+                    spool(self.store.tmp_dir(), body, self.max_file_size())
+                        .await
+                        .map_err(refusal)?,
+                )
+            }
             (false, None) => return Err(Refusal::new(RefusalKind::Invalid, "no content")),
         };
         self.hlc.observe(&meta.version);

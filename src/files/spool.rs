@@ -56,6 +56,18 @@ pub async fn spool(dir: &Path, body: Body, limit: u64) -> Result<Spooled, StoreE
     spool_stream(dir, body.into_stream(), limit).await
 }
 
+/// Refuses content of `size` bytes when the disk holding `dir` would keep less than `reserve`
+/// free (what is left is for tombstones and metadata).
+pub fn check_space(dir: &Path, size: u64, reserve: u64) -> Result<(), StoreError> {
+    match crate::fsutil::available_bytes(dir) {
+        Ok(free) if free < size.saturating_add(reserve) => Err(StoreError::Full {
+            path: dir.to_path_buf(),
+        }),
+        // Unknown: the write itself will tell (ENOSPC is Full too).
+        _ => Ok(()),
+    }
+}
+
 /// [`spool`] for a stream of unknown length (a user's upload).
 pub async fn spool_stream(
     dir: &Path,
