@@ -12,7 +12,14 @@ use cluster::Cluster;
 use futures_util::StreamExt;
 use sha2::Digest;
 
-const SIZE: u64 = 256 << 20;
+/// The file's size: 256 MiB, or `CHORDNET_BIG_FILE_MIB` MiB (for the README's 1 GiB figure).
+fn size() -> u64 {
+    std::env::var("CHORDNET_BIG_FILE_MIB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(256)
+        << 20
+}
 
 /// `kind` (VmRSS or VmHWM) of a process, in bytes.
 fn memory(pid: u32, kind: &str) -> u64 {
@@ -35,13 +42,15 @@ fn chunk(k: u64) -> Bytes {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_256_mib_file_goes_up_and_down_with_a_200ms_rpc_timeout_in_flat_memory() {
+    let size = size();
+    let limit = format!("{}MiB", (size >> 20) + 64);
     let c = Cluster::start_each(
         "big",
         3,
         |_| {
             vec![
                 ("CHORDNET_RING__RPC_TIMEOUT".into(), "200ms".into()),
-                ("CHORDNET_FILES__MAX_FILE_SIZE".into(), "300MiB".into()),
+                ("CHORDNET_FILES__MAX_FILE_SIZE".into(), limit.clone()),
             ]
         },
         false,
@@ -56,7 +65,7 @@ async fn a_256_mib_file_goes_up_and_down_with_a_200ms_rpc_timeout_in_flat_memory
     let idle: Vec<u64> = pids.iter().map(|p| memory(*p, "VmRSS")).collect();
 
     let mut expected = sha2::Sha256::new();
-    for k in 0..(SIZE >> 20) {
+    for k in 0..(size >> 20) {
         expected.update(chunk(k));
     }
     let expected: String = expected
@@ -65,14 +74,14 @@ async fn a_256_mib_file_goes_up_and_down_with_a_200ms_rpc_timeout_in_flat_memory
         .map(|b| format!("{b:02x}"))
         .collect();
     let body =
-        futures_util::stream::iter(0..(SIZE >> 20)).map(|k| Ok::<_, std::io::Error>(chunk(k)));
+        futures_util::stream::iter(0..(size >> 20)).map(|k| Ok::<_, std::io::Error>(chunk(k)));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(600))
         .build()
         .expect("client");
     let up = http
         .put(c.peers[0].url("/v1/files/big.bin"))
-        .header("content-length", SIZE)
+        .header("content-length", size)
         .body(reqwest::Body::wrap_stream(body))
         .send()
         .await
@@ -80,7 +89,7 @@ async fn a_256_mib_file_goes_up_and_down_with_a_200ms_rpc_timeout_in_flat_memory
     let status = up.status();
     let answer: serde_json::Value = up.json().await.expect("json");
     assert_eq!(status, 201, "{answer}");
-    assert_eq!(answer["size"], SIZE);
+    assert_eq!(answer["size"], size);
     assert_eq!(answer["sha256"], expected.as_str());
     assert_eq!(answer["replicas"], 2);
 
@@ -100,7 +109,7 @@ async fn a_256_mib_file_goes_up_and_down_with_a_200ms_rpc_timeout_in_flat_memory
         got.update(&part);
     }
     let got: String = got.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!((n, got.as_str()), (SIZE, expected.as_str()));
+    assert_eq!((n, got.as_str()), (size, expected.as_str()));
 
     for (i, pid) in pids.iter().enumerate() {
         let peak = memory(*pid, "VmHWM");
@@ -110,7 +119,7 @@ async fn a_256_mib_file_goes_up_and_down_with_a_200ms_rpc_timeout_in_flat_memory
             idle[i] >> 20,
             peak >> 20,
             above >> 20,
-            SIZE >> 20
+            size >> 20
         );
         assert!(above < 64 << 20, "peer {i} grew {above} bytes above idle");
     }
