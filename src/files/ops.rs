@@ -3,7 +3,7 @@
 //! only once `files.write_quorum` holders durably hold them; reads ask `files.read_quorum`
 //! holders and serve the newest version (a tombstone included), repairing stale copies.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -53,6 +53,8 @@ pub struct Files {
     pub(super) providers: Mutex<HashMap<Id, Vec<(ProviderRecord, Instant)>>>,
     /// A graceful leave is under way: refuse new copies.
     pub(super) leaving: AtomicBool,
+    /// Read repairs under way (one per key and version, however many reads find it stale).
+    repairing: Arc<Mutex<HashSet<(Id, Version)>>>,
 }
 
 pub(super) fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
@@ -85,6 +87,7 @@ impl Files {
             shared: Mutex::new(SharedIndex::default()),
             providers: Mutex::new(HashMap::new()),
             leaving: AtomicBool::new(false),
+            repairing: Arc::new(Mutex::new(HashSet::new())),
         });
         files.update_usage();
         Ok(files)
@@ -397,12 +400,18 @@ impl Files {
         else {
             return;
         };
+        let key = (newest.id, newest.version);
+        if !lock(&self.repairing).insert(key) {
+            return; // already being repaired
+        }
         self.ring.metrics().read_repairs.inc_by(stale.len() as u64);
+        let repairing = Arc::clone(&self.repairing);
         let blob = Arc::clone(&self.blob);
         let meta = newest.clone();
         let spool_dir = self.store.tmp_dir().to_path_buf();
         let limit = self.max_file_size();
         tokio::spawn(async move {
+            let _done = RepairDone(repairing, key);
             for to in stale {
                 let body = if meta.deleted {
                     None
@@ -593,6 +602,15 @@ impl Files {
         let (keys, bytes) = self.store.usage();
         self.ring.metrics().keys_stored.set(keys as i64);
         self.ring.metrics().bytes_stored.set(bytes as i64);
+    }
+}
+
+/// Forgets a finished read repair, however its task ended.
+struct RepairDone(Arc<Mutex<HashSet<(Id, Version)>>>, (Id, Version));
+
+impl Drop for RepairDone {
+    fn drop(&mut self) {
+        lock(&self.0).remove(&self.1);
     }
 }
 
