@@ -21,7 +21,7 @@ use crate::files::spool::spool_stream;
 use crate::files::store::StoreError;
 use crate::id::Id;
 use crate::ring::LookupResult;
-use crate::service::{PeerView, Service, ServiceError};
+use crate::runtime::{PeerView, Service, ServiceError};
 use crate::transport::BodyError;
 
 /// An RFC 9457 problem.
@@ -137,7 +137,7 @@ impl Clone for App {
 impl App {
     /// `GET /v1/node` (also the answer to join and leave): the ring's view plus the key count,
     /// which only the file layer knows.
-    fn node_view(&self) -> crate::service::NodeView {
+    fn node_view(&self) -> crate::runtime::NodeView {
         let mut view = self.ring.view();
         view.keys = self.files.stored_keys();
         view

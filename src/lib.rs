@@ -35,7 +35,7 @@ pub mod metrics;
 pub mod peer;
 pub mod persist;
 pub mod ring;
-pub mod service;
+pub mod runtime;
 pub mod sim;
 pub mod telemetry;
 pub mod transport;

@@ -13,7 +13,7 @@ use crate::files::handler::FilesHandler;
 use crate::files::ops::Files;
 use crate::files::store::StoreError;
 use crate::metrics::{Metrics, MetricsError};
-use crate::service::{Endpoint, Service};
+use crate::runtime::{Endpoint, Service};
 use crate::transport::layers::{Layered, serving};
 use crate::transport::{Handlers, ServeOptions, TransportError, TransportFactory, registry};
 use crate::wire::Address;

@@ -9,6 +9,7 @@
 pub mod handler;
 pub mod hlc;
 pub mod ops;
+mod publish;
 mod replicate;
 pub mod shared;
 pub mod spool;

@@ -13,7 +13,7 @@ use super::hlc::wall_millis;
 use super::ops::Files;
 use crate::id::Id;
 use crate::ring::Peer;
-use crate::service::ServiceError;
+use crate::runtime::ServiceError;
 use crate::telemetry;
 use crate::transport::{Body, TraceCarrier, missing};
 use crate::wire::files::Version;

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::id::Id;
-use crate::service::PeerView;
+use crate::runtime::PeerView;
 
 pub use super::shared::SharedFile;
 

@@ -1,17 +1,18 @@
-//! The peer service: drives one sans-io [`Node`] with real time and the peer transport.
+//! The ring runtime: drives one sans-io [`Node`] with real time and the peer transport.
 //!
 //! It owns the node behind a mutex (every call is short and never awaits), fires the
 //! maintenance timers, executes the node's outputs (sending requests concurrently, each with the
 //! transport's time-out), resolves waiting lookups, joins and leaves, and turns ring events into
 //! metrics and log lines.
 
+mod bootstrap;
+mod views;
+
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 use tracing::field::Empty;
 use tracing::{Instrument, Span, debug, info, info_span, warn};
@@ -20,9 +21,8 @@ use crate::config::Config;
 use crate::id::Id;
 use crate::metrics::Metrics;
 use crate::ring::{
-    Address, Bootstrap, BootstrapAction as Action, BootstrapConfig, Cause, CommandError,
-    JoinFailure, JoinOutcome, LookupError, LookupId, LookupResult, Membership, Node, NotReady,
-    Output, Peer, Remembered, Request, RequestEnvelope, Response, ResponseEnvelope, RingConfig,
+    Address, Cause, CommandError, JoinFailure, LookupError, LookupId, LookupResult, Membership,
+    Node, NotReady, Output, Peer, Request, RequestEnvelope, Response, ResponseEnvelope, RingConfig,
     RingEvent, RingId, Timer,
 };
 use crate::telemetry::{self, TraceCarrier};
@@ -45,43 +45,7 @@ pub enum ServiceError {
     ShuttingDown,
 }
 
-/// A peer as the REST API shows it.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct PeerView {
-    pub id: Id,
-    pub address: Address,
-}
-
-impl From<&Peer> for PeerView {
-    fn from(p: &Peer) -> PeerView {
-        PeerView {
-            id: p.id,
-            address: p.address.clone(),
-        }
-    }
-}
-
-/// `GET /v1/node`.
-#[derive(Clone, Debug, Serialize)]
-pub struct NodeView {
-    pub id: Id,
-    pub address: Address,
-    pub api: String,
-    pub state: &'static str,
-    pub ring_id: Option<String>,
-    pub predecessor: Option<PeerView>,
-    pub successors: Vec<PeerView>,
-    pub keys: u64,
-    pub ring_size_estimate: f64,
-    pub stabilization_rounds: u64,
-}
-
-/// `GET /v1/ring`.
-#[derive(Clone, Debug, Serialize)]
-pub struct RingWalk {
-    pub nodes: Vec<PeerView>,
-    pub complete: bool,
-}
+pub use views::{NodeView, PeerView, RingWalk};
 
 #[derive(Default)]
 struct Waiters {
@@ -197,85 +161,6 @@ impl Service {
         }
         let svc = Arc::clone(self);
         tokio::spawn(async move { svc.become_member().await });
-    }
-
-    /// Founds a ring or joins one: drives the sans-io founder machine ([`Bootstrap`]; the rule
-    /// is documented there and proven by the simulator) with real joins, name resolution,
-    /// time and the store directory's remembered ring.
-    async fn become_member(self: Arc<Self>) {
-        let ring = &self.config.ring;
-        let remembered = match crate::persist::load(&self.config.files.store_dir) {
-            Ok(state) => state,
-            Err(e) => {
-                warn!(error = %e, "ignoring the remembered ring state");
-                None
-            }
-        };
-        let address = |s: &String| Address::new(s);
-        let mut machine = Bootstrap::new(BootstrapConfig {
-            me: Address::new(&self.config.node.advertise),
-            bootstrap: ring.bootstrap.as_ref().map(address),
-            seeds: ring.seeds.iter().map(address).collect(),
-            remembered: remembered.map(|s| Remembered {
-                ring_id: s.ring_id(),
-                peers: s.peers.iter().map(address).collect(),
-            }),
-            fresh_ring_id: new_ring_id(),
-            create_after: ring.create_after,
-            join_retry_interval: ring.join_retry_interval,
-            answer_timeout: ring.rpc_timeout,
-        });
-        let started = Instant::now();
-        let mut stop = self.shutdown.subscribe();
-        let mut action = machine.start(Duration::ZERO);
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            action = match action {
-                Action::TryJoin(target) => {
-                    let outcome = match self.join(target.as_str()).await {
-                        Ok(()) | Err(ServiceError::AlreadyMember) => JoinOutcome::Joined,
-                        Err(ServiceError::JoinFailed(JoinFailure::NotMember { .. })) => {
-                            debug!(%target, "seed is not a ring member yet");
-                            JoinOutcome::NotMember { remembers: None }
-                        }
-                        Err(ServiceError::JoinFailed(JoinFailure::Unreachable { .. })) => {
-                            JoinOutcome::Unreachable
-                        }
-                        Err(e) => {
-                            debug!(%target, error = %e, "join attempt failed");
-                            JoinOutcome::Other(e.to_string())
-                        }
-                    };
-                    machine.on_join(started.elapsed(), outcome)
-                }
-                Action::CheckResolves(target) => {
-                    let resolves = self.resolves(target.as_str()).await;
-                    if !resolves {
-                        debug!(%target, "seed does not exist (its name does not resolve)");
-                    }
-                    machine.on_resolves(started.elapsed(), resolves)
-                }
-                Action::Create(ring_id) => {
-                    if let Some(reason) = machine.founded() {
-                        info!(?reason, %ring_id, "founding the ring");
-                    }
-                    match self.apply(|n| n.create(ring_id)) {
-                        Ok(()) | Err(CommandError::AlreadyMember) => return,
-                    }
-                }
-                Action::Wait(delay) => {
-                    warn!(tried = ?machine.targets(), "could not join any peer yet; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = stop.changed() => return,
-                    }
-                    machine.on_wake(started.elapsed())
-                }
-                Action::Done => return,
-            };
-        }
     }
 
     /// Joins the ring the peer at `bootstrap` belongs to; returns once joined.
@@ -835,27 +720,7 @@ fn reanchor(mut r: LookupResult, candidates: &[Peer], k: usize) -> LookupResult 
 /// How often (in stabilization rounds) the neighbours are saved to the store directory.
 const REMEMBER_EVERY_ROUNDS: u64 = 20;
 
-/// A random ring id (UUID version 4 layout), from the standard library's random hasher keys
-/// mixed with the clock and process id.
-pub fn new_ring_id() -> RingId {
-    let mut words = [0u64; 2];
-    for (k, w) in words.iter_mut().enumerate() {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
-        h.write_u32(std::process::id());
-        h.write_usize(k);
-        *w = h.finish();
-    }
-    let mut v = (u128::from(words[0]) << 64) | u128::from(words[1]);
-    v = (v & !(0xf << 76)) | (0x4 << 76); // version 4
-    v = (v & !(0x3 << 62)) | (0x2 << 62); // RFC 4122 variant
-    RingId(v)
-}
+pub use bootstrap::new_ring_id;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,131 @@
+//! The file layer's periodic work (shared-directory scan and provider publication, repair) and
+//! what it shows about this peer's files.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::debug;
+
+use super::ProviderRecord;
+use super::ops::{Files, lock};
+use super::views::{NodeFiles, StoredFile};
+use crate::id::Id;
+use crate::transport::{BlobQuery, TraceCarrier};
+
+impl Files {
+    /// Starts the periodic work: shared-directory scan + provider republish, and repair. Both
+    /// loops end when the ring service stops.
+    pub fn start(self: &Arc<Self>) {
+        let files = Arc::clone(self);
+        let every = self.ring.config().files.republish_interval;
+        tokio::spawn(async move {
+            let stopped = files.ring.stopped();
+            let publish = async {
+                // Publish as soon as the peer is in a ring, then every interval.
+                let mut last: Option<Instant> = None;
+                let mut check = tokio::time::interval(every.min(Duration::from_millis(500)));
+                check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    check.tick().await;
+                    let due = last.is_none_or(|t| t.elapsed() >= every);
+                    if due && files.ring.readiness().is_empty() {
+                        files.publish_shared().await;
+                        last = Some(Instant::now());
+                    }
+                }
+            };
+            tokio::select! {
+                _ = stopped => {}
+                _ = publish => {}
+            }
+        });
+        let files = Arc::clone(self);
+        let every = self.ring.config().files.repair_interval;
+        tokio::spawn(async move {
+            let stopped = files.ring.stopped();
+            let repair = async {
+                let mut interval = tokio::time::interval(every);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    interval.tick().await;
+                    if files.ring.readiness().is_empty() {
+                        files.repair().await;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = stopped => {}
+                _ = repair => {}
+            }
+        });
+    }
+
+    pub fn node_files(&self) -> NodeFiles {
+        NodeFiles {
+            shared: lock(&self.shared).files(),
+            stored: self
+                .store
+                .list()
+                .into_iter()
+                .filter(|m| !m.deleted)
+                .map(|m| StoredFile {
+                    name: m.name,
+                    id: m.id,
+                    size: m.size,
+                    sha256: m.sha256,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn stored_keys(&self) -> u64 {
+        self.store.usage().0
+    }
+
+    // ----- maintenance ----------------------------------------------------------------------
+
+    /// Re-scans the shared directory and publishes a provider record for every shared file to
+    /// the peer responsible for it.
+    pub async fn publish_shared(&self) {
+        let config = &self.ring.config().files;
+        let (dir, max) = (config.shared_dir.clone(), config.max_file_size);
+        let files = {
+            let mut index = std::mem::take(&mut *lock(&self.shared));
+            let index = tokio::task::spawn_blocking(move || {
+                index.rescan(&dir, max);
+                index
+            })
+            .await
+            .unwrap_or_default();
+            let files = index.files();
+            *lock(&self.shared) = index;
+            files
+        };
+        let me = self.me();
+        for f in files {
+            let id = Id::hash(f.name.as_bytes());
+            let record = ProviderRecord {
+                name: f.name.clone(),
+                id,
+                size: f.size,
+                sha256: f.sha256.clone(),
+                peer_id: me.id,
+                peer: me.address.to_string(),
+            };
+            let Ok(found) = self.ring.lookup(id).await else {
+                continue;
+            };
+            let result = self
+                .blob
+                .query(
+                    &found.node.address,
+                    BlobQuery::PutProvider { record },
+                    TraceCarrier::current(),
+                )
+                .await;
+            if let Err(e) = result {
+                debug!(name = %f.name, error = %e, "could not publish a provider record");
+            }
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Becoming a member: the runtime side of [`crate::ring::Bootstrap`] (real joins, name
+//! resolution, time, the remembered ring), and fresh ring ids.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use super::{Service, ServiceError};
+use crate::ring::{
+    Address, Bootstrap, BootstrapAction as Action, BootstrapConfig, CommandError, JoinFailure,
+    JoinOutcome, Remembered, RingId,
+};
+
+impl Service {
+    /// Founds a ring or joins one: drives the sans-io founder machine ([`Bootstrap`]; the rule
+    /// is documented there and proven by the simulator) with real joins, name resolution,
+    /// time and the store directory's remembered ring.
+    pub(super) async fn become_member(self: Arc<Self>) {
+        let ring = &self.config.ring;
+        let remembered = match crate::persist::load(&self.config.files.store_dir) {
+            Ok(state) => state,
+            Err(e) => {
+                warn!(error = %e, "ignoring the remembered ring state");
+                None
+            }
+        };
+        let address = |s: &String| Address::new(s);
+        let mut machine = Bootstrap::new(BootstrapConfig {
+            me: Address::new(&self.config.node.advertise),
+            bootstrap: ring.bootstrap.as_ref().map(address),
+            seeds: ring.seeds.iter().map(address).collect(),
+            remembered: remembered.map(|s| Remembered {
+                ring_id: s.ring_id(),
+                peers: s.peers.iter().map(address).collect(),
+            }),
+            fresh_ring_id: new_ring_id(),
+            create_after: ring.create_after,
+            join_retry_interval: ring.join_retry_interval,
+            answer_timeout: ring.rpc_timeout,
+        });
+        let started = Instant::now();
+        let mut stop = self.shutdown.subscribe();
+        let mut action = machine.start(Duration::ZERO);
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            action = match action {
+                Action::TryJoin(target) => {
+                    let outcome = match self.join(target.as_str()).await {
+                        Ok(()) | Err(ServiceError::AlreadyMember) => JoinOutcome::Joined,
+                        Err(ServiceError::JoinFailed(JoinFailure::NotMember { .. })) => {
+                            debug!(%target, "seed is not a ring member yet");
+                            JoinOutcome::NotMember { remembers: None }
+                        }
+                        Err(ServiceError::JoinFailed(JoinFailure::Unreachable { .. })) => {
+                            JoinOutcome::Unreachable
+                        }
+                        Err(e) => {
+                            debug!(%target, error = %e, "join attempt failed");
+                            JoinOutcome::Other(e.to_string())
+                        }
+                    };
+                    machine.on_join(started.elapsed(), outcome)
+                }
+                Action::CheckResolves(target) => {
+                    let resolves = self.resolves(target.as_str()).await;
+                    if !resolves {
+                        debug!(%target, "seed does not exist (its name does not resolve)");
+                    }
+                    machine.on_resolves(started.elapsed(), resolves)
+                }
+                Action::Create(ring_id) => {
+                    if let Some(reason) = machine.founded() {
+                        info!(?reason, %ring_id, "founding the ring");
+                    }
+                    match self.apply(|n| n.create(ring_id)) {
+                        Ok(()) | Err(CommandError::AlreadyMember) => return,
+                    }
+                }
+                Action::Wait(delay) => {
+                    warn!(tried = ?machine.targets(), "could not join any peer yet; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.changed() => return,
+                    }
+                    machine.on_wake(started.elapsed())
+                }
+                Action::Done => return,
+            };
+        }
+    }
+}
+
+/// A random ring id (UUID version 4 layout), from the standard library's random hasher keys
+/// mixed with the clock and process id.
+pub fn new_ring_id() -> RingId {
+    let mut words = [0u64; 2];
+    for (k, w) in words.iter_mut().enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        h.write_u32(std::process::id());
+        h.write_usize(k);
+        *w = h.finish();
+    }
+    let mut v = (u128::from(words[0]) << 64) | u128::from(words[1]);
+    v = (v & !(0xf << 76)) | (0x4 << 76); // version 4
+    v = (v & !(0x3 << 62)) | (0x2 << 62); // RFC 4122 variant
+    RingId(v)
+}
