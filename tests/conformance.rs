@@ -2,6 +2,8 @@
 
 #[path = "support/conformance.rs"]
 mod conformance;
+#[path = "support/conformance_kit.rs"]
+mod conformance_kit;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

