@@ -9,26 +9,112 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chordnet::id::Id;
+use chordnet::sim::Rng;
 use chordnet::wire::Address;
 use harness::{Harness, address, content, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_8_peer_ring_forms_and_lookups_find_the_true_successor() {
-    let h = Harness::start("lookups", 8, |_, _| {}).await;
-    h.converged().await;
-    for k in 0..64 {
-        let key = format!("key-{k}");
-        let via = k % 8;
-        let v = h
-            .get_json(&h.url(via, &format!("/v1/lookup/{key}")))
+async fn an_8_peer_ring_forms_and_lookups_node_fingers_and_metrics_agree_with_the_ids() {
+    let c = Harness::start("ring8", 8, |_, _| {}).await;
+    c.converged().await;
+
+    // Node info is consistent with the walk.
+    let (status, node) = c.status_json(&c.url(3, "/v1/node")).await.expect("node");
+    assert_eq!(status, 200);
+    assert_eq!(node["state"], "ready");
+    assert_eq!(node["address"], address(3));
+    assert_eq!(node["id"], c.id(3).to_string());
+    assert_eq!(node["successors"].as_array().map(Vec::len), Some(4));
+    // Every peer is in the same ring.
+    let mut ring_ids = Vec::new();
+    for i in 0..8 {
+        let (_, n) = c.status_json(&c.url(i, "/v1/node")).await.expect("node");
+        ring_ids.push(n["ring_id"].clone());
+    }
+    assert!(ring_ids[0].is_string(), "{ring_ids:?}");
+    assert!(ring_ids.iter().all(|r| *r == ring_ids[0]), "{ring_ids:?}");
+
+    // 500 lookups from random peers agree with the successor computed from the ids.
+    let mut rng = Rng::new(42);
+    for k in 0..500 {
+        let from = rng.index(8);
+        let key = format!("file-{k}.txt");
+        let (status, answer) = c
+            .status_json(&c.url(from, &format!("/v1/lookup/{key}")))
             .await
-            .expect("lookup answered");
-        let want = h.true_successor(Id::hash(key.as_bytes()));
+            .expect("lookup");
+        assert_eq!(status, 200, "{answer}");
+        let id = Id::hash(key.as_bytes());
+        assert_eq!(answer["id"], id.to_string());
+        assert_eq!(answer["key"], key);
         assert_eq!(
-            v["node"]["id"].as_str(),
-            Some(want.to_string().as_str()),
-            "{key}"
+            answer["node"]["id"],
+            c.true_successor(id).to_string(),
+            "lookup of {key} from peer {from}"
         );
+        let hops = answer["hops"].as_u64().expect("hops");
+        assert_eq!(
+            answer["path"].as_array().map(|p| p.len() as u64),
+            Some(hops)
+        );
+        assert!(hops <= 4, "{hops} hops in an 8-peer ring");
+    }
+
+    // Raw identifiers work too, and bad ones get a problem document.
+    let id = Id::hash("x");
+    let (status, answer) = c
+        .status_json(&c.url(0, &format!("/v1/lookup?id={id}")))
+        .await
+        .expect("lookup by id");
+    assert_eq!(status, 200);
+    assert_eq!(answer["node"]["id"], c.true_successor(id).to_string());
+    let resp = c
+        .http
+        .get(c.url(0, "/v1/lookup?id=nothex"))
+        .send()
+        .await
+        .expect("bad id");
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+
+    // Finger table: 160 entries, each pointing at the true successor of its start.
+    let (_, f) = c
+        .status_json(&c.url(0, "/v1/node/fingers"))
+        .await
+        .expect("fingers");
+    let fingers = f["fingers"].as_array().expect("fingers array");
+    assert_eq!(fingers.len(), 160);
+    wait_until("fingers right", Duration::from_secs(20), || async {
+        let Some((_, f)) = c.status_json(&c.url(0, "/v1/node/fingers")).await else {
+            return false;
+        };
+        f["fingers"].as_array().into_iter().flatten().all(|e| {
+            let start: Id = e["start"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_default();
+            e["node"]["id"] == c.true_successor(start).to_string()
+        })
+    })
+    .await;
+
+    // Metrics are there, in the text format.
+    let text = c
+        .http
+        .get(c.url(0, "/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    for family in [
+        "chordnet_lookup_hops_bucket",
+        "chordnet_peer_rpcs_total{method=\"get_neighbors\",outcome=\"ok\"}",
+        "chordnet_ring_info{",
+        "chordnet_ready 1",
+    ] {
+        assert!(text.contains(family), "{family} missing");
     }
 }
 

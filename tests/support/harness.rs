@@ -122,6 +122,13 @@ impl Harness {
         }
     }
 
+    /// `(status, JSON body)` of a GET (the body is null when it is not JSON).
+    pub async fn status_json(&self, url: &str) -> Option<(u16, Value)> {
+        let r = self.http.get(url).send().await.ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
     pub async fn get_json(&self, url: &str) -> Option<Value> {
         let r = self.http.get(url).send().await.ok()?;
         if !r.status().is_success() {
