@@ -165,57 +165,6 @@ fn invalid_configuration_exits_non_zero_naming_the_key_and_source() {
     assert!(err.contains("CHORDNET_RING__SUCCESSORS"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_errors_are_problem_documents() {
-    let c = Cluster::start("errors", 1);
-    wait_for("peer ready", Duration::from_secs(30), || c.all_ready()).await;
-    let p = &c.peers[0];
-    let cases = [
-        (reqwest::Method::GET, "/v1/nothing", None, 404),
-        (reqwest::Method::DELETE, "/v1/node", None, 405),
-        (
-            reqwest::Method::POST,
-            "/v1/ring/join",
-            Some(serde_json::json!({"bootstrap": p.advertise})),
-            400,
-        ),
-        (
-            reqwest::Method::POST,
-            "/v1/ring/join",
-            Some(serde_json::json!({"bootstrap": "no-port"})),
-            400,
-        ),
-        (
-            reqwest::Method::POST,
-            "/v1/ring/join",
-            Some(serde_json::json!({})),
-            400,
-        ),
-    ];
-    for (method, path, body, status) in cases {
-        let mut req = c.http.request(method.clone(), p.url(path));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request");
-        assert_eq!(resp.status().as_u16(), status, "{method} {path}");
-        assert_eq!(
-            resp.headers()["content-type"],
-            "application/problem+json",
-            "{method} {path}"
-        );
-        let problem: Value = resp.json().await.expect("problem body");
-        assert_eq!(problem["status"], status);
-        assert!(problem["detail"].is_string());
-    }
-    // A lone peer owns everything.
-    let (_, answer) = c.get(&p.url("/v1/lookup/anything")).await.expect("lookup");
-    assert_eq!(answer["node"]["id"], p.id().to_string());
-    assert_eq!(answer["hops"], 0);
-    let (status, health) = c.get(&p.url("/healthz")).await.expect("healthz");
-    assert_eq!((status, &health["alive"]), (200, &Value::Bool(true)));
-}
-
 impl Cluster {
     /// Starts `n` peers at once, all configured with the same seed list (like a StatefulSet
     /// with `podManagementPolicy: Parallel`); the first seed is the founder.

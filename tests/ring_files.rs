@@ -118,6 +118,62 @@ async fn an_8_peer_ring_forms_and_lookups_node_fingers_and_metrics_agree_with_th
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_errors_are_problem_documents() {
+    let c = Harness::start("errors", 1, |_, _| {}).await;
+    c.converged().await;
+    let cases = [
+        (reqwest::Method::GET, "/v1/nothing", None, 404),
+        (reqwest::Method::DELETE, "/v1/node", None, 405),
+        (
+            reqwest::Method::POST,
+            "/v1/ring/join",
+            Some(serde_json::json!({"bootstrap": address(0)})),
+            400,
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/ring/join",
+            Some(serde_json::json!({"bootstrap": "no-port"})),
+            400,
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/ring/join",
+            Some(serde_json::json!({})),
+            400,
+        ),
+    ];
+    for (method, path, body, status) in cases {
+        let mut req = c.http.request(method.clone(), c.url(0, path));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        assert_eq!(resp.status().as_u16(), status, "{method} {path}");
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/problem+json",
+            "{method} {path}"
+        );
+        let problem: serde_json::Value = resp.json().await.expect("problem body");
+        assert_eq!(problem["status"], status);
+        assert!(problem["detail"].is_string());
+    }
+    // A lone peer owns everything.
+    let (_, answer) = c
+        .status_json(&c.url(0, "/v1/lookup/anything"))
+        .await
+        .expect("lookup");
+    assert_eq!(answer["node"]["id"], c.id(0).to_string());
+    assert_eq!(answer["hops"], 0);
+    let (status, health) = c.status_json(&c.url(0, "/healthz")).await.expect("healthz");
+    assert_eq!(
+        (status, &health["alive"]),
+        (200, &serde_json::Value::Bool(true))
+    );
+}
+
 /// Uploads `n` files through different peers; returns name -> content.
 async fn upload_many(h: &Harness, tag: &str, n: usize) -> HashMap<String, Vec<u8>> {
     let mut files = HashMap::new();
