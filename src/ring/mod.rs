@@ -20,6 +20,7 @@ pub mod bootstrap;
 mod lookup;
 mod message;
 pub mod placement;
+pub mod verify;
 
 use std::collections::BTreeMap;
 

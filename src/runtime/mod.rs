@@ -20,6 +20,7 @@ use tracing::{Instrument, Span, debug, info, info_span, warn};
 use crate::config::Config;
 use crate::id::Id;
 use crate::metrics::Metrics;
+use crate::ring::verify::{Confirm, Walk};
 use crate::ring::{
     Address, Cause, CommandError, JoinFailure, LookupError, LookupId, LookupResult, Membership,
     Node, NotReady, Output, Peer, Request, RequestEnvelope, Response, ResponseEnvelope, RingConfig,
@@ -288,37 +289,24 @@ impl Service {
     /// be a dead peer. This asks the answer (one ping) and, if it is dead, the peers after it in
     /// the same answer, so that a user is pointed at a live responsible peer: the first live one
     /// of that list is where the dead peer's keys and copies are.
-    pub async fn confirm_responsible(self: &Arc<Self>, mut r: LookupResult) -> LookupResult {
+    pub async fn confirm_responsible(self: &Arc<Self>, r: LookupResult) -> LookupResult {
         let (me, ring_id) = {
             let n = lock(&self.node);
             (n.me().clone(), n.ring_id())
         };
-        let candidates: Vec<Peer> = std::iter::once(r.node.clone())
-            .chain(r.successors.iter().cloned())
-            .collect();
-        for (k, candidate) in candidates.iter().enumerate() {
-            let alive = candidate.id == me.id || self.answers_ping(&me, ring_id, candidate).await;
-            if alive {
-                r.timeouts += k as u32; // the dead peers skipped
-                return reanchor(r, &candidates, k);
-            }
-        }
-        r
-    }
-
-    /// Whether `peer` answers a ping; one failure may be a lost message, so it is asked twice.
-    async fn answers_ping(&self, me: &Peer, ring_id: Option<RingId>, peer: &Peer) -> bool {
-        for _ in 0..2 {
+        let mut confirm = Confirm::new(me.id, r);
+        while let Some(candidate) = confirm.ask_next() {
             let ping = RequestEnvelope::new(ring_id, me.clone(), Request::Ping);
-            if let Ok(ResponseEnvelope {
-                body: Response::Ack,
-                ..
-            }) = self.call(&peer.address, ping).await
-            {
-                return true;
-            }
+            let alive = matches!(
+                self.call(&candidate.address, ping).await,
+                Ok(ResponseEnvelope {
+                    body: Response::Ack,
+                    ..
+                })
+            );
+            confirm.answered(alive);
         }
-        false
+        confirm.finish()
     }
 
     /// Walks the ring along successor pointers, starting here.
@@ -327,36 +315,22 @@ impl Service {
             let n = lock(&self.node);
             (n.me().clone(), n.ring_id(), n.successor().cloned())
         };
-        let mut nodes = vec![PeerView::from(&me)];
-        let Some(mut current) = first else {
-            return RingWalk {
-                nodes,
-                complete: false,
-            };
-        };
-        while nodes.len() < limit {
-            if current.id == me.id {
-                return RingWalk {
-                    nodes,
-                    complete: true,
-                };
-            }
-            if nodes.iter().any(|p| p.id == current.id) {
-                break; // a loop that does not come back to us: report what we saw
-            }
-            nodes.push(PeerView::from(&current));
+        let mut walk = Walk::new(me.clone(), first, limit);
+        while let Some(current) = walk.ask_next() {
             let request = RequestEnvelope::new(ring_id, me.clone(), Request::GetNeighbors);
-            match self.call(&current.address, request).await {
+            let successors = match self.call(&current.address, request).await {
                 Ok(ResponseEnvelope {
                     body: Response::Neighbors { successors, .. },
                     ..
-                }) if !successors.is_empty() => current = successors[0].clone(),
-                _ => break,
-            }
+                }) => Some(successors),
+                _ => None,
+            };
+            walk.answered(successors);
         }
+        let (nodes, complete) = walk.finish();
         RingWalk {
-            nodes,
-            complete: false,
+            nodes: nodes.iter().map(PeerView::from).collect(),
+            complete,
         }
     }
 
@@ -708,13 +682,6 @@ impl Endpoint {
 fn show(p: &Option<Peer>) -> String {
     p.as_ref()
         .map_or_else(|| "none".to_owned(), Peer::to_string)
-}
-
-/// The lookup answer with `candidates[k]` as the responsible peer and the rest after it.
-fn reanchor(mut r: LookupResult, candidates: &[Peer], k: usize) -> LookupResult {
-    r.node = candidates[k].clone();
-    r.successors = candidates[k + 1..].to_vec();
-    r
 }
 
 /// How often (in stabilization rounds) the neighbours are saved to the store directory.
