@@ -16,7 +16,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{Instrument, debug};
 
 use super::{
@@ -142,6 +142,25 @@ impl Layered {
         body.with_progress_timeout(self.deadlines.progress_timeout)
             .with_deadline(limit)
     }
+
+    /// One of the `transport.max_transfers` slots (waits for its turn).
+    async fn transfer_slot(&self) -> Result<OwnedSemaphorePermit, TransportError> {
+        self.transfers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| TransportError::Unreachable("the peer is shutting down".into()))
+    }
+
+    /// A received body under what is left of its transfer's deadline (counted from `started`,
+    /// when the request went out), holding the transfer's slot until it ends.
+    fn incoming(&self, body: Body, started: Instant, slot: OwnedSemaphorePermit) -> Body {
+        let limit = self
+            .deadlines
+            .limit(CallClass::Bulk { bytes: body.len() })
+            .saturating_sub(started.elapsed());
+        self.bulk_body(body, limit).holding(slot)
+    }
 }
 
 impl RingClient for Layered {
@@ -199,10 +218,8 @@ impl BlobClient for Layered {
                 None => CallClass::Control,
             };
             let limit = self.deadlines.limit(class);
-            let _permit = match &body {
-                Some(_) => Some(self.transfers.clone().acquire_owned().await.map_err(|_| {
-                    TransportError::Unreachable("the peer is shutting down".into())
-                })?),
+            let _slot = match &body {
+                Some(_) => Some(self.transfer_slot().await?),
                 None => None,
             };
             let body = body.map(|b| self.bulk_body(b, limit));
@@ -228,13 +245,8 @@ impl BlobClient for Layered {
         trace: TraceCarrier,
     ) -> BoxFuture<'a, Result<Option<Object>, TransportError>> {
         Box::pin(async move {
-            let permit = self
-                .transfers
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| TransportError::Unreachable("the peer is shutting down".into()))?;
-            let started = tokio::time::Instant::now();
+            let slot = self.transfer_slot().await?;
+            let started = Instant::now();
             // Until the metadata arrives the size is unknown: the header phase gets the floor.
             let object = self
                 .blob_call("get_object", to, CallClass::Bulk { bytes: 0 }, async {
@@ -245,15 +257,9 @@ impl BlobClient for Layered {
                     }
                 })
                 .await?;
-            Ok(object.map(|o| {
-                let limit = self
-                    .deadlines
-                    .limit(CallClass::Bulk { bytes: o.meta.size })
-                    .saturating_sub(started.elapsed());
-                Object {
-                    meta: o.meta,
-                    body: self.bulk_body(o.body, limit).holding(permit),
-                }
+            Ok(object.map(|o| Object {
+                meta: o.meta,
+                body: self.incoming(o.body, started, slot),
             }))
         })
     }
@@ -265,13 +271,8 @@ impl BlobClient for Layered {
         trace: TraceCarrier,
     ) -> BoxFuture<'a, Result<Option<Body>, TransportError>> {
         Box::pin(async move {
-            let permit = self
-                .transfers
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| TransportError::Unreachable("the peer is shutting down".into()))?;
-            let started = tokio::time::Instant::now();
+            let slot = self.transfer_slot().await?;
+            let started = Instant::now();
             let body = self
                 .blob_call("get_shared", to, CallClass::Bulk { bytes: 0 }, async {
                     let trace = trace_in_span(trace);
@@ -285,13 +286,7 @@ impl BlobClient for Layered {
                     }
                 })
                 .await?;
-            Ok(body.map(|b| {
-                let limit = self
-                    .deadlines
-                    .limit(CallClass::Bulk { bytes: b.len() })
-                    .saturating_sub(started.elapsed());
-                self.bulk_body(b, limit).holding(permit)
-            }))
+            Ok(body.map(|b| self.incoming(b, started, slot)))
         })
     }
 
