@@ -1,0 +1,115 @@
+//! What the runtime does with the ring's events: metrics, log lines, waking waiters, and
+//! remembering the ring in the store directory.
+
+use std::sync::atomic::Ordering;
+
+use tracing::{info, warn};
+
+use super::{Service, lock};
+use crate::ring::{Peer, RingEvent, RingId};
+use crate::telemetry;
+
+impl Service {
+    pub(super) fn on_event(&self, event: RingEvent) {
+        let m = &self.metrics;
+        match event {
+            RingEvent::Created { ring_id } => {
+                info!(%ring_id, "founded a new ring");
+                self.set_ring_info(ring_id);
+                self.remember_ring();
+            }
+            RingEvent::Joined { ring_id, successor } => {
+                info!(%ring_id, %successor, "joined the ring");
+                m.joins.inc();
+                self.set_ring_info(ring_id);
+                self.remember_ring();
+                for tx in lock(&self.waiters).join.drain(..) {
+                    let _ = tx.send(Ok(()));
+                }
+            }
+            RingEvent::JoinFailed { failure } => {
+                for tx in lock(&self.waiters).join.drain(..) {
+                    let _ = tx.send(Err(failure.clone()));
+                }
+            }
+            RingEvent::SuccessorChanged { old, new } => {
+                info!(old = %show(&old), %new, "successor changed");
+                m.successor_changes.inc();
+            }
+            RingEvent::PredecessorChanged { old, new } => {
+                info!(old = %show(&old), new = %show(&new), "predecessor changed (key range changed)");
+                m.predecessor_changes.inc();
+            }
+            RingEvent::PeerFailed { peer } => {
+                warn!(%peer, "peer failed");
+                m.peer_failures.inc();
+            }
+            RingEvent::PeerLeft { peer } => {
+                info!(%peer, "peer left");
+                m.peers_left.inc();
+            }
+            RingEvent::Stabilized { round } => {
+                m.stabilization_rounds.inc();
+                if round % REMEMBER_EVERY_ROUNDS == 1 {
+                    self.remember_ring();
+                }
+                self.last_stabilized_ms
+                    .store(self.elapsed_ms().max(1), Ordering::Relaxed);
+            }
+            RingEvent::Left => {
+                info!("left the ring");
+                m.leaves.inc();
+                m.ring_info.reset();
+                telemetry::export::set_ring_id(None);
+                for tx in lock(&self.waiters).leave.drain(..) {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    }
+
+    /// Saves the ring id and current neighbours to the store directory, off the async threads.
+    pub(super) fn remember_ring(&self) {
+        let state = {
+            let n = lock(&self.node);
+            let Some(ring_id) = n.ring_id() else { return };
+            let me = n.id();
+            let peers: Vec<String> = n
+                .successors()
+                .iter()
+                .chain(n.predecessor())
+                .filter(|p| p.id != me)
+                .map(|p| p.address.to_string())
+                .collect();
+            crate::persist::RingState {
+                ring_id: ring_id.to_string(),
+                peers,
+            }
+        };
+        let dir = self.config.files.store_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = crate::persist::save(&dir, &state) {
+                warn!(error = %e, "could not remember the ring state");
+            }
+        });
+    }
+
+    fn set_ring_info(&self, ring_id: RingId) {
+        telemetry::export::set_ring_id(Some(ring_id.to_string()));
+        let node_id = lock(&self.node).id().to_string();
+        self.metrics.ring_info.reset();
+        self.metrics
+            .ring_info
+            .with_label_values(&[&ring_id.to_string(), &node_id])
+            .set(1);
+    }
+}
+
+/// A peer or "none", for log lines.
+fn show(p: &Option<Peer>) -> String {
+    p.as_ref()
+        .map_or_else(|| "none".to_owned(), Peer::to_string)
+}
+
+/// How often (in stabilization rounds) the neighbours are saved to the store directory.
+const REMEMBER_EVERY_ROUNDS: u64 = 20;
