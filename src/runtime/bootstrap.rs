@@ -9,8 +9,8 @@ use tracing::{debug, info, warn};
 
 use super::{Service, ServiceError};
 use crate::ring::{
-    Address, Bootstrap, BootstrapAction as Action, BootstrapConfig, CommandError, JoinFailure,
-    JoinOutcome, Remembered, RingId,
+    Address, Bootstrap, BootstrapAction as Action, BootstrapConfig, JoinFailure, JoinOutcome,
+    Remembered, RingId,
 };
 
 impl Service {
@@ -76,8 +76,12 @@ impl Service {
                     if let Some(reason) = machine.founded() {
                         info!(?reason, %ring_id, "founding the ring");
                     }
-                    match self.apply(|n| n.create(ring_id)) {
-                        Ok(()) | Err(CommandError::AlreadyMember) => return,
+                    match self.create(ring_id).await {
+                        Ok(()) | Err(ServiceError::AlreadyMember) => return,
+                        Err(e) => {
+                            debug!(error = %e, "could not found the ring");
+                            return;
+                        }
                     }
                 }
                 Action::Wait(delay) => {

@@ -5,13 +5,16 @@ use std::sync::atomic::Ordering;
 
 use tracing::{info, warn};
 
-use super::{Service, lock};
+use super::commands::JoinError;
+
+use super::driver::Driver;
+
 use crate::ring::{Peer, RingEvent, RingId};
 use crate::telemetry;
 
-impl Service {
-    pub(super) fn on_event(&self, event: RingEvent) {
-        let m = &self.metrics;
+impl Driver {
+    pub(super) fn on_event(&mut self, event: RingEvent) {
+        let m = &self.svc.metrics;
         match event {
             RingEvent::Created { ring_id } => {
                 info!(%ring_id, "founded a new ring");
@@ -23,13 +26,13 @@ impl Service {
                 m.joins.inc();
                 self.set_ring_info(ring_id);
                 self.remember_ring();
-                for tx in lock(&self.waiters).join.drain(..) {
+                for tx in self.joins.drain(..) {
                     let _ = tx.send(Ok(()));
                 }
             }
             RingEvent::JoinFailed { failure } => {
-                for tx in lock(&self.waiters).join.drain(..) {
-                    let _ = tx.send(Err(failure.clone()));
+                for tx in self.joins.drain(..) {
+                    let _ = tx.send(Err(JoinError::Failed(failure.clone())));
                 }
             }
             RingEvent::SuccessorChanged { old, new } => {
@@ -53,52 +56,47 @@ impl Service {
                 if round % REMEMBER_EVERY_ROUNDS == 1 {
                     self.remember_ring();
                 }
-                self.last_stabilized_ms
-                    .store(self.elapsed_ms().max(1), Ordering::Relaxed);
+                self.svc
+                    .last_stabilized_ms
+                    .store(self.svc.elapsed_ms().max(1), Ordering::Relaxed);
             }
             RingEvent::Left => {
                 info!("left the ring");
                 m.leaves.inc();
                 m.ring_info.reset();
                 telemetry::export::set_ring_id(None);
-                for tx in lock(&self.waiters).leave.drain(..) {
+                for tx in self.leaves.drain(..) {
                     let _ = tx.send(());
                 }
             }
         }
     }
 
-    /// Saves the ring id and current neighbours to the store directory, off the async threads.
-    pub(super) fn remember_ring(&self) {
-        let state = {
-            let n = lock(&self.node);
-            let Some(ring_id) = n.ring_id() else { return };
-            let me = n.id();
-            let peers: Vec<String> = n
-                .successors()
-                .iter()
-                .chain(n.predecessor())
-                .filter(|p| p.id != me)
-                .map(|p| p.address.to_string())
-                .collect();
-            crate::persist::RingState {
-                ring_id: ring_id.to_string(),
-                peers,
-            }
-        };
-        let dir = self.config.files.store_dir.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = crate::persist::save(&dir, &state) {
-                warn!(error = %e, "could not remember the ring state");
-            }
+    /// Saves the ring id and current neighbours to the store directory (in order: the
+    /// newest state is the one saved last).
+    pub(super) fn remember_ring(&mut self) {
+        let n = &self.node;
+        let Some(ring_id) = n.ring_id() else { return };
+        let me = n.id();
+        let peers: Vec<String> = n
+            .successors()
+            .iter()
+            .chain(n.predecessor())
+            .filter(|p| p.id != me)
+            .map(|p| p.address.to_string())
+            .collect();
+        self.remember.save(crate::persist::RingState {
+            ring_id: ring_id.to_string(),
+            peers,
         });
     }
 
     fn set_ring_info(&self, ring_id: RingId) {
         telemetry::export::set_ring_id(Some(ring_id.to_string()));
-        let node_id = lock(&self.node).id().to_string();
-        self.metrics.ring_info.reset();
-        self.metrics
+        let node_id = self.node.id().to_string();
+        self.svc.metrics.ring_info.reset();
+        self.svc
+            .metrics
             .ring_info
             .with_label_values(&[&ring_id.to_string(), &node_id])
             .set(1);

@@ -1,20 +1,27 @@
 //! The ring runtime: drives one sans-io [`Node`] with real time and the peer transport.
 //!
-//! It owns the node behind a mutex (every call is short and never awaits), fires the
-//! maintenance timers, executes the node's outputs (sending requests concurrently, each with the
-//! transport's time-out), resolves waiting lookups, joins and leaves, and turns ring events into
-//! metrics and log lines.
+//! One actor task ([`driver`]) owns the node and takes commands from a bounded mailbox
+//! ([`commands`]): peers' requests, answers to the node's own requests, timer ticks
+//! ([`timers`]), and the API's lookups, joins and leaves. It executes the node's outputs
+//! (sending requests concurrently, each with the transport's time-out), wakes waiting callers,
+//! turns ring events into metrics and log lines ([`events`]), and publishes a [`Status`]
+//! snapshot that every reader uses ([`status`]). [`Service`] is the handle the rest of the peer
+//! holds.
 
 mod bootstrap;
+mod commands;
+mod driver;
 mod events;
+mod remember;
+mod status;
+mod timers;
 mod views;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tracing::field::Empty;
 use tracing::{Instrument, Span, debug, info_span};
 
@@ -23,12 +30,13 @@ use crate::id::Id;
 use crate::metrics::Metrics;
 use crate::ring::verify::{Confirm, Walk};
 use crate::ring::{
-    Address, Cause, CommandError, JoinFailure, LookupError, LookupId, LookupResult, Membership,
-    Node, NotReady, Output, Peer, Request, RequestEnvelope, Response, ResponseEnvelope, RingConfig,
-    Timer,
+    Address, Cause, CommandError, JoinFailure, LookupError, LookupResult, Node, NotReady, Peer,
+    Rejection, Request, RequestEnvelope, Response, ResponseEnvelope, RingConfig,
 };
 use crate::telemetry::{self, TraceCarrier};
 use crate::transport::{BoxFuture, RingClient, RingHandler, TransportError, TransportFactory};
+use commands::{Command, JoinError, Mailbox};
+pub use status::Status;
 
 /// Errors of the service's operations, as the API reports them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,36 +55,37 @@ pub enum ServiceError {
     ShuttingDown,
 }
 
-pub use views::{NodeView, PeerView, RingWalk};
-
-#[derive(Default)]
-struct Waiters {
-    lookups: HashMap<LookupId, oneshot::Sender<Result<LookupResult, LookupError>>>,
-    join: Vec<oneshot::Sender<Result<(), JoinFailure>>>,
-    leave: Vec<oneshot::Sender<()>>,
+impl From<commands::Closed> for ServiceError {
+    fn from(_: commands::Closed) -> ServiceError {
+        ServiceError::ShuttingDown
+    }
 }
 
-/// One running peer.
+pub use views::{NodeView, PeerView, RingWalk};
+
+/// One running peer's ring: the handle to the driver that owns the node.
 pub struct Service {
-    node: Mutex<Node>,
+    mailbox: Mailbox,
+    status: status::Published,
     client: Arc<dyn RingClient>,
     factory: Arc<dyn TransportFactory>,
     config: Config,
     metrics: Metrics,
-    waiters: Mutex<Waiters>,
     started: Instant,
+    /// Milliseconds since start of the last tick the driver applied (liveness).
     last_tick_ms: AtomicU64,
     /// Milliseconds since start of the last completed stabilization round; 0 = never.
     last_stabilized_ms: AtomicU64,
-    /// A join is in progress (automatic or asked for).
-    joining: AtomicBool,
+    /// Numbers the waiting callers of lookups (see [`commands::Ticket`]).
+    tickets: AtomicU64,
     shutdown: watch::Sender<bool>,
+    /// The driver, until [`Service::start`] runs it.
+    driver: std::sync::Mutex<Option<DriverStart>>,
 }
 
-/// Locks a mutex, recovering the data if a panicking thread poisoned it: the node's state is
-/// always consistent between calls, so the data stays usable.
-fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+struct DriverStart {
+    node: Node,
+    mailbox: tokio::sync::mpsc::Receiver<(Command, Span)>,
 }
 
 impl Service {
@@ -91,19 +100,25 @@ impl Service {
             successors: config.ring.successors,
             ..RingConfig::default()
         };
+        let node = Node::new(me, ring);
         let (shutdown, _) = watch::channel(false);
+        let (mailbox, inbox) = Mailbox::new();
         Arc::new(Service {
-            node: Mutex::new(Node::new(me, ring)),
+            mailbox,
+            status: status::Published::new(&node),
             client,
             factory,
             config,
             metrics,
-            waiters: Mutex::new(Waiters::default()),
             started: Instant::now(),
             last_tick_ms: AtomicU64::new(0),
             last_stabilized_ms: AtomicU64::new(0),
-            joining: AtomicBool::new(false),
+            tickets: AtomicU64::new(0),
             shutdown,
+            driver: std::sync::Mutex::new(Some(DriverStart {
+                node,
+                mailbox: inbox,
+            })),
         })
     }
 
@@ -115,8 +130,13 @@ impl Service {
         &self.metrics
     }
 
+    /// The node's state as last published by the driver.
+    pub fn status(&self) -> Arc<Status> {
+        self.status.get()
+    }
+
     pub fn me(&self) -> Peer {
-        lock(&self.node).me().clone()
+        self.status().me.clone()
     }
 
     /// The transport this peer speaks.
@@ -126,41 +146,23 @@ impl Service {
 
     /// Whether `key` is in this peer's range (predecessor, self].
     pub fn owns(&self, key: Id) -> bool {
-        lock(&self.node).owns(key)
+        self.status().owns(key)
     }
 
     /// The current successor list.
     pub fn successors(&self) -> Vec<Peer> {
-        lock(&self.node).successors().to_vec()
+        self.status().successors.clone()
     }
 
-    /// Starts the maintenance timers and the initial membership: found a ring, or join the
-    /// configured bootstrap (retrying until it answers).
+    /// Starts the driver, the maintenance timers and the initial membership: found a ring, or
+    /// join the configured bootstrap (retrying until it answers). A second call does nothing.
     pub fn start(self: &Arc<Self>) {
-        for (timer, every) in [
-            (Timer::Stabilize, self.config.ring.stabilize_interval),
-            (Timer::FixFingers, self.config.ring.fix_fingers_interval),
-            (
-                Timer::CheckPredecessor,
-                self.config.ring.check_predecessor_interval,
-            ),
-        ] {
-            let svc = Arc::clone(self);
-            let mut stop = self.shutdown.subscribe();
-            tokio::spawn(async move {
-                let mut interval = tokio::time::interval(every);
-                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = interval.tick() => {}
-                        _ = stop.changed() => return,
-                    }
-                    svc.last_tick_ms.store(svc.elapsed_ms(), Ordering::Relaxed);
-                    let span = svc.tick_span(timer);
-                    span.in_scope(|| svc.apply(|n| n.tick(timer)));
-                }
-            });
-        }
+        let Some(start) = self.driver.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        let driver = driver::Driver::new(start.node, Arc::clone(self));
+        tokio::spawn(driver.run(start.mailbox, self.shutdown.subscribe()));
+        timers::start(self);
         let svc = Arc::clone(self);
         tokio::spawn(async move { svc.become_member().await });
     }
@@ -176,58 +178,49 @@ impl Service {
         result
     }
 
-    async fn join_inner(self: &Arc<Self>, bootstrap: &str) -> Result<(), ServiceError> {
-        let (tx, rx) = oneshot::channel();
-        self.joining.store(true, Ordering::Relaxed);
-        let started = self.apply(|n| {
-            let r = n.join(Address::new(bootstrap));
-            if r.is_ok() {
-                lock(&self.waiters).join.push(tx);
-            }
-            r
-        });
-        if let Err(CommandError::AlreadyMember) = started {
-            return Err(ServiceError::AlreadyMember);
-        }
+    async fn join_inner(&self, bootstrap: &str) -> Result<(), ServiceError> {
+        let bootstrap = Address::new(bootstrap);
         // A join is a lookup plus one request: bound it generously.
         let limit = self.config.ring.rpc_timeout * 40;
-        let result = match tokio::time::timeout(limit, rx).await {
+        let asked = self.mailbox.ask(|reply| Command::Join { bootstrap, reply });
+        match tokio::time::timeout(limit, asked).await {
             Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(reason))) => Err(ServiceError::JoinFailed(reason)),
-            Ok(Err(_)) => Err(ServiceError::ShuttingDown),
+            Ok(Ok(Err(JoinError::Command(CommandError::AlreadyMember)))) => {
+                Err(ServiceError::AlreadyMember)
+            }
+            Ok(Ok(Err(JoinError::Failed(reason)))) => Err(ServiceError::JoinFailed(reason)),
+            Ok(Err(closed)) => Err(closed.into()),
             Err(_) => Err(ServiceError::Timeout(limit)),
-        };
-        self.joining.store(false, Ordering::Relaxed);
-        result
+        }
+    }
+
+    /// Founds a ring with this id (the bootstrap machine decided so).
+    async fn create(&self, ring_id: crate::ring::RingId) -> Result<(), ServiceError> {
+        match self
+            .mailbox
+            .ask(|reply| Command::Create { ring_id, reply })
+            .await?
+        {
+            Ok(()) => Ok(()),
+            Err(CommandError::AlreadyMember) => Err(ServiceError::AlreadyMember),
+        }
     }
 
     /// Leaves the ring gracefully; returns once the neighbours were told (bounded by
     /// `ring.leave_timeout`). Leaving when not a member is not an error.
-    pub async fn leave(self: &Arc<Self>) -> Result<(), ServiceError> {
+    pub async fn leave(&self) -> Result<(), ServiceError> {
         let span = info_span!("chord.leave");
         telemetry::mark_trace(&span);
-        let (tx, rx) = oneshot::channel();
-        let member = span.in_scope(|| {
-            self.apply(|n| {
-                let member = n.membership() == Membership::Member;
-                if member {
-                    lock(&self.waiters).leave.push(tx);
-                    n.leave();
-                }
-                member
-            })
-        });
-        if !member {
-            return Ok(());
-        }
         let limit = self.config.ring.leave_timeout;
-        match tokio::time::timeout(limit, rx).instrument(span).await {
-            Ok(_) => Ok(()),
+        let asked = self.mailbox.ask(|reply| Command::Leave { reply });
+        match tokio::time::timeout(limit, asked).instrument(span).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(closed)) => Err(closed.into()),
             Err(_) => Err(ServiceError::Timeout(limit)),
         }
     }
 
-    /// Stops the timers and background loops.
+    /// Stops the driver, the timers and background loops.
     pub fn stop(&self) {
         let _ = self.shutdown.send(true);
     }
@@ -238,8 +231,9 @@ impl Service {
         let _ = stop.wait_for(|s| *s).await;
     }
 
-    /// Looks up the peer responsible for `target`.
-    pub async fn lookup(self: &Arc<Self>, target: Id) -> Result<LookupResult, ServiceError> {
+    /// Looks up the peer responsible for `target`. A caller that stops waiting (its future
+    /// dropped, or the time-out) cancels the lookup in the node.
+    pub async fn lookup(&self, target: Id) -> Result<LookupResult, ServiceError> {
         let span = info_span!(
             "chord.lookup",
             lookup.target = %target,
@@ -250,21 +244,31 @@ impl Service {
         );
         telemetry::mark_trace(&span);
         let started = Instant::now();
-        let (tx, rx) = oneshot::channel();
-        // The node sends the first hop inside `apply`; later hops inherit the span from the
-        // task that carried the previous answer (see `execute`).
-        span.in_scope(|| {
-            self.apply(|n| {
-                let id = n.lookup(target);
-                lock(&self.waiters).lookups.insert(id, tx);
-            })
+        let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
+        let mut cancel = CancelOnDrop {
+            mailbox: &self.mailbox,
+            ticket: Some(ticket),
+        };
+        // The node sends the first hop in this span; later hops inherit it from the task that
+        // carried the previous answer (see the driver).
+        let asked = self.mailbox.ask(|reply| Command::Lookup {
+            ticket,
+            target,
+            reply,
         });
         let limit = self.config.ring.rpc_timeout * 16;
-        let outcome = match tokio::time::timeout(limit, rx).await {
-            Ok(Ok(outcome)) => outcome.map_err(ServiceError::from),
-            Ok(Err(_)) => Err(ServiceError::ShuttingDown),
+        let outcome = match tokio::time::timeout(limit, asked)
+            .instrument(span.clone())
+            .await
+        {
+            Ok(Ok(outcome)) => {
+                cancel.ticket = None;
+                outcome.map_err(ServiceError::from)
+            }
+            Ok(Err(closed)) => Err(closed.into()),
             Err(_) => Err(ServiceError::Timeout(limit)),
         };
+        drop(cancel);
         let label = match &outcome {
             Ok(r) => {
                 self.metrics.lookup_hops.observe(f64::from(r.hops));
@@ -290,14 +294,11 @@ impl Service {
     /// be a dead peer. This asks the answer (one ping) and, if it is dead, the peers after it in
     /// the same answer, so that a user is pointed at a live responsible peer: the first live one
     /// of that list is where the dead peer's keys and copies are.
-    pub async fn confirm_responsible(self: &Arc<Self>, r: LookupResult) -> LookupResult {
-        let (me, ring_id) = {
-            let n = lock(&self.node);
-            (n.me().clone(), n.ring_id())
-        };
-        let mut confirm = Confirm::new(me.id, r);
+    pub async fn confirm_responsible(&self, r: LookupResult) -> LookupResult {
+        let status = self.status();
+        let mut confirm = Confirm::new(status.me.id, r);
         while let Some(candidate) = confirm.ask_next() {
-            let ping = RequestEnvelope::new(ring_id, me.clone(), Request::Ping);
+            let ping = RequestEnvelope::new(status.ring_id, status.me.clone(), Request::Ping);
             let alive = matches!(
                 self.call(&candidate.address, ping).await,
                 Ok(ResponseEnvelope {
@@ -311,14 +312,12 @@ impl Service {
     }
 
     /// Walks the ring along successor pointers, starting here.
-    pub async fn ring_walk(self: &Arc<Self>, limit: usize) -> RingWalk {
-        let (me, ring_id, first) = {
-            let n = lock(&self.node);
-            (n.me().clone(), n.ring_id(), n.successor().cloned())
-        };
-        let mut walk = Walk::new(me.clone(), first, limit);
+    pub async fn ring_walk(&self, limit: usize) -> RingWalk {
+        let status = self.status();
+        let me = status.me.clone();
+        let mut walk = Walk::new(me.clone(), status.successor().cloned(), limit);
         while let Some(current) = walk.ask_next() {
-            let request = RequestEnvelope::new(ring_id, me.clone(), Request::GetNeighbors);
+            let request = RequestEnvelope::new(status.ring_id, me.clone(), Request::GetNeighbors);
             let successors = match self.call(&current.address, request).await {
                 Ok(ResponseEnvelope {
                     body: Response::Neighbors { successors, .. },
@@ -337,62 +336,52 @@ impl Service {
 
     /// The node as `GET /v1/node` shows it.
     pub fn view(&self) -> NodeView {
-        let n = lock(&self.node);
+        let n = self.status();
         NodeView {
-            id: n.id(),
-            address: n.me().address.clone(),
+            id: n.me.id,
+            address: n.me.address.clone(),
             api: self.config.api.listen.to_string(),
-            state: self.state_name(&n),
-            ring_id: n.ring_id().map(|r| r.to_string()),
-            predecessor: n.predecessor().map(PeerView::from),
-            successors: n.successors().iter().map(PeerView::from).collect(),
+            state: n.state_name(),
+            ring_id: n.ring_id.map(|r| r.to_string()),
+            predecessor: n.predecessor.as_ref().map(PeerView::from),
+            successors: n.successors.iter().map(PeerView::from).collect(),
             keys: 0, // the file layer fills it in
-            ring_size_estimate: n.ring_size_estimate(),
-            stabilization_rounds: n.stabilize_rounds(),
-        }
-    }
-
-    fn state_name(&self, n: &Node) -> &'static str {
-        match n.membership() {
-            Membership::Idle | Membership::Joining => "joining",
-            Membership::Member if n.readiness().is_empty() => "ready",
-            Membership::Member => "stabilizing",
-            Membership::Leaving => "leaving",
-            Membership::Left if self.joining.load(Ordering::Relaxed) => "joining",
-            Membership::Left => "left",
+            ring_size_estimate: n.ring_size_estimate,
+            stabilization_rounds: n.stabilize_rounds,
         }
     }
 
     /// Fingers as `(index, start, node)`; a finger not known yet shows the node itself when
     /// it is alone (it is then every start's successor), else nothing.
     pub fn fingers(&self) -> Vec<(usize, Id, Option<PeerView>)> {
-        let n = lock(&self.node);
-        let alone = n.successor().is_some_and(|s| s.id == n.id());
-        n.fingers()
+        let n = self.status();
+        let alone = n.successor().is_some_and(|s| s.id == n.me.id);
+        n.fingers
             .iter()
             .enumerate()
             .map(|(i, f)| {
                 let node = match f {
                     Some(p) => Some(PeerView::from(p)),
-                    None if alone => Some(PeerView::from(n.me())),
+                    None if alone => Some(PeerView::from(&n.me)),
                     None => None,
                 };
-                (i, n.id().add_pow2(i), node)
+                (i, n.me.id.add_pow2(i), node)
             })
             .collect()
     }
 
     /// Why the peer is not ready; empty when it is.
     pub fn readiness(&self) -> Vec<NotReady> {
-        lock(&self.node).readiness()
+        self.status().readiness.clone()
     }
 
     /// Whether the peer has joined a ring (startup probe).
     pub fn is_member(&self) -> bool {
-        lock(&self.node).is_member()
+        self.status().is_member()
     }
 
-    /// Liveness: the maintenance timers ran recently. Never depends on other peers.
+    /// Liveness: the driver applied a maintenance tick recently (a stuck driver fails it).
+    /// Never depends on other peers.
     pub fn is_alive(&self) -> bool {
         let max_interval = self
             .config
@@ -408,85 +397,20 @@ impl Service {
 
     /// Refreshes the gauges that are computed at scrape time, then renders all metrics.
     pub fn render_metrics(&self) -> String {
-        {
-            let n = lock(&self.node);
-            let m = &self.metrics;
-            m.ring_size.set(n.ring_size_estimate());
-            m.successors.set(n.successors().len() as i64);
-            m.predecessor_known
-                .set(i64::from(n.predecessor().is_some()));
-            m.ready.set(i64::from(n.readiness().is_empty()));
-            let last = self.last_stabilized_ms.load(Ordering::Relaxed);
-            let age = if last == 0 {
-                self.elapsed_ms()
-            } else {
-                self.elapsed_ms().saturating_sub(last)
-            };
-            m.seconds_since_stabilization.set(age as f64 / 1000.0);
-        }
-        self.metrics.render()
-    }
-
-    // ----- driving the node --------------------------------------------------------------
-
-    /// Runs `f` on the node, then executes whatever the node asked for.
-    fn apply<R>(self: &Arc<Self>, f: impl FnOnce(&mut Node) -> R) -> R {
-        let mut outputs = Vec::new();
-        let result = {
-            let mut n = lock(&self.node);
-            let r = f(&mut n);
-            n.drain_outputs(&mut outputs);
-            r
+        let n = self.status();
+        let m = &self.metrics;
+        m.ring_size.set(n.ring_size_estimate);
+        m.successors.set(n.successors.len() as i64);
+        m.predecessor_known.set(i64::from(n.predecessor.is_some()));
+        m.ready.set(i64::from(n.readiness.is_empty()));
+        let last = self.last_stabilized_ms.load(Ordering::Relaxed);
+        let age = if last == 0 {
+            self.elapsed_ms()
+        } else {
+            self.elapsed_ms().saturating_sub(last)
         };
-        self.execute(outputs);
-        result
-    }
-
-    fn execute(self: &Arc<Self>, outputs: Vec<Output>) {
-        for output in outputs {
-            match output {
-                Output::Send {
-                    request,
-                    to,
-                    message,
-                    cause,
-                } => {
-                    let svc = Arc::clone(self);
-                    // The request's own span is a child of whatever the node was doing (a
-                    // lookup, a stabilization round, an API request); the node's reaction to
-                    // the answer runs in that same context, so a lookup's next hop is a
-                    // sibling of this one, not its child.
-                    let context = Span::current();
-                    let span = rpc_client_span(cause, &to, &message.body);
-                    // Not created in an unsampled trace: the request then carries the
-                    // context's (not sampled) trace, so the peer asked follows the decision.
-                    let span = if span.is_disabled() {
-                        context.clone()
-                    } else {
-                        span
-                    };
-                    tokio::spawn(async move {
-                        let answer = svc.call(&to, message).instrument(span.clone()).await;
-                        if answer.is_err() {
-                            span.record("otel.status_code", "ERROR");
-                        }
-                        drop(span);
-                        context.in_scope(|| {
-                            svc.apply(|n| match answer {
-                                Ok(response) => n.handle_response(request, response),
-                                Err(_) => n.handle_failure(request),
-                            })
-                        });
-                    });
-                }
-                Output::LookupDone { lookup, outcome } => {
-                    if let Some(tx) = lock(&self.waiters).lookups.remove(&lookup) {
-                        let _ = tx.send(outcome);
-                    }
-                }
-                Output::Event(event) => self.on_event(event),
-            }
-        }
+        m.seconds_since_stabilization.set(age as f64 / 1000.0);
+        self.metrics.render()
     }
 
     /// One RPC through the transport (the shared layers measure it and bound it).
@@ -509,20 +433,19 @@ impl Service {
     fn elapsed_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
+}
 
-    /// The span of one maintenance tick: the root of the requests the tick sends.
-    fn tick_span(&self, timer: Timer) -> Span {
-        let span = match timer {
-            // The round is only read when the span is enabled (tracing on).
-            Timer::Stabilize => info_span!(
-                "chord.stabilize",
-                chord.round = lock(&self.node).stabilize_rounds() + 1
-            ),
-            Timer::FixFingers => info_span!("chord.fix_fingers"),
-            Timer::CheckPredecessor => info_span!("chord.check_predecessor"),
-        };
-        telemetry::mark_trace(&span);
-        span
+/// Tells the driver that a lookup's caller stopped waiting, unless it got its answer.
+struct CancelOnDrop<'a> {
+    mailbox: &'a Mailbox,
+    ticket: Option<commands::Ticket>,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket {
+            self.mailbox.try_send(Command::CancelLookup { ticket });
+        }
     }
 }
 
@@ -562,13 +485,6 @@ impl RingHandler for Endpoint {
         request: RequestEnvelope,
         trace: TraceCarrier,
     ) -> BoxFuture<'_, ResponseEnvelope> {
-        let answer = self.answer(request, &trace);
-        Box::pin(std::future::ready(answer))
-    }
-}
-
-impl Endpoint {
-    fn answer(&self, request: RequestEnvelope, trace: &TraceCarrier) -> ResponseEnvelope {
         // With tracing off the span is disabled and its fields are never evaluated.
         let method = request.body.method();
         let span = info_span!(
@@ -578,10 +494,27 @@ impl Endpoint {
             rpc.system = "chordnet",
             rpc.method = method,
             peer.from = %request.from.id,
-            chord.node = %self.0.me().id,
+            chord.node = %self.0.status().me.id,
         );
         trace.adopt(&span);
-        span.in_scope(|| self.0.apply(|n| n.handle_request(request)))
+        let svc = &self.0;
+        Box::pin(
+            async move {
+                let asked = svc.mailbox.ask(|reply| Command::Request { request, reply });
+                match asked.await {
+                    Ok(answer) => answer,
+                    // The peer is stopping: to the asker it is no longer a member.
+                    Err(_) => ResponseEnvelope::new(
+                        None,
+                        svc.me(),
+                        Response::Rejected {
+                            reason: Rejection::NotMember,
+                        },
+                    ),
+                }
+            }
+            .instrument(span),
+        )
     }
 }
 

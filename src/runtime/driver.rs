@@ -1,0 +1,172 @@
+//! The one owner of the [`Node`]: an actor task that takes [`Command`]s from a bounded mailbox,
+//! one at a time, and executes what the node asks for.
+//!
+//! Nothing else touches the node, so its inputs are applied in one order and its outputs are
+//! executed in the order the node produced them (the ring state saved last is the newest). After
+//! every command the driver publishes a [`Status`](super::status::Status) snapshot for readers,
+//! *before* it wakes anyone waiting on that command's effects, so a caller woken by "joined"
+//! reads a joined node.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{Instrument, Span};
+
+use super::commands::{Command, JoinError, Ticket};
+use super::remember::Remember;
+use super::{Service, rpc_client_span};
+use crate::ring::{LookupError, LookupId, LookupResult, Node, Output};
+
+type LookupReply = oneshot::Sender<Result<LookupResult, LookupError>>;
+
+pub(super) struct Driver {
+    pub(super) node: Node,
+    pub(super) svc: Arc<Service>,
+    lookups: HashMap<LookupId, (Ticket, LookupReply)>,
+    tickets: HashMap<Ticket, LookupId>,
+    pub(super) joins: Vec<oneshot::Sender<Result<(), JoinError>>>,
+    pub(super) leaves: Vec<oneshot::Sender<()>>,
+    pub(super) remember: Remember,
+    outputs: Vec<Output>,
+}
+
+/// Commands taken from the mailbox in one go (then applied one by one).
+const BATCH: usize = 64;
+
+impl Driver {
+    pub fn new(node: Node, svc: Arc<Service>) -> Driver {
+        Driver {
+            node,
+            lookups: HashMap::new(),
+            tickets: HashMap::new(),
+            joins: Vec::new(),
+            leaves: Vec::new(),
+            remember: Remember::start(svc.config.files.store_dir.clone()),
+            outputs: Vec::new(),
+            svc,
+        }
+    }
+
+    /// Runs until the peer stops or every sender is gone. Waiters still pending then see their
+    /// reply channel closed (the peer is shutting down).
+    pub async fn run(
+        mut self,
+        mut mailbox: mpsc::Receiver<(Command, Span)>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => return,
+                n = mailbox.recv_many(&mut batch, BATCH) => if n == 0 { return },
+            }
+            for (command, span) in batch.drain(..) {
+                span.in_scope(|| self.apply(command));
+            }
+        }
+    }
+
+    /// Applies one command, publishes the new state, then executes the node's outputs.
+    fn apply(&mut self, command: Command) {
+        match command {
+            Command::Tick { timer } => {
+                self.svc
+                    .last_tick_ms
+                    .store(self.svc.elapsed_ms(), Ordering::Relaxed);
+                self.node.tick(timer);
+            }
+            Command::Request { request, reply } => {
+                let _ = reply.send(self.node.handle_request(request));
+            }
+            Command::Answer { request, answer } => match answer {
+                Ok(response) => self.node.handle_response(request, response),
+                Err(_) => self.node.handle_failure(request),
+            },
+            Command::Lookup {
+                ticket,
+                target,
+                reply,
+            } => {
+                let id = self.node.lookup(target);
+                self.tickets.insert(ticket, id);
+                self.lookups.insert(id, (ticket, reply));
+            }
+            Command::CancelLookup { ticket } => {
+                if let Some(id) = self.tickets.remove(&ticket) {
+                    self.lookups.remove(&id);
+                    self.node.cancel_lookup(id);
+                }
+            }
+            Command::Join { bootstrap, reply } => match self.node.join(bootstrap) {
+                Ok(()) => self.joins.push(reply),
+                Err(e) => {
+                    let _ = reply.send(Err(JoinError::Command(e)));
+                }
+            },
+            Command::Create { ring_id, reply } => {
+                let _ = reply.send(self.node.create(ring_id));
+            }
+            Command::Leave { reply } => {
+                if self.node.membership() == crate::ring::Membership::Member {
+                    self.leaves.push(reply);
+                    self.node.leave();
+                } else {
+                    let _ = reply.send(());
+                }
+            }
+        }
+        self.svc.status.update(&self.node);
+        self.node.drain_outputs(&mut self.outputs);
+        let mut outputs = std::mem::take(&mut self.outputs);
+        for output in outputs.drain(..) {
+            self.execute(output);
+        }
+        // Keep the buffer's capacity for the next command.
+        self.outputs = outputs;
+    }
+
+    fn execute(&mut self, output: Output) {
+        match output {
+            Output::Send {
+                request,
+                to,
+                message,
+                cause,
+            } => {
+                let svc = Arc::clone(&self.svc);
+                // The request's own span is a child of whatever the node was doing (a lookup, a
+                // stabilization round, an API request); the answer goes back to the node in that
+                // same context, so a lookup's next hop is a sibling of this one, not its child.
+                let context = Span::current();
+                let span = rpc_client_span(cause, &to, &message.body);
+                // Not created in an unsampled trace: the request then carries the context's
+                // (not sampled) trace, so the peer asked follows the decision.
+                let span = if span.is_disabled() {
+                    context.clone()
+                } else {
+                    span
+                };
+                tokio::spawn(async move {
+                    let answer = svc.call(&to, message).instrument(span.clone()).await;
+                    if answer.is_err() {
+                        span.record("otel.status_code", "ERROR");
+                    }
+                    drop(span);
+                    let answer = Command::Answer { request, answer };
+                    // A closed mailbox: the peer is stopping, nobody needs the answer.
+                    let _ = svc.mailbox.send(answer).instrument(context).await;
+                });
+            }
+            Output::LookupDone { lookup, outcome } => {
+                if let Some((ticket, reply)) = self.lookups.remove(&lookup) {
+                    self.tickets.remove(&ticket);
+                    let _ = reply.send(outcome);
+                }
+            }
+            Output::Event(event) => self.on_event(event),
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! What the rest of the peer may read of the node: a snapshot the driver publishes after every
+//! batch of commands that changed the routing state. Readers (the API, probes, metrics, the
+//! file layer) never wait for the driver and never see a half-applied batch.
+
+use std::sync::{Arc, RwLock};
+
+use crate::id::Id;
+use crate::ring::{Membership, Node, NotReady, Peer, RingId};
+
+/// The node's routing state at one moment.
+#[derive(Clone, Debug)]
+pub struct Status {
+    pub me: Peer,
+    pub membership: Membership,
+    pub ring_id: Option<RingId>,
+    pub predecessor: Option<Peer>,
+    pub successors: Vec<Peer>,
+    pub fingers: Arc<[Option<Peer>]>,
+    pub stabilize_rounds: u64,
+    /// Empty when ready (DESIGN.md §6).
+    pub readiness: Vec<NotReady>,
+    pub ring_size_estimate: f64,
+    /// Whether the node takes keys and copies (a member that is not handing off to leave).
+    pub accepts_keys: bool,
+}
+
+impl Status {
+    pub fn of(n: &Node) -> Status {
+        Status {
+            me: n.me().clone(),
+            membership: n.membership(),
+            ring_id: n.ring_id(),
+            predecessor: n.predecessor().cloned(),
+            successors: n.successors().to_vec(),
+            fingers: n.fingers().into(),
+            stabilize_rounds: n.stabilize_rounds(),
+            readiness: n.readiness(),
+            ring_size_estimate: n.ring_size_estimate(),
+            accepts_keys: n.membership() == Membership::Member,
+        }
+    }
+
+    /// Whether this snapshot still shows `n` (cheap: ids and counters only, no allocation).
+    fn shows(&self, n: &Node) -> bool {
+        let same = |a: Option<&Peer>, b: Option<&Peer>| a.map(|p| p.id) == b.map(|p| p.id);
+        self.membership == n.membership()
+            && self.ring_id == n.ring_id()
+            && self.stabilize_rounds == n.stabilize_rounds()
+            && same(self.predecessor.as_ref(), n.predecessor())
+            && self.successors.len() == n.successors().len()
+            && self
+                .successors
+                .iter()
+                .zip(n.successors())
+                .all(|(a, b)| a.id == b.id)
+            && self
+                .fingers
+                .iter()
+                .zip(n.fingers())
+                .all(|(a, b)| same(a.as_ref(), b.as_ref()))
+    }
+
+    /// Whether `key` is in this node's range (predecessor, self].
+    pub fn owns(&self, key: Id) -> bool {
+        self.predecessor
+            .as_ref()
+            .is_some_and(|p| key.in_half_open(p.id, self.me.id))
+    }
+
+    pub fn is_member(&self) -> bool {
+        matches!(self.membership, Membership::Member | Membership::Leaving)
+    }
+
+    pub fn successor(&self) -> Option<&Peer> {
+        self.successors.first()
+    }
+
+    /// The state name of `GET /v1/node`.
+    pub fn state_name(&self) -> &'static str {
+        match self.membership {
+            Membership::Idle | Membership::Joining => "joining",
+            Membership::Member if self.readiness.is_empty() => "ready",
+            Membership::Member => "stabilizing",
+            Membership::Leaving => "leaving",
+            Membership::Left => "left",
+        }
+    }
+}
+
+/// The published snapshot: written by the driver only, read by anyone.
+pub(super) struct Published(RwLock<Arc<Status>>);
+
+impl Published {
+    pub fn new(n: &Node) -> Published {
+        Published(RwLock::new(Arc::new(Status::of(n))))
+    }
+
+    pub fn get(&self) -> Arc<Status> {
+        Arc::clone(&self.0.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Publishes `n`'s state if it changed since the last time.
+    pub fn update(&self, n: &Node) {
+        if self.get().shows(n) {
+            return;
+        }
+        let status = Arc::new(Status::of(n));
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = status;
+    }
+}
