@@ -8,7 +8,7 @@
 //! - `1 % http`: OTLP/HTTP protobuf, sampler `parentbased_traceidratio` with argument 0.01;
 //! - `100 % grpc` (unless `TRACING_BENCH_GRPC=0`): OTLP/gRPC, `parentbased_always_on`.
 //!
-//! The exporting rings send to one in-process OTLP receiver (`tests/support/otlp.rs`, on its own
+//! The exporting rings send to one in-process OTLP receiver (`tests/support/otlp/`, on its own
 //! runtime thread so its decoding does not stall the load generator). A round issues the same
 //! number of `GET /v1/lookup/{key}` requests (distinct keys) to every ring in turn, from
 //! concurrent client tasks over one pooled HTTP client, spread round-robin over the ring's
@@ -25,7 +25,7 @@
 
 #[path = "../tests/support/cluster.rs"]
 mod cluster;
-#[path = "../tests/support/otlp.rs"]
+#[path = "../tests/support/otlp/mod.rs"]
 mod otlp;
 
 use std::collections::HashMap;
