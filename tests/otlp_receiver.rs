@@ -1,8 +1,8 @@
-//! The test OTLP receiver (tests/support/otlp.rs) against the real opentelemetry-otlp
+//! The test OTLP receiver (tests/support/otlp/) against the real opentelemetry-otlp
 //! exporters: OTLP/HTTP protobuf through the blocking reqwest client and OTLP/gRPC through
 //! tonic, each from the simple and from the batch span processor.
 
-#[path = "support/otlp.rs"]
+#[path = "support/otlp/mod.rs"]
 mod otlp;
 
 use std::time::{Duration, Instant};

@@ -5,7 +5,7 @@
 
 #[path = "support/cluster.rs"]
 mod cluster;
-#[path = "support/otlp.rs"]
+#[path = "support/otlp/mod.rs"]
 mod otlp;
 
 use std::collections::BTreeMap;
