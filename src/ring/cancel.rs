@@ -1,7 +1,8 @@
 //! Cancelling a lookup whose caller stopped waiting.
 
 use super::lookup::Purpose;
-use super::{LookupId, Node, Pending};
+use super::node::Pending;
+use super::{LookupId, Node};
 
 impl Node {
     /// Forgets the user lookup `id` (its caller gave up): no further hop is sent for it, answers

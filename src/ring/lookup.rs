@@ -4,6 +4,11 @@
 use serde::{Deserialize, Serialize};
 
 use super::message::{Address, Peer};
+use super::node::Pending;
+use super::types::Why;
+use super::{
+    JoinFailure, Membership, Node, Output, Rejection, Request, Response, ResponseEnvelope,
+};
 use crate::id::Id;
 
 /// Handle of a lookup started on a node; reported back in [`super::Output::LookupDone`].
@@ -154,6 +159,170 @@ pub(super) struct Step {
     pub lookup: LookupId,
     pub to: Address,
     pub to_id: Option<Id>,
+}
+
+// ----- driving lookups on a node -------------------------------------------------------------
+
+impl Node {
+    /// Starts a lookup of the peer responsible for `target`; the answer comes as
+    /// [`Output::LookupDone`] with the returned id.
+    pub fn lookup(&mut self, target: Id) -> LookupId {
+        let id = self.new_lookup_id();
+        if !self.is_member() {
+            self.out.push(Output::LookupDone {
+                lookup: id,
+                outcome: Err(LookupError::NotMember),
+            });
+            return id;
+        }
+        self.lookups
+            .insert(id, Lookup::new(target, Purpose::User, self.me.id));
+        self.start_local(id);
+        id
+    }
+
+    /// Starts a lookup at this node: answer locally, then go remote if needed.
+    pub(super) fn start_local(&mut self, id: LookupId) {
+        let Some(target) = self.lookups.get(&id).map(|l| l.target) else {
+            return;
+        };
+        match self.answer_find(target) {
+            Response::Found { successors } => self.finish_found(id, successors),
+            Response::Closer { candidates } => {
+                if let Some(l) = self.lookups.get_mut(&id) {
+                    l.add_candidates(candidates);
+                }
+                self.advance(id);
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends the lookup's next step to its best candidate, or fails it.
+    fn advance(&mut self, id: LookupId) {
+        let Some(l) = self.lookups.get_mut(&id) else {
+            return;
+        };
+        if l.hops >= MAX_HOPS {
+            return self.finish(id, Err(LookupError::TooManyHops));
+        }
+        match l.next_hop() {
+            Some(hop) => {
+                let target = l.target;
+                self.send_step(id, hop.address, Some(hop.id), target);
+            }
+            None => {
+                let (hops, timeouts) = (l.hops, l.timeouts);
+                self.finish(id, Err(LookupError::NoRoute { hops, timeouts }));
+            }
+        }
+    }
+
+    pub(super) fn send_step(
+        &mut self,
+        lookup: LookupId,
+        to: Address,
+        to_id: Option<Id>,
+        target: Id,
+    ) {
+        let step = Step {
+            lookup,
+            to: to.clone(),
+            to_id,
+        };
+        self.send(to, Request::FindSuccessor { target }, Pending::Lookup(step));
+    }
+
+    pub(super) fn step_answered(&mut self, step: Step, response: ResponseEnvelope) {
+        let Some(l) = self.lookups.get_mut(&step.lookup) else {
+            return;
+        };
+        match response.body {
+            Response::Found { successors } if !successors.is_empty() => {
+                l.answered(response.from, Vec::new());
+                self.finish_found(step.lookup, successors);
+            }
+            Response::Closer { candidates } => {
+                l.answered(response.from, candidates);
+                self.advance(step.lookup);
+            }
+            _ => self.step_failed(step, Why::Malformed),
+        }
+    }
+
+    pub(super) fn step_failed(&mut self, step: Step, why: Why) {
+        let Some(l) = self.lookups.get_mut(&step.lookup) else {
+            return;
+        };
+        l.hop_failed(step.to_id);
+        if l.purpose == Purpose::Join && step.to_id.is_none() {
+            // The bootstrap itself failed: say precisely how, so a caller can tell "nobody
+            // there" from "there, but not in a ring".
+            self.lookups.remove(&step.lookup);
+            let bootstrap = step.to;
+            return self.join_failed(match why {
+                Why::NoResponse => JoinFailure::Unreachable { bootstrap },
+                Why::Rejected(Rejection::NotMember) => JoinFailure::NotMember { bootstrap },
+                other => JoinFailure::Other(format!("bootstrap {bootstrap}: {other}")),
+            });
+        }
+        if let Some(dead) = step.to_id {
+            // Route around it now; stabilization decides about successors.
+            self.forget_finger(dead);
+        }
+        self.advance(step.lookup);
+    }
+
+    fn finish_found(&mut self, id: LookupId, mut successors: Vec<Peer>) {
+        let Some(l) = self.lookups.get_mut(&id) else {
+            return;
+        };
+        let node = successors.remove(0);
+        let result = LookupResult {
+            target: l.target,
+            node,
+            successors,
+            hops: l.hops,
+            path: std::mem::take(&mut l.path),
+            timeouts: l.timeouts,
+        };
+        self.finish(id, Ok(result));
+    }
+
+    fn finish(&mut self, id: LookupId, outcome: Result<LookupResult, LookupError>) {
+        let Some(l) = self.lookups.remove(&id) else {
+            return;
+        };
+        match l.purpose {
+            Purpose::User => self.out.push(Output::LookupDone {
+                lookup: id,
+                outcome,
+            }),
+            Purpose::Finger(i) => {
+                self.fixing_finger = false;
+                if let Ok(r) = outcome
+                    && self.membership == Membership::Member
+                {
+                    self.finger_found(i, r.node);
+                }
+            }
+            Purpose::Successor => {
+                self.fixing_finger = false;
+                if let Ok(r) = outcome
+                    && self
+                        .successors
+                        .first()
+                        .is_some_and(|s| r.node.id.in_open(self.me.id, s.id))
+                {
+                    self.successor_candidate = Some(r.node);
+                }
+            }
+            Purpose::Join => match outcome {
+                Ok(r) => self.join_found(r),
+                Err(e) => self.join_failed(JoinFailure::Other(e.to_string())),
+            },
+        }
+    }
 }
 
 #[cfg(test)]

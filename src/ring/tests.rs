@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 
 use super::*;
+use crate::id::Id;
 
 struct Net {
     nodes: Vec<Node>,

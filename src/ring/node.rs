@@ -1,0 +1,248 @@
+//! The node itself: its state, accessors and readiness, and the plumbing every part of the
+//! protocol uses to send requests and report events.
+
+use std::collections::BTreeMap;
+
+use super::lookup::{Lookup, Purpose, Step};
+use super::{
+    Address, Cause, LookupId, Membership, NotReady, Output, Peer, Request, RequestEnvelope,
+    RequestId, RingConfig, RingEvent, RingId,
+};
+use crate::id::{BITS, Id};
+
+/// What a request in flight was for.
+#[derive(Clone, Debug)]
+pub(super) enum Pending {
+    Lookup(Step),
+    JoinNeighbors(Peer),
+    /// `retried`: a lost message is not a dead peer; a timed-out request is sent once more.
+    StabilizeSuccessor {
+        succ: Peer,
+        retried: bool,
+    },
+    StabilizeCandidate {
+        candidate: Peer,
+        chase: u32,
+    },
+    Notify,
+    CheckPredecessor {
+        peer: Peer,
+        retried: bool,
+    },
+    RectifyPing(Peer),
+    Leaving,
+}
+
+/// One Chord node.
+pub struct Node {
+    pub(super) me: Peer,
+    pub(super) config: RingConfig,
+    pub(super) membership: Membership,
+    pub(super) ring_id: Option<RingId>,
+    pub(super) predecessor: Option<Peer>,
+    /// Never empty while a member; ends with `me` when the ring is shorter than r.
+    pub(super) successors: Vec<Peer>,
+    pub(super) fingers: Vec<Option<Peer>>,
+    pub(super) next_finger: usize,
+    /// Recent notifiers, the closest ones preceding this node, with the tick they were seen.
+    pub(super) notifiers: BTreeMap<Id, (Peer, u64)>,
+    pub(super) ticks: u64,
+    pub(super) stabilize_rounds: u64,
+    next_request: u64,
+    next_lookup: u64,
+    pub(super) pending: BTreeMap<RequestId, Pending>,
+    pub(super) lookups: BTreeMap<LookupId, Lookup>,
+    pub(super) stabilizing: bool,
+    pub(super) fixing_finger: bool,
+    pub(super) checking_predecessor: bool,
+    pub(super) rectify_candidate: Option<Peer>,
+    /// A live member found (by a lookup) between us and our successor; stabilize verifies it.
+    pub(super) successor_candidate: Option<Peer>,
+    pub(super) finger_ticks: u64,
+    pub(super) leave_pending: usize,
+    pub(super) out: Vec<Output>,
+}
+
+impl Node {
+    pub fn new(me: Peer, config: RingConfig) -> Node {
+        let config = RingConfig {
+            successors: config.successors.max(1),
+            lookup_candidates: config.lookup_candidates.max(1),
+            ..config
+        };
+        Node {
+            me,
+            config,
+            membership: Membership::Idle,
+            ring_id: None,
+            predecessor: None,
+            successors: Vec::new(),
+            fingers: vec![None; BITS],
+            next_finger: 0,
+            notifiers: BTreeMap::new(),
+            ticks: 0,
+            stabilize_rounds: 0,
+            next_request: 0,
+            next_lookup: 0,
+            pending: BTreeMap::new(),
+            lookups: BTreeMap::new(),
+            stabilizing: false,
+            fixing_finger: false,
+            checking_predecessor: false,
+            rectify_candidate: None,
+            successor_candidate: None,
+            finger_ticks: 0,
+            leave_pending: 0,
+            out: Vec::new(),
+        }
+    }
+
+    // ----- accessors -------------------------------------------------------------------------
+
+    pub fn me(&self) -> &Peer {
+        &self.me
+    }
+
+    pub fn id(&self) -> Id {
+        self.me.id
+    }
+
+    pub fn config(&self) -> &RingConfig {
+        &self.config
+    }
+
+    pub fn membership(&self) -> Membership {
+        self.membership
+    }
+
+    pub fn is_member(&self) -> bool {
+        matches!(self.membership, Membership::Member | Membership::Leaving)
+    }
+
+    pub fn ring_id(&self) -> Option<RingId> {
+        self.ring_id
+    }
+
+    pub fn predecessor(&self) -> Option<&Peer> {
+        self.predecessor.as_ref()
+    }
+
+    pub fn successors(&self) -> &[Peer] {
+        &self.successors
+    }
+
+    pub fn successor(&self) -> Option<&Peer> {
+        self.successors.first()
+    }
+
+    /// Finger `i` points at the successor of `id + 2^i`, once known.
+    pub fn fingers(&self) -> &[Option<Peer>] {
+        &self.fingers
+    }
+
+    pub fn stabilize_rounds(&self) -> u64 {
+        self.stabilize_rounds
+    }
+
+    /// Whether `key` falls in this node's range (predecessor, self].
+    pub fn owns(&self, key: Id) -> bool {
+        match &self.predecessor {
+            Some(p) => key.in_half_open(p.id, self.me.id),
+            None => false,
+        }
+    }
+
+    /// Empty when the node is ready (DESIGN.md §6), else every reason it is not.
+    pub fn readiness(&self) -> Vec<NotReady> {
+        match self.membership {
+            Membership::Member => {}
+            Membership::Leaving => return vec![NotReady::Leaving],
+            _ => return vec![NotReady::NotMember],
+        }
+        let mut reasons = Vec::new();
+        if self.predecessor.is_none() {
+            reasons.push(NotReady::NoPredecessor);
+        }
+        let reaches_self = self.successors.iter().any(|p| p.id == self.me.id);
+        if !reaches_self && self.successors.len() < self.config.successors {
+            reasons.push(NotReady::SuccessorListShort {
+                have: self.successors.len(),
+                want: self.config.successors,
+            });
+        }
+        if self.stabilize_rounds == 0 {
+            reasons.push(NotReady::NotStabilized);
+        }
+        reasons
+    }
+
+    /// Estimated number of ring members, from how much of the ring the successor list spans.
+    pub fn ring_size_estimate(&self) -> f64 {
+        if let Some(pos) = self.successors.iter().position(|p| p.id == self.me.id) {
+            return (pos + 1) as f64;
+        }
+        match self.successors.last() {
+            Some(last) => {
+                let span = self.me.id.distance_to(last.id).as_fraction();
+                if span > 0.0 {
+                    self.successors.len() as f64 / span
+                } else {
+                    1.0
+                }
+            }
+            None => 1.0,
+        }
+    }
+
+    /// Moves every output produced so far into `buf`.
+    pub fn drain_outputs(&mut self, buf: &mut Vec<Output>) {
+        buf.append(&mut self.out);
+    }
+
+    // ----- plumbing --------------------------------------------------------------------------
+
+    pub(super) fn new_lookup_id(&mut self) -> LookupId {
+        self.next_lookup += 1;
+        LookupId(self.next_lookup)
+    }
+
+    pub(super) fn send(&mut self, to: Address, body: Request, pending: Pending) {
+        self.next_request += 1;
+        let request = RequestId(self.next_request);
+        let cause = self.cause(&pending);
+        self.pending.insert(request, pending);
+        self.out.push(Output::Send {
+            request,
+            to,
+            cause,
+            message: RequestEnvelope::new(self.ring_id, self.me.clone(), body),
+        });
+    }
+
+    fn cause(&self, pending: &Pending) -> Cause {
+        match pending {
+            Pending::Lookup(step) => {
+                let lookup = self.lookups.get(&step.lookup);
+                Cause::LookupHop {
+                    lookup: step.lookup,
+                    hop: lookup.map_or(1, |l| l.hops + 1),
+                    target: lookup.map_or(Id::ZERO, |l| l.target),
+                    peer: step.to_id,
+                    user: lookup.is_some_and(|l| l.purpose == Purpose::User),
+                }
+            }
+            Pending::JoinNeighbors(_) => Cause::Join,
+            Pending::StabilizeSuccessor { .. } | Pending::StabilizeCandidate { .. } => {
+                Cause::Stabilize
+            }
+            Pending::Notify => Cause::Notify,
+            Pending::CheckPredecessor { .. } => Cause::CheckPredecessor,
+            Pending::RectifyPing(_) => Cause::Rectify,
+            Pending::Leaving => Cause::Leave,
+        }
+    }
+
+    pub(super) fn emit(&mut self, event: RingEvent) {
+        self.out.push(Output::Event(event));
+    }
+}

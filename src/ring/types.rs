@@ -1,0 +1,207 @@
+//! The public vocabulary of a [`Node`](super::Node): its configuration, the timers a driver
+//! fires, what it outputs, the ring events it reports, and why things fail.
+
+use super::{
+    Address, LookupError, LookupId, LookupResult, Peer, Rejection, RequestEnvelope, RequestId,
+    RingId,
+};
+use crate::id::Id;
+
+/// Tunables of the protocol (not of timing: timers belong to the driver).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RingConfig {
+    /// Successor list length r (Chord paper: O(log N) survives the crash of half the nodes).
+    pub successors: usize,
+    /// How many closer peers a lookup step offers, so the asker can route around a dead one.
+    pub lookup_candidates: usize,
+    /// How many recent notifiers a node remembers to offer as stabilization hints.
+    pub notifier_cache: usize,
+    /// How many stabilize ticks a remembered notifier stays a valid hint.
+    pub notifier_ttl: u64,
+}
+
+impl Default for RingConfig {
+    fn default() -> RingConfig {
+        RingConfig {
+            successors: 4,
+            lookup_candidates: 4,
+            notifier_cache: 64,
+            notifier_ttl: 4,
+        }
+    }
+}
+
+/// The periodic maintenance timers a driver fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timer {
+    Stabilize,
+    FixFingers,
+    CheckPredecessor,
+}
+
+/// Membership state of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Membership {
+    /// Not in any ring yet.
+    Idle,
+    Joining,
+    Member,
+    Leaving,
+    Left,
+}
+
+/// What a node tells its driver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send `message` to `to`, then report the answer with
+    /// [`Node::handle_response`](super::Node::handle_response) or its absence (time-out, refused
+    /// connection) with [`Node::handle_failure`](super::Node::handle_failure).
+    Send {
+        request: RequestId,
+        to: Address,
+        message: RequestEnvelope,
+        /// What the request is for (for traces; the node needs nothing back but the answer).
+        cause: Cause,
+    },
+    /// A lookup started with [`Node::lookup`](super::Node::lookup) finished.
+    LookupDone {
+        lookup: LookupId,
+        outcome: Result<LookupResult, LookupError>,
+    },
+    /// Something changed in the ring as this node sees it.
+    Event(RingEvent),
+}
+
+/// Why the node sends a request: lets a driver put each request in context (a trace span per
+/// lookup hop, a stabilization round) without knowing the node's internals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// Hop `hop` (1 = the first peer asked; a retry elsewhere keeps the index) of a lookup of
+    /// `target`. `user`: a lookup started with [`Node::lookup`](super::Node::lookup), not one of
+    /// the node's own.
+    LookupHop {
+        lookup: LookupId,
+        hop: u32,
+        target: Id,
+        /// The peer asked, when known by id (not a join's bootstrap).
+        peer: Option<Id>,
+        user: bool,
+    },
+    /// Fetching the successor's neighbours while joining.
+    Join,
+    /// A step of a stabilization round (asking the successor or a closer candidate).
+    Stabilize,
+    /// Telling the successor about ourselves.
+    Notify,
+    /// Checking that the predecessor is alive.
+    CheckPredecessor,
+    /// Checking the old predecessor before accepting a new one.
+    Rectify,
+    /// Telling neighbours about a graceful leave.
+    Leave,
+}
+
+/// A change worth telling the layers above (files, metrics, logs) about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RingEvent {
+    Created {
+        ring_id: RingId,
+    },
+    Joined {
+        ring_id: RingId,
+        successor: Peer,
+    },
+    JoinFailed {
+        failure: JoinFailure,
+    },
+    SuccessorChanged {
+        old: Option<Peer>,
+        new: Peer,
+    },
+    /// The node's key range (predecessor, self] changed.
+    PredecessorChanged {
+        old: Option<Peer>,
+        new: Option<Peer>,
+    },
+    /// A peer stopped answering and was removed from the routing state.
+    PeerFailed {
+        peer: Peer,
+    },
+    /// A peer announced a graceful leave.
+    PeerLeft {
+        peer: Peer,
+    },
+    /// A stabilization round completed (successor verified and notified).
+    Stabilized {
+        round: u64,
+    },
+    Left,
+}
+
+/// Why a join failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JoinFailure {
+    /// The bootstrap peer did not answer.
+    #[error("bootstrap {bootstrap} did not answer")]
+    Unreachable { bootstrap: Address },
+    /// The bootstrap peer answered but is not a ring member (starting up, or it left).
+    #[error("bootstrap {bootstrap} is not a ring member")]
+    NotMember { bootstrap: Address },
+    /// Another peer already uses this node's identifier.
+    #[error("identifier already used by {address}")]
+    IdInUse { address: Address },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Why a request got no usable answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Why {
+    /// Time-out, refused connection, lost message.
+    NoResponse,
+    Rejected(Rejection),
+    Malformed,
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Why::NoResponse => write!(f, "no response"),
+            Why::Rejected(r) => write!(f, "{r}"),
+            Why::Malformed => write!(f, "unexpected answer"),
+        }
+    }
+}
+
+/// Why a node is not ready to serve (DESIGN.md §6).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum NotReady {
+    NotMember,
+    Leaving,
+    NoPredecessor,
+    SuccessorListShort { have: usize, want: usize },
+    NotStabilized,
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotReady::NotMember => write!(f, "not a ring member"),
+            NotReady::Leaving => write!(f, "leaving the ring"),
+            NotReady::NoPredecessor => write!(f, "predecessor unknown"),
+            NotReady::SuccessorListShort { have, want } => {
+                write!(f, "successor list has {have} of {want} entries")
+            }
+            NotReady::NotStabilized => write!(f, "no stabilization round completed yet"),
+        }
+    }
+}
+
+/// Errors of user commands.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("already a ring member")]
+    AlreadyMember,
+}

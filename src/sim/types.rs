@@ -1,0 +1,87 @@
+//! The simulation's settings and what it reports: virtual time, node slots, lookup records and
+//! counters.
+
+use crate::id::Id;
+use crate::ring::{JoinFailure, Node, RingConfig, RingId};
+
+/// Virtual time in microseconds.
+pub type Micros = u64;
+
+/// Network and timer settings of a simulation.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub ring: RingConfig,
+    /// One-way message latency, uniform in [min, max].
+    pub latency_min: Micros,
+    pub latency_max: Micros,
+    /// Probability that any one message (request or response) is lost.
+    pub loss: f64,
+    /// How long a node waits for an answer before it is told the request failed.
+    pub rpc_timeout: Micros,
+    pub stabilize_interval: Micros,
+    pub fix_fingers_interval: Micros,
+    pub check_predecessor_interval: Micros,
+}
+
+impl Default for SimConfig {
+    fn default() -> SimConfig {
+        SimConfig {
+            seed: 1,
+            ring: RingConfig::default(),
+            latency_min: 1_000,
+            latency_max: 20_000,
+            loss: 0.0,
+            rpc_timeout: 200_000,
+            stabilize_interval: 500_000,
+            fix_fingers_interval: 500_000,
+            check_predecessor_interval: 500_000,
+        }
+    }
+}
+
+/// Index of a node slot in the simulator.
+pub type NodeIndex = usize;
+
+/// The simulator's view of one node.
+pub struct Slot {
+    pub node: Node,
+    pub alive: bool,
+    /// Bumped on every (re)start so stale timers and answers are dropped.
+    pub(super) incarnation: u32,
+    /// Partition group: messages only flow between nodes of the same group.
+    pub group: u32,
+    /// How the last join or create of this incarnation ended (taken by a driver).
+    pub(super) join_outcome: Option<Result<RingId, JoinFailure>>,
+}
+
+/// How a finished lookup compared with the truth at the time it finished.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LookupRecord {
+    pub origin: NodeIndex,
+    pub target: Id,
+    pub issued_at: Micros,
+    pub finished_at: Micros,
+    pub hops: u32,
+    pub timeouts: u32,
+    /// Returned the true successor of the target among live members.
+    pub correct: bool,
+    /// Finished with an error (no route, not a member, ...).
+    pub failed: bool,
+}
+
+/// Counters of what happened.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub messages: u64,
+    pub requests_lost: u64,
+    pub successor_changes: u64,
+    pub predecessor_changes: u64,
+    pub peer_failures_detected: u64,
+    pub joins: u64,
+    pub join_failures: u64,
+    pub leaves: u64,
+    pub crashes: u64,
+    /// Lookups whose origin crashed before they finished.
+    pub lookups_abandoned: u64,
+}
