@@ -2,7 +2,6 @@
 //! about objects, provider records and shared files.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tracing::warn;
@@ -32,7 +31,7 @@ impl Files {
     /// Whether this peer takes copies: not while handing its keys over, nor when it has left
     /// (it is about to exit) or has not joined yet.
     fn taking_copies(&self) -> bool {
-        !self.leaving.load(Ordering::SeqCst) && self.ring.is_member()
+        self.ring.status().accepts_keys
     }
 
     async fn put_object(&self, meta: FileMeta, body: Option<Body>) -> Result<PutReply, Refusal> {

@@ -4,7 +4,6 @@
 //! holders and serve the newest version (a tombstone included), repairing stale copies.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -50,7 +49,6 @@ pub struct Files {
     /// Provider records for keys this peer is responsible for, with their lease expiry.
     pub(super) providers: Mutex<HashMap<Id, Vec<(ProviderRecord, Instant)>>>,
     /// A graceful leave is under way: refuse new copies.
-    pub(super) leaving: AtomicBool,
     /// Read repairs under way (one per key and version, however many reads find it stale).
     repairing: Arc<Mutex<HashSet<(Id, Version)>>>,
 }
@@ -84,7 +82,6 @@ impl Files {
             hlc,
             shared: Mutex::new(SharedIndex::default()),
             providers: Mutex::new(HashMap::new()),
-            leaving: AtomicBool::new(false),
             repairing: Arc::new(Mutex::new(HashSet::new())),
         });
         files.update_usage();

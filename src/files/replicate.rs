@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use tracing::field::Empty;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -206,15 +205,12 @@ impl Files {
     }
 
     async fn leave_inner(&self) -> Result<(), ServiceError> {
-        if self.ring.is_member() {
-            // From now on this peer refuses new copies, so that neighbours leaving at the same
-            // moment hand their keys past it.
-            self.leaving.store(true, Ordering::SeqCst);
+        // From now on this peer refuses new copies (the node decides: it is handing off), so
+        // that neighbours leaving at the same moment hand their keys past it.
+        if self.ring.begin_hand_off().await {
             self.hand_off().await;
         }
-        let left = self.ring.leave().await;
-        self.leaving.store(false, Ordering::SeqCst);
-        left
+        self.ring.leave().await
     }
 
     /// Before a graceful leave: give every key to the successor, which takes over our range.

@@ -38,6 +38,22 @@ impl Node {
         Ok(())
     }
 
+    /// Starts handing this node's keys off before a graceful [`Node::leave`]: from now on it
+    /// takes no keys or copies ([`Node::accepts_keys`]) and is not ready, so that neighbours
+    /// leaving at the same moment hand their keys past it. Only a member can; the flag ends
+    /// when the node leaves.
+    pub fn begin_hand_off(&mut self) -> bool {
+        if self.membership == Membership::Member {
+            self.handing_off = true;
+        }
+        self.handing_off
+    }
+
+    /// Whether this node takes keys and copies: a member that is not handing off to leave.
+    pub fn accepts_keys(&self) -> bool {
+        self.membership == Membership::Member && !self.handing_off
+    }
+
     /// Leaves gracefully: tells the predecessor and successor so the ring closes over this node.
     /// Key hand-off is the caller's business (on [`RingEvent::Left`] or before calling this).
     pub fn leave(&mut self) {

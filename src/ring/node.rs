@@ -60,6 +60,8 @@ pub struct Node {
     pub(super) successor_candidate: Option<Peer>,
     pub(super) finger_ticks: u64,
     pub(super) leave_pending: usize,
+    /// Handing keys off before a graceful leave: still a member, but takes no keys.
+    pub(super) handing_off: bool,
     pub(super) out: Vec<Output>,
 }
 
@@ -93,6 +95,7 @@ impl Node {
             successor_candidate: None,
             finger_ticks: 0,
             leave_pending: 0,
+            handing_off: false,
             out: Vec::new(),
         }
     }
@@ -155,6 +158,7 @@ impl Node {
     /// Empty when the node is ready (DESIGN.md §6), else every reason it is not.
     pub fn readiness(&self) -> Vec<NotReady> {
         match self.membership {
+            Membership::Member if self.handing_off => return vec![NotReady::Leaving],
             Membership::Member => {}
             Membership::Leaving => return vec![NotReady::Leaving],
             _ => return vec![NotReady::NotMember],

@@ -18,6 +18,7 @@ impl Node {
         self.rectify_candidate = None;
         self.successor_candidate = None;
         self.leave_pending = 0;
+        self.handing_off = false;
         self.stabilize_rounds = 0;
     }
 

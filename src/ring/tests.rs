@@ -293,6 +293,31 @@ fn the_last_two_nodes_can_leave() {
 }
 
 #[test]
+fn a_node_handing_off_takes_no_keys_until_it_has_left_and_only_members_hand_off() {
+    let mut net = build(3, 4);
+    assert!(net.nodes[1].accepts_keys());
+    assert!(net.nodes[1].begin_hand_off());
+    assert!(!net.nodes[1].accepts_keys());
+    assert_eq!(net.nodes[1].readiness(), vec![NotReady::Leaving]);
+    // Still a member: it answers lookups and keeps its routing state while handing off.
+    assert!(net.nodes[1].is_member());
+    assert!(net.lookup(1, net.nodes[0].id()).is_ok());
+    net.nodes[1].leave();
+    net.settle();
+    assert_eq!(net.nodes[1].membership(), Membership::Left);
+    assert!(!net.nodes[1].accepts_keys());
+    // Rejoining starts afresh: a member again, taking keys.
+    let bootstrap = net.nodes[0].me().address.clone();
+    net.nodes[1].join(bootstrap).unwrap();
+    net.settle();
+    assert!(net.nodes[1].accepts_keys());
+    // A node that is not a member cannot hand off.
+    let mut idle = Node::new(Peer::from_address("idle:1"), RingConfig::default());
+    assert!(!idle.begin_hand_off());
+    assert!(!idle.accepts_keys());
+}
+
+#[test]
 fn requests_from_another_ring_or_to_a_non_member_are_rejected() {
     let mut a = Node::new(Peer::from_address("a:1"), RingConfig::default());
     let b = Peer::from_address("b:1");

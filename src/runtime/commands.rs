@@ -50,6 +50,8 @@ pub(super) enum Command {
     },
     /// Answered once the node left (at once when it is not a member).
     Leave { reply: oneshot::Sender<()> },
+    /// Keys are handed off before a leave: take no more (answers whether it is handing off).
+    HandOff { reply: oneshot::Sender<bool> },
 }
 
 /// Why a join did not happen.

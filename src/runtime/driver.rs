@@ -109,6 +109,9 @@ impl Driver {
             Command::Create { ring_id, reply } => {
                 let _ = reply.send(self.node.create(ring_id));
             }
+            Command::HandOff { reply } => {
+                let _ = reply.send(self.node.begin_hand_off());
+            }
             Command::Leave { reply } => {
                 if self.node.membership() == crate::ring::Membership::Member {
                     self.leaves.push(reply);

@@ -220,6 +220,15 @@ impl Service {
         }
     }
 
+    /// Starts handing keys off before a leave: the node takes no more keys or copies. Whether
+    /// it is handing off (only a member can).
+    pub async fn begin_hand_off(&self) -> bool {
+        self.mailbox
+            .ask(|reply| Command::HandOff { reply })
+            .await
+            .unwrap_or(false)
+    }
+
     /// Stops the driver, the timers and background loops.
     pub fn stop(&self) {
         let _ = self.shutdown.send(true);

@@ -36,7 +36,7 @@ impl Status {
             stabilize_rounds: n.stabilize_rounds(),
             readiness: n.readiness(),
             ring_size_estimate: n.ring_size_estimate(),
-            accepts_keys: n.membership() == Membership::Member,
+            accepts_keys: n.accepts_keys(),
         }
     }
 
@@ -46,6 +46,7 @@ impl Status {
         self.membership == n.membership()
             && self.ring_id == n.ring_id()
             && self.stabilize_rounds == n.stabilize_rounds()
+            && self.accepts_keys == n.accepts_keys()
             && same(self.predecessor.as_ref(), n.predecessor())
             && self.successors.len() == n.successors().len()
             && self
@@ -80,6 +81,7 @@ impl Status {
         match self.membership {
             Membership::Idle | Membership::Joining => "joining",
             Membership::Member if self.readiness.is_empty() => "ready",
+            Membership::Member if self.readiness.contains(&NotReady::Leaving) => "leaving",
             Membership::Member => "stabilizing",
             Membership::Leaving => "leaving",
             Membership::Left => "left",
