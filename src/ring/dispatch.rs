@@ -26,7 +26,9 @@ impl Node {
         }
         if !self.is_member() {
             return Response::Rejected {
-                reason: Rejection::NotMember,
+                reason: Rejection::NotMember {
+                    remembers: self.remembered,
+                },
             };
         }
         match request.body {

@@ -262,7 +262,10 @@ impl Node {
             let bootstrap = step.to;
             return self.join_failed(match why {
                 Why::NoResponse => JoinFailure::Unreachable { bootstrap },
-                Why::Rejected(Rejection::NotMember) => JoinFailure::NotMember { bootstrap },
+                Why::Rejected(Rejection::NotMember { remembers }) => JoinFailure::NotMember {
+                    bootstrap,
+                    remembers,
+                },
                 other => JoinFailure::Other(format!("bootstrap {bootstrap}: {other}")),
             });
         }

@@ -20,6 +20,7 @@ impl Node {
         self.successors = vec![self.me.clone()];
         self.predecessor = Some(self.me.clone());
         self.emit(RingEvent::Created { ring_id });
+        self.persist();
         Ok(())
     }
 
@@ -151,6 +152,7 @@ impl Node {
             ring_id,
             successor: succ,
         });
+        self.persist();
         self.notify_successor();
     }
 

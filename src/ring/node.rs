@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::bootstrap::Remembered;
 use super::lookup::{Lookup, Purpose, Step};
 use super::{
     Address, Cause, LookupId, Membership, NotReady, Output, Peer, Request, RequestEnvelope,
@@ -62,6 +63,8 @@ pub struct Node {
     pub(super) leave_pending: usize,
     /// Handing keys off before a graceful leave: still a member, but takes no keys.
     pub(super) handing_off: bool,
+    /// The ring this node's disk remembers (what it tells joiners while not a member).
+    pub(super) remembered: Option<RingId>,
     pub(super) out: Vec<Output>,
 }
 
@@ -96,6 +99,7 @@ impl Node {
             finger_ticks: 0,
             leave_pending: 0,
             handing_off: false,
+            remembered: None,
             out: Vec::new(),
         }
     }
@@ -196,6 +200,28 @@ impl Node {
             }
             None => 1.0,
         }
+    }
+
+    /// Tells the node which ring its disk remembers (at start, before it joins anything).
+    pub fn set_remembered(&mut self, ring_id: Option<RingId>) {
+        self.remembered = ring_id;
+    }
+
+    /// Asks the driver to remember the ring and the current neighbours on disk.
+    pub(super) fn persist(&mut self) {
+        let Some(ring_id) = self.ring_id else { return };
+        self.remembered = Some(ring_id);
+        let me = self.me.id;
+        let mut peers: Vec<Address> = Vec::new();
+        for p in self.successors.iter().chain(&self.predecessor) {
+            if p.id != me && !peers.contains(&p.address) {
+                peers.push(p.address.clone());
+            }
+        }
+        self.out.push(Output::Persist(Remembered {
+            ring_id: Some(ring_id),
+            peers,
+        }));
     }
 
     /// Moves every output produced so far into `buf`.

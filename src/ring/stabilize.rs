@@ -75,6 +75,10 @@ impl Node {
         self.emit(RingEvent::Stabilized {
             round: self.stabilize_rounds,
         });
+        let every = self.config.remember_every.max(1);
+        if self.stabilize_rounds % every == 1 % every {
+            self.persist();
+        }
     }
 
     /// Notifies our successor that we believe we are its predecessor.

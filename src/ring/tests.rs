@@ -13,6 +13,8 @@ struct Net {
     events: Vec<(usize, RingEvent)>,
     /// Every request sent: by whom, to whom, why.
     sent: Vec<(usize, Address, Cause)>,
+    /// Every persist asked for: by whom, what.
+    persisted: Vec<(usize, Remembered)>,
 }
 
 impl Net {
@@ -29,6 +31,7 @@ impl Net {
             done: Vec::new(),
             events: Vec::new(),
             sent: Vec::new(),
+            persisted: Vec::new(),
         }
     }
 
@@ -64,6 +67,7 @@ impl Net {
                 },
                 Output::LookupDone { outcome, .. } => self.done.push((from, outcome)),
                 Output::Event(e) => self.events.push((from, e)),
+                Output::Persist(r) => self.persisted.push((from, r)),
             }
         }
     }
@@ -318,6 +322,91 @@ fn a_node_handing_off_takes_no_keys_until_it_has_left_and_only_members_hand_off(
 }
 
 #[test]
+fn the_node_asks_to_persist_its_ring_when_it_founds_joins_and_every_few_rounds() {
+    let mut net = Net::new(3, 4);
+    net.nodes[0].create(RingId(42)).unwrap();
+    net.settle();
+    assert_eq!(net.persisted.len(), 1);
+    assert_eq!(net.persisted[0].1.ring_id, Some(RingId(42)));
+    assert!(
+        net.persisted[0].1.peers.is_empty(),
+        "alone: nobody to remember"
+    );
+    for i in 1..3 {
+        let bootstrap = net.nodes[0].me().address.clone();
+        net.nodes[i].join(bootstrap).unwrap();
+        net.settle();
+        let (who, r) = net.persisted.last().unwrap().clone();
+        assert_eq!(who, i, "a joiner persists at once");
+        assert_eq!(r.ring_id, Some(RingId(42)));
+        assert!(r.peers.contains(&net.nodes[0].me().address), "{r:?}");
+    }
+    // Then every `remember_every` (20) stabilization rounds, with the current neighbours.
+    net.persisted.clear();
+    for _ in 0..40 {
+        net.round();
+    }
+    for i in 0..3 {
+        let mine: Vec<&Remembered> = net
+            .persisted
+            .iter()
+            .filter(|(w, _)| *w == i)
+            .map(|(_, r)| r)
+            .collect();
+        assert_eq!(mine.len(), 2, "node {i}: {mine:?}");
+        let last = mine[1];
+        let others: Vec<Address> = (0..3)
+            .filter(|&j| j != i)
+            .map(|j| net.nodes[j].me().address.clone())
+            .collect();
+        assert!(others.iter().all(|a| last.peers.contains(a)), "{last:?}");
+    }
+}
+
+#[test]
+fn a_non_member_says_which_ring_its_disk_remembers() {
+    let mut a = Node::new(Peer::from_address("a:1"), RingConfig::default());
+    let b = Peer::from_address("b:1");
+    a.set_remembered(Some(RingId(5)));
+    let answer = a.handle_request(RequestEnvelope::new(None, b, Request::Ping));
+    assert_eq!(
+        answer.body,
+        Response::Rejected {
+            reason: Rejection::NotMember {
+                remembers: Some(RingId(5))
+            }
+        }
+    );
+    // A joiner hears it as the join failure.
+    let mut c = Node::new(Peer::from_address("c:1"), RingConfig::default());
+    c.join(Address::new("a:1")).unwrap();
+    let mut out = Vec::new();
+    c.drain_outputs(&mut out);
+    let Some(Output::Send {
+        request, message, ..
+    }) = out.pop()
+    else {
+        panic!("the join asks the bootstrap");
+    };
+    let answer = a.handle_request(message);
+    c.handle_response(request, answer);
+    out.clear();
+    c.drain_outputs(&mut out);
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::Event(RingEvent::JoinFailed {
+                failure: JoinFailure::NotMember {
+                    remembers: Some(RingId(5)),
+                    ..
+                }
+            })
+        )),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn requests_from_another_ring_or_to_a_non_member_are_rejected() {
     let mut a = Node::new(Peer::from_address("a:1"), RingConfig::default());
     let b = Peer::from_address("b:1");
@@ -325,7 +414,7 @@ fn requests_from_another_ring_or_to_a_non_member_are_rejected() {
     assert_eq!(
         a.handle_request(ask(None)).body,
         Response::Rejected {
-            reason: Rejection::NotMember
+            reason: Rejection::NotMember { remembers: None }
         }
     );
     a.create(RingId(1)).unwrap();

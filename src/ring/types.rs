@@ -2,8 +2,8 @@
 //! fires, what it outputs, the ring events it reports, and why things fail.
 
 use super::{
-    Address, LookupError, LookupId, LookupResult, Peer, Rejection, RequestEnvelope, RequestId,
-    RingId,
+    Address, LookupError, LookupId, LookupResult, Peer, Rejection, Remembered, RequestEnvelope,
+    RequestId, RingId,
 };
 use crate::id::Id;
 
@@ -18,6 +18,9 @@ pub struct RingConfig {
     pub notifier_cache: usize,
     /// How many stabilize ticks a remembered notifier stays a valid hint.
     pub notifier_ttl: u64,
+    /// Every this many stabilization rounds the node asks to have its ring remembered
+    /// ([`Output::Persist`]), besides when it founds or joins one.
+    pub remember_every: u64,
 }
 
 impl Default for RingConfig {
@@ -27,6 +30,7 @@ impl Default for RingConfig {
             lookup_candidates: 4,
             notifier_cache: 64,
             notifier_ttl: 4,
+            remember_every: 20,
         }
     }
 }
@@ -71,6 +75,10 @@ pub enum Output {
     },
     /// Something changed in the ring as this node sees it.
     Event(RingEvent),
+    /// Save this on the node's disk (replacing what was there), so that a restart knows which
+    /// ring it belonged to and whom to ask ([`crate::ring::Bootstrap`] reads it back). Saves
+    /// must land in the order the node asked for them.
+    Persist(Remembered),
 }
 
 /// Why the node sends a request: lets a driver put each request in context (a trace span per
@@ -147,7 +155,11 @@ pub enum JoinFailure {
     Unreachable { bootstrap: Address },
     /// The bootstrap peer answered but is not a ring member (starting up, or it left).
     #[error("bootstrap {bootstrap} is not a ring member")]
-    NotMember { bootstrap: Address },
+    NotMember {
+        bootstrap: Address,
+        /// The ring the bootstrap's store directory remembers, if it said.
+        remembers: Option<RingId>,
+    },
     /// Another peer already uses this node's identifier.
     #[error("identifier already used by {address}")]
     IdInUse { address: Address },

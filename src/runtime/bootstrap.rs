@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use super::{Service, ServiceError};
+use crate::persist::RingState;
 use crate::ring::{
     Address, Bootstrap, BootstrapAction as Action, BootstrapConfig, JoinFailure, JoinOutcome,
     Remembered, RingId,
@@ -17,15 +18,8 @@ impl Service {
     /// Founds a ring or joins one: drives the sans-io founder machine ([`Bootstrap`]; the rule
     /// is documented there and proven by the simulator) with real joins, name resolution,
     /// time and the store directory's remembered ring.
-    pub(super) async fn become_member(self: Arc<Self>) {
+    pub(super) async fn become_member(self: Arc<Self>, remembered: Option<RingState>) {
         let ring = &self.config.ring;
-        let remembered = match crate::persist::load(&self.config.files.store_dir) {
-            Ok(state) => state,
-            Err(e) => {
-                warn!(error = %e, "ignoring the remembered ring state");
-                None
-            }
-        };
         let address = |s: &String| Address::new(s);
         let mut machine = Bootstrap::new(BootstrapConfig {
             me: Address::new(&self.config.node.advertise),
@@ -51,9 +45,11 @@ impl Service {
                 Action::TryJoin(target) => {
                     let outcome = match self.join(target.as_str()).await {
                         Ok(()) | Err(ServiceError::AlreadyMember) => JoinOutcome::Joined,
-                        Err(ServiceError::JoinFailed(JoinFailure::NotMember { .. })) => {
+                        Err(ServiceError::JoinFailed(JoinFailure::NotMember {
+                            remembers, ..
+                        })) => {
                             debug!(%target, "seed is not a ring member yet");
-                            JoinOutcome::NotMember { remembers: None }
+                            JoinOutcome::NotMember { remembers }
                         }
                         Err(ServiceError::JoinFailed(JoinFailure::Unreachable { .. })) => {
                             JoinOutcome::Unreachable

@@ -170,6 +170,13 @@ impl Driver {
                 }
             }
             Output::Event(event) => self.on_event(event),
+            Output::Persist(remembered) => self.remember.save(crate::persist::RingState {
+                ring_id: remembered
+                    .ring_id
+                    .map(|r| r.to_string())
+                    .unwrap_or_default(),
+                peers: remembered.peers.iter().map(|a| a.to_string()).collect(),
+            }),
         }
     }
 }

@@ -19,13 +19,11 @@ impl Driver {
             RingEvent::Created { ring_id } => {
                 info!(%ring_id, "founded a new ring");
                 self.set_ring_info(ring_id);
-                self.remember_ring();
             }
             RingEvent::Joined { ring_id, successor } => {
                 info!(%ring_id, %successor, "joined the ring");
                 m.joins.inc();
                 self.set_ring_info(ring_id);
-                self.remember_ring();
                 for tx in self.joins.drain(..) {
                     let _ = tx.send(Ok(()));
                 }
@@ -51,11 +49,8 @@ impl Driver {
                 info!(%peer, "peer left");
                 m.peers_left.inc();
             }
-            RingEvent::Stabilized { round } => {
+            RingEvent::Stabilized { .. } => {
                 m.stabilization_rounds.inc();
-                if round % REMEMBER_EVERY_ROUNDS == 1 {
-                    self.remember_ring();
-                }
                 self.svc
                     .last_stabilized_ms
                     .store(self.svc.elapsed_ms().max(1), Ordering::Relaxed);
@@ -70,25 +65,6 @@ impl Driver {
                 }
             }
         }
-    }
-
-    /// Saves the ring id and current neighbours to the store directory (in order: the
-    /// newest state is the one saved last).
-    pub(super) fn remember_ring(&mut self) {
-        let n = &self.node;
-        let Some(ring_id) = n.ring_id() else { return };
-        let me = n.id();
-        let peers: Vec<String> = n
-            .successors()
-            .iter()
-            .chain(n.predecessor())
-            .filter(|p| p.id != me)
-            .map(|p| p.address.to_string())
-            .collect();
-        self.remember.save(crate::persist::RingState {
-            ring_id: ring_id.to_string(),
-            peers,
-        });
     }
 
     fn set_ring_info(&self, ring_id: RingId) {
@@ -108,6 +84,3 @@ fn show(p: &Option<Peer>) -> String {
     p.as_ref()
         .map_or_else(|| "none".to_owned(), Peer::to_string)
 }
-
-/// How often (in stabilization rounds) the neighbours are saved to the store directory.
-const REMEMBER_EVERY_ROUNDS: u64 = 20;

@@ -160,11 +160,20 @@ impl Service {
         let Some(start) = self.driver.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return;
         };
-        let driver = driver::Driver::new(start.node, Arc::clone(self));
+        let remembered = match crate::persist::load(&self.config.files.store_dir) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring the remembered ring state");
+                None
+            }
+        };
+        let mut node = start.node;
+        node.set_remembered(remembered.as_ref().and_then(|s| s.ring_id()));
+        let driver = driver::Driver::new(node, Arc::clone(self));
         tokio::spawn(driver.run(start.mailbox, self.shutdown.subscribe()));
         timers::start(self);
         let svc = Arc::clone(self);
-        tokio::spawn(async move { svc.become_member().await });
+        tokio::spawn(async move { svc.become_member(remembered).await });
     }
 
     /// Joins the ring the peer at `bootstrap` belongs to; returns once joined.
@@ -517,7 +526,7 @@ impl RingHandler for Endpoint {
                         None,
                         svc.me(),
                         Response::Rejected {
-                            reason: Rejection::NotMember,
+                            reason: Rejection::NotMember { remembers: None },
                         },
                     ),
                 }

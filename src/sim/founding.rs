@@ -13,9 +13,9 @@
 //! - `Create(r)`: the node founds ring `r` (recorded in [`Fleet::founded`]).
 //! - `Wait(d)`: the machine is woken `d` later.
 //!
-//! A pod's disk is its ring id and neighbours (successor list and predecessor), written when it
-//! crashes while a member (the runtime writes it on every change; at a crash that is the same
-//! content).
+//! A pod's disk is what its node asked to persist ([`crate::ring::Output::Persist`]: the ring id
+//! and neighbours, when it founds or joins and every few stabilization rounds), exactly what the
+//! runtime writes to `ring.json`; it survives crashes and restarts unless wiped.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -86,7 +86,6 @@ struct Pod {
     started_at: Micros,
     machine: Option<Bootstrap>,
     awaiting: Awaiting,
-    disk: Option<Remembered>,
     removed: bool,
 }
 
@@ -112,7 +111,6 @@ impl Fleet {
                 started_at: 0,
                 machine: None,
                 awaiting: Awaiting::Nothing,
-                disk: None,
                 removed: false,
             })
             .collect();
@@ -145,7 +143,9 @@ impl Fleet {
 
     /// What the pod's disk remembers.
     pub fn disk(&self, pod: usize) -> Option<&Remembered> {
-        self.pods[pod].disk.as_ref()
+        self.pods[pod]
+            .slot
+            .and_then(|s| self.sim.slot(s).disk.as_ref())
     }
 
     /// Whether the pod runs and is a ring member.
@@ -174,7 +174,6 @@ impl Fleet {
 
     /// Crashes a pod: its disk keeps what it remembered.
     pub fn crash(&mut self, pod: usize) {
-        self.remember(pod);
         let p = &mut self.pods[pod];
         p.machine = None;
         p.awaiting = Awaiting::Nothing;
@@ -186,8 +185,10 @@ impl Fleet {
 
     /// Restarts a crashed pod after `delay` with its disk kept or wiped.
     pub fn restart_in(&mut self, pod: usize, disk: Disk, delay: Micros) {
-        if disk == Disk::Wipe {
-            self.pods[pod].disk = None;
+        if disk == Disk::Wipe
+            && let Some(s) = self.pods[pod].slot
+        {
+            self.sim.wipe_disk(s);
         }
         self.start_in(pod, delay);
     }
@@ -252,26 +253,6 @@ impl Fleet {
         }
     }
 
-    fn remember(&mut self, pod: usize) {
-        let Some(s) = self.pods[pod].slot else { return };
-        if !self.sim.is_member(s) {
-            return;
-        }
-        let node = &self.sim.slot(s).node;
-        let me = node.id();
-        let peers = node
-            .successors()
-            .iter()
-            .chain(node.predecessor())
-            .filter(|p| p.id != me)
-            .map(|p| p.address.clone())
-            .collect();
-        self.pods[pod].disk = Some(Remembered {
-            ring_id: node.ring_id(),
-            peers,
-        });
-    }
-
     fn poll(&mut self, pod: usize) {
         let now = self.sim.now();
         if self.pods[pod].start_at.is_some_and(|at| at <= now) {
@@ -327,7 +308,7 @@ impl Fleet {
             me: p.address.clone(),
             bootstrap: None,
             seeds: self.seeds.clone(),
-            remembered: p.disk.clone(),
+            remembered: p.slot.and_then(|s| self.sim.slot(s).disk.clone()),
             fresh_ring_id: fresh,
             create_after: Duration::from_micros(self.config.create_after),
             join_retry_interval: Duration::from_micros(self.config.join_retry_interval),
@@ -398,14 +379,8 @@ impl Fleet {
     fn outcome(&self, outcome: Result<RingId, JoinFailure>) -> JoinOutcome {
         match outcome {
             Ok(_) => JoinOutcome::Joined,
-            Err(JoinFailure::NotMember { bootstrap }) => JoinOutcome::NotMember {
-                remembers: self
-                    .pods
-                    .iter()
-                    .find(|p| p.address == bootstrap)
-                    .and_then(|p| p.disk.as_ref())
-                    .and_then(|d| d.ring_id),
-            },
+            // What the target said its disk remembers, over the (simulated) wire.
+            Err(JoinFailure::NotMember { remembers, .. }) => JoinOutcome::NotMember { remembers },
             Err(JoinFailure::Unreachable { .. }) => JoinOutcome::Unreachable,
             Err(other) => JoinOutcome::Other(other.to_string()),
         }

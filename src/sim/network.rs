@@ -234,6 +234,7 @@ impl Sim {
                     }
                 }
                 Output::Event(event) => self.on_event(i, event),
+                Output::Persist(remembered) => self.slots[i].disk = Some(remembered),
             }
         }
         self.outputs = outputs;

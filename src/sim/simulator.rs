@@ -96,6 +96,7 @@ impl Sim {
             incarnation: 0,
             group: 0,
             join_outcome: None,
+            disk: None,
         });
         self.start_timers(i);
         i
@@ -161,6 +162,11 @@ impl Sim {
         self.stats.lookups_abandoned += (before - self.pending_lookups.len()) as u64;
     }
 
+    /// Deletes what node `i` persisted (a pod restarted on a fresh volume).
+    pub fn wipe_disk(&mut self, i: NodeIndex) {
+        self.slots[i].disk = None;
+    }
+
     /// Restarts a crashed node at the same address and id, with empty state (it must rejoin).
     pub fn restart(&mut self, i: NodeIndex) {
         let slot = &mut self.slots[i];
@@ -169,6 +175,8 @@ impl Sim {
         }
         let peer = slot.node.me().clone();
         slot.node = Node::new(peer, self.config.ring.clone());
+        slot.node
+            .set_remembered(slot.disk.as_ref().and_then(|d| d.ring_id));
         slot.alive = true;
         slot.incarnation += 1;
         slot.join_outcome = None;

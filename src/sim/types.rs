@@ -2,7 +2,7 @@
 //! counters.
 
 use crate::id::Id;
-use crate::ring::{JoinFailure, Node, RingConfig, RingId};
+use crate::ring::{JoinFailure, Node, Remembered, RingConfig, RingId};
 
 /// Virtual time in microseconds.
 pub type Micros = u64;
@@ -53,6 +53,9 @@ pub struct Slot {
     pub group: u32,
     /// How the last join or create of this incarnation ended (taken by a driver).
     pub(super) join_outcome: Option<Result<RingId, JoinFailure>>,
+    /// What the node asked to persist last ([`crate::ring::Output::Persist`]): kept across
+    /// crashes and restarts, like a pod's volume, until wiped.
+    pub disk: Option<Remembered>,
 }
 
 /// How a finished lookup compared with the truth at the time it finished.

@@ -137,6 +137,59 @@ impl std::str::FromStr for RingId {
     }
 }
 
+/// A ring id as UUID text, for places where serde buffers the value (internally tagged enums
+/// such as [`ring::Rejection`]): there a 128-bit number cannot be read back ("u128 is not
+/// supported"), so such fields are written as text. Reading also takes a number that fits 64
+/// bits (what a buffered number can be).
+pub mod ring_id_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::RingId;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Text(String),
+        Number(u64),
+    }
+
+    fn read(e: Either) -> Result<RingId, String> {
+        match e {
+            Either::Text(s) => s.parse(),
+            Either::Number(n) => Ok(RingId(u128::from(n))),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(id: &RingId, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(id)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<RingId, D::Error> {
+        read(Either::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+
+    /// The same for an optional ring id.
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        use super::{Either, RingId, read};
+
+        pub fn serialize<S: Serializer>(id: &Option<RingId>, s: S) -> Result<S::Ok, S::Error> {
+            match id {
+                Some(id) => s.collect_str(id),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RingId>, D::Error> {
+            Option::<Either>::deserialize(d)?
+                .map(read)
+                .transpose()
+                .map_err(serde::de::Error::custom)
+        }
+    }
+}
+
 impl fmt::Debug for RingId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "RingId({self})")

@@ -67,10 +67,22 @@ pub enum Response {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum Rejection {
+    /// Not a ring member; `remembers` is the ring its store directory remembers, if any (a
+    /// peer speaking protocol 1 sends none; the founder rule uses it, see ring::bootstrap).
     #[error("the peer is not a ring member")]
-    NotMember,
+    NotMember {
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "super::ring_id_text::option"
+        )]
+        remembers: Option<RingId>,
+    },
     #[error("the peer belongs to another ring ({ring_id})")]
-    WrongRing { ring_id: RingId },
+    WrongRing {
+        #[serde(with = "super::ring_id_text")]
+        ring_id: RingId,
+    },
     #[error("the peer speaks peer-protocol versions {min}..={max}, this message is version {got}")]
     Protocol { min: u16, max: u16, got: u16 },
 }
@@ -173,13 +185,64 @@ mod tests {
             None,
             p,
             Response::Rejected {
-                reason: Rejection::NotMember,
+                reason: Rejection::NotMember { remembers: None },
             },
         );
         let json = serde_json::to_string(&resp).unwrap();
         assert_eq!(
             serde_json::from_str::<ResponseEnvelope>(&json).unwrap(),
             resp
+        );
+    }
+
+    #[test]
+    fn not_member_carries_the_remembered_ring_and_mixes_with_peers_that_do_not_know_it() {
+        let with = Rejection::NotMember {
+            remembers: Some(RingId(9 << 100)),
+        };
+        let json = serde_json::to_string(&with).unwrap();
+        assert_eq!(
+            json,
+            r#"{"reason":"not_member","remembers":"00000090-0000-0000-0000-000000000000"}"#
+        );
+        assert_eq!(serde_json::from_str::<Rejection>(&json).unwrap(), with);
+        // What an older peer sends (no field) reads as "remembers nothing".
+        assert_eq!(
+            serde_json::from_str::<Rejection>(r#"{"reason":"not_member"}"#).unwrap(),
+            Rejection::NotMember { remembers: None }
+        );
+        // And an older peer, whose variant had no field, still reads what we send.
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        #[serde(tag = "reason", rename_all = "snake_case")]
+        enum Old {
+            NotMember,
+        }
+        assert_eq!(serde_json::from_str::<Old>(&json).unwrap(), Old::NotMember);
+    }
+
+    #[test]
+    fn a_wrong_ring_rejection_names_the_ring_readably() {
+        // Before ring ids were written as text here, this answer could not be read back
+        // ("u128 is not supported"): the asker saw a malformed answer instead of "wrong ring".
+        let wrong = Rejection::WrongRing {
+            ring_id: RingId(u128::MAX - 5),
+        };
+        let json = serde_json::to_string(&wrong).unwrap();
+        assert_eq!(serde_json::from_str::<Rejection>(&json).unwrap(), wrong);
+        let resp = ResponseEnvelope::new(
+            Some(RingId(3)),
+            Peer::from_address("10.0.0.1:7000"),
+            Response::Rejected { reason: wrong },
+        );
+        let json = serde_json::to_string(&resp).unwrap();
+        assert_eq!(
+            serde_json::from_str::<ResponseEnvelope>(&json).unwrap(),
+            resp
+        );
+        // A small id written as a number (what an older peer could send) still reads.
+        assert_eq!(
+            serde_json::from_str::<Rejection>(r#"{"reason":"wrong_ring","ring_id":7}"#).unwrap(),
+            Rejection::WrongRing { ring_id: RingId(7) }
         );
     }
 
