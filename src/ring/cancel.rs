@@ -21,9 +21,12 @@ impl Node {
             .retain(|_, p| !matches!(p, Pending::Lookup(step) if step.lookup == id));
     }
 
-    /// How many lookups are in flight (the node's own included).
-    pub fn lookups_in_flight(&self) -> usize {
-        self.lookups.len()
+    /// How many user lookups are in flight (not the node's own, for joining and fingers).
+    pub fn user_lookups_in_flight(&self) -> usize {
+        self.lookups
+            .values()
+            .filter(|l| l.purpose == Purpose::User)
+            .count()
     }
 }
 
@@ -97,9 +100,9 @@ mod tests {
         else {
             panic!("one remote step expected, got {out:?}");
         };
-        assert_eq!(nodes[0].lookups_in_flight(), 1);
+        assert_eq!(nodes[0].user_lookups_in_flight(), 1);
         nodes[0].cancel_lookup(id);
-        assert_eq!(nodes[0].lookups_in_flight(), 0);
+        assert_eq!(nodes[0].user_lookups_in_flight(), 0);
         // The answer still arrives: it is ignored, nothing more is sent or reported.
         let t = index(&nodes, to);
         let answer = nodes[t].handle_request(message.clone());

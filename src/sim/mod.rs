@@ -14,6 +14,7 @@ mod rng;
 pub mod scenario;
 mod simulator;
 mod types;
+mod verify;
 
 pub use rng::Rng;
 pub use simulator::Sim;

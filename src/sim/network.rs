@@ -318,6 +318,7 @@ impl Sim {
                 timeouts: r.timeouts,
                 correct: truth.is_some_and(|t| self.slots[t].node.id() == r.node.id),
                 failed: false,
+                result: Some(r.clone()),
             },
             None => LookupRecord {
                 origin,
@@ -328,6 +329,7 @@ impl Sim {
                 timeouts: 0,
                 correct: false,
                 failed: true,
+                result: None,
             },
         };
         self.lookups.push(record);

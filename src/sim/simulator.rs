@@ -194,9 +194,17 @@ impl Sim {
     }
 
     /// Starts a lookup of `target` at node `i`; the result lands in [`Sim::lookups`].
-    pub fn lookup(&mut self, i: NodeIndex, target: Id) {
+    pub fn lookup(&mut self, i: NodeIndex, target: Id) -> LookupId {
         let id = self.slots[i].node.lookup(target);
         self.pending_lookups.insert((i, id), (target, self.now));
+        self.flush(i);
+        id
+    }
+
+    /// Node `i`'s user gives up waiting for lookup `id` (it is never recorded).
+    pub fn cancel_lookup(&mut self, i: NodeIndex, id: LookupId) {
+        self.pending_lookups.remove(&(i, id));
+        self.slots[i].node.cancel_lookup(id);
         self.flush(i);
     }
 

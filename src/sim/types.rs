@@ -2,7 +2,7 @@
 //! counters.
 
 use crate::id::Id;
-use crate::ring::{JoinFailure, Node, Remembered, RingConfig, RingId};
+use crate::ring::{JoinFailure, LookupResult, Node, Remembered, RingConfig, RingId};
 
 /// Virtual time in microseconds.
 pub type Micros = u64;
@@ -71,6 +71,8 @@ pub struct LookupRecord {
     pub correct: bool,
     /// Finished with an error (no route, not a member, ...).
     pub failed: bool,
+    /// The answer, when it did not fail.
+    pub result: Option<LookupResult>,
 }
 
 /// Counters of what happened.
