@@ -11,14 +11,14 @@ use std::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::hlc::Hlc;
+use super::outcome::{Locations, Uploaded};
 use super::shared::SharedIndex;
 use super::spool::Spooled;
 use super::store::{Store, StoreError};
-use super::views::{Locations, Uploaded};
 use super::{FileMeta, NameError, ProviderRecord, Version, validate_name};
 use crate::id::Id;
 use crate::ring::{LookupResult, Peer};
-use crate::runtime::{PeerView, Service, ServiceError};
+use crate::runtime::{Service, ServiceError};
 use crate::transport::{BlobClient, Body, Object, PutReply, RefusalKind, TraceCarrier, info};
 
 /// Why a file operation failed, as the API reports it.
@@ -255,7 +255,7 @@ impl Files {
             id,
             size: meta.size,
             sha256: meta.sha256,
-            node: PeerView::from(&node),
+            node,
             replicas: held.len().saturating_sub(1),
             replaced: replaced || current.is_some_and(|c| !c.deleted),
         })
@@ -432,12 +432,12 @@ impl Files {
                 .as_ref()
                 .is_some_and(|m| Some(m.version) == live_version);
             if k > 0 && live {
-                replicas.push(PeerView::from(holder));
+                replicas.push(holder.clone());
             }
             for p in &info.providers {
-                if !providers.iter().any(|v: &PeerView| v.id == p.peer_id) {
+                if !providers.iter().any(|v: &Peer| v.id == p.peer_id) {
                     any = true;
-                    providers.push(PeerView {
+                    providers.push(Peer {
                         id: p.peer_id,
                         address: crate::ring::Address::new(&p.peer),
                     });
@@ -450,7 +450,7 @@ impl Files {
         Ok(Locations {
             name: name.to_string(),
             id,
-            node: PeerView::from(&found.node),
+            node: found.node.clone(),
             replicas,
             providers,
             hops: found.hops,
