@@ -1,0 +1,122 @@
+//! Ring subcommands: node, fingers, ring walk, lookup, join, leave.
+
+use serde_json::Value;
+
+use super::{JoinArgs, LookupArgs, Target, encode_segment, peer, print_json, request};
+
+fn print_node(v: &Value) {
+    let s = |k: &str| {
+        v.get(k).map_or("-".into(), |x| {
+            x.as_str().map_or(x.to_string(), str::to_string)
+        })
+    };
+    println!("id           {}", s("id"));
+    println!("address      {}", s("address"));
+    println!("api          {}", s("api"));
+    println!("state        {}", s("state"));
+    println!("ring id      {}", s("ring_id"));
+    println!(
+        "predecessor  {}",
+        v.get("predecessor").map_or("-".into(), peer)
+    );
+    if let Some(list) = v.get("successors").and_then(Value::as_array) {
+        for (i, p) in list.iter().enumerate() {
+            let label = if i == 0 { "successors" } else { "" };
+            println!("{label:<12} {}", peer(p));
+        }
+    }
+}
+
+pub async fn node(t: Target) -> anyhow::Result<()> {
+    let v = request(&t, reqwest::Method::GET, "/v1/node", None).await?;
+    if t.json {
+        return print_json(&v);
+    }
+    print_node(&v);
+    Ok(())
+}
+
+pub async fn fingers(t: Target) -> anyhow::Result<()> {
+    let v = request(&t, reqwest::Method::GET, "/v1/node/fingers", None).await?;
+    if t.json {
+        return print_json(&v);
+    }
+    println!("{:>5}  {:<40}  node", "index", "start");
+    let mut last = String::new();
+    for f in v["fingers"].as_array().into_iter().flatten() {
+        let node = f.get("node").map_or("-".into(), peer);
+        // Consecutive fingers usually point at the same node: print each run once.
+        if node == last {
+            continue;
+        }
+        println!(
+            "{:>5}  {:<40}  {}",
+            f["index"],
+            f["start"].as_str().unwrap_or("?"),
+            node
+        );
+        last = node;
+    }
+    Ok(())
+}
+
+pub async fn ring(t: Target) -> anyhow::Result<()> {
+    let v = request(&t, reqwest::Method::GET, "/v1/ring", None).await?;
+    if t.json {
+        return print_json(&v);
+    }
+    for (i, p) in v["nodes"].as_array().into_iter().flatten().enumerate() {
+        println!("{i:>4}  {}", peer(p));
+    }
+    let complete = v["complete"].as_bool().unwrap_or(false);
+    println!(
+        "{}",
+        if complete {
+            "the walk came back to the start: the ring is closed"
+        } else {
+            "the walk did NOT come back to the start"
+        }
+    );
+    Ok(())
+}
+
+pub async fn lookup(a: LookupArgs) -> anyhow::Result<()> {
+    let path = format!("/v1/lookup/{}", encode_segment(&a.key));
+    let v = request(&a.target, reqwest::Method::GET, &path, None).await?;
+    if a.target.json {
+        return print_json(&v);
+    }
+    println!("key    {}", a.key);
+    println!("id     {}", v["id"].as_str().unwrap_or("?"));
+    println!("node   {}", peer(&v["node"]));
+    println!("hops   {}", v["hops"]);
+    for (i, p) in v["path"].as_array().into_iter().flatten().enumerate() {
+        println!("  {:>2}. {}", i + 1, peer(p));
+    }
+    Ok(())
+}
+
+pub async fn join(a: JoinArgs) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "bootstrap": a.bootstrap });
+    let v = request(
+        &a.target,
+        reqwest::Method::POST,
+        "/v1/ring/join",
+        Some(body),
+    )
+    .await?;
+    if a.target.json {
+        return print_json(&v);
+    }
+    print_node(&v);
+    Ok(())
+}
+
+pub async fn leave(t: Target) -> anyhow::Result<()> {
+    let v = request(&t, reqwest::Method::POST, "/v1/ring/leave", None).await?;
+    if t.json {
+        return print_json(&v);
+    }
+    print_node(&v);
+    Ok(())
+}
