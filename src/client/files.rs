@@ -4,6 +4,7 @@ use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use serde_json::Value;
 
+use super::output::{Destination, Sink};
 use super::{GetArgs, NameArgs, PutArgs, encode_segment, peer, print_json, request, send};
 
 fn progress_bar(len: u64, what: &str) -> Option<indicatif::ProgressBar> {
@@ -81,7 +82,7 @@ pub async fn put(a: PutArgs) -> anyhow::Result<()> {
 }
 
 pub async fn get(a: GetArgs) -> anyhow::Result<()> {
-    use tokio::io::AsyncWriteExt;
+    let dest = Destination::resolve(a.output.as_deref(), &a.name)?;
     let url = a
         .target
         .url(&format!("/v1/files/{}", encode_segment(&a.name)));
@@ -92,45 +93,60 @@ pub async fn get(a: GetArgs) -> anyhow::Result<()> {
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim_matches('"').to_string());
     let bar = progress_bar(resp.content_length().unwrap_or(0), "download");
-    let mut data = Vec::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.context("reading the download")?;
-        if let Some(b) = &bar {
-            b.inc(chunk.len() as u64);
-        }
-        data.extend_from_slice(&chunk);
-    }
+    let mut sink = dest.open().await?;
+    let written = receive(resp, &mut sink, bar.as_ref()).await;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let actual = chordnet::files::sha256_hex(&data);
+    let (size, actual) = match written {
+        Ok(w) => w,
+        Err(e) => {
+            dest.abandon().await;
+            return Err(e);
+        }
+    };
+    drop(sink);
     if let Some(expected) = expected
         && expected != actual
     {
-        bail!("download corrupted: sha256 {actual}, expected {expected}");
+        dest.abandon().await;
+        bail!(
+            "download corrupted: sha256 {actual}, expected {expected} (written to {})",
+            dest.describe()
+        );
     }
-    let out = a
-        .output
-        .unwrap_or_else(|| std::path::PathBuf::from(&a.name));
-    if out.as_os_str() == "-" {
-        tokio::io::stdout().write_all(&data).await?;
-        return Ok(());
-    }
-    // Write next to the target, then rename: an interrupted download leaves no half file.
-    let tmp = out.with_extension("chordnet-part");
-    tokio::fs::write(&tmp, &data)
-        .await
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    tokio::fs::rename(&tmp, &out)
-        .await
-        .with_context(|| format!("writing {}", out.display()))?;
+    dest.commit().await?;
     eprintln!(
-        "{} bytes written to {} (sha256 {actual})",
-        data.len(),
-        out.display()
+        "{size} bytes written to {} (sha256 {actual})",
+        dest.describe()
     );
     Ok(())
+}
+
+/// Streams a download into `sink` while hashing it: (bytes, sha256).
+async fn receive(
+    resp: reqwest::Response,
+    sink: &mut Sink,
+    bar: Option<&indicatif::ProgressBar>,
+) -> anyhow::Result<(u64, String)> {
+    use sha2::Digest;
+    use tokio::io::AsyncWriteExt;
+    let mut hasher = sha2::Sha256::new();
+    let mut size = 0u64;
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.context("reading the download")?;
+        hasher.update(&chunk);
+        sink.write_all(&chunk)
+            .await
+            .context("writing the download")?;
+        size += chunk.len() as u64;
+        if let Some(b) = bar {
+            b.inc(chunk.len() as u64);
+        }
+    }
+    sink.flush().await.context("writing the download")?;
+    Ok((size, chordnet::files::spool::hex(&hasher.finalize())))
 }
 
 pub async fn locate(a: NameArgs) -> anyhow::Result<()> {

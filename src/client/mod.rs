@@ -2,6 +2,7 @@
 //! `mod.rs` holds the arguments and the HTTP plumbing; `ring.rs` and `files.rs` the commands.
 
 mod files;
+mod output;
 mod ring;
 
 use anyhow::{Context, bail};
@@ -46,7 +47,9 @@ pub struct PutArgs {
 pub struct GetArgs {
     /// The file name in the ring.
     name: String,
-    /// Where to write it (default: the name, in the current directory; `-` for stdout).
+    /// Where to write it: a file, a directory (the name inside it), or `-` for stdout
+    /// (default: the name, in the current directory). A device such as /dev/null is written
+    /// to, never replaced.
     #[arg(short, long)]
     output: Option<std::path::PathBuf>,
     #[command(flatten)]

@@ -1,0 +1,177 @@
+//! The command line as a user meets it: the real `chordnet` binary's client subcommands and
+//! `dev` against real peers on 127.0.0.1 (issue 10). Every wait is bounded.
+
+#[path = "support/cluster.rs"]
+mod cluster;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cluster::*;
+
+/// What a finished `chordnet` run printed.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `chordnet ARGS` and waits at most `limit` for it; `None` if it was still running then
+/// (it is killed).
+fn run_bounded(args: &[&str], limit: Duration) -> Option<Run> {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("CHORDNET_API")
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start chordnet");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for chordnet") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let run = Run {
+        code: status.and_then(|s| s.code()),
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    };
+    status.map(|_| run)
+}
+
+/// Runs a client command (bounded: 30 s).
+fn run(args: &[&str]) -> Run {
+    run_bounded(args, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("chordnet {args:?} did not finish within 30 s"))
+}
+
+/// A one-peer ring and its API URL.
+async fn one_peer(name: &str) -> (Cluster, String) {
+    let c = Cluster::start_converged(name, 1).await;
+    let api = format!("http://{}", c.peers[0].api);
+    (c, api)
+}
+
+async fn upload(c: &Cluster, name: &str, data: &[u8]) {
+    let resp = c
+        .http
+        .put(c.peers[0].url(&format!("/v1/files/{name}")))
+        .body(data.to_vec())
+        .send()
+        .await
+        .expect("upload");
+    assert!(resp.status().is_success(), "{}", resp.status());
+}
+
+fn partial_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains("chordnet-part"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Item 1: `-o` naming a special file writes straight through it and never renames anything
+/// over it (as root, the old client replaced /dev/null with a regular file). A FIFO stands for
+/// /dev/null here: the test must not put the machine's /dev/null at risk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_writes_through_a_special_file_and_never_replaces_it() {
+    use std::os::unix::fs::FileTypeExt;
+    let (c, api) = one_peer("cli-fifo").await;
+    upload(&c, "song.mp3", b"la la la").await;
+    let fifo = c.root.join("pipe");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reading = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::read(&reading));
+    });
+    let fifo_arg = fifo.to_string_lossy().into_owned();
+    let r = run(&["get", "song.mp3", "-o", &fifo_arg, "--api", &api]);
+    assert!(r.ok(), "{r}");
+    let meta = std::fs::symlink_metadata(&fifo).expect("still there");
+    assert!(meta.file_type().is_fifo(), "the FIFO was replaced: {r}");
+    let read = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the reader got the content");
+    assert_eq!(read.expect("read the FIFO"), b"la la la");
+    assert!(partial_files(&c.root).is_empty(), "{r}");
+}
+
+/// Item 2: a directory as `-o` means "under the file's name inside it"; a failed download
+/// leaves no partial file behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_into_a_directory_saves_under_the_name_and_failures_leave_nothing() {
+    let (c, api) = one_peer("cli-dir").await;
+    upload(&c, "a.txt", b"alpha").await;
+    upload(&c, "b.txt", b"beta").await;
+    let out = c.root.join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    let slash = format!("{}/", out.display());
+    let plain = out.to_string_lossy().into_owned();
+
+    let r = run(&["get", "a.txt", "-o", &slash, "--api", &api]);
+    assert!(r.ok(), "{r}");
+    assert_eq!(std::fs::read(out.join("a.txt")).expect("a.txt"), b"alpha");
+    let r = run(&["get", "b.txt", "-o", &plain, "--api", &api]);
+    assert!(r.ok(), "{r}");
+    assert_eq!(std::fs::read(out.join("b.txt")).expect("b.txt"), b"beta");
+
+    let missing = format!("{}/", c.root.join("missing").display());
+    let r = run(&["get", "a.txt", "-o", &missing, "--api", &api]);
+    assert!(!r.ok(), "{r}");
+    let target = out.join("never.txt").to_string_lossy().into_owned();
+    let r = run(&["get", "never.txt", "-o", &target, "--api", &api]);
+    assert!(!r.ok(), "{r}");
+    assert!(!out.join("never.txt").exists());
+    assert!(
+        partial_files(&c.root).is_empty(),
+        "{:?}",
+        partial_files(&c.root)
+    );
+    assert!(partial_files(&out).is_empty(), "{:?}", partial_files(&out));
+}
