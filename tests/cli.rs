@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cluster::*;
+use serde_json::Value;
 
 /// What a finished `chordnet` run printed.
 struct Run {
@@ -174,4 +175,23 @@ async fn get_into_a_directory_saves_under_the_name_and_failures_leave_nothing() 
         partial_files(&c.root)
     );
     assert!(partial_files(&out).is_empty(), "{:?}", partial_files(&out));
+}
+
+/// Item 6: `--json` prints a JSON answer on `rm` and `get` too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_is_printed_by_get_and_rm() {
+    let (c, api) = one_peer("cli-json").await;
+    upload(&c, "j.txt", b"json").await;
+    let target = c.root.join("j.txt").to_string_lossy().into_owned();
+    let r = run(&["get", "j.txt", "-o", &target, "--json", "--api", &api]);
+    assert!(r.ok(), "{r}");
+    let v: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r}"));
+    assert_eq!(v["name"], "j.txt", "{v}");
+    assert_eq!(v["size"], 4, "{v}");
+    assert_eq!(v["sha256"], chordnet::files::sha256_hex(b"json"), "{v}");
+    let r = run(&["rm", "j.txt", "--json", "--api", &api]);
+    assert!(r.ok(), "{r}");
+    let v: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r}"));
+    assert_eq!(v["name"], "j.txt", "{v}");
+    assert_eq!(v["deleted"], true, "{v}");
 }

@@ -83,6 +83,9 @@ pub async fn put(a: PutArgs) -> anyhow::Result<()> {
 
 pub async fn get(a: GetArgs) -> anyhow::Result<()> {
     let dest = Destination::resolve(a.output.as_deref(), &a.name)?;
+    if a.target.json && matches!(dest, Destination::Stdout) {
+        bail!("--json prints the answer on stdout: it cannot go with `-o -`");
+    }
     let url = a
         .target
         .url(&format!("/v1/files/{}", encode_segment(&a.name)));
@@ -116,6 +119,15 @@ pub async fn get(a: GetArgs) -> anyhow::Result<()> {
         );
     }
     dest.commit().await?;
+    if a.target.json {
+        let v = serde_json::json!({
+            "name": a.name,
+            "size": size,
+            "sha256": actual,
+            "path": dest.describe(),
+        });
+        return print_json(&v);
+    }
     eprintln!(
         "{size} bytes written to {} (sha256 {actual})",
         dest.describe()
@@ -174,8 +186,9 @@ pub async fn locate(a: NameArgs) -> anyhow::Result<()> {
 pub async fn rm(a: NameArgs) -> anyhow::Result<()> {
     let path = format!("/v1/files/{}", encode_segment(&a.name));
     request(&a.target, reqwest::Method::DELETE, &path, None).await?;
-    if !a.target.json {
-        println!("deleted {}", a.name);
+    if a.target.json {
+        return print_json(&serde_json::json!({ "name": a.name, "deleted": true }));
     }
+    println!("deleted {}", a.name);
     Ok(())
 }
