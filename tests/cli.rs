@@ -195,3 +195,33 @@ async fn json_is_printed_by_get_and_rm() {
     assert_eq!(v["name"], "j.txt", "{v}");
     assert_eq!(v["deleted"], true, "{v}");
 }
+
+/// Item 7: names the contract refuses are refused by the client before anything is sent, with
+/// the server's words (no peer listens at the API given here).
+#[test]
+fn invalid_names_are_refused_before_sending() {
+    let dir = std::env::temp_dir().join(format!("chordnet-cli-names-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("f.txt");
+    std::fs::write(&file, b"x").expect("file");
+    let file = file.to_string_lossy().into_owned();
+    let nowhere = "http://127.0.0.1:1";
+    for (args, words) in [
+        (
+            vec!["put", &file, "--name", ".."],
+            "'.' and '..' are not file names",
+        ),
+        (vec!["put", &file, "--name", ""], "1 to 255 bytes"),
+        (vec!["get", "."], "'.' and '..' are not file names"),
+        (vec!["rm", "a/b"], "may not contain '/'"),
+        (vec!["locate", ".."], "'.' and '..' are not file names"),
+    ] {
+        let mut args = args;
+        args.extend(["--api", nowhere]);
+        let r = run(&args);
+        assert_eq!(r.code, Some(2), "{args:?}: {r}");
+        assert!(r.stderr.contains(words), "{args:?}: {r}");
+        assert!(!r.stderr.contains("cannot reach"), "{args:?}: {r}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -37,7 +37,7 @@ pub struct PutArgs {
     /// The file to upload.
     file: std::path::PathBuf,
     /// The name in the ring (default: the file's name).
-    #[arg(long)]
+    #[arg(long, value_parser = file_name)]
     name: Option<String>,
     #[command(flatten)]
     target: Target,
@@ -46,6 +46,7 @@ pub struct PutArgs {
 #[derive(clap::Args)]
 pub struct GetArgs {
     /// The file name in the ring.
+    #[arg(value_parser = file_name)]
     name: String,
     /// Where to write it: a file, a directory (the name inside it), or `-` for stdout
     /// (default: the name, in the current directory). A device such as /dev/null is written
@@ -59,6 +60,7 @@ pub struct GetArgs {
 #[derive(clap::Args)]
 pub struct NameArgs {
     /// The file name in the ring.
+    #[arg(value_parser = file_name)]
     name: String,
     #[command(flatten)]
     target: Target,
@@ -70,6 +72,14 @@ pub struct JoinArgs {
     bootstrap: String,
     #[command(flatten)]
     target: Target,
+}
+
+/// A file name as the API contract allows it, refused before anything is sent with the words
+/// the server would use (clap reports it as a usage error: exit code 2).
+fn file_name(s: &str) -> Result<String, String> {
+    chordnet::files::validate_name(s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 impl Target {
