@@ -225,3 +225,48 @@ fn invalid_names_are_refused_before_sending() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Item 9: port ranges that do not fit are refused at start, before any peer starts.
+#[test]
+fn dev_refuses_port_ranges_that_do_not_fit() {
+    let dir = std::env::temp_dir().join(format!("chordnet-cli-ports-{}", std::process::id()));
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let api = free_ports(1)[0].to_string();
+    let r = run_bounded(
+        &[
+            "dev",
+            "--peer-port",
+            "65534",
+            "--peers",
+            "3",
+            "--api-port",
+            &api,
+            "--dir",
+            &dir_arg,
+        ],
+        Duration::from_secs(20),
+    )
+    .expect("dev exits at once");
+    assert!(!r.ok(), "{r}");
+    assert!(r.stderr.contains("--peer-port"), "{r}");
+    assert!(r.stderr.contains("65535"), "{r}");
+    let peer = free_ports(1)[0].to_string();
+    let r = run_bounded(
+        &[
+            "dev",
+            "--api-port",
+            "0",
+            "--peers",
+            "2",
+            "--peer-port",
+            &peer,
+            "--dir",
+            &dir_arg,
+        ],
+        Duration::from_secs(20),
+    )
+    .expect("dev exits at once");
+    assert!(!r.ok(), "{r}");
+    assert!(r.stderr.contains("--api-port"), "{r}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
