@@ -270,3 +270,24 @@ fn dev_refuses_port_ranges_that_do_not_fit() {
     assert!(r.stderr.contains("--api-port"), "{r}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Item 11: the finger table's columns line up and runs of identical fingers show as ranges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fingers_show_ranges_in_aligned_columns() {
+    let (_c, api) = one_peer("cli-fingers").await;
+    let r = run(&["fingers", "--api", &api]);
+    assert!(r.ok(), "{r}");
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "one peer: one run of 160 fingers\n{r}");
+    assert!(lines[1].trim_start().starts_with("0-159 "), "{r}");
+    // The start column begins at the same place on every line.
+    let header = lines[0].find("start").expect("header");
+    let row = lines[1]
+        .char_indices()
+        .skip_while(|(_, ch)| *ch == ' ')
+        .skip_while(|(_, ch)| *ch != ' ')
+        .find(|(_, ch)| *ch != ' ')
+        .map(|(i, _)| i)
+        .expect("row");
+    assert_eq!(header, row, "{r}");
+}

@@ -41,23 +41,45 @@ pub async fn fingers(t: Target) -> anyhow::Result<()> {
     if t.json {
         return print_json(&v);
     }
-    println!("{:>5}  {:<40}  node", "index", "start");
-    let mut last = String::new();
-    for f in v["fingers"].as_array().into_iter().flatten() {
-        let node = f.get("node").map_or("-".into(), peer);
-        // Consecutive fingers usually point at the same node: print each run once.
-        if node == last {
-            continue;
-        }
-        println!(
-            "{:>5}  {:<40}  {}",
-            f["index"],
-            f["start"].as_str().unwrap_or("?"),
-            node
-        );
-        last = node;
+    let fingers = v["fingers"].as_array().cloned().unwrap_or_default();
+    println!("{:<7}  {:<40}  node", "index", "start");
+    for run in finger_runs(&fingers) {
+        let index = if run.first == run.last {
+            run.first.to_string()
+        } else {
+            format!("{}-{}", run.first, run.last)
+        };
+        println!("{index:<7}  {:<40}  {}", run.start, run.node);
     }
     Ok(())
+}
+
+/// Consecutive fingers pointing at the same node (they usually do: the first ~log2 N of them
+/// all point at the successor).
+struct FingerRun {
+    first: u64,
+    last: u64,
+    /// The start of the first finger of the run.
+    start: String,
+    node: String,
+}
+
+fn finger_runs(fingers: &[Value]) -> Vec<FingerRun> {
+    let mut runs: Vec<FingerRun> = Vec::new();
+    for f in fingers {
+        let index = f["index"].as_u64().unwrap_or(0);
+        let node = f.get("node").map_or("-".into(), peer);
+        match runs.last_mut() {
+            Some(run) if run.node == node => run.last = index,
+            _ => runs.push(FingerRun {
+                first: index,
+                last: index,
+                start: f["start"].as_str().unwrap_or("?").to_string(),
+                node,
+            }),
+        }
+    }
+    runs
 }
 
 pub async fn ring(t: Target) -> anyhow::Result<()> {
