@@ -291,3 +291,25 @@ async fn fingers_show_ranges_in_aligned_columns() {
         .expect("row");
     assert_eq!(header, row, "{r}");
 }
+
+/// Item 12: a peer that has left says so: `ring` fails with a reason, `node` and `leave` show
+/// an empty ring id as `-`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_left_says_so() {
+    let (_c, api) = one_peer("cli-left").await;
+    let r = run(&["leave", "--api", &api]);
+    assert!(r.ok(), "{r}");
+    assert!(!r.stdout.contains("null"), "{r}");
+    let r = run(&["node", "--api", &api]);
+    assert!(r.ok(), "{r}");
+    assert!(!r.stdout.contains("null"), "{r}");
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("ring id") && l.trim_end().ends_with(" -")),
+        "{r}"
+    );
+    let r = run(&["ring", "--api", &api]);
+    assert!(!r.ok(), "{r}");
+    assert!(r.stderr.contains("not a member"), "{r}");
+}

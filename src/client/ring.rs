@@ -1,14 +1,16 @@
 //! Ring subcommands: node, fingers, ring walk, lookup, join, leave.
 
+use anyhow::bail;
 use serde_json::Value;
 
 use super::{JoinArgs, LookupArgs, Target, encode_segment, peer, print_json, request};
 
 fn print_node(v: &Value) {
-    let s = |k: &str| {
-        v.get(k).map_or("-".into(), |x| {
-            x.as_str().map_or(x.to_string(), str::to_string)
-        })
+    // A missing or empty (null) field shows as `-`.
+    let s = |k: &str| match v.get(k) {
+        None | Some(Value::Null) => "-".to_string(),
+        Some(Value::String(x)) => x.clone(),
+        Some(x) => x.to_string(),
     };
     println!("id           {}", s("id"));
     println!("address      {}", s("address"));
@@ -83,22 +85,37 @@ fn finger_runs(fingers: &[Value]) -> Vec<FingerRun> {
 }
 
 pub async fn ring(t: Target) -> anyhow::Result<()> {
+    let me = request(&t, reqwest::Method::GET, "/v1/node", None).await?;
+    let state = me["state"].as_str().unwrap_or("?");
+    if matches!(state, "left" | "joining") {
+        bail!(
+            "{} is not a member of a ring (state {state}): there is no ring to walk from it \
+             (`chordnet join BOOTSTRAP --api {}` makes it join one)",
+            t.api,
+            t.api
+        );
+    }
     let v = request(&t, reqwest::Method::GET, "/v1/ring", None).await?;
-    if t.json {
-        return print_json(&v);
-    }
-    for (i, p) in v["nodes"].as_array().into_iter().flatten().enumerate() {
-        println!("{i:>4}  {}", peer(p));
-    }
+    let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
     let complete = v["complete"].as_bool().unwrap_or(false);
-    println!(
-        "{}",
-        if complete {
-            "the walk came back to the start: the ring is closed"
-        } else {
-            "the walk did NOT come back to the start"
+    if t.json {
+        print_json(&v)?;
+    } else {
+        for (i, p) in nodes.iter().enumerate() {
+            println!("{i:>4}  {}", peer(p));
         }
-    );
+    }
+    if !complete {
+        bail!(
+            "the walk did not come back to the start after {} peers: the ring is not closed \
+             (a peer failed, joined or left moments ago; it closes within a few stabilization \
+             rounds)",
+            nodes.len()
+        );
+    }
+    if !t.json {
+        println!("the walk came back to the start: the ring is closed");
+    }
     Ok(())
 }
 
