@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
 use super::Api;
-use super::problem::{FileProblem, Problem};
+use super::problem::Problem;
 use super::views::{LocationsView, NodeFilesView, UploadedView};
 use crate::files::FileMeta;
 use crate::files::ops::FilesError;
@@ -25,7 +25,7 @@ pub(super) async fn upload(
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, FileProblem> {
+) -> Result<Response, Problem> {
     crate::files::validate_name(&name)
         .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     let max = app.ring.config().files.max_file_size;
@@ -42,7 +42,7 @@ pub(super) async fn upload(
     let mut stream = body.into_data_stream();
     if declared.is_some_and(|n| n > max) {
         drain(&mut stream, max).await;
-        return Err(too_large().into());
+        return Err(too_large());
     }
     // Spooled to disk while hashing (bounded memory), stopping as soon as it passes the limit.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, BodyError>>(4);
@@ -68,9 +68,9 @@ pub(super) async fn upload(
         Ok(s) => s,
         Err(StoreError::TooLarge { .. }) => {
             drain(&mut stream, max).await;
-            return Err(too_large().into());
+            return Err(too_large());
         }
-        Err(StoreError::Body(e)) => return Err(Problem::new(StatusCode::BAD_REQUEST, e).into()),
+        Err(StoreError::Body(e)) => return Err(Problem::new(StatusCode::BAD_REQUEST, e)),
         Err(e) => return Err(FilesError::Store(e).into()),
     };
     let up = app.files.upload(&name, content).await?;
@@ -145,17 +145,14 @@ fn file_headers(meta: &FileMeta) -> HeaderMap {
 pub(super) async fn download(
     State(app): Api,
     Path(name): Path<String>,
-) -> Result<Response, FileProblem> {
+) -> Result<Response, Problem> {
     let object = app.files.download(&name).await?;
     let headers = file_headers(&object.meta);
     let body = Body::from_stream(verified(object.meta.sha256.clone(), object.body));
     Ok((headers, body).into_response())
 }
 
-pub(super) async fn head(
-    State(app): Api,
-    Path(name): Path<String>,
-) -> Result<Response, FileProblem> {
+pub(super) async fn head(State(app): Api, Path(name): Path<String>) -> Result<Response, Problem> {
     let meta = app.files.head(&name).await?;
     Ok((file_headers(&meta), ()).into_response())
 }
@@ -163,15 +160,12 @@ pub(super) async fn head(
 pub(super) async fn locations(
     State(app): Api,
     Path(name): Path<String>,
-) -> Result<Response, FileProblem> {
+) -> Result<Response, Problem> {
     let found = app.files.locations(&name).await?;
     Ok(Json(LocationsView::from(found)).into_response())
 }
 
-pub(super) async fn delete(
-    State(app): Api,
-    Path(name): Path<String>,
-) -> Result<Response, FileProblem> {
+pub(super) async fn delete(State(app): Api, Path(name): Path<String>) -> Result<Response, Problem> {
     app.files.delete(&name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -30,16 +30,23 @@ impl Problem {
     }
 }
 
+/// A problem document; a 503 (a transient failure: the ring is changing, too few holders
+/// answered) carries `Retry-After`, whatever the route.
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_string(&self).unwrap_or_default();
-        (
+        let mut r = (
             status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             body,
         )
-            .into_response()
+            .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        r
     }
 }
 
@@ -49,7 +56,8 @@ impl From<ServiceError> for Problem {
             ServiceError::AlreadyMember | ServiceError::NotMember => StatusCode::CONFLICT,
             ServiceError::JoinFailed(_) => StatusCode::BAD_GATEWAY,
             ServiceError::Lookup(crate::ring::LookupError::NotMember) => StatusCode::CONFLICT,
-            ServiceError::Lookup(_) => StatusCode::BAD_GATEWAY,
+            // No live route right now (a crash moments ago): the ring repairs itself, retry.
+            ServiceError::Lookup(_) => StatusCode::SERVICE_UNAVAILABLE,
             ServiceError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ServiceError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         };
@@ -72,34 +80,24 @@ impl From<FilesError> for Problem {
     }
 }
 
-/// A problem the client may retry: 503 with `Retry-After`.
-fn retryable(p: Problem) -> Response {
-    let retry = p.status == StatusCode::SERVICE_UNAVAILABLE.as_u16();
-    let mut r = p.into_response();
-    if retry {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    r
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::LookupError;
 
-/// The file routes' errors: problems, with `Retry-After` on 503.
-pub(super) struct FileProblem(pub(super) Problem);
-
-impl From<FilesError> for FileProblem {
-    fn from(e: FilesError) -> FileProblem {
-        FileProblem(Problem::from(e))
-    }
-}
-
-impl From<Problem> for FileProblem {
-    fn from(p: Problem) -> FileProblem {
-        FileProblem(p)
-    }
-}
-
-impl IntoResponse for FileProblem {
-    fn into_response(self) -> Response {
-        retryable(self.0)
+    /// Issue 10, item 18: a lookup that fails (a crash moments ago) is a transient failure the
+    /// client should retry: 503 with Retry-After, on the ring routes as on the file routes.
+    #[test]
+    fn a_failed_lookup_is_503_with_retry_after() {
+        let failed = ServiceError::Lookup(LookupError::NoRoute {
+            hops: 2,
+            timeouts: 2,
+        });
+        let r = Problem::from(failed).into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        let r = Problem::from(ServiceError::Lookup(LookupError::NotMember)).into_response();
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        assert!(r.headers().get(header::RETRY_AFTER).is_none());
     }
 }
