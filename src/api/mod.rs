@@ -132,4 +132,14 @@ mod tests {
             }
         }
     }
+
+    /// Issue 10, item 19: a PUT without a body stores an empty file, so the document does not
+    /// call the body required.
+    #[test]
+    fn the_openapi_document_allows_an_empty_upload() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("valid JSON");
+        let body = &doc["paths"]["/v1/files/{name}"]["put"]["requestBody"];
+        assert!(body.is_object(), "{body}");
+        assert_ne!(body["required"], true, "{body}");
+    }
 }
