@@ -313,3 +313,28 @@ async fn a_peer_that_left_says_so() {
     assert!(!r.ok(), "{r}");
     assert!(r.stderr.contains("not a member"), "{r}");
 }
+
+/// Item 13: `rm` of a file that only a shared directory has says so, instead of "not found".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rm_of_a_shared_file_says_who_shares_it() {
+    let (c, api) = one_peer("cli-rm-shared").await;
+    let shared = c.peers[0].dir.join("shared");
+    std::fs::create_dir_all(&shared).expect("shared dir");
+    std::fs::write(shared.join("mine.txt"), b"shared").expect("write");
+    wait_for(
+        "the shared file is published",
+        Duration::from_secs(30),
+        || async {
+            matches!(
+                c.get(&c.peers[0].url("/v1/files/mine.txt/locations")).await,
+                Some((200, _))
+            )
+        },
+    )
+    .await;
+    let r = run(&["rm", "mine.txt", "--api", &api]);
+    assert!(!r.ok(), "{r}");
+    assert!(r.stderr.contains("shared"), "{r}");
+    assert!(r.stderr.contains(&c.peers[0].advertise), "{r}");
+    assert!(shared.join("mine.txt").exists());
+}

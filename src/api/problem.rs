@@ -69,7 +69,7 @@ impl From<FilesError> for Problem {
     fn from(e: FilesError) -> Problem {
         let status = match &e {
             FilesError::Name(_) => StatusCode::BAD_REQUEST,
-            FilesError::NotFound(_) => StatusCode::NOT_FOUND,
+            FilesError::NotFound(_) | FilesError::SharedOnly { .. } => StatusCode::NOT_FOUND,
             FilesError::Ring(inner) => return Problem::from(inner.clone()),
             FilesError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             FilesError::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,

@@ -28,6 +28,13 @@ pub enum FilesError {
     Name(#[from] NameError),
     #[error("file {0:?} not found")]
     NotFound(String),
+    /// Nothing was uploaded under the name, but peers share a file of that name from their
+    /// shared directories: only they can remove it.
+    #[error(
+        "file {name:?} was not uploaded to the ring, so there is nothing to delete: it is shared \
+         from the shared directory of {sharers}, and is removed by deleting it there"
+    )]
+    SharedOnly { name: String, sharers: String },
     #[error("{0}")]
     Ring(#[from] ServiceError),
     /// Fewer holders than the quorum answered or stored it; nothing was acknowledged.
@@ -463,9 +470,22 @@ impl Files {
         let id = Id::hash(name.as_bytes());
         let found = self.ring.lookup(id).await?;
         let targets = self.placement(&found);
-        let (current, _) = self.read_versions(name, &targets, id, true).await?;
+        let (current, answers) = self.read_versions(name, &targets, id, true).await?;
         let Some(current) = current.filter(|m| !m.deleted) else {
-            return Err(FilesError::NotFound(name.to_string()));
+            // Nothing uploaded; a file some peer shares from its directory is its owner's.
+            let mut sharers: Vec<String> = answers
+                .iter()
+                .flat_map(|(_, a)| a.providers.iter().map(|p| p.peer.clone()))
+                .collect();
+            sharers.sort();
+            sharers.dedup();
+            if sharers.is_empty() {
+                return Err(FilesError::NotFound(name.to_string()));
+            }
+            return Err(FilesError::SharedOnly {
+                name: name.to_string(),
+                sharers: sharers.join(", "),
+            });
         };
         let tombstone = FileMeta {
             name: name.to_string(),
