@@ -338,3 +338,30 @@ async fn rm_of_a_shared_file_says_who_shares_it() {
     assert!(r.stderr.contains(&c.peers[0].advertise), "{r}");
     assert!(shared.join("mine.txt").exists());
 }
+
+/// Item 16: the last peer of a ring leaving is not a failure: no hand-off warnings, one line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_peer_leaving_warns_about_nothing() {
+    let info = |_| vec![("RUST_LOG".to_string(), "info".to_string())];
+    let mut c = Cluster::start_each("cli-last", 1, info, true)
+        .converged()
+        .await;
+    upload(&c, "kept.txt", b"k").await;
+    upload(&c, "gone.txt", b"g").await;
+    let del = c
+        .http
+        .delete(c.peers[0].url("/v1/files/gone.txt"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(del.status(), 204);
+    let status = c.peers[0].terminate();
+    assert!(status.success());
+    let log = std::fs::read_to_string(c.root.join("peer-0.log")).expect("log");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("WARN") && l.contains("hand-off")),
+        "{log}"
+    );
+    assert!(log.contains("last peer"), "{log}");
+}
