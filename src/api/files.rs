@@ -41,7 +41,11 @@ pub(super) async fn upload(
         .and_then(|v| v.parse::<u64>().ok());
     let mut stream = body.into_data_stream();
     if declared.is_some_and(|n| n > max) {
-        drain(&mut stream, max).await;
+        // A client that waits for `100 Continue` gets the 413 at once, before sending a byte
+        // (hyper sends the 100 only when the body is read).
+        if !expects_continue(&headers) {
+            drain(&mut stream, max).await;
+        }
         return Err(too_large());
     }
     // Spooled to disk while hashing (bounded memory), stopping as soon as it passes the limit.
@@ -80,6 +84,13 @@ pub(super) async fn upload(
         StatusCode::CREATED
     };
     Ok((status, Json(UploadedView::from(up))).into_response())
+}
+
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
 }
 
 /// Reads and discards what is left of a refused upload, up to about `max` more bytes, so that

@@ -86,6 +86,7 @@ pub fn router(service: Arc<Service>, files: Arc<Files>) -> Router {
                 "method not allowed on this route",
             )
         })
+        .layer(axum::middleware::from_fn(problem::problems_only))
         .with_state(App {
             ring: service,
             files,

@@ -41,7 +41,7 @@ pub(super) async fn join(
     State(app): Api,
     body: Result<Json<JoinBody>, JsonRejection>,
 ) -> Result<Response, Problem> {
-    let Json(body) = body.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let Json(body) = body.map_err(|e| Problem::new(e.status(), e.body_text()))?;
     if split_host_port(&body.bootstrap).is_none() {
         return Err(Problem::new(
             StatusCode::BAD_REQUEST,
@@ -81,7 +81,7 @@ pub(super) async fn lookup_id(
     State(app): Api,
     query: Result<Query<IdQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    let Query(q) = query.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let Query(q) = query.map_err(|e| Problem::new(e.status(), e.body_text()))?;
     let Some(raw) = q.id else {
         return Err(Problem::new(
             StatusCode::BAD_REQUEST,
