@@ -314,6 +314,24 @@ async fn a_peer_that_left_says_so() {
     assert!(r.stderr.contains("not a member"), "{r}");
 }
 
+/// Item 5: `put` of a file over `files.max_file_size` reports the server's 413, not the broken
+/// connection the refused body ends in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_over_the_size_limit_reports_the_servers_answer() {
+    let (c, api) = one_peer("cli-big").await;
+    let file = c.root.join("big.bin");
+    std::fs::write(&file, vec![7u8; 32 << 20]).expect("write");
+    let file = file.to_string_lossy().into_owned();
+    // The old client lost the answer only now and then (a race with the closing connection).
+    for _ in 0..5 {
+        let r = run(&["put", &file, "--api", &api]);
+        assert!(!r.ok(), "{r}");
+        assert!(r.stderr.contains("413"), "{r}");
+        assert!(r.stderr.contains("files.max_file_size"), "{r}");
+        assert!(!r.stderr.contains("cannot reach"), "{r}");
+    }
+}
+
 /// Item 13: `rm` of a file that only a shared directory has says so, instead of "not found".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rm_of_a_shared_file_says_who_shares_it() {

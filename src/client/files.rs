@@ -5,7 +5,10 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::output::{Destination, Sink};
-use super::{GetArgs, NameArgs, PutArgs, encode_segment, peer, print_json, request, send};
+use super::{
+    GetArgs, NameArgs, PutArgs, answer, encode_segment, peer, preflight, print_json, refused,
+    request, send,
+};
 
 fn progress_bar(len: u64, what: &str) -> Option<indicatif::ProgressBar> {
     use std::io::IsTerminal;
@@ -55,7 +58,15 @@ pub async fn put(a: PutArgs) -> anyhow::Result<()> {
         .put(&url)
         .header(reqwest::header::CONTENT_LENGTH, len)
         .body(reqwest::Body::wrap_stream(stream));
-    let result = send(req, &url).await;
+    let result = match req.send().await {
+        Ok(resp) => answer(resp, &url).await,
+        // A refused upload (413) breaks the connection while its body is on the way: ask the
+        // server for its answer again, without the body.
+        Err(e) => match preflight::refusal(&url, len).await {
+            Some((status, text)) => Err(refused(&url, status, text)),
+            None => Err(anyhow::Error::new(e).context(format!("cannot reach {url}"))),
+        },
+    };
     if let Some(b) = bar {
         b.finish_and_clear();
     }

@@ -3,9 +3,10 @@
 
 mod files;
 mod output;
+mod preflight;
 mod ring;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde_json::Value;
 
 pub use files::{get, locate, put, rm};
@@ -94,16 +95,26 @@ async fn send(req: reqwest::RequestBuilder, url: &str) -> anyhow::Result<reqwest
         .send()
         .await
         .with_context(|| format!("cannot reach {url}"))?;
+    answer(resp, url).await
+}
+
+/// A response as the commands take it: a success, or an error carrying the problem's `detail`.
+async fn answer(resp: reqwest::Response, url: &str) -> anyhow::Result<reqwest::Response> {
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);
     }
     let text = resp.text().await.unwrap_or_default();
+    Err(refused(url, status, text))
+}
+
+/// The error for an HTTP error answer: the problem's `detail`, else the body as it came.
+fn refused(url: &str, status: reqwest::StatusCode, text: String) -> anyhow::Error {
     let detail = serde_json::from_str::<Value>(&text)
         .ok()
         .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_string))
         .unwrap_or(text);
-    bail!("{url}: {status}: {detail}")
+    anyhow::anyhow!("{url}: {status}: {detail}")
 }
 
 async fn request(
