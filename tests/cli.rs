@@ -383,3 +383,36 @@ async fn the_last_peer_leaving_warns_about_nothing() {
     );
     assert!(log.contains("last peer"), "{log}");
 }
+
+/// Item 10: scripts/k8s-check.sh finds the binary where cargo put it (CARGO_TARGET_DIR), as
+/// scripts/k8s-emulate.sh does.
+#[test]
+fn the_k8s_check_finds_the_binary_in_cargo_target_dir() {
+    let script =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/k8s-check.sh"))
+            .expect("script");
+    let line = script
+        .lines()
+        .find(|l| l.starts_with("CHORDNET_BIN="))
+        .expect("the CHORDNET_BIN default");
+    let out = Command::new("bash")
+        .args(["-c", &format!("ROOT=/repo; {line}; echo \"$CHORDNET_BIN\"")])
+        .env("CARGO_TARGET_DIR", "/elsewhere")
+        .env_remove("CHORDNET_BIN")
+        .output()
+        .expect("bash");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "/elsewhere/release/chordnet"
+    );
+    let out = Command::new("bash")
+        .args(["-c", &format!("ROOT=/repo; {line}; echo \"$CHORDNET_BIN\"")])
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CHORDNET_BIN")
+        .output()
+        .expect("bash");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "/repo/target/release/chordnet"
+    );
+}
