@@ -25,15 +25,16 @@
 #               healthy-ring facts hold, no alert is active; then SIGTERM makes one peer leave
 #
 # Usage: scripts/k8s-check.sh          (as root on Debian 12 when packages are missing)
-# Environment: CHORDNET_BIN (default target/release/chordnet), K8S_CHECK_CACHE (venv cache,
-# default ~/.cache/chordnet-k8s-check), K8S_CHECK_JOIN=bootstrap|seeds (how the peers find each
+# Environment: CHORDNET_BIN (default $CARGO_TARGET_DIR/release/chordnet, where cargo builds it;
+# without CARGO_TARGET_DIR target/release/chordnet), K8S_CHECK_CACHE (venv cache, default
+# ~/.cache/chordnet-k8s-check), K8S_CHECK_JOIN=bootstrap|seeds (how the peers find each
 # other: --bootstrap through the first one, or like the StatefulSet: all at once with the same
 # CHORDNET_RING__SEEDS list; default bootstrap).
 # Everything it starts is stopped, and its temporary directory removed, when it exits.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CHORDNET_BIN="${CHORDNET_BIN:-$ROOT/target/release/chordnet}"
+CHORDNET_BIN="${CHORDNET_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/chordnet}"
 CACHE_DIR="${K8S_CHECK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/chordnet-k8s-check}"
 JOIN_MODE="${K8S_CHECK_JOIN:-bootstrap}"
 KUBE_VERSIONS=(1.27.0 1.37.0) # oldest supported, newest bundled with kubernetes-validate

@@ -28,6 +28,16 @@ pub struct DevArgs {
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.peers >= 1, "--peers must be at least 1");
+    let peer_ports = port_range("--peer-port", args.peer_port, args.peers)?;
+    let api_ports = port_range("--api-port", args.api_port, args.peers)?;
+    anyhow::ensure!(
+        peer_ports.end() < api_ports.start() || api_ports.end() < peer_ports.start(),
+        "the peer ports {}-{} and the API ports {}-{} overlap: move one with --peer-port or --api-port",
+        peer_ports.start(),
+        peer_ports.end(),
+        api_ports.start(),
+        api_ports.end()
+    );
     let mut peers: Vec<RunningPeer> = Vec::new();
     let first = format!("127.0.0.1:{}", args.peer_port);
     for i in 0..args.peers {
@@ -77,6 +87,20 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     println!("all peers left");
     Ok(())
+}
+
+/// The ports `first`, `first + 1`, … of `peers` peers, checked to be real ports (1..=65535).
+fn port_range(flag: &str, first: u16, peers: u16) -> anyhow::Result<std::ops::RangeInclusive<u16>> {
+    anyhow::ensure!(first > 0, "{flag} must be a port from 1 to 65535, got 0");
+    match first.checked_add(peers - 1) {
+        Some(last) => Ok(first..=last),
+        None => anyhow::bail!(
+            "{flag} {first} with --peers {peers} needs ports up to {}, past 65535: choose a port \
+             of at most {}",
+            u32::from(first) + u32::from(peers) - 1,
+            65536 - u32::from(peers)
+        ),
+    }
 }
 
 /// Creates the directories and a small file in each shared directory.

@@ -427,7 +427,24 @@ fn describe(errors: figment::Error) -> String {
                 }
                 None => "from the defaults".to_string(),
             };
-            format!("`{key}` {source}: {}", e.kind)
+            // figment quotes the whole list of alternatives again (``one of `a`, `b```).
+            let what = match &e.kind {
+                figment::error::Kind::UnknownField(found, expected) => format!(
+                    "unknown key `{found}`, expected {}",
+                    figment::error::OneOf(expected)
+                ),
+                figment::error::Kind::UnknownVariant(found, expected) => format!(
+                    "unknown value `{found}`, expected {}",
+                    figment::error::OneOf(expected)
+                ),
+                kind => kind.to_string(),
+            };
+            // A file that does not parse has no key to name.
+            if key.is_empty() {
+                format!("{source}: {what}")
+            } else {
+                format!("`{key}` {source}: {what}")
+            }
         })
         .collect::<Vec<_>>()
         .join("; ")

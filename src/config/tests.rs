@@ -121,3 +121,27 @@ fn errors_name_the_key_and_the_source() {
         Ok(())
     });
 }
+
+/// Issue 10, item 14: a misspelt key lists the right ones without doubled backticks, and a file
+/// that is not TOML is not blamed on an empty key.
+#[test]
+fn errors_read_cleanly() {
+    Jail::expect_with(|jail| {
+        jail.create_file("typo.toml", "[ring]\nbootstrapp = \"a:1\"\n")?;
+        let err = Config::load(Some("typo.toml".into()), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`bootstrapp`"), "{err}");
+        assert!(err.contains("`bootstrap`"), "{err}");
+        assert!(!err.contains("``"), "{err}");
+        assert!(!err.contains("`one of"), "{err}");
+
+        jail.create_file("broken.toml", "[ring\n")?;
+        let err = Config::load(Some("broken.toml".into()), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("broken.toml"), "{err}");
+        assert!(!err.contains("``"), "{err}");
+        Ok(())
+    });
+}

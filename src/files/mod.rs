@@ -9,12 +9,12 @@
 pub mod handler;
 pub mod hlc;
 pub mod ops;
+pub mod outcome;
 mod publish;
 mod replicate;
 pub mod shared;
 pub mod spool;
 pub mod store;
-pub mod views;
 
 pub use crate::wire::files::{FileMeta, ProviderRecord, Version};
 

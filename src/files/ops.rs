@@ -10,14 +10,14 @@ use std::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::hlc::Hlc;
+use super::outcome::{Locations, Uploaded};
 use super::shared::SharedIndex;
 use super::spool::Spooled;
 use super::store::{Store, StoreError};
-use super::views::{Locations, Uploaded};
 use super::{FileMeta, NameError, ProviderRecord, Version, validate_name};
 use crate::id::Id;
 use crate::ring::{LookupResult, Peer};
-use crate::runtime::{PeerView, Service, ServiceError};
+use crate::runtime::{Service, ServiceError};
 use crate::transport::{BlobClient, Body, Object, PutReply, RefusalKind, TraceCarrier, info};
 
 /// Why a file operation failed, as the API reports it.
@@ -27,6 +27,13 @@ pub enum FilesError {
     Name(#[from] NameError),
     #[error("file {0:?} not found")]
     NotFound(String),
+    /// Nothing was uploaded under the name, but peers share a file of that name from their
+    /// shared directories: only they can remove it.
+    #[error(
+        "file {name:?} was not uploaded to the ring, so there is nothing to delete: it is shared \
+         from the shared directory of {sharers}, and is removed by deleting it there"
+    )]
+    SharedOnly { name: String, sharers: String },
     #[error("{0}")]
     Ring(#[from] ServiceError),
     /// Fewer holders than the quorum answered or stored it; nothing was acknowledged.
@@ -252,7 +259,7 @@ impl Files {
             id,
             size: meta.size,
             sha256: meta.sha256,
-            node: PeerView::from(&node),
+            node,
             replicas: held.len().saturating_sub(1),
             replaced: replaced || current.is_some_and(|c| !c.deleted),
         })
@@ -429,12 +436,12 @@ impl Files {
                 .as_ref()
                 .is_some_and(|m| Some(m.version) == live_version);
             if k > 0 && live {
-                replicas.push(PeerView::from(holder));
+                replicas.push(holder.clone());
             }
             for p in &info.providers {
-                if !providers.iter().any(|v: &PeerView| v.id == p.peer_id) {
+                if !providers.iter().any(|v: &Peer| v.id == p.peer_id) {
                     any = true;
-                    providers.push(PeerView {
+                    providers.push(Peer {
                         id: p.peer_id,
                         address: crate::ring::Address::new(&p.peer),
                     });
@@ -447,7 +454,7 @@ impl Files {
         Ok(Locations {
             name: name.to_string(),
             id,
-            node: PeerView::from(&found.node),
+            node: found.node.clone(),
             replicas,
             providers,
             hops: found.hops,
@@ -460,9 +467,22 @@ impl Files {
         let id = Id::hash(name.as_bytes());
         let found = self.ring.lookup(id).await?;
         let targets = self.placement(&found);
-        let (current, _) = self.read_versions(name, &targets, id, true).await?;
+        let (current, answers) = self.read_versions(name, &targets, id, true).await?;
         let Some(current) = current.filter(|m| !m.deleted) else {
-            return Err(FilesError::NotFound(name.to_string()));
+            // Nothing uploaded; a file some peer shares from its directory is its owner's.
+            let mut sharers: Vec<String> = answers
+                .iter()
+                .flat_map(|(_, a)| a.providers.iter().map(|p| p.peer.clone()))
+                .collect();
+            sharers.sort();
+            sharers.dedup();
+            if sharers.is_empty() {
+                return Err(FilesError::NotFound(name.to_string()));
+            }
+            return Err(FilesError::SharedOnly {
+                name: name.to_string(),
+                sharers: sharers.join(", "),
+            });
         };
         let tombstone = FileMeta {
             name: name.to_string(),

@@ -8,7 +8,7 @@ use tracing::debug;
 
 use super::ProviderRecord;
 use super::ops::{Files, lock};
-use super::views::{NodeFiles, StoredFile};
+use super::outcome::{NodeFiles, StoredFile};
 use crate::id::Id;
 use crate::transport::{BlobQuery, TraceCarrier};
 

@@ -231,8 +231,25 @@ impl Files {
     async fn hand_off_inner(&self) -> (usize, usize) {
         let me = self.me();
         let mut pending = self.store.list();
+        let others: Vec<Peer> = self
+            .ring
+            .successors()
+            .into_iter()
+            .filter(|p| p.id != me.id)
+            .collect();
+        if others.is_empty() {
+            // Not a failure: there is nobody to hand anything to.
+            if !pending.is_empty() {
+                let files = pending.iter().filter(|m| !m.deleted).count();
+                info!(
+                    files,
+                    "the last peer of the ring is leaving: its files leave with it"
+                );
+            }
+            return (0, 0);
+        }
         let mut keys = 0;
-        for successor in self.ring.successors().into_iter().filter(|p| p.id != me.id) {
+        for successor in others {
             if pending.is_empty() {
                 break;
             }
@@ -262,8 +279,19 @@ impl Files {
             info!(keys = handed, bytes, to = %successor.address, successor = %successor.id, "key range handed off");
             pending = failed;
         }
-        for m in &pending {
-            warn!(name = %m.name, "hand-off failed; the key's other copies remain");
+        if !pending.is_empty() {
+            // One line, not one per key; a tombstone that stays behind is no loss of data.
+            let files: Vec<&str> = pending
+                .iter()
+                .filter(|m| !m.deleted)
+                .map(|m| m.name.as_str())
+                .collect();
+            warn!(
+                files = files.len(),
+                tombstones = pending.len() - files.len(),
+                names = ?files.iter().take(10).collect::<Vec<_>>(),
+                "hand-off incomplete: no successor took these keys; their other copies remain"
+            );
         }
         (keys, pending.len())
     }

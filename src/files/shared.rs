@@ -8,17 +8,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use serde::Serialize;
-
 use super::{sha256_hex, validate_name};
 
 /// One shared file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SharedFile {
     pub name: String,
     pub size: u64,
     pub sha256: String,
-    #[serde(skip)]
     modified: Option<SystemTime>,
 }
 

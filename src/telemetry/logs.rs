@@ -101,16 +101,29 @@ impl LogLayer {
         } else {
             ("", "")
         };
-        let _ = write!(line, " {start}{level:>5}{end} {target}: {}", f.message);
+        let _ = write!(line, " {start}{level:>5}{end} {target}: ");
+        escape_into(line, &f.message);
         for (k, v) in &f.values {
+            let _ = write!(line, " {k}=");
             match v {
-                Value::String(s) => {
-                    let _ = write!(line, " {k}={s}");
-                }
+                Value::String(s) => escape_into(line, s),
                 other => {
-                    let _ = write!(line, " {k}={other}");
+                    let _ = write!(line, "{other}");
                 }
             }
+        }
+    }
+}
+
+/// Appends `s` with its control characters escaped (`\n`, `\r`, `\t`, `\u{1b}`, ...): a
+/// user-controlled string (a file name, a peer's answer) can neither start a forged line nor
+/// send escape sequences to a terminal. (JSON lines are escaped by the JSON encoder.)
+fn escape_into(line: &mut String, s: &str) {
+    for c in s.chars() {
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
         }
     }
 }
@@ -242,5 +255,23 @@ mod tests {
         assert_eq!(v["n"], 2);
         assert_eq!(v["trace_id"], "0af7651916cd43dd8448eb211c80319c");
         assert!(v["timestamp"].as_str().is_some_and(|t| t.contains('T')));
+    }
+
+    /// Issue 10, item 8: a user-controlled string (a file name with a newline, an escape
+    /// sequence) cannot forge a log line or drive the terminal, in either format.
+    #[test]
+    fn user_strings_cannot_forge_lines() {
+        let name = "x.txt\n2026-01-01T00:00:00Z  INFO chordnet::service: left the ring\x1b[2J";
+        let out = capture(LogFormat::Text, || {
+            info!(%name, "file stored");
+            info!("stored {name}");
+        });
+        assert_eq!(out.lines().count(), 2, "{out}");
+        assert!(!out.contains('\x1b'), "{out}");
+        assert!(out.contains("x.txt\\n2026"), "{out}");
+        let out = capture(LogFormat::Json, || info!(%name, "file stored {name}"));
+        assert_eq!(out.lines().count(), 1, "{out}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+        assert_eq!(v["name"], name);
     }
 }

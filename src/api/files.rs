@@ -1,0 +1,182 @@
+//! The file routes: upload, download, head, locations, delete, and this peer's files.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+
+use super::Api;
+use super::problem::Problem;
+use super::views::{LocationsView, NodeFilesView, UploadedView};
+use crate::files::FileMeta;
+use crate::files::ops::FilesError;
+use crate::files::spool::spool_stream;
+use crate::files::store::StoreError;
+use crate::transport::BodyError;
+
+pub(super) async fn node_files(State(app): Api) -> Response {
+    Json(NodeFilesView::from(app.files.node_files())).into_response()
+}
+
+pub(super) async fn upload(
+    State(app): Api,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    crate::files::validate_name(&name)
+        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let max = app.ring.config().files.max_file_size;
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("files are limited to {max} bytes (files.max_file_size)"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut stream = body.into_data_stream();
+    if declared.is_some_and(|n| n > max) {
+        // A client that waits for `100 Continue` gets the 413 at once, before sending a byte
+        // (hyper sends the 100 only when the body is read).
+        if !expects_continue(&headers) {
+            drain(&mut stream, max).await;
+        }
+        return Err(too_large());
+    }
+    // Spooled to disk while hashing (bounded memory), stopping as soon as it passes the limit.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, BodyError>>(4);
+    let reader = async move {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| BodyError::Io(format!("reading the body: {e}")));
+            let failed = chunk.is_err();
+            if tx.send(chunk).await.is_err() {
+                break; // the spool stopped (too large): drain what is left
+            }
+            if failed {
+                return stream;
+            }
+        }
+        stream
+    };
+    let chunks =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
+            .boxed();
+    let dir = app.files.spool_dir().to_path_buf();
+    let (mut stream, spooled) = tokio::join!(reader, spool_stream(&dir, chunks, max));
+    let content = match spooled {
+        Ok(s) => s,
+        Err(StoreError::TooLarge { .. }) => {
+            drain(&mut stream, max).await;
+            return Err(too_large());
+        }
+        Err(StoreError::Body(e)) => return Err(Problem::new(StatusCode::BAD_REQUEST, e)),
+        Err(e) => return Err(FilesError::Store(e).into()),
+    };
+    let up = app.files.upload(&name, content).await?;
+    let status = if up.replaced {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(UploadedView::from(up))).into_response())
+}
+
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+}
+
+/// Reads and discards what is left of a refused upload, up to about `max` more bytes, so that
+/// an HTTP/1.1 client that sends its whole body before reading gets the 413 rather than a
+/// broken connection. Past that the connection is simply closed.
+async fn drain(stream: &mut axum::body::BodyDataStream, max: u64) {
+    let mut discarded = 0u64;
+    while discarded <= max {
+        match stream.next().await {
+            Some(Ok(chunk)) => discarded += chunk.len() as u64,
+            _ => return,
+        }
+    }
+}
+
+/// The content as it streams to the user, checked against its SHA-256: a mismatch ends the
+/// response with an error (the connection is cut before the last byte, so no client takes a
+/// corrupt file for a whole one). The holder verified its copy before sending the first byte.
+fn verified(
+    expected: String,
+    body: crate::transport::Body,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send {
+    use sha2::Digest;
+    let state = (body.into_stream(), Some(sha2::Sha256::new()), expected);
+    futures_util::stream::unfold(state, |(mut inner, hasher, expected)| async move {
+        let mut hasher = hasher?;
+        match inner.next().await {
+            Some(Ok(chunk)) => {
+                hasher.update(&chunk);
+                Some((Ok(chunk), (inner, Some(hasher), expected)))
+            }
+            Some(Err(e)) => Some((
+                Err(std::io::Error::other(e.to_string())),
+                (inner, None, expected),
+            )),
+            None => {
+                let got = crate::files::spool::hex(&hasher.finalize());
+                if got == expected {
+                    None
+                } else {
+                    tracing::warn!(%expected, %got, "content failed its sha256 check in transit");
+                    let e = std::io::Error::other("content failed its sha256 check");
+                    Some((Err(e), (inner, None, expected)))
+                }
+            }
+        }
+    })
+}
+
+fn file_headers(meta: &FileMeta) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", meta.sha256)) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.size));
+    h
+}
+
+pub(super) async fn download(
+    State(app): Api,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
+    let object = app.files.download(&name).await?;
+    let headers = file_headers(&object.meta);
+    let body = Body::from_stream(verified(object.meta.sha256.clone(), object.body));
+    Ok((headers, body).into_response())
+}
+
+pub(super) async fn head(State(app): Api, Path(name): Path<String>) -> Result<Response, Problem> {
+    let meta = app.files.head(&name).await?;
+    Ok((file_headers(&meta), ()).into_response())
+}
+
+pub(super) async fn locations(
+    State(app): Api,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
+    let found = app.files.locations(&name).await?;
+    Ok(Json(LocationsView::from(found)).into_response())
+}
+
+pub(super) async fn delete(State(app): Api, Path(name): Path<String>) -> Result<Response, Problem> {
+    app.files.delete(&name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

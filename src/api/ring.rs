@@ -1,0 +1,97 @@
+//! The ring routes: this node, its fingers, the ring walk, join, leave and lookups.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::Api;
+use super::problem::Problem;
+use super::views::LookupView;
+use crate::config::split_host_port;
+use crate::id::Id;
+
+pub(super) async fn node(State(app): Api) -> Response {
+    Json(app.node_view()).into_response()
+}
+
+pub(super) async fn fingers(State(app): Api) -> Response {
+    let fingers: Vec<_> = app
+        .ring
+        .fingers()
+        .into_iter()
+        .map(|(index, start, node)| json!({"index": index, "start": start, "node": node}))
+        .collect();
+    Json(json!({ "fingers": fingers })).into_response()
+}
+
+pub(super) async fn ring(State(app): Api) -> Response {
+    Json(app.ring.ring_walk(100_000).await).into_response()
+}
+
+#[derive(Deserialize)]
+pub(super) struct JoinBody {
+    bootstrap: String,
+}
+
+pub(super) async fn join(
+    State(app): Api,
+    body: Result<Json<JoinBody>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let Json(body) = body.map_err(|e| Problem::new(e.status(), e.body_text()))?;
+    if split_host_port(&body.bootstrap).is_none() {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            format!("bootstrap {:?} is not host:port", body.bootstrap),
+        ));
+    }
+    if body.bootstrap == app.ring.config().node.advertise {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "a peer cannot join through itself",
+        ));
+    }
+    app.ring.join(&body.bootstrap).await?;
+    Ok(Json(app.node_view()).into_response())
+}
+
+pub(super) async fn leave(State(app): Api) -> Result<Response, Problem> {
+    app.files.leave().await?;
+    Ok(Json(app.node_view()).into_response())
+}
+
+pub(super) async fn lookup_key(
+    State(app): Api,
+    Path(key): Path<String>,
+) -> Result<Response, Problem> {
+    let r = app.ring.lookup(Id::hash(key.as_bytes())).await?;
+    let r = app.ring.confirm_responsible(r).await;
+    Ok(Json(LookupView::new(key, r)).into_response())
+}
+
+#[derive(Deserialize)]
+pub(super) struct IdQuery {
+    id: Option<String>,
+}
+
+pub(super) async fn lookup_id(
+    State(app): Api,
+    query: Result<Query<IdQuery>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(q) = query.map_err(|e| Problem::new(e.status(), e.body_text()))?;
+    let Some(raw) = q.id else {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "give a key in the path (/v1/lookup/KEY) or an identifier (?id=40 hex characters)",
+        ));
+    };
+    let id: Id = raw
+        .parse()
+        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, format!("id: {e}")))?;
+    let r = app.ring.lookup(id).await?;
+    let r = app.ring.confirm_responsible(r).await;
+    Ok(Json(LookupView::new(raw, r)).into_response())
+}

@@ -1,0 +1,205 @@
+//! File subcommands: put, get, locate, rm.
+
+use anyhow::{Context, bail};
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use super::output::{Destination, Sink};
+use super::{
+    GetArgs, NameArgs, PutArgs, answer, encode_segment, peer, preflight, print_json, refused,
+    request, send,
+};
+
+fn progress_bar(len: u64, what: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_string());
+    Some(bar)
+}
+
+pub async fn put(a: PutArgs) -> anyhow::Result<()> {
+    let name = match &a.name {
+        Some(n) => n.clone(),
+        None => a
+            .file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+            .context("the file has no usable name; give one with --name")?,
+    };
+    let data = tokio::fs::read(&a.file)
+        .await
+        .with_context(|| format!("reading {}", a.file.display()))?;
+    let len = data.len() as u64;
+    let bar = progress_bar(len, "upload");
+    // Send in chunks so that the bar moves with the bytes actually handed to the network.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        data.chunks(256 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let bar_for_stream = bar.clone();
+    let stream = futures_util::stream::iter(chunks).inspect(move |c| {
+        if let (Some(b), Ok(c)) = (&bar_for_stream, c) {
+            b.inc(c.len() as u64);
+        }
+    });
+    let url = a
+        .target
+        .url(&format!("/v1/files/{}", encode_segment(&name)));
+    let req = reqwest::Client::new()
+        .put(&url)
+        .header(reqwest::header::CONTENT_LENGTH, len)
+        .body(reqwest::Body::wrap_stream(stream));
+    let result = match req.send().await {
+        Ok(resp) => answer(resp, &url).await,
+        // A refused upload (413) breaks the connection while its body is on the way: ask the
+        // server for its answer again, without the body.
+        Err(e) => match preflight::refusal(&url, len).await {
+            Some((status, text)) => Err(refused(&url, status, text)),
+            None => Err(anyhow::Error::new(e).context(format!("cannot reach {url}"))),
+        },
+    };
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let resp = result?;
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    if a.target.json {
+        return print_json(&v);
+    }
+    println!(
+        "{} {} ({} bytes, sha256 {})",
+        if status == reqwest::StatusCode::CREATED {
+            "stored"
+        } else {
+            "replaced"
+        },
+        name,
+        v["size"],
+        v["sha256"].as_str().unwrap_or("?")
+    );
+    println!("at     {}", peer(&v["node"]));
+    println!("copies {} more on its successors", v["replicas"]);
+    Ok(())
+}
+
+pub async fn get(a: GetArgs) -> anyhow::Result<()> {
+    let dest = Destination::resolve(a.output.as_deref(), &a.name)?;
+    if a.target.json && matches!(dest, Destination::Stdout) {
+        bail!("--json prints the answer on stdout: it cannot go with `-o -`");
+    }
+    let url = a
+        .target
+        .url(&format!("/v1/files/{}", encode_segment(&a.name)));
+    let resp = send(reqwest::Client::new().get(&url), &url).await?;
+    let expected = resp
+        .headers()
+        .get(reqwest::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim_matches('"').to_string());
+    let bar = progress_bar(resp.content_length().unwrap_or(0), "download");
+    let mut sink = dest.open().await?;
+    let written = receive(resp, &mut sink, bar.as_ref()).await;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let (size, actual) = match written {
+        Ok(w) => w,
+        Err(e) => {
+            dest.abandon().await;
+            return Err(e);
+        }
+    };
+    drop(sink);
+    if let Some(expected) = expected
+        && expected != actual
+    {
+        dest.abandon().await;
+        bail!(
+            "download corrupted: sha256 {actual}, expected {expected} (written to {})",
+            dest.describe()
+        );
+    }
+    dest.commit().await?;
+    if a.target.json {
+        let v = serde_json::json!({
+            "name": a.name,
+            "size": size,
+            "sha256": actual,
+            "path": dest.describe(),
+        });
+        return print_json(&v);
+    }
+    eprintln!(
+        "{size} bytes written to {} (sha256 {actual})",
+        dest.describe()
+    );
+    Ok(())
+}
+
+/// Streams a download into `sink` while hashing it: (bytes, sha256).
+async fn receive(
+    resp: reqwest::Response,
+    sink: &mut Sink,
+    bar: Option<&indicatif::ProgressBar>,
+) -> anyhow::Result<(u64, String)> {
+    use sha2::Digest;
+    use tokio::io::AsyncWriteExt;
+    let mut hasher = sha2::Sha256::new();
+    let mut size = 0u64;
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.context("reading the download")?;
+        hasher.update(&chunk);
+        sink.write_all(&chunk)
+            .await
+            .context("writing the download")?;
+        size += chunk.len() as u64;
+        if let Some(b) = bar {
+            b.inc(chunk.len() as u64);
+        }
+    }
+    sink.flush().await.context("writing the download")?;
+    Ok((size, chordnet::files::spool::hex(&hasher.finalize())))
+}
+
+pub async fn locate(a: NameArgs) -> anyhow::Result<()> {
+    let path = format!("/v1/files/{}/locations", encode_segment(&a.name));
+    let v = request(&a.target, reqwest::Method::GET, &path, None).await?;
+    if a.target.json {
+        return print_json(&v);
+    }
+    println!("name       {}", a.name);
+    println!("id         {}", v["id"].as_str().unwrap_or("?"));
+    println!("node       {}", peer(&v["node"]));
+    for (label, key) in [("replicas", "replicas"), ("providers", "providers")] {
+        let list = v[key].as_array().cloned().unwrap_or_default();
+        if list.is_empty() {
+            println!("{label:<10} -");
+        }
+        for (i, p) in list.iter().enumerate() {
+            println!("{:<10} {}", if i == 0 { label } else { "" }, peer(p));
+        }
+    }
+    println!("hops       {}", v["hops"]);
+    Ok(())
+}
+
+pub async fn rm(a: NameArgs) -> anyhow::Result<()> {
+    let path = format!("/v1/files/{}", encode_segment(&a.name));
+    request(&a.target, reqwest::Method::DELETE, &path, None).await?;
+    if a.target.json {
+        return print_json(&serde_json::json!({ "name": a.name, "deleted": true }));
+    }
+    println!("deleted {}", a.name);
+    Ok(())
+}

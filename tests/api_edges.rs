@@ -1,0 +1,88 @@
+//! The API at its edges, against a real `chordnet serve` process and raw HTTP/1.1 (what a
+//! library client would never send): every error is a problem document (issue 10, item 17).
+//! Every wait is bounded.
+
+#[path = "support/cluster.rs"]
+mod cluster;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use cluster::*;
+
+/// Sends `head` (and `body`) on a fresh connection and returns what came back until the
+/// server closed it or `limit` passed.
+fn exchange(api: &str, head: &str, body: &[u8], limit: Duration) -> String {
+    let mut stream = TcpStream::connect(api).expect("connect");
+    stream.set_read_timeout(Some(limit)).expect("timeout");
+    stream.write_all(head.as_bytes()).expect("send head");
+    let _ = stream.write_all(body);
+    let mut got = Vec::new();
+    let _ = stream.read_to_end(&mut got);
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+fn status_of(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn is_problem(response: &str) -> bool {
+    response
+        .lines()
+        .any(|l| l.eq_ignore_ascii_case("content-type: application/problem+json"))
+}
+
+/// Item 17: errors the router's extractors and limits produce are problem documents with the
+/// right status, and a refused upload is refused before its body is asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_a_client_sees_is_a_problem_document() {
+    let c = Cluster::start_converged("edges-problems", 1).await;
+    let api = c.peers[0].api.clone();
+    let limit = Duration::from_secs(10);
+
+    // Invalid UTF-8 in a percent-encoded name.
+    let r = exchange(
+        &api,
+        &format!("GET /v1/files/%FF%FE HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"),
+        b"",
+        limit,
+    );
+    assert_eq!(status_of(&r), 400, "{r}");
+    assert!(is_problem(&r), "{r}");
+
+    // A join body past the JSON limit is 413, not 400.
+    let body = format!(r#"{{"bootstrap": "{}"}}"#, "x".repeat(3 << 20));
+    let r = exchange(
+        &api,
+        &format!(
+            "POST /v1/ring/join HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        ),
+        body.as_bytes(),
+        limit,
+    );
+    assert_eq!(status_of(&r), 413, "{r}");
+    assert!(is_problem(&r), "{r}");
+
+    // An upload announced above files.max_file_size (1 MiB here) with Expect: 100-continue
+    // gets its 413 at once, not a 100 Continue.
+    let r = exchange(
+        &api,
+        &format!(
+            "PUT /v1/files/big.bin HTTP/1.1\r\nHost: {api}\r\nContent-Length: {}\r\n\
+             Expect: 100-continue\r\nConnection: close\r\n\r\n",
+            2 << 20
+        ),
+        b"",
+        limit,
+    );
+    assert_eq!(status_of(&r), 413, "{r}");
+    assert!(is_problem(&r), "{r}");
+    assert!(r.contains("files.max_file_size"), "{r}");
+}
