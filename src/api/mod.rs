@@ -41,10 +41,9 @@ impl Clone for App {
 impl App {
     /// `GET /v1/node` (also the answer to join and leave): the ring's view plus the key count,
     /// which only the file layer knows.
-    fn node_view(&self) -> crate::runtime::NodeView {
-        let mut view = self.ring.view();
-        view.keys = self.files.stored_keys();
-        view
+    fn node_view(&self) -> views::NodeView {
+        let api = self.ring.config().api.listen.to_string();
+        views::NodeView::new(&self.ring.status(), api, self.files.stored_keys())
     }
 }
 

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::Api;
 use super::problem::Problem;
-use super::views::LookupView;
+use super::views::{self, LookupView, RingWalkView};
 use crate::config::split_host_port;
 use crate::id::Id;
 
@@ -19,17 +19,13 @@ pub(super) async fn node(State(app): Api) -> Response {
 }
 
 pub(super) async fn fingers(State(app): Api) -> Response {
-    let fingers: Vec<_> = app
-        .ring
-        .fingers()
-        .into_iter()
-        .map(|(index, start, node)| json!({"index": index, "start": start, "node": node}))
-        .collect();
+    let fingers = views::fingers(&app.ring.status());
     Json(json!({ "fingers": fingers })).into_response()
 }
 
 pub(super) async fn ring(State(app): Api) -> Response {
-    Json(app.ring.ring_walk(100_000).await).into_response()
+    let (nodes, complete) = app.ring.ring_walk(100_000).await;
+    Json(RingWalkView::new(&nodes, complete)).into_response()
 }
 
 #[derive(Deserialize)]

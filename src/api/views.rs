@@ -1,12 +1,103 @@
 //! The JSON shapes the REST API answers with, built from the lower layers' domain values.
-//! (The ring's own views, `NodeView`, `PeerView` and `RingWalk`, are still in `runtime`.)
 
 use serde::Serialize;
 
 use crate::files::outcome::{Locations, NodeFiles, SharedFile, StoredFile, Uploaded};
 use crate::id::Id;
-use crate::ring::LookupResult;
-use crate::runtime::PeerView;
+use crate::ring::{Address, LookupResult, Peer};
+use crate::runtime::Status;
+
+/// A peer as the REST API shows it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct PeerView {
+    pub id: Id,
+    pub address: Address,
+}
+
+impl From<&Peer> for PeerView {
+    fn from(p: &Peer) -> PeerView {
+        PeerView {
+            id: p.id,
+            address: p.address.clone(),
+        }
+    }
+}
+
+/// `GET /v1/node` (also the answer to join and leave).
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeView {
+    pub id: Id,
+    pub address: Address,
+    pub api: String,
+    pub state: &'static str,
+    pub ring_id: Option<String>,
+    pub predecessor: Option<PeerView>,
+    pub successors: Vec<PeerView>,
+    pub keys: u64,
+    pub ring_size_estimate: f64,
+    pub stabilization_rounds: u64,
+}
+
+impl NodeView {
+    /// The node's `status`, served at `api`, holding `keys` keys.
+    pub fn new(n: &Status, api: String, keys: u64) -> NodeView {
+        NodeView {
+            id: n.me.id,
+            address: n.me.address.clone(),
+            api,
+            state: n.state_name(),
+            ring_id: n.ring_id.map(|r| r.to_string()),
+            predecessor: n.predecessor.as_ref().map(PeerView::from),
+            successors: n.successors.iter().map(PeerView::from).collect(),
+            keys,
+            ring_size_estimate: n.ring_size_estimate,
+            stabilization_rounds: n.stabilize_rounds,
+        }
+    }
+}
+
+/// One entry of `GET /v1/node/fingers`.
+#[derive(Clone, Debug, Serialize)]
+pub struct FingerView {
+    pub index: usize,
+    pub node: Option<PeerView>,
+    pub start: Id,
+}
+
+/// `GET /v1/node/fingers`: finger i points at the successor of id + 2^i. A finger not known
+/// yet shows the node itself when it is alone (it is then every start's successor), else null.
+pub fn fingers(n: &Status) -> Vec<FingerView> {
+    let alone = n.successor().is_some_and(|s| s.id == n.me.id);
+    n.fingers
+        .iter()
+        .enumerate()
+        .map(|(index, f)| FingerView {
+            index,
+            node: match f {
+                Some(p) => Some(PeerView::from(p)),
+                None if alone => Some(PeerView::from(&n.me)),
+                None => None,
+            },
+            start: n.me.id.add_pow2(index),
+        })
+        .collect()
+}
+
+/// `GET /v1/ring`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RingWalkView {
+    pub nodes: Vec<PeerView>,
+    pub complete: bool,
+}
+
+impl RingWalkView {
+    pub fn new(nodes: &[Peer], complete: bool) -> RingWalkView {
+        RingWalkView {
+            nodes: nodes.iter().map(PeerView::from).collect(),
+            complete,
+        }
+    }
+}
 
 /// `PUT /v1/files/{name}`: 201 or 200.
 #[derive(Clone, Debug, Serialize)]
@@ -140,7 +231,6 @@ impl LookupView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ring::{Address, Peer};
 
     fn peer(n: &str) -> Peer {
         Peer::new(Id::hash(n.as_bytes()), Address::new(n))
@@ -197,6 +287,37 @@ mod tests {
             format!(
                 r#"{{"shared":[],"stored":[{{"name":"f","id":"{id}","size":3,"sha256":"s"}}]}}"#
             )
+        );
+        let n = Status {
+            me: a.clone(),
+            membership: crate::ring::Membership::Member,
+            ring_id: Some(crate::ring::RingId(1)),
+            predecessor: Some(a.clone()),
+            successors: vec![a.clone()],
+            fingers: vec![None; 2].into(),
+            stabilize_rounds: 3,
+            readiness: vec![],
+            ring_size_estimate: 1.0,
+            accepts_keys: true,
+        };
+        assert_eq!(
+            json(NodeView::new(&n, "127.0.0.1:8080".into(), 4)),
+            format!(
+                r#"{{"id":"{}","address":"a:1","api":"127.0.0.1:8080","state":"ready","ring_id":"00000000-0000-0000-0000-000000000001","predecessor":{pa},"successors":[{pa}],"keys":4,"ring_size_estimate":1.0,"stabilization_rounds":3}}"#,
+                a.id
+            )
+        );
+        assert_eq!(
+            json(fingers(&n)),
+            format!(
+                r#"[{{"index":0,"node":{pa},"start":"{}"}},{{"index":1,"node":{pa},"start":"{}"}}]"#,
+                a.id.add_pow2(0),
+                a.id.add_pow2(1)
+            )
+        );
+        assert_eq!(
+            json(RingWalkView::new(std::slice::from_ref(&a), true)),
+            format!(r#"{{"nodes":[{pa}],"complete":true}}"#)
         );
         let shared = SharedFileView {
             name: "g".into(),

@@ -15,7 +15,6 @@ mod events;
 mod remember;
 mod status;
 mod timers;
-mod views;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,8 +59,6 @@ impl From<commands::Closed> for ServiceError {
         ServiceError::ShuttingDown
     }
 }
-
-pub use views::{NodeView, PeerView, RingWalk};
 
 /// One running peer's ring: the handle to the driver that owns the node.
 pub struct Service {
@@ -329,8 +326,9 @@ impl Service {
         confirm.finish()
     }
 
-    /// Walks the ring along successor pointers, starting here.
-    pub async fn ring_walk(&self, limit: usize) -> RingWalk {
+    /// Walks the ring along successor pointers, starting here: the peers seen in ring order
+    /// (this one first), and whether the walk came back here.
+    pub async fn ring_walk(&self, limit: usize) -> (Vec<Peer>, bool) {
         let status = self.status();
         let me = status.me.clone();
         let mut walk = Walk::new(me.clone(), status.successor().cloned(), limit);
@@ -345,47 +343,7 @@ impl Service {
             };
             walk.answered(successors);
         }
-        let (nodes, complete) = walk.finish();
-        RingWalk {
-            nodes: nodes.iter().map(PeerView::from).collect(),
-            complete,
-        }
-    }
-
-    /// The node as `GET /v1/node` shows it.
-    pub fn view(&self) -> NodeView {
-        let n = self.status();
-        NodeView {
-            id: n.me.id,
-            address: n.me.address.clone(),
-            api: self.config.api.listen.to_string(),
-            state: n.state_name(),
-            ring_id: n.ring_id.map(|r| r.to_string()),
-            predecessor: n.predecessor.as_ref().map(PeerView::from),
-            successors: n.successors.iter().map(PeerView::from).collect(),
-            keys: 0, // the file layer fills it in
-            ring_size_estimate: n.ring_size_estimate,
-            stabilization_rounds: n.stabilize_rounds,
-        }
-    }
-
-    /// Fingers as `(index, start, node)`; a finger not known yet shows the node itself when
-    /// it is alone (it is then every start's successor), else nothing.
-    pub fn fingers(&self) -> Vec<(usize, Id, Option<PeerView>)> {
-        let n = self.status();
-        let alone = n.successor().is_some_and(|s| s.id == n.me.id);
-        n.fingers
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                let node = match f {
-                    Some(p) => Some(PeerView::from(p)),
-                    None if alone => Some(PeerView::from(&n.me)),
-                    None => None,
-                };
-                (i, n.me.id.add_pow2(i), node)
-            })
-            .collect()
+        walk.finish()
     }
 
     /// Why the peer is not ready; empty when it is.
