@@ -37,7 +37,11 @@ pub(super) async fn join(
     State(app): Api,
     body: Result<Json<JoinBody>, JsonRejection>,
 ) -> Result<Response, Problem> {
-    let Json(body) = body.map_err(|e| Problem::new(e.status(), e.body_text()))?;
+    // A body over the limit is 413; any other unreadable body is the client's mistake: 400.
+    let Json(body) = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => Problem::new(e.status(), e.body_text()),
+        _ => Problem::new(StatusCode::BAD_REQUEST, e.body_text()),
+    })?;
     if split_host_port(&body.bootstrap).is_none() {
         return Err(Problem::new(
             StatusCode::BAD_REQUEST,
