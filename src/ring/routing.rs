@@ -85,20 +85,26 @@ impl Node {
             self.set_predecessor(None);
         }
         if let Some(pos) = self.successors.iter().position(|p| p.id == id) {
-            self.successors.remove(pos);
+            let gone = self.successors.remove(pos);
+            // Fingers go first, so that the fall-back cannot pick the peer being forgotten.
+            self.forget_finger(id);
             if self.successors.is_empty() {
-                self.fall_back_successor();
+                self.fall_back_successor(Some(gone));
             } else if pos == 0 {
                 let new = self.successors[0].clone();
-                self.emit(RingEvent::SuccessorChanged { old: None, new });
+                self.emit(RingEvent::SuccessorChanged {
+                    old: Some(gone),
+                    new,
+                });
             }
         }
         self.forget_finger(id);
         self.notifiers.remove(&id);
     }
 
-    /// Every successor is gone: take the closest finger after us, or ourselves.
-    pub(super) fn fall_back_successor(&mut self) {
+    /// Every successor is gone (the last one was `old`, when known): take the closest finger
+    /// after us, or ourselves.
+    pub(super) fn fall_back_successor(&mut self, old: Option<Peer>) {
         let me = self.me.id;
         let next = self
             .fingers
@@ -109,9 +115,6 @@ impl Node {
             .cloned()
             .unwrap_or_else(|| self.me.clone());
         self.successors = vec![next.clone()];
-        self.emit(RingEvent::SuccessorChanged {
-            old: None,
-            new: next,
-        });
+        self.emit(RingEvent::SuccessorChanged { old, new: next });
     }
 }

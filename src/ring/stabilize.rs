@@ -29,7 +29,7 @@ impl Node {
 
     pub(super) fn stabilize_step(&mut self) {
         if self.successors.is_empty() {
-            self.fall_back_successor();
+            self.fall_back_successor(None);
         }
         let succ = self.successors[0].clone();
         if succ.id == self.me.id {

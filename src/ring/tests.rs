@@ -285,6 +285,38 @@ fn graceful_leave_closes_the_ring_at_once() {
 }
 
 #[test]
+fn a_dead_successor_is_reported_as_the_old_one_and_never_taken_back_from_the_fingers() {
+    // r = 1: the successor list holds only the successor, so its death empties the list and the
+    // node falls back on its fingers, which may still point at the dead peer.
+    let mut net = build(4, 1);
+    let a = 0;
+    let succ = net.nodes[a].successor().unwrap().clone();
+    let dead = net.index(&succ.address).unwrap();
+    net.dead[dead] = true;
+    net.events.clear();
+    for _ in 0..10 {
+        net.round();
+    }
+    let changes: Vec<&RingEvent> = net
+        .events
+        .iter()
+        .filter(|(i, e)| *i == a && matches!(e, RingEvent::SuccessorChanged { .. }))
+        .map(|(_, e)| e)
+        .collect();
+    assert!(
+        matches!(changes.first(), Some(RingEvent::SuccessorChanged { old: Some(o), .. }) if o.id == succ.id),
+        "{changes:?}"
+    );
+    assert!(
+        changes
+            .iter()
+            .all(|e| !matches!(e, RingEvent::SuccessorChanged { new, .. } if new.id == succ.id)),
+        "the dead successor came back: {changes:?}"
+    );
+    assert!(net.ring_is_correct());
+}
+
+#[test]
 fn the_last_two_nodes_can_leave() {
     let mut net = build(2, 4);
     net.nodes[1].leave();
