@@ -70,12 +70,24 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     let api = format!("http://{}", peers[0].api_addr);
     println!();
+    // Files go in through one peer and out through another: any peer serves any file.
+    let other = |k: usize| format!("http://{}", peers[k.min(peers.len() - 1)].api_addr);
+    let last = peers.len() - 1;
     println!("Try:");
     println!("  curl -s {api}/v1/node");
     println!("  curl -s {api}/v1/ring");
     println!("  curl -s {api}/v1/lookup/hello.txt");
     println!("  cargo run --release -- ring --api {api}");
     println!("  cargo run --release -- lookup hello.txt --api {api}");
+    println!(
+        "  cargo run --release -- put ./some-file.pdf --api {}",
+        other(3)
+    );
+    println!(
+        "  cargo run --release -- get some-file.pdf -o copy.pdf --api {}",
+        other(5)
+    );
+    println!("  cargo run --release -- locate hello-from-peer-{last}.txt --api {api}");
     println!();
     println!("Ctrl-C leaves the ring gracefully, one peer after another.");
 
