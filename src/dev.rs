@@ -56,7 +56,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .with_context(|| format!("starting peer {i}"))?;
         peers.push(p);
     }
-    wait_until_ready(&peers).await;
+    let ready = wait_until_ready(&peers).await;
 
     println!("chordnet dev ring: {} peers on 127.0.0.1", peers.len());
     println!();
@@ -89,6 +89,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     );
     println!("  cargo run --release -- locate hello-from-peer-{last}.txt --api {api}");
     println!();
+    if ready == peers.len() {
+        let s = if ready == 1 { "" } else { "s" };
+        println!("ring ready: {ready} peer{s}");
+    } else {
+        println!("{ready} of {} peers ready so far", peers.len());
+    }
     println!("Ctrl-C leaves the ring gracefully, one peer after another.");
 
     crate::shutdown_signal().await;
@@ -129,8 +135,8 @@ fn prepare_dirs(config: &Config, i: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits (bounded) until every peer is ready, logging progress.
-async fn wait_until_ready(peers: &[RunningPeer]) {
+/// Waits (bounded) until every peer is ready, logging progress; how many are.
+async fn wait_until_ready(peers: &[RunningPeer]) -> usize {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let not_ready = peers
@@ -138,11 +144,11 @@ async fn wait_until_ready(peers: &[RunningPeer]) {
             .filter(|p| !p.service.readiness().is_empty())
             .count();
         if not_ready == 0 {
-            return;
+            return peers.len();
         }
         if tokio::time::Instant::now() > deadline {
             info!(not_ready, "some peers are not ready yet; continuing");
-            return;
+            return peers.len() - not_ready;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

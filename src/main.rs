@@ -6,6 +6,7 @@ mod dev;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -54,6 +55,10 @@ enum Command {
     Join(client::JoinArgs),
     /// Make a peer leave its ring gracefully.
     Leave(client::Target),
+    /// List a peer's files: shared from its directory, stored for the ring.
+    Ls(client::Target),
+    /// One screen about a peer: itself, its ring, readiness, what it stores.
+    Status(client::Target),
 }
 
 #[derive(clap::Args)]
@@ -124,8 +129,18 @@ struct SimArgs {
     json: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", client::failure::report(&e));
+            ExitCode::from(client::failure::exit_code(&e))
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Dev(args) => {
@@ -146,6 +161,8 @@ fn main() -> anyhow::Result<()> {
         Command::Rm(a) => runtime()?.block_on(client::rm(a)),
         Command::Join(a) => runtime()?.block_on(client::join(a)),
         Command::Leave(t) => runtime()?.block_on(client::leave(t)),
+        Command::Ls(t) => runtime()?.block_on(client::ls(t)),
+        Command::Status(t) => runtime()?.block_on(client::status(t)),
     }
 }
 

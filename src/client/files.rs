@@ -4,6 +4,7 @@ use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use serde_json::Value;
 
+use super::failure::HttpError;
 use super::output::{Destination, Sink};
 use super::{
     GetArgs, NameArgs, PutArgs, answer, encode_segment, peer, preflight, print_json, refused,
@@ -93,7 +94,7 @@ pub async fn put(a: PutArgs) -> anyhow::Result<()> {
 }
 
 pub async fn get(a: GetArgs) -> anyhow::Result<()> {
-    let dest = Destination::resolve(a.output.as_deref(), &a.name)?;
+    let dest = Destination::resolve(a.output.as_deref(), &a.name, a.force)?;
     if a.target.json && matches!(dest, Destination::Stdout) {
         bail!("--json prints the answer on stdout: it cannot go with `-o -`");
     }
@@ -174,7 +175,11 @@ async fn receive(
 
 pub async fn locate(a: NameArgs) -> anyhow::Result<()> {
     let path = format!("/v1/files/{}/locations", encode_segment(&a.name));
-    let v = request(&a.target, reqwest::Method::GET, &path, None).await?;
+    let v = match request(&a.target, reqwest::Method::GET, &path, None).await {
+        Ok(v) => v,
+        Err(e) if is_not_found(&e) => return Err(no_copy(&a).await),
+        Err(e) => return Err(e),
+    };
     if a.target.json {
         return print_json(&v);
     }
@@ -192,6 +197,31 @@ pub async fn locate(a: NameArgs) -> anyhow::Result<()> {
     }
     println!("hops       {}", v["hops"]);
     Ok(())
+}
+
+fn is_not_found(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<HttpError>()
+        .is_some_and(|h| h.status == reqwest::StatusCode::NOT_FOUND)
+}
+
+/// `locate` of a name nobody has: where it would live, and that no copy exists (still a 404).
+async fn no_copy(a: &NameArgs) -> anyhow::Error {
+    let path = format!("/v1/lookup/{}", encode_segment(&a.name));
+    let responsible = match request(&a.target, reqwest::Method::GET, &path, None).await {
+        Ok(v) => format!("the peer responsible for it is {}", peer(&v["node"])),
+        Err(e) => format!("and the peer responsible for it could not be found: {e}"),
+    };
+    HttpError {
+        url: a
+            .target
+            .url(&format!("/v1/files/{}/locations", encode_segment(&a.name))),
+        status: reqwest::StatusCode::NOT_FOUND,
+        detail: format!(
+            "no copy of {:?} exists (nobody uploaded or shares it); {responsible}",
+            a.name
+        ),
+    }
+    .into()
 }
 
 pub async fn rm(a: NameArgs) -> anyhow::Result<()> {

@@ -3,6 +3,7 @@
 use anyhow::bail;
 use serde_json::Value;
 
+use super::failure::Unavailable;
 use super::{JoinArgs, LookupArgs, Target, encode_segment, peer, print_json, request};
 
 fn print_node(v: &Value) {
@@ -106,12 +107,13 @@ pub async fn ring(t: Target) -> anyhow::Result<()> {
         }
     }
     if !complete {
-        bail!(
+        return Err(Unavailable(format!(
             "the walk did not come back to the start after {} peers: the ring is not closed \
              (a peer failed, joined or left moments ago; it closes within a few stabilization \
              rounds)",
             nodes.len()
-        );
+        ))
+        .into());
     }
     if !t.json {
         println!("the walk came back to the start: the ring is closed");
@@ -147,7 +149,13 @@ pub async fn join(a: JoinArgs) -> anyhow::Result<()> {
     if a.target.json {
         return print_json(&v);
     }
-    print_node(&v);
+    println!(
+        "{} joined ring {} through {} (successor {})",
+        me(&v),
+        v["ring_id"].as_str().unwrap_or("-"),
+        a.bootstrap,
+        v["successors"].get(0).map_or("-".into(), me)
+    );
     Ok(())
 }
 
@@ -156,6 +164,19 @@ pub async fn leave(t: Target) -> anyhow::Result<()> {
     if t.json {
         return print_json(&v);
     }
-    print_node(&v);
+    println!(
+        "{} left the ring (state {}; `chordnet join BOOTSTRAP` joins again)",
+        me(&v),
+        v["state"].as_str().unwrap_or("-")
+    );
     Ok(())
+}
+
+/// A peer as one word: `id@address`, as the logs show it.
+fn me(v: &Value) -> String {
+    format!(
+        "{}@{}",
+        v["id"].as_str().unwrap_or("?"),
+        v["address"].as_str().unwrap_or("?")
+    )
 }

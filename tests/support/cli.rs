@@ -35,10 +35,16 @@ impl std::fmt::Display for Run {
 /// Runs `chordnet ARGS` and waits at most `limit` for it; `None` if it was still running then
 /// (it is killed).
 pub fn run_bounded(args: &[&str], limit: Duration) -> Option<Run> {
+    run_bounded_env(args, &[], limit)
+}
+
+/// [`run_bounded`] with `env` added to the environment.
+pub fn run_bounded_env(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Option<Run> {
     let mut child = Command::new(BIN)
         .args(args)
         .env_remove("CHORDNET_API")
         .env_remove("RUST_BACKTRACE")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
