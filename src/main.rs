@@ -69,7 +69,8 @@ struct ServeArgs {
     /// Peer-protocol address other peers use (host:port; DNS names allowed).
     #[arg(long)]
     advertise: Option<String>,
-    /// Where the peer protocol listens (default 0.0.0.0 with the advertised port).
+    /// Where the peer protocol listens (default: the advertised port, on 127.0.0.1 when the
+    /// advertised address is loopback, else on 0.0.0.0).
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// Where the REST API, probes and /metrics listen (default 127.0.0.1:8080).
