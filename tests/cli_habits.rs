@@ -164,3 +164,18 @@ fn dev_says_when_the_ring_is_ready() {
     assert!(status.success(), "{status}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Shell completions, and a --help with examples and the exit codes.
+#[test]
+fn completions_and_help_with_examples() {
+    let r = run(&["completions", "bash"]);
+    assert!(r.ok(), "{r}");
+    assert!(r.stdout.contains("_chordnet"), "{r}");
+    assert!(r.stdout.contains("locate"), "{r}");
+    let r = run(&["completions", "zsh"]);
+    assert!(r.ok() && r.stdout.contains("#compdef chordnet"), "{r}");
+    let r = run(&["--help"]);
+    assert!(r.ok(), "{r}");
+    assert!(r.stdout.contains("Examples:"), "{r}");
+    assert!(r.stdout.contains("Exit codes"), "{r}");
+}
