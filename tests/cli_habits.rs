@@ -179,3 +179,35 @@ fn completions_and_help_with_examples() {
     assert!(r.stdout.contains("Examples:"), "{r}");
     assert!(r.stdout.contains("Exit codes"), "{r}");
 }
+
+/// `--quiet` prints nothing on success and leaves errors and exit codes as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_prints_nothing_but_errors() {
+    let (c, api) = one_peer("habits-quiet").await;
+    let file = c.root.join("q.txt");
+    std::fs::write(&file, b"quiet").expect("write");
+    let f = file.to_string_lossy().into_owned();
+    let out = c.root.join("q-copy.txt").to_string_lossy().into_owned();
+    for args in [
+        vec!["put", &f, "-q"],
+        vec!["get", "q.txt", "-o", &out, "--quiet"],
+        vec!["locate", "q.txt", "-q"],
+        vec!["ring", "-q"],
+        vec!["status", "-q"],
+        vec!["rm", "q.txt", "-q"],
+    ] {
+        let mut args = args;
+        args.extend(["--api", &api]);
+        let r = run(&args);
+        assert!(r.ok(), "{args:?}: {r}");
+        assert_eq!(r.stdout, "", "{args:?}: {r}");
+        assert_eq!(r.stderr, "", "{args:?}: {r}");
+    }
+    assert_eq!(
+        std::fs::read(c.root.join("q-copy.txt")).expect("copy"),
+        b"quiet"
+    );
+    let r = run(&["get", "q.txt", "-q", "--api", &api]);
+    assert_eq!(r.code, Some(3), "{r}");
+    assert!(r.stderr.contains("not found"), "{r}");
+}

@@ -42,7 +42,7 @@ pub async fn put(a: PutArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("reading {}", a.file.display()))?;
     let len = data.len() as u64;
-    let bar = progress_bar(len, "upload");
+    let bar = progress_bar(len, "upload").filter(|_| !a.target.quiet);
     // Send in chunks so that the bar moves with the bytes actually handed to the network.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         data.chunks(256 * 1024).map(|c| Ok(c.to_vec())).collect();
@@ -74,6 +74,9 @@ pub async fn put(a: PutArgs) -> anyhow::Result<()> {
     let resp = result?;
     let status = resp.status();
     let v: Value = resp.json().await.unwrap_or(Value::Null);
+    if a.target.quiet {
+        return Ok(());
+    }
     if a.target.json {
         return print_json(&v);
     }
@@ -107,7 +110,8 @@ pub async fn get(a: GetArgs) -> anyhow::Result<()> {
         .get(reqwest::header::ETAG)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim_matches('"').to_string());
-    let bar = progress_bar(resp.content_length().unwrap_or(0), "download");
+    let bar =
+        progress_bar(resp.content_length().unwrap_or(0), "download").filter(|_| !a.target.quiet);
     let mut sink = dest.open().await?;
     let written = receive(resp, &mut sink, bar.as_ref()).await;
     if let Some(b) = bar {
@@ -131,6 +135,9 @@ pub async fn get(a: GetArgs) -> anyhow::Result<()> {
         );
     }
     dest.commit().await?;
+    if a.target.quiet {
+        return Ok(());
+    }
     if a.target.json {
         let v = serde_json::json!({
             "name": a.name,
@@ -180,6 +187,9 @@ pub async fn locate(a: NameArgs) -> anyhow::Result<()> {
         Err(e) if is_not_found(&e) => return Err(no_copy(&a).await),
         Err(e) => return Err(e),
     };
+    if a.target.quiet {
+        return Ok(());
+    }
     if a.target.json {
         return print_json(&v);
     }
@@ -227,6 +237,9 @@ async fn no_copy(a: &NameArgs) -> anyhow::Error {
 pub async fn rm(a: NameArgs) -> anyhow::Result<()> {
     let path = format!("/v1/files/{}", encode_segment(&a.name));
     request(&a.target, reqwest::Method::DELETE, &path, None).await?;
+    if a.target.quiet {
+        return Ok(());
+    }
     if a.target.json {
         return print_json(&serde_json::json!({ "name": a.name, "deleted": true }));
     }

@@ -26,6 +26,9 @@ pub struct Target {
     /// Print the JSON answer instead of a table.
     #[arg(long)]
     json: bool,
+    /// Print nothing on success (errors still go to stderr; the exit code tells).
+    #[arg(short, long, conflicts_with = "json")]
+    quiet: bool,
 }
 
 #[derive(clap::Args)]

@@ -8,6 +8,9 @@ use super::{Target, print_json, request};
 
 pub async fn ls(t: Target) -> anyhow::Result<()> {
     let v = request(&t, reqwest::Method::GET, "/v1/node/files", None).await?;
+    if t.quiet {
+        return Ok(());
+    }
     if t.json {
         return print_json(&v);
     }
@@ -53,6 +56,9 @@ pub async fn status(t: Target) -> anyhow::Result<()> {
     } else {
         None
     };
+    if t.quiet {
+        return Ok(());
+    }
     if t.json {
         let all = serde_json::json!({ "node": node, "ready": ready, "ring": walk });
         return print_json(&all);

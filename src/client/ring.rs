@@ -32,6 +32,9 @@ fn print_node(v: &Value) {
 
 pub async fn node(t: Target) -> anyhow::Result<()> {
     let v = request(&t, reqwest::Method::GET, "/v1/node", None).await?;
+    if t.quiet {
+        return Ok(());
+    }
     if t.json {
         return print_json(&v);
     }
@@ -41,6 +44,9 @@ pub async fn node(t: Target) -> anyhow::Result<()> {
 
 pub async fn fingers(t: Target) -> anyhow::Result<()> {
     let v = request(&t, reqwest::Method::GET, "/v1/node/fingers", None).await?;
+    if t.quiet {
+        return Ok(());
+    }
     if t.json {
         return print_json(&v);
     }
@@ -99,7 +105,9 @@ pub async fn ring(t: Target) -> anyhow::Result<()> {
     let v = request(&t, reqwest::Method::GET, "/v1/ring", None).await?;
     let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
     let complete = v["complete"].as_bool().unwrap_or(false);
-    if t.json {
+    if t.quiet {
+        // the exit code tells
+    } else if t.json {
         print_json(&v)?;
     } else {
         for (i, p) in nodes.iter().enumerate() {
@@ -115,7 +123,7 @@ pub async fn ring(t: Target) -> anyhow::Result<()> {
         ))
         .into());
     }
-    if !t.json {
+    if !t.json && !t.quiet {
         println!("the walk came back to the start: the ring is closed");
     }
     Ok(())
@@ -124,6 +132,9 @@ pub async fn ring(t: Target) -> anyhow::Result<()> {
 pub async fn lookup(a: LookupArgs) -> anyhow::Result<()> {
     let path = format!("/v1/lookup/{}", encode_segment(&a.key));
     let v = request(&a.target, reqwest::Method::GET, &path, None).await?;
+    if a.target.quiet {
+        return Ok(());
+    }
     if a.target.json {
         return print_json(&v);
     }
@@ -146,6 +157,9 @@ pub async fn join(a: JoinArgs) -> anyhow::Result<()> {
         Some(body),
     )
     .await?;
+    if a.target.quiet {
+        return Ok(());
+    }
     if a.target.json {
         return print_json(&v);
     }
@@ -161,6 +175,9 @@ pub async fn join(a: JoinArgs) -> anyhow::Result<()> {
 
 pub async fn leave(t: Target) -> anyhow::Result<()> {
     let v = request(&t, reqwest::Method::POST, "/v1/ring/leave", None).await?;
+    if t.quiet {
+        return Ok(());
+    }
     if t.json {
         return print_json(&v);
     }
