@@ -8,7 +8,7 @@ mod cli;
 #[path = "support/cluster.rs"]
 mod cluster;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -102,7 +102,8 @@ async fn locate_of_an_unknown_name_shows_the_responsible_peer() {
     assert!(r.stderr.contains(&c.peers[0].advertise), "{r}");
 }
 
-/// `dev` says when its ring is ready, and Ctrl-C (SIGINT) ends it with exit code 0.
+/// `dev` says when its ring is ready, prints its banner again on Enter, and Ctrl-C (SIGINT)
+/// ends it with exit code 0.
 #[test]
 fn dev_says_when_the_ring_is_ready() {
     let dir = std::env::temp_dir().join(format!("chordnet-habits-dev-{}", std::process::id()));
@@ -121,11 +122,13 @@ fn dev_says_when_the_ring_is_ready() {
         ])
         .args(["--dir", &d])
         .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("start dev");
     let stdout = child.stdout.take().expect("stdout");
+    let mut stdin = child.stdin.take().expect("stdin");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -135,16 +138,23 @@ fn dev_says_when_the_ring_is_ready() {
         }
     });
     let mut seen = Vec::new();
-    while !seen.iter().any(|l: &String| l.starts_with("Ctrl-C")) {
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => seen.push(line),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("no banner: {seen:?}");
+    let mut banners = |want: usize, seen: &mut Vec<String>| {
+        while seen.iter().filter(|l| l.starts_with("Ctrl-C")).count() < want {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => seen.push(line),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("no banner: {seen:?}");
+                }
             }
         }
-    }
+    };
+    banners(1, &mut seen);
     assert!(seen.iter().any(|l| l == "ring ready: 1 peer"), "{seen:?}");
+    stdin.write_all(b"\n").expect("Enter");
+    banners(2, &mut seen);
+    assert_eq!(seen.iter().filter(|l| *l == "Try:").count(), 2, "{seen:?}");
+    drop(stdin);
     let sent = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
