@@ -14,7 +14,23 @@ use cluster::*;
 /// waiting for the next republish (30 s by default: set to 60 s here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_file_downloads_right_after_its_key_moves() {
-    let (mut c, ports) = Cluster::empty("shared-moves", 2);
+    shared_file_downloads_after_its_key_moves("shared-moves", &[]).await;
+}
+
+/// The same when the old owner is not among the new owner's holders (one copy per key here;
+/// in a bigger ring, a key that moved twice): its provider records must move with the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_records_move_with_their_key() {
+    let one_copy = [
+        ("CHORDNET_RING__REPLICAS", "1"),
+        ("CHORDNET_FILES__WRITE_QUORUM", "1"),
+        ("CHORDNET_FILES__READ_QUORUM", "1"),
+    ];
+    shared_file_downloads_after_its_key_moves("shared-records-move", &one_copy).await;
+}
+
+async fn shared_file_downloads_after_its_key_moves(name: &str, env: &[(&str, &str)]) {
+    let (mut c, ports) = Cluster::empty(name, 2);
     let advertise: Vec<String> = (0..2)
         .map(|i| format!("127.0.0.1:{}", ports[2 * i]))
         .collect();
@@ -44,7 +60,8 @@ async fn a_shared_file_downloads_right_after_its_key_moves() {
     for n in &names {
         std::fs::write(dir0.join("shared").join(n), n.as_bytes()).expect("write");
     }
-    let slow = [("CHORDNET_FILES__REPUBLISH_INTERVAL", "60s")];
+    let mut slow = vec![("CHORDNET_FILES__REPUBLISH_INTERVAL", "60s")];
+    slow.extend_from_slice(env);
     c.peers
         .push(spawn_with(&advertise[0], &api[0], &dir0, None, &slow));
     wait_for("the sharer is ready", Duration::from_secs(30), || {
