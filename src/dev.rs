@@ -56,30 +56,31 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .with_context(|| format!("starting peer {i}"))?;
         peers.push(p);
     }
-    wait_until_ready(&peers).await;
+    let ready = wait_until_ready(&peers).await;
 
-    println!("chordnet dev ring: {} peers on 127.0.0.1", peers.len());
-    println!();
-    println!("  {:<4} {:<42} {:<22} peer", "#", "id", "API");
-    for (i, p) in peers.iter().enumerate() {
-        let me = p.service.me();
-        println!(
-            "  {:<4} {:<42} http://{:<15} {}",
-            i, me.id, p.api_addr, me.address
-        );
+    print!("{}", banner(&peers, ready));
+    println!("(Enter prints this again.)");
+    let (again_tx, mut again) = tokio::sync::mpsc::unbounded_channel();
+    // A plain thread: a read blocked on a terminal must not hold the runtime's shutdown.
+    std::thread::spawn(move || {
+        for _ in std::io::stdin().lines().map_while(Result::ok) {
+            if again_tx.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    let signal = crate::shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            _ = &mut signal => break,
+            Some(()) = again.recv() => {
+                let ready = peers.iter().filter(|p| p.service.readiness().is_empty()).count();
+                print!("{}", banner(&peers, ready));
+            }
+        }
     }
-    let api = format!("http://{}", peers[0].api_addr);
-    println!();
-    println!("Try:");
-    println!("  curl -s {api}/v1/node");
-    println!("  curl -s {api}/v1/ring");
-    println!("  curl -s {api}/v1/lookup/hello.txt");
-    println!("  cargo run --release -- ring --api {api}");
-    println!("  cargo run --release -- lookup hello.txt --api {api}");
-    println!();
-    println!("Ctrl-C leaves the ring gracefully, one peer after another.");
 
-    crate::shutdown_signal().await;
     println!("leaving...");
     // One after another, so that no two neighbours leave at the same moment.
     while let Some(p) = peers.pop() {
@@ -87,6 +88,64 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     println!("all peers left");
     Ok(())
+}
+
+/// What dev prints once its peers run (again on Enter): the peers, commands to try, the
+/// state of the ring.
+fn banner(peers: &[RunningPeer], ready: usize) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let api = format!("http://{}", peers[0].api_addr);
+    // Files go in through one peer and out through another: any peer serves any file.
+    let other = |k: usize| format!("http://{}", peers[k.min(peers.len() - 1)].api_addr);
+    let last = peers.len() - 1;
+    let _ = writeln!(
+        out,
+        "chordnet dev ring: {} peers on 127.0.0.1\n",
+        peers.len()
+    );
+    let _ = writeln!(out, "  {:<4} {:<42} {:<22} peer", "#", "id", "API");
+    for (i, p) in peers.iter().enumerate() {
+        let me = p.service.me();
+        let _ = writeln!(
+            out,
+            "  {:<4} {:<42} http://{:<15} {}",
+            i, me.id, p.api_addr, me.address
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Try:");
+    let _ = writeln!(out, "  curl -s {api}/v1/node");
+    let _ = writeln!(out, "  curl -s {api}/v1/ring");
+    let _ = writeln!(out, "  curl -s {api}/v1/lookup/hello.txt");
+    let _ = writeln!(out, "  cargo run --release -- ring --api {api}");
+    let _ = writeln!(out, "  cargo run --release -- lookup hello.txt --api {api}");
+    let _ = writeln!(
+        out,
+        "  cargo run --release -- put ./some-file.pdf --api {}",
+        other(3)
+    );
+    let _ = writeln!(
+        out,
+        "  cargo run --release -- get some-file.pdf -o copy.pdf --api {}",
+        other(5)
+    );
+    let _ = writeln!(
+        out,
+        "  cargo run --release -- locate hello-from-peer-{last}.txt --api {api}"
+    );
+    let _ = writeln!(out);
+    if ready == peers.len() {
+        let s = if ready == 1 { "" } else { "s" };
+        let _ = writeln!(out, "ring ready: {ready} peer{s}");
+    } else {
+        let _ = writeln!(out, "{ready} of {} peers ready so far", peers.len());
+    }
+    let _ = writeln!(
+        out,
+        "Ctrl-C leaves the ring gracefully, one peer after another."
+    );
+    out
 }
 
 /// The ports `first`, `first + 1`, … of `peers` peers, checked to be real ports (1..=65535).
@@ -117,8 +176,8 @@ fn prepare_dirs(config: &Config, i: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits (bounded) until every peer is ready, logging progress.
-async fn wait_until_ready(peers: &[RunningPeer]) {
+/// Waits (bounded) until every peer is ready, logging progress; how many are.
+async fn wait_until_ready(peers: &[RunningPeer]) -> usize {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let not_ready = peers
@@ -126,11 +185,11 @@ async fn wait_until_ready(peers: &[RunningPeer]) {
             .filter(|p| !p.service.readiness().is_empty())
             .count();
         if not_ready == 0 {
-            return;
+            return peers.len();
         }
         if tokio::time::Instant::now() > deadline {
             info!(not_ready, "some peers are not ready yet; continuing");
-            return;
+            return peers.len() - not_ready;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

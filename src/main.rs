@@ -6,6 +6,7 @@ mod dev;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -19,12 +20,27 @@ use chordnet::telemetry;
 #[command(
     name = "chordnet",
     version,
-    about = "A peer-to-peer file-sharing network on Chord"
+    about = "A peer-to-peer file-sharing network on Chord",
+    after_help = EXAMPLES
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+const EXAMPLES: &str = "\
+Examples:
+  chordnet dev                                  a local ring of 8 peers (Ctrl-C leaves)
+  chordnet status                               this peer, its ring, readiness
+  chordnet put ./report.pdf                     upload (the name in the ring: report.pdf)
+  chordnet get report.pdf -o ~/Downloads/       download into a directory
+  chordnet locate report.pdf                    who holds it, who shares it
+  chordnet ls --api 127.0.0.1:8083              the files of another peer
+  chordnet serve --advertise 10.0.0.5:7000 --bootstrap 10.0.0.4:7000
+  chordnet sim --nodes 10000 --lookups 1000000
+
+Every client command takes --api (URL or host:port; CHORDNET_API) and --json.
+Exit codes: 0 done, 1 error, 2 usage, 3 not found, 4 unavailable.";
 
 #[derive(Subcommand)]
 enum Command {
@@ -54,6 +70,19 @@ enum Command {
     Join(client::JoinArgs),
     /// Make a peer leave its ring gracefully.
     Leave(client::Target),
+    /// List a peer's files: shared from its directory, stored for the ring.
+    Ls(client::Target),
+    /// One screen about a peer: itself, its ring, readiness, what it stores.
+    Status(client::Target),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = "Examples:\n  \
+        chordnet completions bash > /etc/bash_completion.d/chordnet\n  \
+        chordnet completions zsh > \"${fpath[1]}/_chordnet\"\n  \
+        chordnet completions fish > ~/.config/fish/completions/chordnet.fish")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(clap::Args)]
@@ -64,7 +93,8 @@ struct ServeArgs {
     /// Peer-protocol address other peers use (host:port; DNS names allowed).
     #[arg(long)]
     advertise: Option<String>,
-    /// Where the peer protocol listens (default 0.0.0.0 with the advertised port).
+    /// Where the peer protocol listens (default: the advertised port, on 127.0.0.1 when the
+    /// advertised address is loopback, else on 0.0.0.0).
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// Where the REST API, probes and /metrics listen (default 127.0.0.1:8080).
@@ -124,8 +154,18 @@ struct SimArgs {
     json: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", client::failure::report(&e));
+            ExitCode::from(client::failure::exit_code(&e))
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Dev(args) => {
@@ -146,6 +186,14 @@ fn main() -> anyhow::Result<()> {
         Command::Rm(a) => runtime()?.block_on(client::rm(a)),
         Command::Join(a) => runtime()?.block_on(client::join(a)),
         Command::Leave(t) => runtime()?.block_on(client::leave(t)),
+        Command::Ls(t) => runtime()?.block_on(client::ls(t)),
+        Command::Status(t) => runtime()?.block_on(client::status(t)),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "chordnet", &mut std::io::stdout());
+            Ok(())
+        }
     }
 }
 

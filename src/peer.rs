@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -17,6 +18,9 @@ use crate::runtime::{Endpoint, Service};
 use crate::transport::layers::{Layered, serving};
 use crate::transport::{Handlers, ServeOptions, TransportError, TransportFactory, registry};
 use crate::wire::Address;
+
+/// How long open requests may take to finish once a peer stops serving.
+pub const SERVER_DRAIN: Duration = Duration::from_secs(3);
 
 /// Why a peer could not start.
 #[derive(Debug, thiserror::Error)]
@@ -131,12 +135,19 @@ impl RunningPeer {
         self.stop_now().await;
     }
 
-    /// Stops at once without leaving, as a crash would look to the other peers.
+    /// Stops at once without leaving, as a crash would look to the other peers. Requests in
+    /// flight get [`SERVER_DRAIN`] to finish; connections still open then are closed, so no
+    /// client (a body held open, a download read slowly) can hold the peer up.
     pub async fn stop_now(self) {
         self.service.stop();
         let _ = self.stop.send(true);
-        for s in self.servers {
-            let _ = s.await;
+        let mut servers = self.servers;
+        let finished = futures_util::future::join_all(servers.iter_mut());
+        if tokio::time::timeout(SERVER_DRAIN, finished).await.is_err() {
+            warn!(after = ?SERVER_DRAIN, "connections still open at shutdown; closing them");
+            for s in &servers {
+                s.abort();
+            }
         }
     }
 }

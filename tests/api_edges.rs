@@ -1,13 +1,13 @@
 //! The API at its edges, against a real `chordnet serve` process and raw HTTP/1.1 (what a
-//! library client would never send): every error is a problem document (issue 10, item 17).
-//! Every wait is bounded.
+//! library client would never send): every error is a problem document, bodies cannot hold a
+//! peer up (issue 10, items 3 and 17). Every wait is bounded.
 
 #[path = "support/cluster.rs"]
 mod cluster;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cluster::*;
 
@@ -85,4 +85,58 @@ async fn every_error_a_client_sees_is_a_problem_document() {
     assert_eq!(status_of(&r), 413, "{r}");
     assert!(is_problem(&r), "{r}");
     assert!(r.contains("files.max_file_size"), "{r}");
+}
+
+/// Item 3: a client holding an upload body open neither keeps the peer alive past SIGTERM nor
+/// holds its connection for ever: bodies have a read time-out (`transport.progress_timeout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_held_open_times_out_and_does_not_hold_shutdown_up() {
+    let env = |_| {
+        vec![(
+            "CHORDNET_TRANSPORT__PROGRESS_TIMEOUT".to_string(),
+            "1s".to_string(),
+        )]
+    };
+    let mut c = Cluster::start_each("edges-slow-body", 1, env, false)
+        .converged()
+        .await;
+    let api = c.peers[0].api.clone();
+    // Declares 1000 bytes, sends 10, then nothing: answered with 408 once a second passes
+    // without a byte.
+    let started = Instant::now();
+    let r = exchange(
+        &api,
+        &format!("PUT /v1/files/slow.bin HTTP/1.1\r\nHost: {api}\r\nContent-Length: 1000\r\n\r\n"),
+        b"0123456789",
+        Duration::from_secs(15),
+    );
+    assert_eq!(status_of(&r), 408, "{r}");
+    assert!(is_problem(&r), "{r}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{r}");
+
+    // Two more held open while the peer is told to stop: it exits, bounded.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(&api).expect("connect");
+        let head = format!(
+            "PUT /v1/files/held.bin HTTP/1.1\r\nHost: {api}\r\nContent-Length: 1000\r\n\r\n0123"
+        );
+        s.write_all(head.as_bytes()).expect("send");
+        held.push(s);
+    }
+    let pid = c.peers[0].child.as_ref().expect("running").id();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let stopping = Instant::now();
+    let status = c.peers[0].terminate_started();
+    assert!(status.success(), "{status}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "exit took {:?}",
+        stopping.elapsed()
+    );
+    drop(held);
 }

@@ -1,107 +1,18 @@
 //! The command line as a user meets it: the real `chordnet` binary's client subcommands and
 //! `dev` against real peers on 127.0.0.1 (issue 10). Every wait is bounded.
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/cluster.rs"]
 mod cluster;
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use cli::*;
 use cluster::*;
 use serde_json::Value;
-
-/// What a finished `chordnet` run printed.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ok(&self) -> bool {
-        self.code == Some(0)
-    }
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs `chordnet ARGS` and waits at most `limit` for it; `None` if it was still running then
-/// (it is killed).
-fn run_bounded(args: &[&str], limit: Duration) -> Option<Run> {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env_remove("CHORDNET_API")
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start chordnet");
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for chordnet") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let run = Run {
-        code: status.and_then(|s| s.code()),
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    };
-    status.map(|_| run)
-}
-
-/// Runs a client command (bounded: 30 s).
-fn run(args: &[&str]) -> Run {
-    run_bounded(args, Duration::from_secs(30))
-        .unwrap_or_else(|| panic!("chordnet {args:?} did not finish within 30 s"))
-}
-
-/// A one-peer ring and its API URL.
-async fn one_peer(name: &str) -> (Cluster, String) {
-    let c = Cluster::start_converged(name, 1).await;
-    let api = format!("http://{}", c.peers[0].api);
-    (c, api)
-}
-
-async fn upload(c: &Cluster, name: &str, data: &[u8]) {
-    let resp = c
-        .http
-        .put(c.peers[0].url(&format!("/v1/files/{name}")))
-        .body(data.to_vec())
-        .send()
-        .await
-        .expect("upload");
-    assert!(resp.status().is_success(), "{}", resp.status());
-}
 
 fn partial_files(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)

@@ -1,5 +1,7 @@
 //! The file routes: upload, download, head, locations, delete, and this peer's files.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -29,6 +31,8 @@ pub(super) async fn upload(
     crate::files::validate_name(&name)
         .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     let max = app.ring.config().files.max_file_size;
+    // A client that stops sending cannot hold the request (and the peer's shutdown) for ever.
+    let progress = app.ring.config().transport.progress_timeout;
     let too_large = || {
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -44,34 +48,51 @@ pub(super) async fn upload(
         // A client that waits for `100 Continue` gets the 413 at once, before sending a byte
         // (hyper sends the 100 only when the body is read).
         if !expects_continue(&headers) {
-            drain(&mut stream, max).await;
+            drain(&mut stream, max, progress).await;
         }
         return Err(too_large());
     }
     // Spooled to disk while hashing (bounded memory), stopping as soon as it passes the limit.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, BodyError>>(4);
     let reader = async move {
-        while let Some(chunk) = stream.next().await {
+        loop {
+            let chunk = match tokio::time::timeout(progress, stream.next()).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => return (stream, false),
+                Err(_) => {
+                    let stalled = BodyError::Io("the body stopped arriving".into());
+                    let _ = tx.send(Err(stalled)).await;
+                    return (stream, true);
+                }
+            };
             let chunk = chunk.map_err(|e| BodyError::Io(format!("reading the body: {e}")));
             let failed = chunk.is_err();
             if tx.send(chunk).await.is_err() {
-                break; // the spool stopped (too large): drain what is left
+                return (stream, false); // the spool stopped (too large): drain what is left
             }
             if failed {
-                return stream;
+                return (stream, false);
             }
         }
-        stream
     };
     let chunks =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
             .boxed();
     let dir = app.files.spool_dir().to_path_buf();
-    let (mut stream, spooled) = tokio::join!(reader, spool_stream(&dir, chunks, max));
+    let ((mut stream, stalled), spooled) = tokio::join!(reader, spool_stream(&dir, chunks, max));
+    if stalled {
+        return Err(Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "no byte of the body arrived for {} (transport.progress_timeout)",
+                humantime::format_duration(progress)
+            ),
+        ));
+    }
     let content = match spooled {
         Ok(s) => s,
         Err(StoreError::TooLarge { .. }) => {
-            drain(&mut stream, max).await;
+            drain(&mut stream, max, progress).await;
             return Err(too_large());
         }
         Err(StoreError::Body(e)) => return Err(Problem::new(StatusCode::BAD_REQUEST, e)),
@@ -95,12 +116,13 @@ fn expects_continue(headers: &HeaderMap) -> bool {
 
 /// Reads and discards what is left of a refused upload, up to about `max` more bytes, so that
 /// an HTTP/1.1 client that sends its whole body before reading gets the 413 rather than a
-/// broken connection. Past that the connection is simply closed.
-async fn drain(stream: &mut axum::body::BodyDataStream, max: u64) {
+/// broken connection. Past that, or once no byte came for `progress`, the connection is
+/// simply closed.
+async fn drain(stream: &mut axum::body::BodyDataStream, max: u64, progress: Duration) {
     let mut discarded = 0u64;
     while discarded <= max {
-        match stream.next().await {
-            Some(Ok(chunk)) => discarded += chunk.len() as u64,
+        match tokio::time::timeout(progress, stream.next()).await {
+            Ok(Some(Ok(chunk))) => discarded += chunk.len() as u64,
             _ => return,
         }
     }

@@ -37,11 +37,7 @@ pub(super) async fn join(
     State(app): Api,
     body: Result<Json<JoinBody>, JsonRejection>,
 ) -> Result<Response, Problem> {
-    // A body over the limit is 413; any other unreadable body is the client's mistake: 400.
-    let Json(body) = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => Problem::new(e.status(), e.body_text()),
-        _ => Problem::new(StatusCode::BAD_REQUEST, e.body_text()),
-    })?;
+    let Json(body) = body.map_err(|e| rejected(e.status(), e.body_text()))?;
     if split_host_port(&body.bootstrap).is_none() {
         return Err(Problem::new(
             StatusCode::BAD_REQUEST,
@@ -56,6 +52,17 @@ pub(super) async fn join(
     }
     app.ring.join(&body.bootstrap).await?;
     Ok(Json(app.node_view()).into_response())
+}
+
+/// A request the extractors refused: their status (413 for a body past the limit, 415 for
+/// one that is not JSON), except that a body of the wrong shape is a plain 400.
+fn rejected(status: StatusCode, text: String) -> Problem {
+    let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
+        StatusCode::BAD_REQUEST
+    } else {
+        status
+    };
+    Problem::new(status, text)
 }
 
 pub(super) async fn leave(State(app): Api) -> Result<Response, Problem> {
@@ -81,7 +88,7 @@ pub(super) async fn lookup_id(
     State(app): Api,
     query: Result<Query<IdQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    let Query(q) = query.map_err(|e| Problem::new(e.status(), e.body_text()))?;
+    let Query(q) = query.map_err(|e| rejected(e.status(), e.body_text()))?;
     let Some(raw) = q.id else {
         return Err(Problem::new(
             StatusCode::BAD_REQUEST,

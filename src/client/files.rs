@@ -4,6 +4,7 @@ use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use serde_json::Value;
 
+use super::failure::HttpError;
 use super::output::{Destination, Sink};
 use super::{
     GetArgs, NameArgs, PutArgs, answer, encode_segment, peer, preflight, print_json, refused,
@@ -41,7 +42,7 @@ pub async fn put(a: PutArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("reading {}", a.file.display()))?;
     let len = data.len() as u64;
-    let bar = progress_bar(len, "upload");
+    let bar = progress_bar(len, "upload").filter(|_| !a.target.quiet);
     // Send in chunks so that the bar moves with the bytes actually handed to the network.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         data.chunks(256 * 1024).map(|c| Ok(c.to_vec())).collect();
@@ -73,6 +74,9 @@ pub async fn put(a: PutArgs) -> anyhow::Result<()> {
     let resp = result?;
     let status = resp.status();
     let v: Value = resp.json().await.unwrap_or(Value::Null);
+    if a.target.quiet {
+        return Ok(());
+    }
     if a.target.json {
         return print_json(&v);
     }
@@ -93,7 +97,7 @@ pub async fn put(a: PutArgs) -> anyhow::Result<()> {
 }
 
 pub async fn get(a: GetArgs) -> anyhow::Result<()> {
-    let dest = Destination::resolve(a.output.as_deref(), &a.name)?;
+    let dest = Destination::resolve(a.output.as_deref(), &a.name, a.force)?;
     if a.target.json && matches!(dest, Destination::Stdout) {
         bail!("--json prints the answer on stdout: it cannot go with `-o -`");
     }
@@ -106,7 +110,8 @@ pub async fn get(a: GetArgs) -> anyhow::Result<()> {
         .get(reqwest::header::ETAG)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim_matches('"').to_string());
-    let bar = progress_bar(resp.content_length().unwrap_or(0), "download");
+    let bar =
+        progress_bar(resp.content_length().unwrap_or(0), "download").filter(|_| !a.target.quiet);
     let mut sink = dest.open().await?;
     let written = receive(resp, &mut sink, bar.as_ref()).await;
     if let Some(b) = bar {
@@ -130,6 +135,9 @@ pub async fn get(a: GetArgs) -> anyhow::Result<()> {
         );
     }
     dest.commit().await?;
+    if a.target.quiet {
+        return Ok(());
+    }
     if a.target.json {
         let v = serde_json::json!({
             "name": a.name,
@@ -174,7 +182,14 @@ async fn receive(
 
 pub async fn locate(a: NameArgs) -> anyhow::Result<()> {
     let path = format!("/v1/files/{}/locations", encode_segment(&a.name));
-    let v = request(&a.target, reqwest::Method::GET, &path, None).await?;
+    let v = match request(&a.target, reqwest::Method::GET, &path, None).await {
+        Ok(v) => v,
+        Err(e) if is_not_found(&e) => return Err(no_copy(&a).await),
+        Err(e) => return Err(e),
+    };
+    if a.target.quiet {
+        return Ok(());
+    }
     if a.target.json {
         return print_json(&v);
     }
@@ -194,9 +209,37 @@ pub async fn locate(a: NameArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn is_not_found(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<HttpError>()
+        .is_some_and(|h| h.status == reqwest::StatusCode::NOT_FOUND)
+}
+
+/// `locate` of a name nobody has: where it would live, and that no copy exists (still a 404).
+async fn no_copy(a: &NameArgs) -> anyhow::Error {
+    let path = format!("/v1/lookup/{}", encode_segment(&a.name));
+    let responsible = match request(&a.target, reqwest::Method::GET, &path, None).await {
+        Ok(v) => format!("the peer responsible for it is {}", peer(&v["node"])),
+        Err(e) => format!("and the peer responsible for it could not be found: {e}"),
+    };
+    HttpError {
+        url: a
+            .target
+            .url(&format!("/v1/files/{}/locations", encode_segment(&a.name))),
+        status: reqwest::StatusCode::NOT_FOUND,
+        detail: format!(
+            "no copy of {:?} exists (nobody uploaded or shares it); {responsible}",
+            a.name
+        ),
+    }
+    .into()
+}
+
 pub async fn rm(a: NameArgs) -> anyhow::Result<()> {
     let path = format!("/v1/files/{}", encode_segment(&a.name));
     request(&a.target, reqwest::Method::DELETE, &path, None).await?;
+    if a.target.quiet {
+        return Ok(());
+    }
     if a.target.json {
         return print_json(&serde_json::json!({ "name": a.name, "deleted": true }));
     }

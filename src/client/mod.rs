@@ -1,8 +1,10 @@
 //! Client subcommands: talk to any peer's REST API and print tables (or `--json`).
 //! `mod.rs` holds the arguments and the HTTP plumbing; `ring.rs` and `files.rs` the commands.
 
+pub mod failure;
 mod files;
 mod output;
+mod overview;
 mod preflight;
 mod ring;
 
@@ -10,6 +12,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 pub use files::{get, locate, put, rm};
+pub use overview::{ls, status};
 pub use ring::{fingers, join, leave, lookup, node, ring};
 
 /// The local dev ring's first peer.
@@ -17,12 +20,15 @@ pub const DEFAULT_API: &str = "http://127.0.0.1:8080";
 
 #[derive(clap::Args)]
 pub struct Target {
-    /// The peer's API base URL.
+    /// The peer's API: a base URL, or host:port.
     #[arg(long, default_value = DEFAULT_API, env = "CHORDNET_API")]
     api: String,
     /// Print the JSON answer instead of a table.
     #[arg(long)]
     json: bool,
+    /// Print nothing on success (errors still go to stderr; the exit code tells).
+    #[arg(short, long, conflicts_with = "json")]
+    quiet: bool,
 }
 
 #[derive(clap::Args)]
@@ -54,6 +60,9 @@ pub struct GetArgs {
     /// to, never replaced.
     #[arg(short, long)]
     output: Option<std::path::PathBuf>,
+    /// Overwrite an existing file that -o does not name itself (no -o, or -o DIR).
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     target: Target,
 }
@@ -84,8 +93,14 @@ fn file_name(s: &str) -> Result<String, String> {
 }
 
 impl Target {
+    /// `--api` as a URL (`host:port` alone means `http://host:port`) with `path` appended.
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.api.trim_end_matches('/'))
+        let base = self.api.trim_end_matches('/');
+        if base.contains("://") {
+            format!("{base}{path}")
+        } else {
+            format!("http://{base}{path}")
+        }
     }
 }
 
@@ -108,13 +123,26 @@ async fn answer(resp: reqwest::Response, url: &str) -> anyhow::Result<reqwest::R
     Err(refused(url, status, text))
 }
 
-/// The error for an HTTP error answer: the problem's `detail`, else the body as it came.
+/// The error for an HTTP error answer: the problem's `detail`, else the body as it came
+/// (with a hint when the answer is not from a chordnet API at all).
 fn refused(url: &str, status: reqwest::StatusCode, text: String) -> anyhow::Error {
-    let detail = serde_json::from_str::<Value>(&text)
+    let detail = match serde_json::from_str::<Value>(&text)
         .ok()
         .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or(text);
-    anyhow::anyhow!("{url}: {status}: {detail}")
+    {
+        Some(detail) => detail,
+        None if status == reqwest::StatusCode::NOT_FOUND => format!(
+            "{text} (this is not a chordnet REST API: a peer-protocol port? the API listens on \
+             api.listen, 127.0.0.1:8080 by default)"
+        ),
+        None => text,
+    };
+    failure::HttpError {
+        url: url.to_string(),
+        status,
+        detail,
+    }
+    .into()
 }
 
 async fn request(

@@ -29,17 +29,27 @@ pub type Sink = Box<dyn AsyncWrite + Unpin + Send>;
 
 impl Destination {
     /// Where `-o output` (none: `name` in the current directory) puts the file `name`, which
-    /// is a valid file name (so it cannot leave a directory it is joined to).
-    pub fn resolve(output: Option<&Path>, name: &str) -> anyhow::Result<Destination> {
+    /// is a valid file name (so it cannot leave a directory it is joined to). A file the user
+    /// did not name (no `-o`, or `-o DIR`) is not overwritten unless `force`.
+    pub fn resolve(output: Option<&Path>, name: &str, force: bool) -> anyhow::Result<Destination> {
+        let chosen_for_the_user = |path: PathBuf| {
+            if !force && std::fs::symlink_metadata(&path).is_ok() {
+                bail!(
+                    "{} exists: --force overwrites it, -o names another place",
+                    path.display()
+                );
+            }
+            file_at(path)
+        };
         let Some(out) = output else {
-            return file_at(PathBuf::from(name));
+            return chosen_for_the_user(PathBuf::from(name));
         };
         if out.as_os_str() == "-" {
             return Ok(Destination::Stdout);
         }
         let dir_meant = out.as_os_str().as_encoded_bytes().ends_with(b"/");
         match std::fs::metadata(out) {
-            Ok(md) if md.is_dir() => file_at(out.join(name)),
+            Ok(md) if md.is_dir() => chosen_for_the_user(out.join(name)),
             Ok(_) if dir_meant => bail!("{} is not a directory", out.display()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir_meant => {
                 bail!("directory {} does not exist", out.display())
@@ -130,22 +140,22 @@ mod tests {
     fn destinations() {
         let dir = std::env::temp_dir().join(format!("chordnet-out-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
-        let d = Destination::resolve(Some(&dir), "x.txt").expect("dir");
+        let d = Destination::resolve(Some(&dir), "x.txt", false).expect("dir");
         assert_eq!(d.describe(), dir.join("x.txt").display().to_string());
-        let d = Destination::resolve(None, "x.txt").expect("cwd");
+        let d = Destination::resolve(None, "x.txt", false).expect("cwd");
         assert!(
             matches!(&d, Destination::Regular { tmp, .. } if tmp.ends_with(".x.txt.chordnet-part"))
         );
         assert!(matches!(
-            Destination::resolve(Some(Path::new("-")), "x").expect("stdout"),
+            Destination::resolve(Some(Path::new("-")), "x", false).expect("stdout"),
             Destination::Stdout
         ));
         assert!(matches!(
-            Destination::resolve(Some(Path::new("/dev/null")), "x").expect("device"),
+            Destination::resolve(Some(Path::new("/dev/null")), "x", false).expect("device"),
             Destination::Special(_)
         ));
         let missing = dir.join("missing/");
-        assert!(Destination::resolve(Some(&missing), "x").is_err());
+        assert!(Destination::resolve(Some(&missing), "x", false).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -3,6 +3,7 @@
 use anyhow::bail;
 use serde_json::Value;
 
+use super::failure::Unavailable;
 use super::{JoinArgs, LookupArgs, Target, encode_segment, peer, print_json, request};
 
 fn print_node(v: &Value) {
@@ -31,6 +32,9 @@ fn print_node(v: &Value) {
 
 pub async fn node(t: Target) -> anyhow::Result<()> {
     let v = request(&t, reqwest::Method::GET, "/v1/node", None).await?;
+    if t.quiet {
+        return Ok(());
+    }
     if t.json {
         return print_json(&v);
     }
@@ -40,6 +44,9 @@ pub async fn node(t: Target) -> anyhow::Result<()> {
 
 pub async fn fingers(t: Target) -> anyhow::Result<()> {
     let v = request(&t, reqwest::Method::GET, "/v1/node/fingers", None).await?;
+    if t.quiet {
+        return Ok(());
+    }
     if t.json {
         return print_json(&v);
     }
@@ -98,7 +105,9 @@ pub async fn ring(t: Target) -> anyhow::Result<()> {
     let v = request(&t, reqwest::Method::GET, "/v1/ring", None).await?;
     let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
     let complete = v["complete"].as_bool().unwrap_or(false);
-    if t.json {
+    if t.quiet {
+        // the exit code tells
+    } else if t.json {
         print_json(&v)?;
     } else {
         for (i, p) in nodes.iter().enumerate() {
@@ -106,14 +115,15 @@ pub async fn ring(t: Target) -> anyhow::Result<()> {
         }
     }
     if !complete {
-        bail!(
+        return Err(Unavailable(format!(
             "the walk did not come back to the start after {} peers: the ring is not closed \
              (a peer failed, joined or left moments ago; it closes within a few stabilization \
              rounds)",
             nodes.len()
-        );
+        ))
+        .into());
     }
-    if !t.json {
+    if !t.json && !t.quiet {
         println!("the walk came back to the start: the ring is closed");
     }
     Ok(())
@@ -122,6 +132,9 @@ pub async fn ring(t: Target) -> anyhow::Result<()> {
 pub async fn lookup(a: LookupArgs) -> anyhow::Result<()> {
     let path = format!("/v1/lookup/{}", encode_segment(&a.key));
     let v = request(&a.target, reqwest::Method::GET, &path, None).await?;
+    if a.target.quiet {
+        return Ok(());
+    }
     if a.target.json {
         return print_json(&v);
     }
@@ -144,18 +157,43 @@ pub async fn join(a: JoinArgs) -> anyhow::Result<()> {
         Some(body),
     )
     .await?;
+    if a.target.quiet {
+        return Ok(());
+    }
     if a.target.json {
         return print_json(&v);
     }
-    print_node(&v);
+    println!(
+        "{} joined ring {} through {} (successor {})",
+        me(&v),
+        v["ring_id"].as_str().unwrap_or("-"),
+        a.bootstrap,
+        v["successors"].get(0).map_or("-".into(), me)
+    );
     Ok(())
 }
 
 pub async fn leave(t: Target) -> anyhow::Result<()> {
     let v = request(&t, reqwest::Method::POST, "/v1/ring/leave", None).await?;
+    if t.quiet {
+        return Ok(());
+    }
     if t.json {
         return print_json(&v);
     }
-    print_node(&v);
+    println!(
+        "{} left the ring (state {}; `chordnet join BOOTSTRAP` joins again)",
+        me(&v),
+        v["state"].as_str().unwrap_or("-")
+    );
     Ok(())
+}
+
+/// A peer as one word: `id@address`, as the logs show it.
+fn me(v: &Value) -> String {
+    format!(
+        "{}@{}",
+        v["id"].as_str().unwrap_or("?"),
+        v["address"].as_str().unwrap_or("?")
+    )
 }

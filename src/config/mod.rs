@@ -380,11 +380,18 @@ impl Config {
         Ok(())
     }
 
-    /// Where the peer protocol listens.
+    /// Where the peer protocol listens: `node.listen`, else the advertised port on loopback
+    /// when the advertised address is a loopback one (a laptop does not expose its peer port),
+    /// and on every interface otherwise (other hosts must reach it).
     pub fn peer_listen(&self) -> SocketAddr {
         self.node.listen.unwrap_or_else(|| {
-            let port = split_host_port(&self.node.advertise).map_or(7000, |(_, p)| p);
-            SocketAddr::from(([0, 0, 0, 0], port))
+            let (host, port) = split_host_port(&self.node.advertise).unwrap_or(("", 7000));
+            let ip: std::net::IpAddr = match host.parse::<std::net::IpAddr>() {
+                Ok(ip) if ip.is_loopback() => ip,
+                Err(_) if host.eq_ignore_ascii_case("localhost") => [127, 0, 0, 1].into(),
+                _ => [0, 0, 0, 0].into(),
+            };
+            SocketAddr::new(ip, port)
         })
     }
 

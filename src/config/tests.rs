@@ -7,7 +7,7 @@ use figment::Jail;
 #[test]
 fn defaults_are_sane() {
     let c = Config::default();
-    assert_eq!(c.peer_listen(), "0.0.0.0:7000".parse().unwrap());
+    assert_eq!(c.peer_listen(), "127.0.0.1:7000".parse().unwrap());
     assert_eq!(c.node_id(), Id::hash("127.0.0.1:7000"));
     assert_eq!(c.files.max_file_size, 64 << 20);
     c.validate().unwrap();
@@ -144,4 +144,23 @@ fn errors_read_cleanly() {
         assert!(!err.contains("``"), "{err}");
         Ok(())
     });
+}
+
+/// Issue 10 ("what users expect"): without `node.listen` the peer protocol listens on loopback
+/// when the advertised address is loopback, on every interface otherwise.
+#[test]
+fn the_peer_protocol_listens_on_loopback_unless_advertised_elsewhere() {
+    let listen = |advertise: &str| {
+        let mut c = Config::default();
+        c.node.advertise = advertise.to_string();
+        c.peer_listen().to_string()
+    };
+    assert_eq!(listen("127.0.0.1:7000"), "127.0.0.1:7000");
+    assert_eq!(listen("localhost:7001"), "127.0.0.1:7001");
+    assert_eq!(listen("[::1]:7002"), "[::1]:7002");
+    assert_eq!(listen("10.1.2.3:7003"), "0.0.0.0:7003");
+    assert_eq!(listen("chordnet-0.chordnet-headless:7000"), "0.0.0.0:7000");
+    let mut c = Config::default();
+    c.node.listen = Some("0.0.0.0:7000".parse().unwrap());
+    assert_eq!(c.peer_listen().to_string(), "0.0.0.0:7000");
 }

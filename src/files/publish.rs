@@ -128,4 +128,50 @@ impl Files {
             }
         }
     }
+
+    /// Provider records held here for keys this peer is no longer responsible for (a peer
+    /// joined before it) go to the peer now responsible: reads ask the holders of a key, and
+    /// the old owner may not be one of them any more. Without this a shared file would be
+    /// unfindable until its sharer's next republish. Returns how many records moved.
+    pub(super) async fn move_provider_records(&self) -> u64 {
+        let now = Instant::now();
+        let moving: Vec<ProviderRecord> = {
+            let mut providers = lock(&self.providers);
+            providers.retain(|_, list| {
+                list.retain(|(_, expires)| *expires > now);
+                !list.is_empty()
+            });
+            providers
+                .iter()
+                .filter(|(id, _)| !self.ring.owns(**id))
+                .flat_map(|(_, list)| list.iter().map(|(r, _)| r.clone()))
+                .collect()
+        };
+        let me = self.me();
+        let mut moved = 0;
+        for record in moving {
+            let Ok(found) = self.ring.lookup(record.id).await else {
+                continue;
+            };
+            if found.node.id == me.id {
+                continue; // our view of the ring is behind; next round
+            }
+            let (id, peer_id) = (record.id, record.peer_id);
+            let query = BlobQuery::PutProvider { record };
+            let sent = self
+                .blob
+                .query(&found.node.address, query, TraceCarrier::current())
+                .await;
+            match sent {
+                Ok(_) => {
+                    moved += 1;
+                    if let Some(list) = lock(&self.providers).get_mut(&id) {
+                        list.retain(|(r, _)| r.peer_id != peer_id);
+                    }
+                }
+                Err(e) => debug!(%id, error = %e, "could not move a provider record"),
+            }
+        }
+        moved
+    }
 }

@@ -39,6 +39,7 @@ impl Files {
                     replicas_pushed = done.replicas_pushed,
                     keys_handed = done.keys_handed,
                     copies_dropped = done.copies_dropped,
+                    provider_records_moved = done.records_moved,
                     replica_deficit = done.deficit,
                     "repair done"
                 )
@@ -48,7 +49,10 @@ impl Files {
 
     /// One repair cycle; what it changed.
     async fn repair_round(&self) -> RepairDone {
-        let mut done = RepairDone::default();
+        let mut done = RepairDone {
+            records_moved: self.move_provider_records().await,
+            ..RepairDone::default()
+        };
         let ttl = self.ring.config().files.tombstone_ttl.as_millis() as u64;
         let store = Arc::clone(&self.store);
         let before = wall_millis().saturating_sub(ttl);
@@ -314,12 +318,14 @@ struct RepairDone {
     keys_handed: u64,
     /// Copies this peer no longer holds, dropped after the responsible peer confirmed them.
     copies_dropped: u64,
+    /// Provider records given to the peer now responsible for their key.
+    records_moved: u64,
     /// Our keys still short of copies.
     deficit: usize,
 }
 
 impl RepairDone {
     fn changed_anything(&self) -> bool {
-        self.replicas_pushed + self.keys_handed + self.copies_dropped > 0
+        self.replicas_pushed + self.keys_handed + self.copies_dropped + self.records_moved > 0
     }
 }
