@@ -327,3 +327,64 @@ fn the_k8s_check_finds_the_binary_in_cargo_target_dir() {
         "/repo/target/release/chordnet"
     );
 }
+
+/// Item 15: a ring restarted from its stores says "restarted ring <id>" (not "founded a new
+/// ring") and why it waited, with one warning per peer at most rather than one per retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_ring_says_so_and_why_it_waited() {
+    let info = |_| vec![("RUST_LOG".to_string(), "info".to_string())];
+    let mut c = Cluster::start_each("cli-restart", 3, info, true)
+        .converged()
+        .await;
+    let (_, node) = c.get(&c.peers[0].url("/v1/node")).await.expect("node");
+    let ring_id = node["ring_id"].as_str().expect("a ring id").to_string();
+    for p in &mut c.peers {
+        p.kill();
+    }
+    let bootstrap = c.peers[0].advertise.clone();
+    let env = [("RUST_LOG", "info")];
+    for i in 0..3 {
+        let (advertise, api, dir) = {
+            let p = &c.peers[i];
+            (p.advertise.clone(), p.api.clone(), p.dir.clone())
+        };
+        let log = c.root.join(format!("peer-{i}.restart.log"));
+        c.peers[i] = spawn_logged(
+            &advertise,
+            &api,
+            &dir,
+            (i > 0).then_some(&bootstrap),
+            &env,
+            Some(&log),
+        );
+    }
+    wait_for("restarted ring ready", Duration::from_secs(60), || {
+        c.all_ready()
+    })
+    .await;
+    let (_, node) = c.get(&c.peers[0].url("/v1/node")).await.expect("node");
+    assert_eq!(node["ring_id"], ring_id.as_str());
+    let logs: Vec<String> = (0..3)
+        .map(|i| {
+            std::fs::read_to_string(c.root.join(format!("peer-{i}.restart.log"))).expect("log")
+        })
+        .collect();
+    assert!(
+        logs[0].contains(&format!("restarted ring {ring_id}")),
+        "{}",
+        logs[0]
+    );
+    assert!(
+        logs[0].contains(&format!("restarting the remembered ring {ring_id}: ")),
+        "the reason is given: {}",
+        logs[0]
+    );
+    for log in &logs {
+        assert!(!log.contains("founded a new ring"), "{log}");
+        let warnings = log
+            .lines()
+            .filter(|l| l.contains("could not join any peer yet"))
+            .count();
+        assert!(warnings <= 1, "{warnings} warnings: {log}");
+    }
+}

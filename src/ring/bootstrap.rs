@@ -138,6 +138,21 @@ pub enum FoundReason {
     Refound,
 }
 
+impl std::fmt::Display for FoundReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FoundReason::NoTargets => "no bootstrap, seed or remembered peer to ask",
+            FoundReason::NoRingOutThere => {
+                "every peer asked is up but in no ring, or no longer exists (asked twice)"
+            }
+            FoundReason::TimedOut => "no ring member answered within ring.create_after",
+            FoundReason::Refound => {
+                "every seed ahead of this one has been down for ring.create_after"
+            }
+        })
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Step {
     NotStarted,
@@ -262,6 +277,11 @@ impl Bootstrap {
     /// Completed rounds.
     pub fn rounds(&self) -> u64 {
         self.rounds
+    }
+
+    /// Whether `ring_id` is the ring this peer's disk remembers.
+    pub fn remembers(&self, ring_id: RingId) -> bool {
+        self.remembered_id() == Some(ring_id)
     }
 
     /// Why the machine asked to create a ring, once it did.

@@ -19,7 +19,8 @@ impl Node {
         self.membership = Membership::Member;
         self.successors = vec![self.me.clone()];
         self.predecessor = Some(self.me.clone());
-        self.emit(RingEvent::Created { ring_id });
+        let restarted = self.remembered == Some(ring_id);
+        self.emit(RingEvent::Created { ring_id, restarted });
         self.persist();
         Ok(())
     }

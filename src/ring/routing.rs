@@ -1,6 +1,6 @@
 //! Changes to the routing state (successor list, predecessor) and forgetting dead peers.
 
-use super::{Node, Peer, RingEvent};
+use super::{Membership, Node, Peer, RingEvent};
 use crate::id::Id;
 
 impl Node {
@@ -47,7 +47,13 @@ impl Node {
         self.successors = list;
         if old.as_ref().is_none_or(|o| o.id != self.successors[0].id) {
             let new = self.successors[0].clone();
+            // A founder that was alone has remembered nobody yet: remember its first neighbour
+            // now rather than rounds later (a restart then has someone to ask).
+            let was_alone = old.as_ref().is_some_and(|o| o.id == self.me.id);
             self.emit(RingEvent::SuccessorChanged { old, new });
+            if was_alone && self.membership == Membership::Member {
+                self.persist();
+            }
         }
     }
 

@@ -115,6 +115,8 @@ pub enum Cause {
 pub enum RingEvent {
     Created {
         ring_id: RingId,
+        /// The ring is the one this node's disk remembered (a restart, not a new ring).
+        restarted: bool,
     },
     Joined {
         ring_id: RingId,

@@ -35,6 +35,19 @@ impl Service {
             answer_timeout: ring.rpc_timeout,
         });
         let started = Instant::now();
+        // Rounds that ended without a way in: the first is a warning, the rest are told once
+        // it is over (joined or founded), with how long it took.
+        let mut waits = 0u32;
+        let waited = |waits: u32| {
+            if waits == 0 {
+                String::new()
+            } else {
+                format!(
+                    " after {waits} round(s) of asking, {:.1} s",
+                    started.elapsed().as_secs_f64()
+                )
+            }
+        };
         let mut stop = self.shutdown.subscribe();
         let mut action = machine.start(Duration::ZERO);
         loop {
@@ -44,7 +57,12 @@ impl Service {
             action = match action {
                 Action::TryJoin(target) => {
                     let outcome = match self.join(target.as_str()).await {
-                        Ok(()) | Err(ServiceError::AlreadyMember) => JoinOutcome::Joined,
+                        Ok(()) | Err(ServiceError::AlreadyMember) => {
+                            if waits > 0 {
+                                info!(%target, "joined through {target}{}", waited(waits));
+                            }
+                            JoinOutcome::Joined
+                        }
                         Err(ServiceError::JoinFailed(JoinFailure::NotMember {
                             remembers, ..
                         })) => {
@@ -70,7 +88,12 @@ impl Service {
                 }
                 Action::Create(ring_id) => {
                     if let Some(reason) = machine.founded() {
-                        info!(?reason, %ring_id, "founding the ring");
+                        let what = if machine.remembers(ring_id) {
+                            "restarting the remembered ring"
+                        } else {
+                            "founding a new ring"
+                        };
+                        info!(?reason, %ring_id, "{what} {ring_id}: {reason}{}", waited(waits));
                     }
                     match self.create(ring_id).await {
                         Ok(()) | Err(ServiceError::AlreadyMember) => return,
@@ -81,7 +104,12 @@ impl Service {
                     }
                 }
                 Action::Wait(delay) => {
-                    warn!(tried = ?machine.targets(), "could not join any peer yet; retrying");
+                    if waits == 0 {
+                        warn!(tried = ?machine.targets(), "could not join any peer yet; retrying every {delay:?}");
+                    } else {
+                        debug!(tried = ?machine.targets(), round = waits + 1, "still no way in; retrying");
+                    }
+                    waits += 1;
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = stop.changed() => return,

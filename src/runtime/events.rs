@@ -16,8 +16,12 @@ impl Driver {
     pub(super) fn on_event(&mut self, event: RingEvent) {
         let m = &self.svc.metrics;
         match event {
-            RingEvent::Created { ring_id } => {
-                info!(%ring_id, "founded a new ring");
+            RingEvent::Created { ring_id, restarted } => {
+                if restarted {
+                    info!(%ring_id, "restarted ring {ring_id} (the ring this store remembers)");
+                } else {
+                    info!(%ring_id, "founded a new ring");
+                }
                 self.set_ring_info(ring_id);
             }
             RingEvent::Joined { ring_id, successor } => {

@@ -276,7 +276,7 @@ impl Sim {
 
     fn on_event(&mut self, i: NodeIndex, event: RingEvent) {
         match event {
-            RingEvent::Created { ring_id } | RingEvent::Joined { ring_id, .. } => {
+            RingEvent::Created { ring_id, .. } | RingEvent::Joined { ring_id, .. } => {
                 self.slots[i].join_outcome = Some(Ok(ring_id));
                 self.stats.joins += 1;
                 let id = self.slots[i].node.id();
