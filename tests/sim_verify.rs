@@ -82,12 +82,9 @@ fn confirming_answers_right_after_a_mass_crash_points_every_user_at_the_live_res
         records.len()
     );
     assert_eq!(records.len(), 2 * (256 - crashed));
-    // Lookups racing a 20 % crash may fail (no live route yet); most answer.
-    assert!(
-        answered * 2 > records.len(),
-        "{answered} of {}",
-        records.len()
-    );
+    // Every lookup racing the crash answers: one that runs out of live candidates waits a
+    // couple of stabilization ticks and starts again (before that, 99 of these 410 failed).
+    assert_eq!(answered, records.len());
     assert!(
         dead_answers > 0,
         "the crash must leave answers naming dead peers"

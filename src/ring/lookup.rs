@@ -18,6 +18,14 @@ pub struct LookupId(pub u64);
 /// How many times one lookup may try a peer that did not answer.
 const ATTEMPTS_PER_PEER: u8 = 2;
 
+/// How many times a user lookup that found no live route is started again, each time after
+/// [`RETRY_AFTER_TICKS`] stabilization ticks (by then the peers on the way have had a round to
+/// notice a dead successor), before it fails with [`LookupError::NoRoute`].
+pub const NO_ROUTE_RETRIES: u8 = 3;
+
+/// Stabilization ticks a lookup without a route waits before it starts again.
+pub const RETRY_AFTER_TICKS: u64 = 2;
+
 /// Upper bound on answered hops; a correct ring needs about log2 N.
 pub const MAX_HOPS: u32 = 2 * crate::id::BITS as u32;
 
@@ -78,6 +86,10 @@ pub(super) struct Lookup {
     /// Peers that did not answer during this lookup, with how often. A lost message is not a
     /// dead peer: a peer is offered again until it failed [`ATTEMPTS_PER_PEER`] times.
     failed: Vec<(Id, u8)>,
+    /// Times it found no route and was started again.
+    retries: u8,
+    /// Parked until this stabilization tick, then started again from the asking node.
+    pub parked_until: Option<u64>,
 }
 
 impl Lookup {
@@ -91,7 +103,22 @@ impl Lookup {
             candidates: Vec::new(),
             last_answered: Some(origin),
             failed: Vec::new(),
+            retries: 0,
+            parked_until: None,
         }
+    }
+
+    /// Parks a user lookup that ran out of candidates, to start again from `origin` at tick
+    /// `until`; false when it may not (not a user lookup, or no retries left).
+    pub fn park(&mut self, origin: Id, until: u64) -> bool {
+        if self.purpose != Purpose::User || self.retries >= NO_ROUTE_RETRIES {
+            return false;
+        }
+        self.retries += 1;
+        self.candidates.clear();
+        self.last_answered = Some(origin);
+        self.parked_until = Some(until);
+        true
     }
 
     /// A lookup that starts from a peer known only by address (the join bootstrap).
@@ -212,9 +239,29 @@ impl Node {
                 self.send_step(id, hop.address, Some(hop.id), target);
             }
             None => {
+                if l.park(self.me.id, self.ticks + RETRY_AFTER_TICKS) {
+                    return;
+                }
                 let (hops, timeouts) = (l.hops, l.timeouts);
                 self.finish(id, Err(LookupError::NoRoute { hops, timeouts }));
             }
+        }
+    }
+
+    /// Starts again the parked lookups whose wait is over (on a stabilization tick).
+    pub(super) fn resume_parked_lookups(&mut self) {
+        let now = self.ticks;
+        let due: Vec<LookupId> = self
+            .lookups
+            .iter()
+            .filter(|(_, l)| l.parked_until.is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(l) = self.lookups.get_mut(&id) {
+                l.parked_until = None;
+            }
+            self.start_local(id);
         }
     }
 

@@ -34,7 +34,9 @@ pub use bootstrap::{
     Action as BootstrapAction, Bootstrap, BootstrapConfig, FoundReason, JoinOutcome,
     MIN_DOWN_ATTEMPTS, Remembered,
 };
-pub use lookup::{LookupError, LookupId, LookupResult, MAX_HOPS};
+pub use lookup::{
+    LookupError, LookupId, LookupResult, MAX_HOPS, NO_ROUTE_RETRIES, RETRY_AFTER_TICKS,
+};
 pub use message::{
     Address, Peer, Rejection, Request, RequestEnvelope, RequestId, Response, ResponseEnvelope,
     RingId,

@@ -17,6 +17,7 @@ impl Node {
             Timer::Stabilize => {
                 self.ticks += 1;
                 self.expire_notifiers();
+                self.resume_parked_lookups();
                 if !self.stabilizing {
                     self.stabilizing = true;
                     self.stabilize_step();

@@ -108,6 +108,13 @@ impl Net {
         self.done.clear();
         self.nodes[from].lookup(target);
         self.settle();
+        // A lookup that found no route is parked for a few stabilization ticks: let them pass.
+        for _ in 0..(RETRY_AFTER_TICKS * u64::from(NO_ROUTE_RETRIES) + 1) {
+            if !self.done.is_empty() {
+                break;
+            }
+            self.round();
+        }
         self.done.pop().map(|(_, r)| r).expect("lookup finished")
     }
 
