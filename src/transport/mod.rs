@@ -20,6 +20,7 @@ pub mod http;
 pub mod layers;
 pub mod memory;
 pub mod registry;
+pub mod tcp;
 
 use std::future::Future;
 use std::pin::Pin;
