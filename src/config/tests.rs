@@ -145,3 +145,21 @@ fn errors_read_cleanly() {
         Ok(())
     });
 }
+
+#[test]
+fn the_transport_is_chosen_by_key_or_env() {
+    Jail::expect_with(|jail| {
+        jail.create_file("c.toml", "[transport]\nkind = \"grpc\"\n")?;
+        let c = Config::load(Some("c.toml".into()), &Overrides::default())
+            .map_err(|e| e.to_string())?;
+        assert_eq!(c.transport.kind, TransportKind::Grpc);
+        jail.set_env("CHORDNET_TRANSPORT__KIND", "http");
+        let c = Config::load(Some("c.toml".into()), &Overrides::default())
+            .map_err(|e| e.to_string())?;
+        assert_eq!(c.transport.kind, TransportKind::Http);
+        jail.set_env("CHORDNET_TRANSPORT__KIND", "grpc");
+        let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+        assert_eq!(c.transport.kind, TransportKind::Grpc);
+        Ok(())
+    });
+}
