@@ -48,7 +48,7 @@ pub fn time_left() -> Option<Duration> {
 }
 
 /// Runs `call` with `limit` as the deadline [`time_left`] reports, and fails it when it passes.
-async fn with_deadline<T>(
+pub(crate) async fn with_deadline<T>(
     limit: Duration,
     call: impl std::future::Future<Output = Result<T, TransportError>>,
 ) -> Result<T, TransportError> {

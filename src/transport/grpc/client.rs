@@ -260,3 +260,38 @@ impl BlobClient for GrpcClient {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::layers::with_deadline;
+
+    #[tokio::test]
+    async fn control_calls_carry_the_deadline_and_transfers_do_not() {
+        let trace = TraceCarrier::default();
+        let outside = request((), &trace, true);
+        assert!(outside.metadata().get("grpc-timeout").is_none());
+        let inside = with_deadline(Duration::from_secs(2), async {
+            Ok((request((), &trace, true), request((), &trace, false)))
+        })
+        .await;
+        let (control, transfer) = inside.expect("in time");
+        let sent = control
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .expect("grpc-timeout");
+        assert!(
+            sent.ends_with('m') || sent.ends_with('u') || sent.ends_with('n'),
+            "{sent}"
+        );
+        assert!(transfer.metadata().get("grpc-timeout").is_none());
+        assert!(
+            control
+                .metadata()
+                .get(super::super::status::PROTOCOL_KEY)
+                .is_some()
+        );
+    }
+}
