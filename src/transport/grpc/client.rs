@@ -294,4 +294,23 @@ mod tests {
                 .is_some()
         );
     }
+
+    #[tokio::test]
+    async fn a_peer_that_cannot_be_reached_loses_its_channel() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let to = Address::new(format!("127.0.0.1:{port}"));
+        let client = GrpcClient::new(Duration::from_secs(1));
+        let me = crate::wire::Peer::from_address("127.0.0.1:1");
+        let ping = RequestEnvelope::new(None, me, crate::wire::ring::Request::Ping);
+        let answer = client.call(&to, ping, TraceCarrier::default()).await;
+        assert!(
+            matches!(answer, Err(TransportError::Unreachable(_))),
+            "{answer:?}"
+        );
+        let channels = client.channels.lock().unwrap_or_else(|p| p.into_inner());
+        assert!(channels.is_empty(), "the channel was kept");
+    }
 }
