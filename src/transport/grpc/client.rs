@@ -126,7 +126,9 @@ fn meta_from(to: &Address, json: &[u8]) -> Result<FileMeta, TransportError> {
 fn content(part: pb::ObjectPart) -> Result<Bytes, BodyError> {
     match part.part {
         Some(object_part::Part::Chunk(c)) => Ok(c),
-        _ => Err(BodyError::Io("a second header inside the content".into())),
+        _ => Err(BodyError::Io(
+            "a message other than a chunk inside the content".into(),
+        )),
     }
 }
 

@@ -138,7 +138,9 @@ fn put_content(part: pb::PutPart) -> Result<Bytes, BodyError> {
             "a chunk of {} bytes (at most {MAX_CHUNK})",
             c.len()
         ))),
-        _ => Err(BodyError::Io("metadata inside the content".into())),
+        _ => Err(BodyError::Io(
+            "a message other than a chunk inside the content".into(),
+        )),
     }
 }
 
