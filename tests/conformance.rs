@@ -1,4 +1,4 @@
-//! The transport conformance suite on every transport: `memory` and `http`.
+//! The transport conformance suite on every transport: `memory`, `http` and `grpc`.
 
 #[path = "support/conformance.rs"]
 mod conformance;
@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use chordnet::transport::TransportFactory;
+use chordnet::transport::grpc::GrpcTransport;
 use chordnet::transport::http::HttpTransport;
 use chordnet::transport::memory::{MemoryNetwork, MemoryTransport};
 use conformance::Under;
@@ -68,5 +69,21 @@ impl Under for Http {
     }
 }
 
+/// gRPC on 127.0.0.1, on free ports as for HTTP.
+struct Grpc(Http);
+
+impl Under for Grpc {
+    fn factory(&self) -> Arc<dyn TransportFactory> {
+        Arc::new(GrpcTransport)
+    }
+    fn endpoint(&self, i: usize) -> (SocketAddr, String) {
+        self.0.endpoint(i)
+    }
+    fn nobody(&self) -> String {
+        self.0.nobody()
+    }
+}
+
 conformance!(memory, Memory::new());
 conformance!(http, Http::new());
+conformance!(grpc, Grpc(Http::new()));

@@ -61,12 +61,23 @@ const TEST_PARENT: &str = "00f067aa0ba902b7";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lookup_is_one_trace_with_spans_from_every_peer_on_its_path() {
+    lookup_is_one_trace("http").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_over_grpc_hops_is_one_trace_too() {
+    lookup_is_one_trace("grpc").await;
+}
+
+/// Peers speaking `transport` to each other (the trace context travels in its metadata).
+async fn lookup_is_one_trace(transport: &str) {
     let receiver = Receiver::start().await;
     let endpoint = receiver.endpoint();
     // Peers 1 and 3 export over gRPC, the others over HTTP/protobuf.
-    let c = start_ring("otel-lookup", 5, |i| {
+    let c = start_ring(&format!("otel-lookup-{transport}"), 5, |i| {
         let protocol = if i % 2 == 1 { "grpc" } else { "http/protobuf" };
         vars(&[
+            ("CHORDNET_TRANSPORT__KIND", transport),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
             ("OTEL_SERVICE_NAME", "chordnet-it"),

@@ -37,7 +37,8 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransportConfig {
-    /// `http` (HTTP/JSON, the default) or `memory` (peers in one process only: tests, dev).
+    /// `http` (HTTP/JSON, the default), `grpc` (gRPC with streamed transfers) or `memory`
+    /// (peers in one process only: tests, dev). Every peer of a ring uses the same one.
     pub kind: TransportKind,
     /// Slowest acceptable rate of a file transfer between peers, in bytes per second: a
     /// transfer of `size` bytes may take `bulk_floor + size / min_transfer_rate`.
@@ -58,6 +59,7 @@ pub struct TransportConfig {
 #[serde(rename_all = "lowercase")]
 pub enum TransportKind {
     Http,
+    Grpc,
     Memory,
 }
 

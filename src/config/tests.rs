@@ -164,3 +164,21 @@ fn the_peer_protocol_listens_on_loopback_unless_advertised_elsewhere() {
     c.node.listen = Some("0.0.0.0:7000".parse().unwrap());
     assert_eq!(c.peer_listen().to_string(), "0.0.0.0:7000");
 }
+
+#[test]
+fn the_transport_is_chosen_by_key_or_env() {
+    Jail::expect_with(|jail| {
+        jail.create_file("c.toml", "[transport]\nkind = \"grpc\"\n")?;
+        let c = Config::load(Some("c.toml".into()), &Overrides::default())
+            .map_err(|e| e.to_string())?;
+        assert_eq!(c.transport.kind, TransportKind::Grpc);
+        jail.set_env("CHORDNET_TRANSPORT__KIND", "http");
+        let c = Config::load(Some("c.toml".into()), &Overrides::default())
+            .map_err(|e| e.to_string())?;
+        assert_eq!(c.transport.kind, TransportKind::Http);
+        jail.set_env("CHORDNET_TRANSPORT__KIND", "grpc");
+        let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+        assert_eq!(c.transport.kind, TransportKind::Grpc);
+        Ok(())
+    });
+}

@@ -8,7 +8,9 @@
 //! - **limits**: at most `transport.max_transfers` transfers at once (the others wait);
 //! - **metrics** (`chordnet_peer_rpcs_total{method,outcome}`, `..._duration_seconds`), a client
 //!   span per data-plane call, and the caller's trace context handed to the transport;
-//! - answers in a protocol version this build does not speak are refused.
+//! - answers in a protocol version this build does not speak are refused;
+//! - the deadline of the call in progress, for transports whose protocol carries one
+//!   ([`time_left`]: gRPC sends it as `grpc-timeout`, so the server stops work when it passes).
 //!
 //! Server side ([`serving`]): the protocol-version check (a clear rejection and
 //! `chordnet_peer_protocol_rejections_total`), and the same transfer limit.
@@ -30,6 +32,34 @@ use crate::telemetry::peer_call_span;
 use crate::wire::files::FileMeta;
 use crate::wire::ring::{Rejection, RequestEnvelope, Response, ResponseEnvelope};
 use crate::wire::{Address, Peer, protocol_supported};
+
+tokio::task_local! {
+    /// When the call in progress must be done (set around control calls).
+    static DEADLINE: tokio::time::Instant;
+}
+
+/// What is left of the deadline of the control call in progress, if the caller runs inside one
+/// (a transport's client is called by [`Layered`] within it). `None` outside a call, and for
+/// transfers (whose limit grows with the size and is enforced on the body, not as one total).
+pub fn time_left() -> Option<Duration> {
+    DEADLINE
+        .try_with(|d| d.saturating_duration_since(tokio::time::Instant::now()))
+        .ok()
+}
+
+/// Runs `call` with `limit` as the deadline [`time_left`] reports, and fails it when it passes.
+pub(crate) async fn with_deadline<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T, TransportError>>,
+) -> Result<T, TransportError> {
+    let deadline = tokio::time::Instant::now() + limit;
+    match tokio::time::timeout_at(deadline, DEADLINE.scope(deadline, call)).await {
+        // A transport that carries the deadline may hear of it from the peer first: the
+        // deadline that passed is this one, whoever noticed.
+        Ok(Err(TransportError::Timeout(_))) | Err(_) => Err(TransportError::Timeout(limit)),
+        Ok(answer) => answer,
+    }
+}
 
 /// The deadlines of each call class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,9 +152,13 @@ impl Layered {
         let span = peer_call_span(method, to);
         let started = Instant::now();
         let limit = self.deadlines.limit(class);
-        let answer = match tokio::time::timeout(limit, call.instrument(span.clone())).await {
-            Ok(answer) => answer,
-            Err(_) => Err(TransportError::Timeout(limit)),
+        let call = call.instrument(span.clone());
+        let answer = match class {
+            CallClass::Control => with_deadline(limit, call).await,
+            CallClass::Bulk { .. } => match tokio::time::timeout(limit, call).await {
+                Ok(answer) => answer,
+                Err(_) => Err(TransportError::Timeout(limit)),
+            },
         };
         let outcome = match &answer {
             Ok(_) => "ok",
@@ -180,12 +214,12 @@ impl RingClient for Layered {
                     None => self.inner.ring.call(to, request, trace).await,
                 }
             };
-            let answer = match tokio::time::timeout(limit, call).await {
-                Ok(Ok(r)) if !protocol_supported(r.protocol) => Err(TransportError::Protocol(
-                    format!("{to} answered in peer-protocol version {}", r.protocol),
-                )),
-                Ok(answer) => answer,
-                Err(_) => Err(TransportError::Timeout(limit)),
+            let answer = match with_deadline(limit, call).await {
+                Ok(r) if !protocol_supported(r.protocol) => Err(TransportError::Protocol(format!(
+                    "{to} answered in peer-protocol version {}",
+                    r.protocol
+                ))),
+                answer => answer,
             };
             let outcome = match &answer {
                 Ok(ResponseEnvelope {

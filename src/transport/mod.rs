@@ -8,7 +8,7 @@
 //!   byte *stream* of known length ([`Body`]), never a whole-file buffer, plus small queries
 //!   ([`BlobQuery`]). A handler refuses with a typed [`Refusal`] that every transport maps to
 //!   its own status codes and back.
-//! - A transport is one module (`http/`, `memory/`) exporting a [`TransportFactory`]: it parses
+//! - A transport is one module (`http/`, `grpc/`, `memory/`) exporting a [`TransportFactory`]: it parses
 //!   its addresses, tells whether one still resolves, builds clients and serves both planes.
 //!   [`registry`] holds the only `match` over [`TransportKind`]s.
 //! - [`layers`] wraps every transport's clients and handlers with what they share: calls to
@@ -16,10 +16,12 @@
 //!   client spans and trace context, and the protocol-version check.
 
 pub mod body;
+pub mod grpc;
 pub mod http;
 pub mod layers;
 pub mod memory;
 pub mod registry;
+pub mod tcp;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::TransportFactory;
+use super::grpc::GrpcTransport;
 use super::http::HttpTransport;
 use super::memory::{MemoryNetwork, MemoryTransport};
 use crate::config::TransportKind;
@@ -12,6 +13,7 @@ use crate::config::TransportKind;
 pub fn factory(kind: TransportKind) -> Arc<dyn TransportFactory> {
     match kind {
         TransportKind::Http => Arc::new(HttpTransport),
+        TransportKind::Grpc => Arc::new(GrpcTransport),
         TransportKind::Memory => Arc::new(MemoryTransport::new(MemoryNetwork::global())),
     }
 }

@@ -34,23 +34,11 @@ impl TransportFactory for HttpTransport {
     }
 
     fn parse_address(&self, text: &str) -> Result<Address, AddressError> {
-        match split_host_port(text) {
-            Some(_) => Ok(Address::new(text)),
-            None => Err(AddressError {
-                kind: "http",
-                address: text.to_owned(),
-                reason: "must be host:port with a port number".into(),
-            }),
-        }
+        super::tcp::parse_address("http", text)
     }
 
     fn resolves<'a>(&'a self, address: &'a Address) -> BoxFuture<'a, bool> {
-        Box::pin(async move {
-            match tokio::net::lookup_host(address.as_str()).await {
-                Ok(mut addrs) => addrs.next().is_some(),
-                Err(_) => false,
-            }
-        })
+        Box::pin(super::tcp::resolves(address))
     }
 
     fn clients(&self, connect_timeout: Duration) -> Result<Clients, TransportError> {
@@ -68,15 +56,7 @@ impl TransportFactory for HttpTransport {
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> BoxFuture<'_, Result<Serving, ServeError>> {
         Box::pin(async move {
-            let listener = tokio::net::TcpListener::bind(options.listen)
-                .await
-                .map_err(|source| ServeError {
-                    what: options.listen.to_string(),
-                    source,
-                })?;
-            let local = listener
-                .local_addr()
-                .map_or_else(|_| options.listen.to_string(), |a| a.to_string());
+            let (listener, local) = super::tcp::bind(options.listen).await?;
             let app = router(handlers, options.max_body);
             let task = tokio::spawn(async move {
                 let stop = async move {

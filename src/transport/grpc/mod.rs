@@ -1,0 +1,82 @@
+//! The gRPC transport (tonic): the ring as one unary call carrying the JSON envelope, the data
+//! plane as a client-streaming put and server-streaming gets of chunks of at most 1 MiB (never
+//! one message with a whole body), and a unary query. `proto/chordnet/v1/peer.proto` defines
+//! the services; `build.rs` compiles it with protox (no `protoc` needed) and generates the code.
+//! Addresses are `host:port` (DNS names allowed), as for HTTP.
+//!
+//! - Deadlines: control calls carry `grpc-timeout` (the layers' deadline), so the server drops
+//!   the work when it passes; transfers are bounded by the layers on the body.
+//! - Metadata: `chordnet-protocol` (checked by the server on data-plane calls; ring envelopes
+//!   carry their own version), `traceparent` / `tracestate`.
+//! - Refusals travel as status codes (`INVALID_ARGUMENT`, `FAILED_PRECONDITION` for another
+//!   protocol version, `RESOURCE_EXHAUSTED` for a full disk or an over-size object,
+//!   `UNAVAILABLE`, `INTERNAL`) with the refusal's kind in `chordnet-refusal`, and come back as
+//!   the same [`Refusal`](super::Refusal).
+
+mod client;
+mod server;
+mod status;
+mod stream;
+
+use std::time::Duration;
+
+pub use client::GrpcClient;
+
+use super::{
+    AddressError, BoxFuture, Clients, Handlers, ServeError, ServeOptions, Serving, TransportError,
+    TransportFactory, TransportKind,
+};
+use crate::wire::Address;
+
+/// The code generated from `proto/chordnet/v1/peer.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("chordnet.v1");
+}
+
+/// The largest piece of content in one message.
+pub const MAX_CHUNK: usize = 1 << 20;
+/// The largest ring envelope accepted (as the HTTP transport).
+const MAX_RPC: usize = 1 << 20;
+/// The largest data-plane message (a "which of these do you lack" list of a big hand-off; a
+/// chunk is far smaller).
+const MAX_QUERY: usize = 32 << 20;
+/// The largest object metadata accepted (a name is at most 255 bytes: this is generous).
+const MAX_META: usize = 64 * 1024;
+/// How long a stopping server waits for calls in flight before it drops them.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// The gRPC transport's factory.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GrpcTransport;
+
+impl TransportFactory for GrpcTransport {
+    fn kind(&self) -> TransportKind {
+        TransportKind::Grpc
+    }
+
+    fn parse_address(&self, text: &str) -> Result<Address, AddressError> {
+        super::tcp::parse_address("grpc", text)
+    }
+
+    fn resolves<'a>(&'a self, address: &'a Address) -> BoxFuture<'a, bool> {
+        Box::pin(super::tcp::resolves(address))
+    }
+
+    fn clients(&self, connect_timeout: Duration) -> Result<Clients, TransportError> {
+        let client = std::sync::Arc::new(GrpcClient::new(connect_timeout));
+        Ok(Clients {
+            ring: client.clone(),
+            blob: client,
+        })
+    }
+
+    fn serve(
+        &self,
+        options: ServeOptions,
+        handlers: Handlers,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> BoxFuture<'_, Result<Serving, ServeError>> {
+        Box::pin(server::serve(options, handlers, shutdown))
+    }
+}
