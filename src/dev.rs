@@ -9,6 +9,7 @@ use tracing::info;
 
 use chordnet::config::Config;
 use chordnet::peer::{self, RunningPeer};
+use chordnet::telemetry::logs::PEER_THREAD_PREFIX;
 
 #[derive(clap::Args)]
 pub struct DevArgs {
@@ -39,6 +40,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         api_ports.end()
     );
     let mut peers: Vec<RunningPeer> = Vec::new();
+    // Each peer on its own runtime, whose threads are named after it: its log lines say which
+    // peer wrote them.
+    let mut runtimes: Vec<PeerRuntime> = Vec::new();
     let first = format!("127.0.0.1:{}", args.peer_port);
     for i in 0..args.peers {
         let mut config = Config::default();
@@ -51,10 +55,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         config.files.shared_dir = dir.join("shared");
         config.files.store_dir = dir.join("data");
         prepare_dirs(&config, i)?;
-        let p = peer::start(config)
-            .await
+        let rt = PeerRuntime::new(i)?;
+        let p = rt
+            .run(peer::start(config))
+            .await?
             .with_context(|| format!("starting peer {i}"))?;
         peers.push(p);
+        runtimes.push(rt);
     }
     let ready = wait_until_ready(&peers).await;
 
@@ -83,11 +90,44 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     println!("leaving...");
     // One after another, so that no two neighbours leave at the same moment.
-    while let Some(p) = peers.pop() {
-        p.shutdown().await;
+    while let (Some(p), Some(rt)) = (peers.pop(), runtimes.pop()) {
+        rt.run(p.shutdown()).await?;
     }
     println!("all peers left");
     Ok(())
+}
+
+/// One dev peer's runtime: one worker thread (and its blocking threads) named
+/// `chordnet-peer-<i>`. Dropped without waiting, as an async context must.
+struct PeerRuntime(Option<tokio::runtime::Runtime>);
+
+impl PeerRuntime {
+    fn new(i: u16) -> anyhow::Result<PeerRuntime> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(format!("{PEER_THREAD_PREFIX}{i}"))
+            .enable_all()
+            .build()
+            .with_context(|| format!("starting the runtime of peer {i}"))?;
+        Ok(PeerRuntime(Some(rt)))
+    }
+
+    /// Runs `task` on this peer's runtime and waits for it.
+    async fn run<T: Send + 'static>(
+        &self,
+        task: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let rt = self.0.as_ref().context("the peer's runtime is gone")?;
+        rt.spawn(task).await.context("a peer task panicked")
+    }
+}
+
+impl Drop for PeerRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// What dev prints once its peers run (again on Enter): the peers, commands to try, the

@@ -103,13 +103,16 @@ async fn locate_of_an_unknown_name_shows_the_responsible_peer() {
 }
 
 /// `dev` says when its ring is ready, prints its banner again on Enter, and Ctrl-C (SIGINT)
-/// ends it with exit code 0.
+/// ends it with exit code 0. Every log line a peer writes says which peer (`[peer 0]`).
 #[test]
 fn dev_says_when_the_ring_is_ready() {
     let dir = std::env::temp_dir().join(format!("chordnet-habits-dev-{}", std::process::id()));
     let ports = free_ports(2);
     let (peer, api) = (ports[0].to_string(), ports[1].to_string());
     let d = dir.to_string_lossy().into_owned();
+    std::fs::create_dir_all(&dir).expect("dir");
+    let log_path = dir.join("dev.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
     let mut child = Command::new(BIN)
         .args([
             "dev",
@@ -121,10 +124,10 @@ fn dev_says_when_the_ring_is_ready() {
             &api,
         ])
         .args(["--dir", &d])
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(log))
         .spawn()
         .expect("start dev");
     let stdout = child.stdout.take().expect("stdout");
@@ -172,6 +175,16 @@ fn dev_says_when_the_ring_is_ready() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status}");
+    let log = std::fs::read_to_string(&log_path).expect("log");
+    let from_peer: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("chordnet::peer") || l.contains("chordnet::runtime"))
+        .collect();
+    assert!(from_peer.len() >= 3, "{log}");
+    assert!(
+        from_peer.iter().all(|l| l.starts_with("[peer 0] ")),
+        "{log}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -37,6 +37,19 @@ pub fn layer(format: LogFormat, default_filter: &str, spans: bool) -> BoxedLayer
         .boxed()
 }
 
+/// Threads whose name starts with this belong to one peer of a dev ring (`chordnet dev` runs each
+/// peer on its own runtime named so); their lines say which peer: `[peer 3] ...` in text, a
+/// `peer` field in JSON.
+pub const PEER_THREAD_PREFIX: &str = "chordnet-peer-";
+
+/// The dev peer the current thread runs, if any.
+fn dev_peer() -> Option<String> {
+    std::thread::current()
+        .name()
+        .and_then(|n| n.strip_prefix(PEER_THREAD_PREFIX))
+        .map(str::to_owned)
+}
+
 struct LogLayer {
     format: LogFormat,
     ansi: bool,
@@ -148,8 +161,12 @@ where
             &mut timestamp,
         ));
         let mut line = String::with_capacity(160);
+        let peer = dev_peer();
         match self.format {
             LogFormat::Text => {
+                if let Some(p) = &peer {
+                    let _ = write!(line, "[peer {p}] ");
+                }
                 line.push_str(&timestamp);
                 self.text(&mut line, meta.level(), meta.target(), &fields);
                 if let Some(t) = &trace_id {
@@ -161,6 +178,9 @@ where
                 obj.insert("timestamp".into(), Value::String(timestamp));
                 obj.insert("level".into(), Value::String(meta.level().to_string()));
                 obj.insert("target".into(), Value::String(meta.target().to_owned()));
+                if let Some(p) = peer {
+                    obj.insert("peer".into(), Value::String(p));
+                }
                 obj.insert("message".into(), Value::String(fields.message));
                 for (k, v) in fields.values {
                     obj.insert(k.to_owned(), v);
@@ -217,6 +237,25 @@ mod tests {
                 .expect("span in the registry");
             span.extensions_mut().replace(TraceIdForLogs(trace_id));
         });
+    }
+
+    #[test]
+    fn lines_written_on_a_dev_peers_threads_say_which_peer() {
+        let on_peer_thread = |format: LogFormat| {
+            std::thread::Builder::new()
+                .name(format!("{PEER_THREAD_PREFIX}7"))
+                .spawn(move || capture(format, || info!("stored")))
+                .expect("thread")
+                .join()
+                .expect("joined")
+        };
+        let text = on_peer_thread(LogFormat::Text);
+        assert!(text.starts_with("[peer 7] "), "{text}");
+        let json: Value = serde_json::from_str(on_peer_thread(LogFormat::Json).trim()).unwrap();
+        assert_eq!(json["peer"], "7");
+        // Any other thread: no prefix, no field.
+        let plain = capture(LogFormat::Text, || info!("stored"));
+        assert!(!plain.contains("[peer"), "{plain}");
     }
 
     #[test]
