@@ -344,19 +344,8 @@ async fn a_restarted_ring_says_so_and_why_it_waited() {
     let bootstrap = c.peers[0].advertise.clone();
     let env = [("RUST_LOG", "info")];
     for i in 0..3 {
-        let (advertise, api, dir) = {
-            let p = &c.peers[i];
-            (p.advertise.clone(), p.api.clone(), p.dir.clone())
-        };
         let log = c.root.join(format!("peer-{i}.restart.log"));
-        c.peers[i] = spawn_logged(
-            &advertise,
-            &api,
-            &dir,
-            (i > 0).then_some(&bootstrap),
-            &env,
-            Some(&log),
-        );
+        c.peers[i] = c.peers[i].respawn((i > 0).then_some(&bootstrap), &env, Some(&log));
     }
     wait_for("restarted ring ready", Duration::from_secs(60), || {
         c.all_ready()

@@ -104,10 +104,8 @@ async fn sigterm_leaves_gracefully_and_a_restarted_peer_rejoins() {
     assert_eq!(c.running().len(), 3);
 
     // The peer restarts with the same address and store dir: same id, back in the ring.
-    let p = &c.peers[2];
     let bootstrap = c.peers[0].advertise.clone();
-    let restarted = spawn(&p.advertise, &p.api, &p.dir.clone(), Some(&bootstrap));
-    c.peers[2] = restarted;
+    c.peers[2] = c.peers[2].respawn(Some(&bootstrap), &[], None);
     wait_for("restarted peer ready", Duration::from_secs(30), || {
         c.all_ready()
     })
@@ -419,13 +417,8 @@ async fn files_are_replicated_and_survive_crashes_leaves_and_restarts() {
     // The first crashed peer restarts with its store dir: same id, back in the ring, and it
     // serves the keys of its range again.
     let i = order[0];
-    let (adv, api, dir) = (
-        c.peers[i].advertise.clone(),
-        c.peers[i].api.clone(),
-        c.peers[i].dir.clone(),
-    );
     let bootstrap = c.running()[0].advertise.clone();
-    c.peers[i] = spawn(&adv, &api, &dir, Some(&bootstrap));
+    c.peers[i] = c.peers[i].respawn(Some(&bootstrap), &[], None);
     wait_for("restarted peer ready", Duration::from_secs(30), || {
         c.all_ready()
     })

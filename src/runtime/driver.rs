@@ -50,7 +50,8 @@ impl Driver {
     }
 
     /// Runs until the peer stops or every sender is gone. Waiters still pending then see their
-    /// reply channel closed (the peer is shutting down).
+    /// reply channel closed (the peer is shutting down), and the last ring state the node asked
+    /// to remember is written before the task ends.
     pub async fn run(
         mut self,
         mut mailbox: mpsc::Receiver<(Command, Span)>,
@@ -60,13 +61,19 @@ impl Driver {
         loop {
             tokio::select! {
                 biased;
-                _ = stop.wait_for(|s| *s) => return,
-                n = mailbox.recv_many(&mut batch, BATCH) => if n == 0 { return },
+                _ = stop.wait_for(|s| *s) => break,
+                n = mailbox.recv_many(&mut batch, BATCH) => if n == 0 { break },
             }
             for (command, span) in batch.drain(..) {
                 span.in_scope(|| self.apply(command));
             }
         }
+        // The waiters go first (they learn at once), then the disk.
+        let remember = {
+            let Driver { remember, .. } = self;
+            remember
+        };
+        remember.close().await;
     }
 
     /// Applies one command, publishes the new state, then executes the node's outputs.

@@ -10,20 +10,29 @@ use tracing::warn;
 use crate::persist::{self, RingState};
 
 /// The driver's side of the writer.
-pub(super) struct Remember(watch::Sender<Option<RingState>>);
+pub(super) struct Remember {
+    states: watch::Sender<Option<RingState>>,
+    writer: tokio::task::JoinHandle<()>,
+}
 
 impl Remember {
-    /// Starts the writer for `dir`; it ends once this handle is dropped and the last state
-    /// asked for is saved.
+    /// Starts the writer for `dir`; it ends once this handle is dropped (or closed) and the
+    /// last state asked for is saved.
     pub fn start(dir: PathBuf) -> Remember {
-        let (tx, rx) = watch::channel(None);
-        tokio::spawn(write_loop(dir, rx));
-        Remember(tx)
+        let (states, rx) = watch::channel(None);
+        let writer = tokio::spawn(write_loop(dir, rx));
+        Remember { states, writer }
     }
 
     /// Asks for `state` to be saved (replacing a state not yet written).
     pub fn save(&self, state: RingState) {
-        self.0.send_replace(Some(state));
+        self.states.send_replace(Some(state));
+    }
+
+    /// Stops taking states and returns once the last one asked for is written.
+    pub async fn close(self) {
+        drop(self.states);
+        let _ = self.writer.await;
     }
 }
 
@@ -71,21 +80,10 @@ mod tests {
                 tokio::task::yield_now().await;
             }
         }
-        // Bounded wait for the writer to catch up with the last state.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            if persist::load(&dir).unwrap() == Some(state(499)) {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "last state never saved"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        // Dropping the handle lets the writer finish; the file keeps the newest state.
-        drop(remember);
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Closing waits for the writer: whatever it skipped, the newest state is on disk.
+        tokio::time::timeout(std::time::Duration::from_secs(10), remember.close())
+            .await
+            .expect("the writer finishes");
         assert_eq!(persist::load(&dir).unwrap(), Some(state(499)));
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -222,6 +222,16 @@ pub struct Clients {
     pub blob: Arc<dyn BlobClient>,
 }
 
+impl Clients {
+    /// One client that serves both planes.
+    pub fn both<C: RingClient + BlobClient>(client: Arc<C>) -> Clients {
+        Clients {
+            ring: client.clone(),
+            blob: client,
+        }
+    }
+}
+
 /// Where and how a peer serves the peer protocol.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {

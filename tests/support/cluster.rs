@@ -39,6 +39,17 @@ impl PeerProcess {
         format!("http://{}{path}", self.api)
     }
 
+    /// A new process for this peer: the same address, API and directories (a restart with
+    /// its store), joining through `bootstrap`, with `env` and its log in `log` when given.
+    pub fn respawn(
+        &self,
+        bootstrap: Option<&String>,
+        env: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> PeerProcess {
+        spawn_logged(&self.advertise, &self.api, &self.dir, bootstrap, env, log)
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

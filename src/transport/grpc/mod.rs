@@ -64,11 +64,9 @@ impl TransportFactory for GrpcTransport {
     }
 
     fn clients(&self, connect_timeout: Duration) -> Result<Clients, TransportError> {
-        let client = std::sync::Arc::new(GrpcClient::new(connect_timeout));
-        Ok(Clients {
-            ring: client.clone(),
-            blob: client,
-        })
+        Ok(Clients::both(std::sync::Arc::new(GrpcClient::new(
+            connect_timeout,
+        ))))
     }
 
     fn serve(

@@ -42,11 +42,9 @@ impl TransportFactory for HttpTransport {
     }
 
     fn clients(&self, connect_timeout: Duration) -> Result<Clients, TransportError> {
-        let client = std::sync::Arc::new(HttpClient::new(connect_timeout)?);
-        Ok(Clients {
-            ring: client.clone(),
-            blob: client,
-        })
+        Ok(Clients::both(std::sync::Arc::new(HttpClient::new(
+            connect_timeout,
+        )?)))
     }
 
     fn serve(

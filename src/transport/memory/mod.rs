@@ -126,13 +126,9 @@ impl TransportFactory for MemoryTransport {
     }
 
     fn clients(&self, _connect_timeout: Duration) -> Result<Clients, TransportError> {
-        let client = Arc::new(MemoryClient {
+        Ok(Clients::both(Arc::new(MemoryClient {
             network: self.network.clone(),
-        });
-        Ok(Clients {
-            ring: client.clone(),
-            blob: client,
-        })
+        })))
     }
 
     fn serve(
