@@ -6,6 +6,8 @@
 # peers' APIs for SECS (10) seconds; the builds alternate for ROUNDS (3) rounds and the medians
 # and their ratio are printed. Only loopback traffic; everything started here is stopped here.
 set -euo pipefail
+# shellcheck source=benches/lib.sh
+source "$(dirname "$0")/lib.sh"
 old=${1:?old binary}; new=${2:?new binary}
 PEERS=${PEERS:-8}; CONNS=${CONNS:-32}; SECS=${SECS:-10}; ROUNDS=${ROUNDS:-3}
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 2; }
@@ -24,25 +26,7 @@ start_ring() { # binary peer_base api_base tag
   done
 }
 
-wait_ready() { # api_base
-  local deadline=$((SECONDS + 60))
-  for ((i = 0; i < PEERS; i++)); do
-    until curl -sf "http://127.0.0.1:$(($1 + i))/readyz" >/dev/null; do
-      ((SECONDS < deadline)) || { echo "ring at $1 not ready" >&2; exit 1; }
-      sleep 0.2
-    done
-  done
-}
-
-cat >"$work/lookup.lua" <<'LUA'
-local peers, base = tonumber(os.getenv("PEERS")), tonumber(os.getenv("API_BASE"))
-local n = 0
-request = function()
-  n = n + 1
-  local key = string.format("key-%d-%d", math.random(1, 1000000000), n)
-  return wrk.format("GET", "/v1/lookup/" .. key, {Host = "127.0.0.1:" .. (base + n % peers)})
-end
-LUA
+write_lookup_lua "$work/lookup.lua"
 
 start_ring "$old" 17000 18000 old
 start_ring "$new" 17100 18100 new

@@ -94,6 +94,7 @@ pub async fn start_with(
         listen,
         advertise: Address::clone(&me),
         max_body,
+        ready: service.ready(),
     };
     let serving = factory.serve(options, handlers, stop.subscribe()).await?;
     let peer_addr = serving.local.clone();

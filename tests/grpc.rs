@@ -1,9 +1,9 @@
 //! Real `chordnet serve` processes talking gRPC to each other (`transport.kind = "grpc"`, set
-//! through `CHORDNET_TRANSPORT__KIND`): the ring forms, lookups name the true successor, and a
-//! file larger than tonic's 4 MiB message limit goes up through one peer and comes down
-//! byte-identical through another (it travels in chunks, never in one message). And a server
-//! drops the work of a call whose `grpc-timeout` passed. Every wait is bounded and polls a
-//! condition.
+//! through `CHORDNET_TRANSPORT__KIND`): the ring forms, lookups name the true successor, files
+//! larger than tonic's 4 MiB message limit (up to 100 MiB) go up through one peer and come down
+//! byte-identical through another (in chunks, never in one message), crashes and a leave lose
+//! nothing, a restarted peer comes back with its store. And a server drops the work of a call
+//! whose `grpc-timeout` passed. Every wait is bounded and polls a condition.
 
 #[path = "support/cluster.rs"]
 mod cluster;
@@ -24,9 +24,9 @@ use chordnet::transport::{
 use chordnet::wire::Peer;
 use chordnet::wire::files::FileMeta;
 use chordnet::wire::ring::{Request, RequestEnvelope, Response, ResponseEnvelope};
-use cluster::Cluster;
+use cluster::{Cluster, wait_for};
 
-const PEERS: usize = 6;
+const PEERS: usize = 8;
 
 /// Deterministic content that is not a repeating pattern of any short period.
 fn content(len: usize) -> Vec<u8> {
@@ -41,21 +41,23 @@ fn content(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The environment of a gRPC peer in these tests.
+fn grpc_env() -> Vec<(String, String)> {
+    vec![
+        ("CHORDNET_TRANSPORT__KIND".into(), "grpc".into()),
+        ("CHORDNET_FILES__MAX_FILE_SIZE".into(), "128MiB".into()),
+    ]
+}
+
+/// The list, over gRPC: 8 peers form a ring, lookups name the true successor, files of
+/// several sizes (one over tonic's 4 MiB message limit, one of 100 MiB) cross between peers,
+/// two `kill -9`s and a SIGTERM hand-off lose nothing acknowledged, and a peer restarted with
+/// its store directory serves its range again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_grpc_ring_forms_answers_lookups_and_moves_files_larger_than_a_message() {
-    let c = Cluster::start_each(
-        "grpc",
-        PEERS,
-        |_| {
-            vec![
-                ("CHORDNET_TRANSPORT__KIND".into(), "grpc".into()),
-                ("CHORDNET_FILES__MAX_FILE_SIZE".into(), "16MiB".into()),
-            ]
-        },
-        false,
-    )
-    .converged()
-    .await;
+async fn a_grpc_ring_forms_moves_files_of_any_size_and_loses_nothing_to_crashes_or_leaves() {
+    let mut c = Cluster::start_each("grpc", PEERS, |_| grpc_env(), false)
+        .converged()
+        .await;
 
     // The peer port speaks gRPC: a gRPC ring call reaches a peer and it answers as itself.
     let factory = GrpcTransport;
@@ -80,7 +82,7 @@ async fn a_grpc_ring_forms_answers_lookups_and_moves_files_larger_than_a_message
     );
 
     // Lookups from every peer name the true successor.
-    for k in 0..60 {
+    for k in 0..80 {
         let key = format!("grpc-key-{k}");
         let asked = &c.peers[k % PEERS];
         let (status, found) = c
@@ -92,58 +94,123 @@ async fn a_grpc_ring_forms_answers_lookups_and_moves_files_larger_than_a_message
         assert_eq!(found["node"]["id"], expected.to_string(), "{key}: {found}");
     }
 
-    // A file over 4 MiB, up through one peer and down through another, byte for byte; both
-    // hold no copy (ring.replicas = 3), so every byte crosses gRPC both ways.
-    let name = "over-four-mib.bin";
-    let mut ring: Vec<Id> = c.peers.iter().map(|p| p.id()).collect();
+    // Files over 4 MiB and of 100 MiB, each up through one peer and down through another, byte
+    // for byte; neither holds a copy (ring.replicas = 3), so every byte crosses gRPC both ways.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .expect("client");
+    let mut big = Vec::new();
+    for (name, len) in [
+        ("over-four-mib.bin", (5 << 20) + 12_345),
+        ("hundred-mib.bin", (100 << 20) + 1),
+    ] {
+        let holders = holders_of(&c, name);
+        let others: Vec<&cluster::PeerProcess> = c
+            .peers
+            .iter()
+            .filter(|p| !holders.contains(&p.id()))
+            .collect();
+        let (uploader, downloader) = (others[0], others[1]);
+        let data = Bytes::from(content(len));
+        let up = http
+            .put(uploader.url(&format!("/v1/files/{name}")))
+            .body(data.clone())
+            .send()
+            .await
+            .expect("upload answered");
+        let status = up.status();
+        let stored: serde_json::Value = up.json().await.expect("json");
+        assert_eq!(status, 201, "{stored}");
+        assert_eq!(stored["size"], data.len());
+        assert!(stored["replicas"].as_u64() >= Some(2), "{stored}");
+        let got = fetch(&http, downloader, name).await;
+        assert!(
+            got.as_ref() == Some(&data),
+            "{name}: the downloaded bytes differ"
+        );
+
+        // Where it lives, as asked over gRPC queries: the responsible peer and the replicas.
+        let (status, places) = c
+            .get(&others[2].url(&format!("/v1/files/{name}/locations")))
+            .await
+            .expect("locations answered");
+        assert_eq!(status, 200, "{places}");
+        assert_eq!(places["node"]["id"], holders[0].to_string(), "{places}");
+        let copies = places["replicas"].as_array().map_or(0, Vec::len);
+        assert!(copies >= 2, "{places}");
+        big.push((name, data));
+    }
+
+    // Small files through random peers.
+    let mut files = Vec::new();
+    for k in 0..24 {
+        let data = content(1 + k * 997);
+        let name = format!("small-{k}.bin");
+        let (status, body) = c.put(&c.peers[k % PEERS], &name, &data).await;
+        assert_eq!(status, 201, "{body}");
+        files.push((name, data));
+    }
+
+    // kill -9 two peers that are not neighbours: every acknowledged file still downloads.
+    let mut order: Vec<usize> = (0..PEERS).collect();
+    order.sort_by_key(|&i| c.peers[i].id());
+    c.peers[order[1]].kill();
+    c.peers[order[5]].kill();
+    c.repaired_and_serving("two crashes", &files).await;
+    all_big_download(&c, &http, &big).await;
+
+    // SIGTERM one more: exit 0 after handing its keys over.
+    let status = c.peers[order[3]].terminate();
+    assert!(status.success(), "{status:?}");
+    c.repaired_and_serving("the leave", &files).await;
+    all_big_download(&c, &http, &big).await;
+
+    // A crashed peer restarts with its store directory: same id, back in the ring over gRPC,
+    // and it serves every file.
+    let env = grpc_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    c.restart_with_store(order[1], &env, &files).await;
+    let (_, node) = c
+        .get(&c.peers[order[1]].url("/v1/node"))
+        .await
+        .expect("node");
+    assert_eq!(node["id"], c.peers[order[1]].id().to_string());
+    assert_eq!(node["transport"], "grpc");
+}
+
+/// The responsible peer of `name` and its two successors (ring.replicas = 3), in ring order.
+fn holders_of(c: &Cluster, name: &str) -> Vec<Id> {
+    let mut ring: Vec<Id> = c.running().iter().map(|p| p.id()).collect();
     ring.sort();
     let first = ring
         .iter()
         .position(|&i| i == c.true_successor(Id::hash(name.as_bytes())))
         .expect("responsible peer");
-    let holders: Vec<Id> = (0..3).map(|k| ring[(first + k) % PEERS]).collect();
-    let others: Vec<&cluster::PeerProcess> = c
-        .peers
-        .iter()
-        .filter(|p| !holders.contains(&p.id()))
-        .collect();
-    let (uploader, downloader) = (others[0], others[1]);
-    let data = Bytes::from(content((5 << 20) + 12_345));
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .expect("client");
-    let up = http
-        .put(uploader.url(&format!("/v1/files/{name}")))
-        .body(data.clone())
-        .send()
-        .await
-        .expect("upload answered");
-    let status = up.status();
-    let stored: serde_json::Value = up.json().await.expect("json");
-    assert_eq!(status, 201, "{stored}");
-    assert_eq!(stored["size"], data.len());
-    assert!(stored["replicas"].as_u64() >= Some(2), "{stored}");
-    let down = http
-        .get(downloader.url(&format!("/v1/files/{name}")))
-        .send()
-        .await
-        .expect("download answered");
-    assert_eq!(down.status(), 200);
-    let got = down.bytes().await.expect("body");
-    assert_eq!(got.len(), data.len());
-    assert!(got == data, "the downloaded bytes differ");
+    (0..3).map(|k| ring[(first + k) % ring.len()]).collect()
+}
 
-    // Where it lives, as asked over gRPC queries: the responsible peer and the replicas that
-    // hold it (ring.replicas = 3 by default).
-    let (status, places) = c
-        .get(&others[2].url(&format!("/v1/files/{name}/locations")))
+async fn fetch(http: &reqwest::Client, via: &cluster::PeerProcess, name: &str) -> Option<Bytes> {
+    let down = http
+        .get(via.url(&format!("/v1/files/{name}")))
+        .send()
         .await
-        .expect("locations answered");
-    assert_eq!(status, 200, "{places}");
-    assert_eq!(places["node"]["id"], holders[0].to_string(), "{places}");
-    let holders = places["replicas"].as_array().map_or(0, Vec::len);
-    assert!(holders >= 2, "{places}");
+        .ok()?;
+    if down.status() != 200 {
+        return None;
+    }
+    down.bytes().await.ok()
+}
+
+/// Waits (bounded) until each big file downloads byte-identical through a running peer.
+async fn all_big_download(c: &Cluster, http: &reqwest::Client, big: &[(&str, Bytes)]) {
+    for (k, (name, data)) in big.iter().enumerate() {
+        wait_for(name, Duration::from_secs(60), || async {
+            let running = c.running();
+            fetch(http, running[k % running.len()], name).await.as_ref() == Some(data)
+        })
+        .await;
+    }
 }
 
 /// A ring handler that never answers and says when its work was dropped.
@@ -201,6 +268,7 @@ async fn the_server_stops_work_when_the_grpc_timeout_passes() {
         listen: address.parse().expect("socket address"),
         advertise: GrpcTransport.parse_address(&address).expect("address"),
         max_body: 1 << 20,
+        ready: tokio::sync::watch::channel(true).1,
     };
     GrpcTransport
         .serve(options, handlers, stopped)

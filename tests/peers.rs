@@ -270,45 +270,6 @@ async fn seeded_peers_started_together_form_one_ring_and_survive_restarts() {
     assert!(ids.iter().all(|r| *r == ring_id), "{ids:?} vs {ring_id}");
 }
 
-impl Cluster {
-    async fn put(&self, via: &PeerProcess, name: &str, data: &[u8]) -> (u16, Value) {
-        let resp = self
-            .http
-            .put(via.url(&format!("/v1/files/{name}")))
-            .body(data.to_vec())
-            .send()
-            .await
-            .expect("upload");
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn fetch(&self, via: &PeerProcess, name: &str) -> Option<Vec<u8>> {
-        let resp = self
-            .http
-            .get(via.url(&format!("/v1/files/{name}")))
-            .send()
-            .await
-            .ok()?;
-        if resp.status() != 200 {
-            return None;
-        }
-        resp.bytes().await.ok().map(|b| b.to_vec())
-    }
-
-    /// Whether every file downloads byte-identical through some running peer (rotating).
-    async fn all_download(&self, files: &[(String, Vec<u8>)]) -> bool {
-        let running = self.running();
-        for (k, (name, data)) in files.iter().enumerate() {
-            let via = running[k % running.len()];
-            if self.fetch(via, name).await.as_deref() != Some(data.as_slice()) {
-                return false;
-            }
-        }
-        true
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_are_replicated_and_survive_crashes_leaves_and_restarts() {
     let mut c = Cluster::start_converged("files", 6).await;
@@ -383,63 +344,20 @@ async fn files_are_replicated_and_survive_crashes_leaves_and_restarts() {
     let mut order: Vec<usize> = (0..c.peers.len()).collect();
     order.sort_by_key(|&i| c.peers[i].id());
     c.peers[order[0]].kill();
-    wait_for("ring repaired", Duration::from_secs(30), || c.rings_agree()).await;
-    wait_for(
-        "every file downloads after one crash",
-        Duration::from_secs(30),
-        || c.all_download(&files),
-    )
-    .await;
+    c.repaired_and_serving("one crash", &files).await;
     c.peers[order[3]].kill();
-    wait_for("ring repaired again", Duration::from_secs(30), || {
-        c.rings_agree()
-    })
-    .await;
-    wait_for(
-        "every file downloads after two crashes",
-        Duration::from_secs(30),
-        || c.all_download(&files),
-    )
-    .await;
+    c.repaired_and_serving("two crashes", &files).await;
     wait_for("survivors ready", Duration::from_secs(30), || c.all_ready()).await;
 
     // SIGTERM one more: exit 0, its keys reach the survivors.
     let status = c.peers[order[1]].terminate();
     assert!(status.success(), "{status:?}");
-    wait_for("ring closed", Duration::from_secs(30), || c.rings_agree()).await;
-    wait_for(
-        "every file downloads after the leave",
-        Duration::from_secs(30),
-        || c.all_download(&files),
-    )
-    .await;
+    c.repaired_and_serving("the leave", &files).await;
 
     // The first crashed peer restarts with its store dir: same id, back in the ring, and it
     // serves the keys of its range again.
     let i = order[0];
-    let bootstrap = c.running()[0].advertise.clone();
-    c.peers[i] = c.peers[i].respawn(Some(&bootstrap), &[], None);
-    wait_for("restarted peer ready", Duration::from_secs(30), || {
-        c.all_ready()
-    })
-    .await;
-    wait_for("ring includes it", Duration::from_secs(30), || {
-        c.rings_agree()
-    })
-    .await;
-    wait_for(
-        "every file downloads through the restarted peer",
-        Duration::from_secs(30),
-        || async {
-            for (name, data) in &files {
-                if c.fetch(&c.peers[i], name).await.as_deref() != Some(data.as_slice()) {
-                    return false;
-                }
-            }
-            true
-        },
-    )
-    .await;
+    c.restart_with_store(i, &[], &files).await;
     wait_for(
         "it stores the keys of its range",
         Duration::from_secs(30),
@@ -455,18 +373,7 @@ async fn files_are_replicated_and_survive_crashes_leaves_and_restarts() {
     // A second SIGTERM: nothing is lost either.
     let status = c.peers[order[4]].terminate();
     assert!(status.success(), "{status:?}");
-    wait_for(
-        "ring closed after the second leave",
-        Duration::from_secs(30),
-        || c.rings_agree(),
-    )
-    .await;
-    wait_for(
-        "every file downloads after two leaves",
-        Duration::from_secs(30),
-        || c.all_download(&files),
-    )
-    .await;
+    c.repaired_and_serving("two leaves", &files).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

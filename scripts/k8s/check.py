@@ -134,6 +134,8 @@ REJECT = [
     ("resource attribute with a comma", {"tracing": {"resourceAttributes": {"team": "a,b"}}}, "resourceAttributes"),
     ("resource attribute key with =", {"tracing": {"resourceAttributes": {"a=b": "c"}}}, "invalid propertyName"),
     ("zero export time-out", {"tracing": {"timeout": 0}}, "tracing/timeout"),
+    ("unknown transport kind", {"transport": {"kind": "udp"}}, "transport/kind"),
+    ("unknown transport value", {"transport": {"kind": "grpc", "tls": True}}, "additional properties"),
 ]
 
 
@@ -288,8 +290,18 @@ def check_objects(path):
     if not api:
         problems.append("no API Service selects the peers")
     probes = {k: c.get(k, {}).get("httpGet", {}) for k in ("startupProbe", "readinessProbe", "livenessProbe")}
+    kind = env.get("CHORDNET_TRANSPORT__KIND", {}).get("value")
+    if kind not in ("http", "grpc"):
+        problems.append(f"CHORDNET_TRANSPORT__KIND is {kind!r}, not http or grpc")
+    grpc_probe = c.get("readinessProbe", {}).get("grpc")
+    if grpc_probe is not None:
+        # Kubernetes' gRPC probe asks grpc.health.v1, which only a gRPC peer port serves.
+        if kind != "grpc" or grpc_probe.get("port") != peer_port or "httpGet" in c["readinessProbe"]:
+            problems.append(f"readinessProbe is a gRPC probe of port {grpc_probe.get('port')} with transport {kind}: "
+                            f"only the peer port ({peer_port}) of a grpc peer serves grpc.health.v1")
+        del probes["readinessProbe"]
     for probe, path_ in (("startupProbe", "/healthz"), ("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
-        if probes[probe].get("path") != path_ or probes[probe].get("port") not in ("http", 8080):
+        if probe in probes and (probes[probe].get("path") != path_ or probes[probe].get("port") not in ("http", 8080)):
             problems.append(f"{probe} is not GET {path_} on the API port")
     psc, csc = pspec.get("securityContext", {}), c.get("securityContext", {})
     merged = {**psc, **csc}

@@ -43,7 +43,13 @@ impl App {
     /// which only the file layer knows.
     fn node_view(&self) -> views::NodeView {
         let api = self.ring.config().api.listen.to_string();
-        views::NodeView::new(&self.ring.status(), api, self.files.stored_keys())
+        let transport = self.ring.factory().kind();
+        views::NodeView::new(
+            &self.ring.status(),
+            api,
+            transport,
+            self.files.stored_keys(),
+        )
     }
 }
 

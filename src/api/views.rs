@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::config::TransportKind;
 use crate::files::outcome::{Locations, NodeFiles, SharedFile, StoredFile, Uploaded};
 use crate::id::Id;
 use crate::ring::{Address, LookupResult, Peer};
@@ -29,6 +30,8 @@ pub struct NodeView {
     pub id: Id,
     pub address: Address,
     pub api: String,
+    /// What carries the peer protocol (`transport.kind`).
+    pub transport: TransportKind,
     pub state: &'static str,
     pub ring_id: Option<String>,
     pub predecessor: Option<PeerView>,
@@ -39,12 +42,13 @@ pub struct NodeView {
 }
 
 impl NodeView {
-    /// The node's `status`, served at `api`, holding `keys` keys.
-    pub fn new(n: &Status, api: String, keys: u64) -> NodeView {
+    /// The node's `status`, served at `api`, speaking `transport`, holding `keys` keys.
+    pub fn new(n: &Status, api: String, transport: TransportKind, keys: u64) -> NodeView {
         NodeView {
             id: n.me.id,
             address: n.me.address.clone(),
             api,
+            transport,
             state: n.state_name(),
             ring_id: n.ring_id.map(|r| r.to_string()),
             predecessor: n.predecessor.as_ref().map(PeerView::from),
@@ -301,9 +305,14 @@ mod tests {
             accepts_keys: true,
         };
         assert_eq!(
-            json(NodeView::new(&n, "127.0.0.1:8080".into(), 4)),
+            json(NodeView::new(
+                &n,
+                "127.0.0.1:8080".into(),
+                TransportKind::Grpc,
+                4
+            )),
             format!(
-                r#"{{"id":"{}","address":"a:1","api":"127.0.0.1:8080","state":"ready","ring_id":"00000000-0000-0000-0000-000000000001","predecessor":{pa},"successors":[{pa}],"keys":4,"ring_size_estimate":1.0,"stabilization_rounds":3}}"#,
+                r#"{{"id":"{}","address":"a:1","api":"127.0.0.1:8080","transport":"grpc","state":"ready","ring_id":"00000000-0000-0000-0000-000000000001","predecessor":{pa},"successors":[{pa}],"keys":4,"ring_size_estimate":1.0,"stabilization_rounds":3}}"#,
                 a.id
             )
         );

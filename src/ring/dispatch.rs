@@ -198,6 +198,15 @@ impl Node {
         }
     }
 
+    /// A request this node sent reached something that cannot be a peer of this one (another
+    /// transport, not a chordnet peer); `detail` says what. For routing it is a peer that did
+    /// not answer; a join through it fails with [`JoinFailure::Incompatible`].
+    pub fn handle_incompatible(&mut self, request: RequestId, detail: String) {
+        if let Some(pending) = self.pending.remove(&request) {
+            self.failed(pending, Why::Incompatible(detail));
+        }
+    }
+
     fn failed(&mut self, pending: Pending, why: Why) {
         match pending {
             Pending::Lookup(step) => self.step_failed(step, why),

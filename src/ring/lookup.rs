@@ -309,6 +309,7 @@ impl Node {
             let bootstrap = step.to;
             return self.join_failed(match why {
                 Why::NoResponse => JoinFailure::Unreachable { bootstrap },
+                Why::Incompatible(detail) => JoinFailure::Incompatible { bootstrap, detail },
                 Why::Rejected(Rejection::NotMember { remembers }) => JoinFailure::NotMember {
                     bootstrap,
                     remembers,

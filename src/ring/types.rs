@@ -162,6 +162,10 @@ pub enum JoinFailure {
         /// The ring the bootstrap's store directory remembers, if it said.
         remembers: Option<RingId>,
     },
+    /// The bootstrap peer cannot be a peer of this one (another `transport.kind`, or not a
+    /// chordnet peer): retrying will not help until one of them is reconfigured.
+    #[error("bootstrap {bootstrap} cannot be a peer of this one: {detail}")]
+    Incompatible { bootstrap: Address, detail: String },
     /// Another peer already uses this node's identifier.
     #[error("identifier already used by {address}")]
     IdInUse { address: Address },
@@ -176,6 +180,9 @@ pub(super) enum Why {
     NoResponse,
     Rejected(Rejection),
     Malformed,
+    /// The other side cannot be a peer of this one (another transport, not a chordnet peer):
+    /// the transport's explanation.
+    Incompatible(String),
 }
 
 impl std::fmt::Display for Why {
@@ -184,6 +191,7 @@ impl std::fmt::Display for Why {
             Why::NoResponse => write!(f, "no response"),
             Why::Rejected(r) => write!(f, "{r}"),
             Why::Malformed => write!(f, "unexpected answer"),
+            Why::Incompatible(detail) => write!(f, "{detail}"),
         }
     }
 }

@@ -38,6 +38,7 @@ impl Service {
         // Rounds that ended without a way in: the first is a warning, the rest are told once
         // it is over (joined or founded), with how long it took.
         let mut waits = 0u32;
+        let mut incompatible = std::collections::HashSet::new();
         let waited = |waits: u32| {
             if waits == 0 {
                 String::new()
@@ -71,6 +72,14 @@ impl Service {
                         }
                         Err(ServiceError::JoinFailed(JoinFailure::Unreachable { .. })) => {
                             JoinOutcome::Unreachable
+                        }
+                        Err(e @ ServiceError::JoinFailed(JoinFailure::Incompatible { .. })) => {
+                            // A misconfiguration: say it loudly, once per target, and keep
+                            // trying (the other side may be redeployed with the right kind).
+                            if incompatible.insert(target.clone()) {
+                                warn!(%target, "cannot join: {e}");
+                            }
+                            JoinOutcome::Other(e.to_string())
                         }
                         Err(e) => {
                             debug!(%target, error = %e, "join attempt failed");

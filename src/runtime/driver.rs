@@ -18,6 +18,7 @@ use super::commands::{Command, JoinError, Ticket};
 use super::remember::Remember;
 use super::{Service, rpc_client_span};
 use crate::ring::{LookupError, LookupId, LookupResult, Node, Output};
+use crate::transport::TransportError;
 
 type LookupReply = oneshot::Sender<Result<LookupResult, LookupError>>;
 
@@ -90,6 +91,9 @@ impl Driver {
             }
             Command::Answer { request, answer } => match answer {
                 Ok(response) => self.node.handle_response(request, response),
+                Err(TransportError::Incompatible(detail)) => {
+                    self.node.handle_incompatible(request, detail)
+                }
                 Err(_) => self.node.handle_failure(request),
             },
             Command::Lookup {

@@ -132,6 +132,11 @@ impl Service {
         self.status.get()
     }
 
+    /// Whether the peer is ready (the rules of `/readyz`), as it changes.
+    pub fn ready(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.status.ready()
+    }
+
     pub fn me(&self) -> Peer {
         self.status().me.clone()
     }

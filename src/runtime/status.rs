@@ -4,6 +4,8 @@
 
 use std::sync::{Arc, RwLock};
 
+use tokio::sync::watch;
+
 use crate::id::Id;
 use crate::ring::{Membership, Node, NotReady, Peer, RingId};
 
@@ -89,16 +91,30 @@ impl Status {
     }
 }
 
-/// The published snapshot: written by the driver only, read by anyone.
-pub(super) struct Published(RwLock<Arc<Status>>);
+/// The published snapshot: written by the driver only, read by anyone; readiness is also a
+/// watch channel, for those that wait for it to change (gRPC's health service).
+pub(super) struct Published {
+    status: RwLock<Arc<Status>>,
+    ready: watch::Sender<bool>,
+}
 
 impl Published {
     pub fn new(n: &Node) -> Published {
-        Published(RwLock::new(Arc::new(Status::of(n))))
+        let status = Status::of(n);
+        let (ready, _) = watch::channel(status.readiness.is_empty());
+        Published {
+            status: RwLock::new(Arc::new(status)),
+            ready,
+        }
     }
 
     pub fn get(&self) -> Arc<Status> {
-        Arc::clone(&self.0.read().unwrap_or_else(|e| e.into_inner()))
+        Arc::clone(&self.status.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Whether the node is ready, as it changes.
+    pub fn ready(&self) -> watch::Receiver<bool> {
+        self.ready.subscribe()
     }
 
     /// Publishes `n`'s state if it changed since the last time.
@@ -107,6 +123,9 @@ impl Published {
             return;
         }
         let status = Arc::new(Status::of(n));
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = status;
+        let ready = status.readiness.is_empty();
+        *self.status.write().unwrap_or_else(|e| e.into_inner()) = status;
+        self.ready
+            .send_if_modified(|r| std::mem::replace(r, ready) != ready);
     }
 }

@@ -50,6 +50,10 @@ pub enum TransportError {
     Unreachable(String),
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The other side is not a peer this one can talk to: another `transport.kind`, or not a
+    /// chordnet peer at all. Says which and what to change.
+    #[error("{0}")]
+    Incompatible(String),
     /// The peer answered, and refused.
     #[error("{0}")]
     Refused(Refusal),
@@ -65,6 +69,7 @@ impl TransportError {
             TransportError::Timeout(_) => "timeout",
             TransportError::Unreachable(_) => "unreachable",
             TransportError::Protocol(_) => "protocol_error",
+            TransportError::Incompatible(_) => "incompatible",
             TransportError::Refused(_) => "refused",
             TransportError::Body(_) => "transfer_error",
         }
@@ -241,6 +246,9 @@ pub struct ServeOptions {
     pub advertise: Address,
     /// The largest object body the server accepts.
     pub max_body: u64,
+    /// Whether the peer is ready (the rules of `/readyz`), for transports with a health service
+    /// of their own (gRPC's `grpc.health.v1`).
+    pub ready: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A running peer-protocol server.

@@ -39,3 +39,21 @@ pub async fn bind(
         .map_or_else(|_| listen.to_string(), |a| a.to_string());
     Ok((listener, local))
 }
+
+/// Whether the server at `address` greets a new connection with an HTTP/2 SETTINGS frame
+/// before the client says anything, as an HTTP/2-only server does (a gRPC peer's port); an
+/// HTTP/1 server stays silent. Asked only after a request failed, to explain the failure.
+pub async fn greets_with_http2(address: &Address) -> bool {
+    use tokio::io::AsyncReadExt;
+    const WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+    let greeting = async {
+        let mut stream = tokio::net::TcpStream::connect(address.as_str())
+            .await
+            .ok()?;
+        // A frame header: 3 bytes of length, the type (4 = SETTINGS), flags, stream 0.
+        let mut header = [0u8; 9];
+        stream.read_exact(&mut header).await.ok()?;
+        Some(header[3] == 0x04 && header[5..9] == [0, 0, 0, 0])
+    };
+    matches!(tokio::time::timeout(WAIT, greeting).await, Ok(Some(true)))
+}

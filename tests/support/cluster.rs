@@ -230,6 +230,96 @@ impl Cluster {
         ids.sort();
         ids.iter().copied().find(|&i| i >= key).unwrap_or(ids[0])
     }
+
+    /// Uploads `data` as `name` through `via`: the status and the JSON answer.
+    pub async fn put(&self, via: &PeerProcess, name: &str, data: &[u8]) -> (u16, Value) {
+        let resp = self
+            .http
+            .put(via.url(&format!("/v1/files/{name}")))
+            .body(data.to_vec())
+            .send()
+            .await
+            .expect("upload");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Downloads `name` through `via`; `None` unless 200.
+    pub async fn fetch(&self, via: &PeerProcess, name: &str) -> Option<Vec<u8>> {
+        let resp = self
+            .http
+            .get(via.url(&format!("/v1/files/{name}")))
+            .send()
+            .await
+            .ok()?;
+        if resp.status() != 200 {
+            return None;
+        }
+        resp.bytes().await.ok().map(|b| b.to_vec())
+    }
+
+    /// Waits (bounded) until the ring closed over a change and every file downloads again.
+    pub async fn repaired_and_serving(&self, after: &str, files: &[(String, Vec<u8>)]) {
+        wait_for(
+            &format!("ring closed after {after}"),
+            Duration::from_secs(30),
+            || self.rings_agree(),
+        )
+        .await;
+        wait_for(
+            &format!("every file downloads after {after}"),
+            Duration::from_secs(30),
+            || self.all_download(files),
+        )
+        .await;
+    }
+
+    /// Restarts peer `i` with its store directory (and `env`) through a running peer; waits
+    /// (bounded) until every peer is ready, the ring includes it, and every file downloads
+    /// through it.
+    pub async fn restart_with_store(
+        &mut self,
+        i: usize,
+        env: &[(&str, &str)],
+        files: &[(String, Vec<u8>)],
+    ) {
+        let bootstrap = self.running()[0].advertise.clone();
+        self.peers[i] = self.peers[i].respawn(Some(&bootstrap), env, None);
+        wait_for("restarted peer ready", Duration::from_secs(30), || {
+            self.all_ready()
+        })
+        .await;
+        wait_for("ring includes it", Duration::from_secs(30), || {
+            self.rings_agree()
+        })
+        .await;
+        let peer = &self.peers[i];
+        wait_for(
+            "every file downloads through the restarted peer",
+            Duration::from_secs(30),
+            || async {
+                for (name, data) in files {
+                    if self.fetch(peer, name).await.as_deref() != Some(data.as_slice()) {
+                        return false;
+                    }
+                }
+                true
+            },
+        )
+        .await;
+    }
+
+    /// Whether every file downloads byte-identical through some running peer (rotating).
+    pub async fn all_download(&self, files: &[(String, Vec<u8>)]) -> bool {
+        let running = self.running();
+        for (k, (name, data)) in files.iter().enumerate() {
+            let via = running[k % running.len()];
+            if self.fetch(via, name).await.as_deref() != Some(data.as_slice()) {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 pub fn spawn(

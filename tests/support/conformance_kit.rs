@@ -288,6 +288,7 @@ pub async fn bench(under: &dyn Under, slot: usize, slow: Option<Duration>) -> Be
         listen,
         advertise: address,
         max_body: MAX_BODY,
+        ready: tokio::sync::watch::channel(true).1,
     };
     factory.serve(options, handlers, rx).await.expect("serve");
     let clients = factory.clients(config.ring.rpc_timeout).expect("clients");

@@ -215,3 +215,16 @@ tracing.endpoint is empty: the peer exports traces only when an endpoint variabl
   value: {{ join "," $pairs | quote }}
 {{- end }}
 {{- end }}
+
+{{/*
+transport.* with the defaults of values.yaml filled in (a release installed by a chart version
+without transport.* keeps that version's values on `helm upgrade --reuse-values`).
+*/}}
+{{- define "chordnet.transportKind" -}}
+{{- default "http" (default dict .Values.transport).kind }}
+{{- end }}
+
+{{- define "chordnet.grpcReadinessProbe" -}}
+{{- $t := default dict .Values.transport }}
+{{- if and (eq (include "chordnet.transportKind" .) "grpc") $t.grpcReadinessProbe }}true{{ end }}
+{{- end }}

@@ -342,7 +342,7 @@ def cmd_render(out, values_file=None, dns=None):
         f"minReadySeconds {meta['MIN_READY']}), headless Service {headless}, image {c['image']}")
     log(f"pod {pods[0]['name']}: advertise {pods[0]['advertise']}; seeds {meta['SEEDS']}")
     log(f"config: {meta['CONFIG_FILES']} (ring.replicas {replication}, leave_timeout {leave_timeout}); "
-        f"readiness GET :{ready_port}{ready_path}")
+        f"transport {env0.get('CHORDNET_TRANSPORT__KIND', 'http')}; readiness GET :{ready_port}{ready_path}")
 
 
 def cmd_ip(subnet, n):
@@ -439,6 +439,9 @@ def ring_state(cl, ords):
             return (f"ring walk from {cl.name(i)}: complete={walk.get('complete')}, "
                     f"{len(got)} nodes {[a.split('.')[0] for a in got]}"), None
         ids[cl.name(i)] = node.get("ring_id")
+        transport = cl.pods[i]["env"].get("CHORDNET_TRANSPORT__KIND", "http")
+        if node.get("transport") != transport:
+            return f"{cl.name(i)} speaks {node.get('transport')}, the chart says {transport}", None
     if len(set(ids.values())) != 1 or None in ids.values():
         return f"ring ids differ: {ids}", None
     return None, next(iter(ids.values()))
@@ -463,7 +466,8 @@ def cmd_wait_ring(work, timeout, *ords):
     else:
         note = " (the same as at the start)"
     log(f"one ring of {len(ords)} after {time.monotonic() - t0:.1f}s: /readyz 200 and a complete "
-        f"ring walk listing exactly these pods from every pod; one ring_id {ring_id}{note}")
+        f"ring walk listing exactly these pods from every pod; one ring_id {ring_id}{note}; "
+        f"peers talk {cl.pods[ords[0]]['env'].get('CHORDNET_TRANSPORT__KIND', 'http')}")
 
 
 def files_state(work):

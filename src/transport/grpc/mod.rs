@@ -12,8 +12,12 @@
 //!   protocol version, `RESOURCE_EXHAUSTED` for a full disk or an over-size object,
 //!   `UNAVAILABLE`, `INTERNAL`) with the refusal's kind in `chordnet-refusal`, and come back as
 //!   the same [`Refusal`](super::Refusal).
+//! - Also on the peer port: `grpc.health.v1` (SERVING exactly when the peer is ready) and
+//!   server reflection (`grpc.reflection.v1` and `v1alpha`).
 
 mod client;
+mod health;
+pub mod reflection;
 mod server;
 mod status;
 mod stream;

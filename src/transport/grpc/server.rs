@@ -38,10 +38,18 @@ pub async fn serve(
     })
     .max_decoding_message_size(MAX_QUERY)
     .max_encoding_message_size(MAX_QUERY);
+    let (health, health_task) = super::health::service(options.ready.clone()).await;
+    let (reflection, reflection_alpha) = super::reflection::services().map_err(|e| ServeError {
+        what: "gRPC reflection".into(),
+        source: std::io::Error::other(e),
+    })?;
     let router = Server::builder()
         .trace_fn(server_span)
         .add_service(ring)
-        .add_service(blob);
+        .add_service(blob)
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(reflection_alpha);
     let mut stopping = shutdown.clone();
     let task = tokio::spawn(async move {
         let stop = async move {
@@ -60,6 +68,7 @@ pub async fn serve(
             }
             () = drained => tracing::warn!("calls still in flight after {DRAIN:?}: dropped"),
         }
+        health_task.abort();
     });
     Ok(Serving { local, task })
 }
@@ -68,7 +77,7 @@ pub async fn serve(
 /// caller's trace.
 fn server_span(req: &tonic::codegen::http::Request<()>) -> tracing::Span {
     let path = req.uri().path();
-    if !crate::telemetry::enabled() || path.starts_with("/chordnet.v1.Ring/") {
+    if !crate::telemetry::enabled() || !path.starts_with("/chordnet.v1.Blob/") {
         return tracing::Span::none();
     }
     let method = path.rsplit('/').next().unwrap_or(path);
@@ -95,7 +104,7 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<Bytes, Status> {
         .map_err(|e| internal(format!("cannot encode the answer: {e}")))
 }
 
-struct RingService {
+pub(super) struct RingService {
     handlers: Handlers,
 }
 
@@ -111,7 +120,7 @@ impl Ring for RingService {
     }
 }
 
-struct BlobService {
+pub(super) struct BlobService {
     handlers: Handlers,
     max_body: u64,
 }

@@ -112,9 +112,12 @@ pub fn failure(to: &Address, status: &Status) -> TransportError {
         Code::Unavailable | Code::Cancelled => {
             TransportError::Unreachable(format!("{to}: {message}"))
         }
-        Code::Unimplemented => {
-            TransportError::Protocol(format!("{to} does not serve the gRPC peer protocol"))
-        }
+        // An HTTP peer's port speaks HTTP/2 too, and answers a gRPC path with a plain 404.
+        Code::Unimplemented => TransportError::Incompatible(format!(
+            "{to} does not serve chordnet's gRPC peer protocol ({message}): it looks like a \
+             peer with transport.kind = \"http\" (or not a chordnet peer), and this peer has \
+             transport.kind = \"grpc\" (every peer of a ring must use the same transport.kind)"
+        )),
         Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
             TransportError::Refused(Refusal::new(RefusalKind::Invalid, message))
         }

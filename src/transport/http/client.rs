@@ -50,7 +50,10 @@ impl HttpClient {
         for (name, value) in trace.fields() {
             req = req.header(name, value);
         }
-        let resp = req.send().await.map_err(classify)?;
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            Err(e) => return Err(first_answer_failed(e, to).await),
+        };
         tracing::Span::current().record("http.response.status_code", resp.status().as_u16());
         match resp.status() {
             s if s.is_success() => Ok(Some(resp)),
@@ -103,6 +106,35 @@ fn body_stream(resp: reqwest::Response) -> BoxStream<'static, Result<Bytes, Body
         .boxed()
 }
 
+/// What the caller makes of a request that got no response: besides time-outs and refused
+/// connections, a server that speaks only HTTP/2, which is what a gRPC peer's port does. It
+/// shows as HTTP/2 frames where an HTTP/1.1 answer should be or, when the server closed first,
+/// as a reset connection: then a fresh connection tells (an HTTP/2-only server greets first).
+async fn first_answer_failed(e: reqwest::Error, to: &Address) -> TransportError {
+    let connected = !e.is_connect() && !e.is_timeout();
+    if speaks_http2_only(&e) || (connected && crate::transport::tcp::greets_with_http2(to).await) {
+        return TransportError::Incompatible(format!(
+            "{to} answered with HTTP/2 frames, not HTTP/1.1: it looks like a peer with \
+             transport.kind = \"grpc\", and this peer has transport.kind = \"http\" (every \
+             peer of a ring must use the same transport.kind)"
+        ));
+    }
+    classify(e)
+}
+
+/// Whether the response could not be parsed because it did not start like HTTP/1 (hyper says
+/// "invalid HTTP version parsed" for the binary frames an HTTP/2-only server sends).
+fn speaks_http2_only(e: &reqwest::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = source {
+        if s.to_string().contains("invalid HTTP version") {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
 fn classify(e: reqwest::Error) -> TransportError {
     if e.is_timeout() {
         TransportError::Timeout(Duration::ZERO)
@@ -124,8 +156,9 @@ impl RingClient for HttpClient {
             let req = self.client.post(Self::url(to, RPC_PATH)).json(&request);
             match self.send(req, to, &trace).await? {
                 Some(resp) => Self::json(resp, to).await,
-                None => Err(TransportError::Protocol(format!(
-                    "{to} does not serve the peer protocol"
+                None => Err(TransportError::Incompatible(format!(
+                    "{to} answers HTTP but does not serve chordnet's peer protocol on that \
+                     path: it is not a chordnet peer, or not one with transport.kind = \"http\""
                 ))),
             }
         })

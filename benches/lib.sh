@@ -1,0 +1,24 @@
+# What the shell benches share (sourced): waiting for a ring to be ready, and wrk's script that
+# sends GET /v1/lookup/<random key> spread over the peers' APIs (PEERS and API_BASE in its env).
+
+wait_ready() { # api_base; PEERS peers on consecutive API ports
+  local deadline=$((SECONDS + 60))
+  for ((i = 0; i < PEERS; i++)); do
+    until curl -sf "http://127.0.0.1:$(($1 + i))/readyz" >/dev/null; do
+      ((SECONDS < deadline)) || { echo "ring at $1 not ready" >&2; exit 1; }
+      sleep 0.2
+    done
+  done
+}
+
+write_lookup_lua() { # path
+  cat >"$1" <<'LUA'
+local peers, base = tonumber(os.getenv("PEERS")), tonumber(os.getenv("API_BASE"))
+local n = 0
+request = function()
+  n = n + 1
+  local key = string.format("key-%d-%d", math.random(1, 1000000000), n)
+  return wrk.format("GET", "/v1/lookup/" .. key, {Host = "127.0.0.1:" .. (base + n % peers)})
+end
+LUA
+}
