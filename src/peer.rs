@@ -100,12 +100,22 @@ pub async fn start_with(
     let peer_addr = serving.local.clone();
     let mut servers = vec![serving.task];
     let app = crate::api::router(Arc::clone(&service), Arc::clone(&files));
+    // A request head gets as long as a stalled body does.
+    let head_timeout = config.transport.progress_timeout;
     let mut stopped = stop.subscribe();
     servers.push(tokio::spawn(async move {
         let shutdown = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(api_listener, app)
+        use crate::api::front::{Connection, FrontListener, track};
+        let app = app
+            .layer(axum::middleware::from_fn(track))
+            .into_make_service_with_connect_info::<Connection>();
+        let listener = FrontListener {
+            listener: api_listener,
+            head_timeout,
+        };
+        if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
         {

@@ -1,6 +1,7 @@
 //! The API at its edges, against a real `chordnet serve` process and raw HTTP/1.1 (what a
-//! library client would never send): every error is a problem document, bodies cannot hold a
-//! peer up (issue 10, items 3 and 17). Every wait is bounded.
+//! library client would never send): every error is a problem document (also the heads hyper
+//! would refuse itself: `src/api/front.rs`), bodies cannot hold a peer up (issue 10, items 3
+//! and 17). Every wait is bounded.
 
 #[path = "support/cluster.rs"]
 mod cluster;
@@ -85,6 +86,91 @@ async fn every_error_a_client_sees_is_a_problem_document() {
     assert_eq!(status_of(&r), 413, "{r}");
     assert!(is_problem(&r), "{r}");
     assert!(r.contains("files.max_file_size"), "{r}");
+}
+
+/// Item 17, the part hyper used to answer itself with empty bodies: heads it cannot take (bad
+/// `Content-Length`, a 64 KB path, a huge head, too many fields, another HTTP version, not
+/// HTTP at all) get problem documents, also after good requests on the same connection, and
+/// pipelined requests with bodies (sized and chunked) still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heads_hyper_would_refuse_get_problem_documents_too() {
+    let c = Cluster::start_converged("edges-heads", 1).await;
+    let api = c.peers[0].api.clone();
+    let limit = Duration::from_secs(10);
+    let many_fields = "A: b\r\n".repeat(101);
+    let cases: Vec<(String, u16)> = vec![
+        (
+            format!("PUT /v1/files/a HTTP/1.1\r\nHost: {api}\r\nContent-Length: abc\r\n\r\n"),
+            400,
+        ),
+        (
+            format!("PUT /v1/files/a HTTP/1.1\r\nHost: {api}\r\nContent-Length: -1\r\n\r\n"),
+            400,
+        ),
+        (
+            format!(
+                "PUT /v1/files/a HTTP/1.1\r\nHost: {api}\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+            ),
+            400,
+        ),
+        (
+            format!(
+                "GET /v1/lookup/{} HTTP/1.1\r\nHost: {api}\r\n\r\n",
+                "k".repeat(64 << 10)
+            ),
+            414,
+        ),
+        (
+            format!(
+                "GET /v1/node HTTP/1.1\r\nHost: {api}\r\nX-Big: {}\r\n\r\n",
+                "b".repeat(100 << 10)
+            ),
+            431,
+        ),
+        (
+            format!("GET /v1/node HTTP/1.1\r\nHost: {api}\r\n{many_fields}\r\n"),
+            431,
+        ),
+        (format!("GET /v1/node HTTP/9.1\r\nHost: {api}\r\n\r\n"), 400),
+        ("\u{16}\u{3}\u{1} not HTTP at all\r\n\r\n".to_string(), 400),
+    ];
+    for (head, status) in &cases {
+        let r = exchange(&api, head, b"", limit);
+        assert_eq!(
+            status_of(&r),
+            *status,
+            "{}: {r}",
+            &head[..40.min(head.len())]
+        );
+        assert!(is_problem(&r), "{r}");
+        // After a good request on the same connection: its answer, then the problem.
+        let good = format!("GET /healthz HTTP/1.1\r\nHost: {api}\r\n\r\n");
+        let r = exchange(&api, &format!("{good}{head}"), b"", limit);
+        assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
+        let second = r
+            .find("\r\n\r\n{\"alive\":true}")
+            .map(|i| &r[i + 18..])
+            .unwrap_or("");
+        assert_eq!(status_of(second), *status, "{r}");
+        assert!(is_problem(second), "{r}");
+    }
+
+    // A sized upload, a chunked upload and their downloads, pipelined on one connection.
+    let pipelined = format!(
+        "PUT /v1/files/sized.txt HTTP/1.1\r\nHost: {api}\r\nContent-Length: 5\r\n\r\nhello\
+         PUT /v1/files/chunked.txt HTTP/1.1\r\nHost: {api}\r\nTransfer-Encoding: chunked\r\n\r\n\
+         3;x=y\r\nabc\r\n2\r\nde\r\n0\r\n\r\n\
+         GET /v1/files/sized.txt HTTP/1.1\r\nHost: {api}\r\n\r\n\
+         GET /v1/files/chunked.txt HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"
+    );
+    let r = exchange(&api, &pipelined, b"", limit);
+    let statuses: Vec<u16> = r
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| status_of(&r[i..]))
+        .collect();
+    assert_eq!(statuses, [201, 201, 200, 200], "{r}");
+    assert!(r.contains("\r\n\r\nhello"), "{r}");
+    assert!(r.ends_with("\r\n\r\nabcde"), "{r}");
 }
 
 /// Item 3: a client holding an upload body open neither keeps the peer alive past SIGTERM nor

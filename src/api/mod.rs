@@ -5,6 +5,7 @@
 //! mapping; `files.rs`, `ring.rs` and `probes.rs` the handlers; `views.rs` the JSON shapes.
 
 mod files;
+pub mod front;
 mod probes;
 pub mod problem;
 mod ring;
