@@ -7,6 +7,7 @@
 mod files;
 mod probes;
 pub mod problem;
+mod range;
 mod ring;
 pub mod views;
 

@@ -67,7 +67,7 @@ impl Files {
                 .store
                 .list()
                 .into_iter()
-                .filter(|m| !m.deleted)
+                .filter(|m| !m.deleted && !m.is_block())
                 .map(|m| StoredFile {
                     name: m.name,
                     id: m.id,
@@ -79,7 +79,7 @@ impl Files {
     }
 
     pub fn stored_keys(&self) -> u64 {
-        self.store.usage().0
+        self.store.usage().files
     }
 
     // ----- maintenance ----------------------------------------------------------------------

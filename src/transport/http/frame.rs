@@ -8,8 +8,8 @@ use futures_util::stream::{self, BoxStream, StreamExt};
 use crate::transport::{Body, BodyError};
 use crate::wire::files::FileMeta;
 
-/// The largest metadata header accepted (a name is at most 255 bytes: this is generous).
-pub const MAX_HEADER: usize = 64 * 1024;
+/// The largest metadata header accepted: a manifest of 65536 blocks is about 4.4 MB of JSON.
+pub const MAX_HEADER: usize = 8 << 20;
 
 /// The header of `meta`'s frame.
 pub fn header(meta: &FileMeta) -> Bytes {
@@ -111,6 +111,7 @@ mod tests {
                 origin: Id::ZERO,
             },
             deleted,
+            layout: Default::default(),
         }
     }
 
