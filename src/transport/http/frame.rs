@@ -80,10 +80,10 @@ pub async fn decode(
                     vec![Ok(rest)]
                 };
                 let content = stream::iter(prefix).chain(stream).boxed();
-                let size = if meta.deleted { 0 } else { meta.size };
+                let size = if meta.has_content() { meta.size } else { 0 };
                 let body = Body::new(size, content);
-                if meta.deleted {
-                    // A tombstone carries nothing: make sure of it.
+                if !meta.has_content() {
+                    // A tombstone or a manifest carries nothing: make sure of it.
                     body.collect(0).await?;
                     return Ok((meta, None));
                 }

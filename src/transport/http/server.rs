@@ -145,7 +145,7 @@ async fn put_object(
     if meta.id != id {
         return bad_request("id does not match the metadata");
     }
-    if meta.size > s.max_body {
+    if meta.has_content() && meta.size > s.max_body {
         return problem(
             StatusCode::PAYLOAD_TOO_LARGE,
             RefusalKind::Invalid,
