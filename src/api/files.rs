@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -243,11 +243,19 @@ pub(super) async fn head(State(app): Api, Path(name): Path<String>) -> Result<Re
     Ok((file_headers(&meta), ()).into_response())
 }
 
+/// `?blocks=true` on locations.
+#[derive(serde::Deserialize)]
+pub(super) struct LocationsQuery {
+    #[serde(default)]
+    blocks: bool,
+}
+
 pub(super) async fn locations(
     State(app): Api,
     Path(name): Path<String>,
+    Query(q): Query<LocationsQuery>,
 ) -> Result<Response, Problem> {
-    let found = app.files.locations(&name).await?;
+    let found = app.files.locations(&name, q.blocks).await?;
     Ok(Json(LocationsView::from(found)).into_response())
 }
 

@@ -14,12 +14,13 @@ use std::ops::RangeInclusive;
 
 use tracing::debug;
 
-use super::blocks::check_digest;
+use super::blocks::{BLOCK_VERSION, check_digest};
 use super::ops::Files;
-use super::{FileMeta, Layout};
+use super::outcome::BlockLocation;
+use super::{FileMeta, Layout, Version};
 use crate::config::{MAX_BLOCK_SIZE, MAX_BLOCKS, MIN_BLOCK_SIZE};
 use crate::id::Id;
-use crate::transport::{BlobQuery, TraceCarrier};
+use crate::transport::{BlobQuery, TraceCarrier, missing};
 
 /// Bytes of blocks an upload or a download keeps in flight (the window is this many bytes of
 /// blocks, at least 2 and at most 16 blocks).
@@ -139,6 +140,40 @@ impl Files {
         sent
     }
 
+    /// Each of `digests` (in order) with the peers that hold it: one lookup per holder group,
+    /// one question per holder.
+    pub(super) async fn block_holders(&self, digests: &[String]) -> Vec<BlockLocation> {
+        let ids: Vec<(usize, Id)> = digests
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| super::blocks::block_id(d).ok().map(|id| (i, id)))
+            .collect();
+        let mut out: Vec<BlockLocation> = digests
+            .iter()
+            .map(|d| BlockLocation {
+                digest: d.clone(),
+                holders: Vec::new(),
+            })
+            .collect();
+        for (holders, group) in self.group_by_placement(ids, |(_, id)| *id).await {
+            let have: Vec<(Id, Version)> =
+                group.iter().map(|(_, id)| (*id, BLOCK_VERSION)).collect();
+            for h in holders {
+                let Ok(missing) = missing(&*self.blob, &h.address, have.clone()).await else {
+                    continue;
+                };
+                for (i, id) in &group {
+                    if !missing.contains(id)
+                        && let Some(b) = out.get_mut(*i)
+                    {
+                        b.holders.push(h.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Drops blocks no live manifest referenced for `files.tombstone_ttl`.
     pub(super) async fn collect_blocks(&self) {
         let ttl = self.ring.config().files.tombstone_ttl;
@@ -160,7 +195,6 @@ impl Files {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::files::Version;
 
     fn manifest(size: u64, block_size: u64, n: usize) -> FileMeta {
         FileMeta {

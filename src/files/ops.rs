@@ -459,15 +459,22 @@ impl Files {
         }
     }
 
-    pub async fn locations(&self, name: &str) -> Result<Locations, FilesError> {
+    /// Where `name` lives; with `with_blocks`, also each block's digest and holders.
+    pub async fn locations(&self, name: &str, with_blocks: bool) -> Result<Locations, FilesError> {
         validate_name(name)?;
         let id = Id::hash(name.as_bytes());
         let found = self.ring.lookup(id).await?;
         let holders = self.placement(&found);
         let answers = self.ask(&holders, id).await;
-        let live_version = newest(answers.iter().flatten().filter_map(|a| a.meta.clone()))
-            .filter(|m| !m.deleted)
-            .map(|m| m.version);
+        let live =
+            newest(answers.iter().flatten().filter_map(|a| a.meta.clone())).filter(|m| !m.deleted);
+        let live_version = live.as_ref().map(|m| m.version);
+        let digests = live.map(|m| m.digests().to_vec()).unwrap_or_default();
+        let blocks = if with_blocks {
+            Some(self.block_holders(&digests).await)
+        } else {
+            None
+        };
         let mut providers = Vec::new();
         let mut replicas = Vec::new();
         let mut any = live_version.is_some();
@@ -500,6 +507,8 @@ impl Files {
             replicas,
             providers,
             hops: found.hops,
+            block_count: digests.len(),
+            blocks,
         })
     }
 

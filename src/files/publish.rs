@@ -61,7 +61,10 @@ impl Files {
     }
 
     pub fn node_files(&self) -> NodeFiles {
+        let usage = self.store.usage();
         NodeFiles {
+            blocks: usage.blocks,
+            bytes: usage.bytes,
             shared: lock(&self.shared).files(),
             stored: self
                 .store
