@@ -1,6 +1,7 @@
 //! Large files between real processes: a 256 MiB upload and download with a 200 ms RPC
-//! time-out (transfers have their own deadline, by size), and the receiving peers' memory stays
-//! flat (content is streamed and spooled, never held whole).
+//! time-out (transfers have their own deadline, by size), and the peers' memory stays flat
+//! (content is cut into blocks as it streams, a bounded window of them in flight, never held
+//! whole).
 
 #[path = "support/cluster.rs"]
 mod cluster;
@@ -31,11 +32,16 @@ fn memory(pid: u32, kind: &str) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// MiB `k` of the file: every MiB differs (a pattern alone repeats every 2 MiB, and the
+/// ring would store its blocks once).
 fn chunk(k: u64) -> Bytes {
     let piece = 1u64 << 20;
+    let mut seed = k.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    seed = (seed ^ (seed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    seed = (seed ^ (seed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     Bytes::from(
         (k * piece..(k + 1) * piece)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .map(|i| ((i.wrapping_mul(2654435761) >> 13) as u8) ^ (seed >> ((i % 8) * 8)) as u8)
             .collect::<Vec<u8>>(),
     )
 }
@@ -53,7 +59,7 @@ async fn a_256_mib_file_goes_up_and_down_with_a_200ms_rpc_timeout_in_flat_memory
                 ("CHORDNET_FILES__MAX_FILE_SIZE".into(), limit.clone()),
             ]
         },
-        false,
+        true,
     )
     .converged()
     .await;

@@ -93,7 +93,10 @@ async fn block_digests(h: &Harness, via: usize, name: &str) -> Vec<(String, usiz
 async fn files_of_every_size_round_trip_through_other_peers_and_big_ones_spread() {
     let h = ring("blk-sizes", Duration::from_secs(3600)).await;
     let big = 40 * BLOCK + 123;
-    for (k, len) in [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, big].into_iter().enumerate() {
+    for (k, len) in [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, big]
+        .into_iter()
+        .enumerate()
+    {
         let name = format!("size-{len}");
         let data = content(k, 0, len);
         let up = h.put(k % 8, &name, data.clone()).await;
@@ -106,7 +109,14 @@ async fn files_of_every_size_round_trip_through_other_peers_and_big_ones_spread(
             .await
             .expect("locations");
         let blocks = loc["blocks"].as_u64().expect("blocks");
-        assert_eq!(blocks, if len > BLOCK { len.div_ceil(BLOCK) as u64 } else { 0 });
+        assert_eq!(
+            blocks,
+            if len > BLOCK {
+                len.div_ceil(BLOCK) as u64
+            } else {
+                0
+            }
+        );
     }
     // 2 blocks of the block_size + 1 file and 41 of the big one, 3 copies each, spread.
     let per_peer = blocks_per_peer(&h).await;
@@ -115,7 +125,10 @@ async fn files_of_every_size_round_trip_through_other_peers_and_big_ones_spread(
     assert!(per_peer.iter().filter(|n| **n > 0).count() >= 3);
     let listed = block_digests(&h, 5, &format!("size-{big}")).await;
     assert_eq!(listed.len(), 41);
-    assert!(listed.iter().all(|(_, holders)| *holders == 3), "{listed:?}");
+    assert!(
+        listed.iter().all(|(_, holders)| *holders == 3),
+        "{listed:?}"
+    );
     // The ETag is the whole file's SHA-256.
     let r = h
         .http
@@ -222,11 +235,15 @@ async fn a_corrupted_block_is_served_from_another_replica_counted_and_repaired()
     assert!(got == data, "bytes differ");
     assert_eq!(metric_sum(&h, "chordnet_blocks_corrupt_total").await, 2.0);
     // Repair puts good copies back where the bad ones were.
-    wait_until("the bad copies repaired", Duration::from_secs(20), || async {
-        holders.iter().all(|(_, p)| {
-            std::fs::read(p).is_ok_and(|b| sha256_hex(&b) == digest)
-        })
-    })
+    wait_until(
+        "the bad copies repaired",
+        Duration::from_secs(20),
+        || async {
+            holders
+                .iter()
+                .all(|(_, p)| std::fs::read(p).is_ok_and(|b| sha256_hex(&b) == digest))
+        },
+    )
     .await;
 }
 
@@ -269,9 +286,11 @@ async fn shared_blocks_are_stored_once_and_unreferenced_ones_are_collected() {
     assert_eq!(total, 12 * 3, "8 + 4 distinct blocks, 3 copies each");
     assert_eq!(h.delete(2, "a").await, 204);
     // A's own 4 blocks go (after the 2 s lease); the 4 shared ones stay for B.
-    wait_until("A's unshared blocks collected", Duration::from_secs(30), || async {
-        blocks_per_peer(&h).await.iter().sum::<u64>() == 8 * 3
-    })
+    wait_until(
+        "A's unshared blocks collected",
+        Duration::from_secs(30),
+        || async { blocks_per_peer(&h).await.iter().sum::<u64>() == 8 * 3 },
+    )
     .await;
     assert!(metric_sum(&h, "chordnet_blocks_collected_total").await >= 12.0);
     let (status, got) = h.get(3, "b").await;
@@ -281,9 +300,11 @@ async fn shared_blocks_are_stored_once_and_unreferenced_ones_are_collected() {
     // An overwrite frees the old version's blocks too.
     let b2 = content(7, 0, 3 * BLOCK);
     assert_eq!(h.put(4, "b", b2.clone()).await.status().as_u16(), 200);
-    wait_until("B's old blocks collected", Duration::from_secs(30), || async {
-        blocks_per_peer(&h).await.iter().sum::<u64>() == 3 * 3
-    })
+    wait_until(
+        "B's old blocks collected",
+        Duration::from_secs(30),
+        || async { blocks_per_peer(&h).await.iter().sum::<u64>() == 3 * 3 },
+    )
     .await;
     assert!(h.get(5, "b").await.1 == b2);
 }

@@ -63,7 +63,14 @@ impl Files {
         self.hlc
             .check(&meta.version)
             .map_err(|e| Refusal::new(RefusalKind::Invalid, e.to_string()))?;
-        if let Some(current) = self.store.newer_or_same(&meta) {
+        // A block already here is referenced again (atomically with this check, so garbage
+        // collection cannot drop it between the two).
+        if let Some(current) = self.store.current_touching(&meta) {
+            if let Some(mut body) = body {
+                // Read to the end: an answer before the request's body is in breaks the
+                // sender's connection (HTTP), and copies of one block arrive concurrently.
+                while let Some(Ok(_)) = body.next().await {}
+            }
             return Ok(PutReply {
                 stored: false,
                 replaced: false,

@@ -291,7 +291,7 @@ impl Store {
 
     /// [`Store::newer_or_same`], and a block found here is marked as referenced again in the
     /// same step (under the index lock, so garbage collection cannot drop it in between).
-    fn current_touching(&self, meta: &FileMeta) -> Option<FileMeta> {
+    pub fn current_touching(&self, meta: &FileMeta) -> Option<FileMeta> {
         let mut index = lock(&self.index);
         let current = index
             .entries
