@@ -146,7 +146,11 @@ async fn full_disks_refuse_with_507_deletes_still_work_and_nothing_is_left_half_
     let r = h.put(0, "blocks.bin", content(98, 0, 3 << 20)).await;
     assert_eq!(r.status(), 507, "{:?}", r.text().await);
     for via in 0..3 {
-        assert_eq!(h.get(via, "blocks.bin").await.0, 404, "blocks.bin via {via}");
+        assert_eq!(
+            h.get(via, "blocks.bin").await.0,
+            404,
+            "blocks.bin via {via}"
+        );
         for (name, data) in &stored {
             let (status, got) = h.get(via, name).await;
             assert!(status == 200 && got == *data, "{name} via {via}: {status}");
