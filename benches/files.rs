@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::State;
 use axum::routing::put;
-use bytes::Bytes;
-use cluster::Cluster;
+use cluster::{Cluster, big_file_mib, memory};
 use futures_util::StreamExt;
 use sha2::Digest;
 use tokio::io::AsyncWriteExt;
@@ -48,24 +47,12 @@ fn rate(bytes: u64, took: Duration) -> f64 {
     bytes as f64 / MIB as f64 / took.as_secs_f64()
 }
 
-/// MiB `k` of the file: a pattern salted per MiB, so that no two blocks are alike.
-fn mib_of(k: u64) -> Bytes {
-    let mut seed = k.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    seed = (seed ^ (seed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    seed = (seed ^ (seed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    Bytes::from(
-        (k * MIB..(k + 1) * MIB)
-            .map(|i| ((i.wrapping_mul(2654435761) >> 13) as u8) ^ (seed >> ((i % 8) * 8)) as u8)
-            .collect::<Vec<u8>>(),
-    )
-}
-
 /// Writes the source file; its SHA-256.
 async fn write_source(path: &Path, mib: u64) -> String {
     let mut f = tokio::fs::File::create(path).await.expect("source file");
     let mut h = sha2::Sha256::new();
     for k in 0..mib {
-        let m = mib_of(k);
+        let m = big_file_mib(k);
         h.update(&m);
         f.write_all(&m).await.expect("write source");
     }
@@ -137,12 +124,7 @@ async fn plain_server(dir: PathBuf) -> String {
 
 /// `kind` (VmRSS or VmHWM) of a process, in MiB.
 fn memory_mib(pid: u32, kind: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(kind))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |kb| kb / 1024)
+    memory(pid, kind) >> 20
 }
 
 async fn one(mib: u64) {
@@ -193,11 +175,7 @@ async fn one(mib: u64) {
     )
     .converged()
     .await;
-    let pids: Vec<u32> = c
-        .peers
-        .iter()
-        .map(|p| p.child.as_ref().expect("running").id())
-        .collect();
+    let pids = c.pids();
     let idle: Vec<u64> = pids.iter().map(|p| memory_mib(*p, "VmRSS")).collect();
     let t = Instant::now();
     let up = http
