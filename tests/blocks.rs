@@ -308,3 +308,30 @@ async fn shared_blocks_are_stored_once_and_unreferenced_ones_are_collected() {
     .await;
     assert!(h.get(5, "b").await.1 == b2);
 }
+
+/// A holder whose data plane hangs (its disk stopped): the reader's call to it times out
+/// (`ring.rpc_timeout` before an answer starts) and another holder serves the block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_stops_answering_is_passed_over_after_the_rpc_timeout() {
+    let h = ring("blk-stall", Duration::from_secs(3600)).await;
+    let data = content(8, 0, 24 * BLOCK);
+    assert_eq!(h.put(0, "st", data.clone()).await.status().as_u16(), 201);
+    // The peer responsible for the first block: the one a reader asks first for it.
+    let (first, _) = block_digests(&h, 0, "st").await.remove(0);
+    let first_id: Id = first[..40].parse().expect("id");
+    let stalled = (0..8)
+        .find(|i| h.id(*i) == h.true_successor(first_id))
+        .expect("a responsible peer");
+    let via = (stalled + 1) % 8;
+    h.network.stall_data_plane(
+        &chordnet::wire::Address::new(harness::address(stalled)),
+        true,
+    );
+    let (status, got) = h.get(via, "st").await;
+    assert_eq!(status, 200);
+    assert!(got == data, "bytes differ with a stalled holder");
+    h.network.stall_data_plane(
+        &chordnet::wire::Address::new(harness::address(stalled)),
+        false,
+    );
+}

@@ -11,6 +11,7 @@
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tracing::{debug, warn};
 
 use super::Layout;
@@ -18,6 +19,7 @@ use super::ops::{Content, Files, FilesError};
 use super::{FileMeta, Version};
 use crate::config::MAX_BLOCK_SIZE;
 use crate::id::Id;
+use crate::ring::Peer;
 use crate::transport::{Body, TraceCarrier};
 
 /// The version of every block record (content-addressed: there is only one).
@@ -113,37 +115,35 @@ impl Files {
     }
 
     /// Fetches one block, verified against `digest`: from this peer when it holds it, else from
-    /// its holders in ring order, skipping any that fail, time out or send bad bytes.
+    /// its holders in ring order. A holder that fails, times out or sends bad bytes is skipped
+    /// at once; one that has not delivered the whole block within `ring.rpc_timeout` gets
+    /// company: the next holder is asked too, and the first good copy wins (the others are
+    /// dropped).
     pub(super) async fn fetch_block(&self, digest: &str, size: u64) -> Result<Bytes, FilesError> {
         let meta = block_meta(digest, size).map_err(|e| FilesError::Internal(e.to_string()))?;
         let found = self.ring.lookup(meta.id).await?;
         let mut holders = self.placement(&found);
         holders.sort_by_key(|p| p.id != self.me().id);
+        let hedge = self.ring.config().ring.rpc_timeout;
+        let mut next = holders.iter();
+        let mut asking = FuturesUnordered::new();
         let mut errors = Vec::new();
-        for h in &holders {
-            let object = match self
-                .blob
-                .get(&h.address, meta.id, TraceCarrier::current())
-                .await
-            {
-                Ok(Some(o)) if o.meta.size == size && o.meta.sha256 == digest => o,
-                Ok(_) => {
-                    errors.push(format!("{} does not hold it", h.address));
-                    continue;
+        loop {
+            if asking.is_empty() {
+                match next.next() {
+                    Some(h) => asking.push(self.copy_from(h, &meta)),
+                    None => break,
                 }
-                Err(e) => {
-                    errors.push(format!("{}: {e}", h.address));
-                    continue;
-                }
-            };
-            match read_verified(object.body, digest, size).await {
-                Ok(data) => return Ok(data),
-                Err(e) => {
-                    if matches!(e, Fetch::Corrupt) {
-                        self.ring.metrics().blocks_corrupt.inc();
-                        warn!(block = %digest, peer = %h.address, "a holder sent a block that fails its digest");
+            }
+            tokio::select! {
+                Some(answer) = asking.next() => match answer {
+                    Ok(data) => return Ok(data),
+                    Err(e) => errors.push(e),
+                },
+                _ = tokio::time::sleep(hedge) => {
+                    if let Some(h) = next.next() {
+                        asking.push(self.copy_from(h, &meta));
                     }
-                    errors.push(format!("{}: {e}", h.address));
                 }
             }
         }
@@ -155,6 +155,25 @@ impl Files {
                 errors.join("; ")
             ),
         })
+    }
+
+    /// `holder`'s copy of the block `meta`, verified; why not, as a line for the error.
+    async fn copy_from(&self, holder: &Peer, meta: &FileMeta) -> Result<Bytes, String> {
+        let to = &holder.address;
+        let object = match self.blob.get(to, meta.id, TraceCarrier::current()).await {
+            Ok(Some(o)) if o.meta == *meta => o,
+            Ok(_) => return Err(format!("{to} does not hold it")),
+            Err(e) => return Err(format!("{to}: {e}")),
+        };
+        read_verified(object.body, &meta.sha256, meta.size)
+            .await
+            .map_err(|e| {
+                if matches!(e, Fetch::Corrupt) {
+                    self.ring.metrics().blocks_corrupt.inc();
+                    warn!(block = %meta.sha256, peer = %to, "a holder sent a block that fails its digest");
+                }
+                format!("{to}: {e}")
+            })
     }
 }
 
