@@ -6,6 +6,8 @@
 //! written the same way (temporary file, fsync, rename, directory fsync). Data before
 //! metadata: a crash at any point leaves the old version or the new one, never a torn file.
 //! Data files no metadata points at (a crash between the two renames) are removed at open.
+//! A manifest has metadata only; a block is metadata and data like a small file, plus the time
+//! it was last stored or referenced (in memory; "now" at open), which garbage collection reads.
 //!
 //! Concurrency: the index lock is only ever held for in-memory work, never across I/O, so
 //! `meta()`, `list()` and `usage()` never wait behind a write; metadata writes are serialised
