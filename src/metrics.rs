@@ -36,6 +36,11 @@ pub struct Metrics {
     pub protocol_rejections: IntCounter,
     pub write_quorum_failures: IntCounterVec,
     pub read_repairs: IntCounter,
+    pub blocks_stored: IntGauge,
+    /// Block copies that failed their digest check (on a holder's disk or in transit).
+    pub blocks_corrupt: IntCounter,
+    /// Blocks no live manifest referenced any more, removed.
+    pub blocks_collected: IntCounter,
 }
 
 /// Why metrics could not be set up (a programming error in metric definitions).
@@ -153,6 +158,18 @@ impl Metrics {
                 "chordnet_read_repairs_total",
                 "Stale copies a download found and sent the newest version to",
             )?,
+            blocks_stored: IntGauge::new(
+                "chordnet_blocks_stored",
+                "Content-addressed blocks stored on this peer",
+            )?,
+            blocks_corrupt: IntCounter::new(
+                "chordnet_blocks_corrupt_total",
+                "Block copies that failed their SHA-256 check (on disk or in transit)",
+            )?,
+            blocks_collected: IntCounter::new(
+                "chordnet_blocks_collected_total",
+                "Blocks no live file referenced any more, removed by garbage collection",
+            )?,
             registry,
         };
         m.register_all()?;
@@ -192,6 +209,9 @@ impl Metrics {
         r.register(Box::new(self.protocol_rejections.clone()))?;
         r.register(Box::new(self.write_quorum_failures.clone()))?;
         r.register(Box::new(self.read_repairs.clone()))?;
+        r.register(Box::new(self.blocks_stored.clone()))?;
+        r.register(Box::new(self.blocks_corrupt.clone()))?;
+        r.register(Box::new(self.blocks_collected.clone()))?;
         Ok(())
     }
 

@@ -1,14 +1,14 @@
 //! Large files between real processes: a 256 MiB upload and download with a 200 ms RPC
-//! time-out (transfers have their own deadline, by size), and the receiving peers' memory stays
-//! flat (content is streamed and spooled, never held whole).
+//! time-out (transfers have their own deadline, by size), and the peers' memory stays flat
+//! (content is cut into blocks as it streams, a bounded window of them in flight, never held
+//! whole).
 
 #[path = "support/cluster.rs"]
 mod cluster;
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use cluster::Cluster;
+use cluster::{Cluster, big_file_mib, memory};
 use futures_util::StreamExt;
 use sha2::Digest;
 
@@ -19,25 +19,6 @@ fn size() -> u64 {
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(256)
         << 20
-}
-
-/// `kind` (VmRSS or VmHWM) of a process, in bytes.
-fn memory(pid: u32, kind: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(kind))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
-fn chunk(k: u64) -> Bytes {
-    let piece = 1u64 << 20;
-    Bytes::from(
-        (k * piece..(k + 1) * piece)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect::<Vec<u8>>(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,28 +34,24 @@ async fn a_256_mib_file_goes_up_and_down_with_a_200ms_rpc_timeout_in_flat_memory
                 ("CHORDNET_FILES__MAX_FILE_SIZE".into(), limit.clone()),
             ]
         },
-        false,
+        true,
     )
     .converged()
     .await;
-    let pids: Vec<u32> = c
-        .peers
-        .iter()
-        .map(|p| p.child.as_ref().expect("running").id())
-        .collect();
+    let pids = c.pids();
     let idle: Vec<u64> = pids.iter().map(|p| memory(*p, "VmRSS")).collect();
 
     let mut expected = sha2::Sha256::new();
     for k in 0..(size >> 20) {
-        expected.update(chunk(k));
+        expected.update(big_file_mib(k));
     }
     let expected: String = expected
         .finalize()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let body =
-        futures_util::stream::iter(0..(size >> 20)).map(|k| Ok::<_, std::io::Error>(chunk(k)));
+    let body = futures_util::stream::iter(0..(size >> 20))
+        .map(|k| Ok::<_, std::io::Error>(big_file_mib(k)));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(600))
         .build()

@@ -377,3 +377,50 @@ async fn a_restarted_ring_says_so_and_why_it_waited() {
         assert!(warnings <= 1, "{warnings} warnings: {log}");
     }
 }
+
+/// Issue 15: a download cut after 40 % (what it kept is in the part file) goes on with
+/// `--resume` from there, asking only for the rest, and ends byte-identical; a part file
+/// that is not a prefix of the file fails the whole-file check and is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_resume_continues_a_cut_download_and_checks_the_whole_file() {
+    let (c, api) = one_peer("cli-resume").await;
+    let data: Vec<u8> = (0..1_000_003u32).map(|i| (i % 251) as u8).collect();
+    upload(&c, "movie.bin", &data).await;
+    let target = c.root.join("movie.bin");
+    let part = c.root.join(".movie.bin.chordnet-part");
+    let cut = data.len() * 2 / 5;
+    std::fs::write(&part, &data[..cut]).expect("part file");
+    let target_arg = target.to_string_lossy().into_owned();
+    let r = run(&[
+        "get",
+        "movie.bin",
+        "-o",
+        &target_arg,
+        "--resume",
+        "--json",
+        "--api",
+        &api,
+    ]);
+    assert!(r.ok(), "{r}");
+    let v: Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(v["resumed_at"], cut as u64);
+    assert_eq!(v["size"], data.len() as u64);
+    assert!(std::fs::read(&target).expect("saved") == data);
+    assert!(partial_files(&c.root).is_empty(), "{r}");
+
+    // A part file from other content: the whole-file SHA-256 says so.
+    std::fs::remove_file(&target).expect("remove");
+    std::fs::write(&part, vec![0u8; cut]).expect("part file");
+    let r = run(&[
+        "get",
+        "movie.bin",
+        "-o",
+        &target_arg,
+        "--resume",
+        "--api",
+        &api,
+    ]);
+    assert!(!r.ok(), "{r}");
+    assert!(r.stderr.contains("download corrupted"), "{r}");
+    assert!(!target.exists() && partial_files(&c.root).is_empty(), "{r}");
+}

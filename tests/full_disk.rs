@@ -1,7 +1,8 @@
 //! Full disks: two of three holders have their store on a tiny tmpfs. Uploads that cannot reach
 //! the write quorum get 507 and are not acknowledged; deletes still work (the reserve keeps room
-//! for tombstones) and are 204 only once no reader sees the file; afterwards nothing on the
-//! small disks is partial, orphaned or corrupt. Needs root (it mounts tmpfs).
+//! for tombstones) and are 204 only once no reader sees the file; a file of several blocks that
+//! does not fit is 507 and never visible; afterwards nothing on the small disks is partial,
+//! orphaned or corrupt. Needs root (it mounts tmpfs).
 
 #[path = "support/harness.rs"]
 mod harness;
@@ -49,7 +50,8 @@ fn check_store(store: &Path) {
         if p.extension().is_some_and(|x| x == "json") {
             let m: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(&p).expect("meta")).expect("json");
-            if m["deleted"] != true {
+            // A manifest's bytes are its blocks, each a record of its own.
+            if m["deleted"] != true && m["layout"]["blocks"].is_null() {
                 let name = format!(
                     "{}-{}.data",
                     m["id"].as_str().unwrap_or(""),
@@ -139,6 +141,21 @@ async fn full_disks_refuse_with_507_deletes_still_work_and_nothing_is_left_half_
     // Space freed by the delete takes new content again.
     let r = h.put(2, "after.bin", content(99, 0, 64 * 1024)).await;
     assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    // A file of several blocks that the full disks cannot hold: 507, and no half file is
+    // visible (its manifest is only written once every block is stored).
+    let r = h.put(0, "blocks.bin", content(98, 0, 3 << 20)).await;
+    assert_eq!(r.status(), 507, "{:?}", r.text().await);
+    for via in 0..3 {
+        assert_eq!(
+            h.get(via, "blocks.bin").await.0,
+            404,
+            "blocks.bin via {via}"
+        );
+        for (name, data) in &stored {
+            let (status, got) = h.get(via, name).await;
+            assert!(status == 200 && got == *data, "{name} via {via}: {status}");
+        }
+    }
     for i in 0..3 {
         h.crash(i).await;
     }

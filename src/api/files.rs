@@ -4,17 +4,17 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
 use super::Api;
 use super::problem::Problem;
+use super::range::{self, Wanted};
 use super::views::{LocationsView, NodeFilesView, UploadedView};
 use crate::files::FileMeta;
 use crate::files::ops::FilesError;
-use crate::files::spool::spool_stream;
 use crate::files::store::StoreError;
 use crate::transport::BodyError;
 
@@ -78,8 +78,9 @@ pub(super) async fn upload(
     let chunks =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
             .boxed();
-    let dir = app.files.spool_dir().to_path_buf();
-    let ((mut stream, stalled), spooled) = tokio::join!(reader, spool_stream(&dir, chunks, max));
+    // Cut into blocks as it arrives (a file of one block is spooled and stored inline).
+    let ((mut stream, stalled), uploaded) =
+        tokio::join!(reader, app.files.upload_stream(&name, chunks, max));
     if stalled {
         return Err(Problem::new(
             StatusCode::REQUEST_TIMEOUT,
@@ -89,16 +90,17 @@ pub(super) async fn upload(
             ),
         ));
     }
-    let content = match spooled {
-        Ok(s) => s,
-        Err(StoreError::TooLarge { .. }) => {
+    let up = match uploaded {
+        Ok(up) => up,
+        Err(FilesError::Store(StoreError::TooLarge { .. })) => {
             drain(&mut stream, max, progress).await;
             return Err(too_large());
         }
-        Err(StoreError::Body(e)) => return Err(Problem::new(StatusCode::BAD_REQUEST, e)),
-        Err(e) => return Err(FilesError::Store(e).into()),
+        Err(FilesError::Store(StoreError::Body(e))) => {
+            return Err(Problem::new(StatusCode::BAD_REQUEST, e));
+        }
+        Err(e) => return Err(e.into()),
     };
-    let up = app.files.upload(&name, content).await?;
     let status = if up.replaced {
         StatusCode::OK
     } else {
@@ -172,17 +174,68 @@ fn file_headers(meta: &FileMeta) -> HeaderMap {
         h.insert(header::ETAG, v);
     }
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.size));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h
+}
+
+/// Whether `If-None-Match` names `etag` (or is `*`).
+fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == "*" || t == etag)
 }
 
 pub(super) async fn download(
     State(app): Api,
     Path(name): Path<String>,
+    request: HeaderMap,
 ) -> Result<Response, Problem> {
-    let object = app.files.download(&name).await?;
-    let headers = file_headers(&object.meta);
-    let body = Body::from_stream(verified(object.meta.sha256.clone(), object.body));
-    Ok((headers, body).into_response())
+    let found = app.files.download(&name).await?;
+    let size = found.meta.size;
+    let mut headers = file_headers(&found.meta);
+    let etag = format!("\"{}\"", found.meta.sha256);
+    if not_modified(&request, &etag) {
+        headers.remove(header::CONTENT_LENGTH);
+        return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
+    }
+    match range::wanted(&request, size, &etag) {
+        Wanted::Whole => {
+            let body = verified(found.meta.sha256.clone(), found.body(None));
+            Ok((headers, Body::from_stream(body)).into_response())
+        }
+        Wanted::Part { first, last } => {
+            let range = format!("bytes {first}-{last}/{size}");
+            if let Ok(v) = HeaderValue::from_str(&range) {
+                headers.insert(header::CONTENT_RANGE, v);
+            }
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(last - first + 1));
+            let body = found
+                .body(Some((first, last)))
+                .into_stream()
+                .map(|c| c.map_err(|e| std::io::Error::other(e.to_string())));
+            Ok((
+                StatusCode::PARTIAL_CONTENT,
+                headers,
+                Body::from_stream(body),
+            )
+                .into_response())
+        }
+        Wanted::Unsatisfiable => {
+            let mut r = Problem::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                format!("the file has {size} bytes: the range asks for none of them"),
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            Ok(r)
+        }
+    }
 }
 
 pub(super) async fn head(State(app): Api, Path(name): Path<String>) -> Result<Response, Problem> {
@@ -190,11 +243,19 @@ pub(super) async fn head(State(app): Api, Path(name): Path<String>) -> Result<Re
     Ok((file_headers(&meta), ()).into_response())
 }
 
+/// `?blocks=true` on locations.
+#[derive(serde::Deserialize)]
+pub(super) struct LocationsQuery {
+    #[serde(default)]
+    blocks: bool,
+}
+
 pub(super) async fn locations(
     State(app): Api,
     Path(name): Path<String>,
+    Query(q): Query<LocationsQuery>,
 ) -> Result<Response, Problem> {
-    let found = app.files.locations(&name).await?;
+    let found = app.files.locations(&name, q.blocks).await?;
     Ok(Json(LocationsView::from(found)).into_response())
 }
 

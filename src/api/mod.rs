@@ -8,6 +8,7 @@ mod files;
 pub mod front;
 mod probes;
 pub mod problem;
+mod range;
 mod ring;
 pub mod views;
 

@@ -76,7 +76,8 @@ impl From<FilesError> for Problem {
             FilesError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             FilesError::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
             FilesError::Store(StoreError::Full { .. }) => StatusCode::INSUFFICIENT_STORAGE,
-            FilesError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            FilesError::Store(StoreError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            FilesError::Store(_) | FilesError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Problem::new(status, e.to_string())
     }

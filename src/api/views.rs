@@ -136,6 +136,18 @@ pub struct LocationsView {
     pub replicas: Vec<PeerView>,
     pub providers: Vec<PeerView>,
     pub hops: u32,
+    /// Blocks of the stored file (0 when it is stored whole).
+    pub blocks: usize,
+    /// With `?blocks=true`: each block's digest and holders, in file order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_holders: Option<Vec<BlockLocationView>>,
+}
+
+/// One block of a file and the peers that hold it.
+#[derive(Clone, Debug, Serialize)]
+pub struct BlockLocationView {
+    pub digest: String,
+    pub holders: Vec<PeerView>,
 }
 
 impl From<Locations> for LocationsView {
@@ -147,6 +159,15 @@ impl From<Locations> for LocationsView {
             replicas: l.replicas.iter().map(PeerView::from).collect(),
             providers: l.providers.iter().map(PeerView::from).collect(),
             hops: l.hops,
+            blocks: l.block_count,
+            block_holders: l.blocks.map(|bs| {
+                bs.into_iter()
+                    .map(|b| BlockLocationView {
+                        digest: b.digest,
+                        holders: b.holders.iter().map(PeerView::from).collect(),
+                    })
+                    .collect()
+            }),
         }
     }
 }
@@ -156,11 +177,17 @@ impl From<Locations> for LocationsView {
 pub struct NodeFilesView {
     pub shared: Vec<SharedFileView>,
     pub stored: Vec<StoredFileView>,
+    /// Blocks this peer holds for the ring.
+    pub blocks: u64,
+    /// Bytes of content this peer stores (whole files and blocks).
+    pub bytes: u64,
 }
 
 impl From<NodeFiles> for NodeFilesView {
     fn from(f: NodeFiles) -> NodeFilesView {
         NodeFilesView {
+            blocks: f.blocks,
+            bytes: f.bytes,
             shared: f.shared.into_iter().map(SharedFileView::from).collect(),
             stored: f.stored.into_iter().map(StoredFileView::from).collect(),
         }
@@ -270,11 +297,13 @@ mod tests {
             replicas: vec![a.clone()],
             providers: vec![],
             hops: 1,
+            block_count: 0,
+            blocks: None,
         };
         assert_eq!(
             json(LocationsView::from(loc)),
             format!(
-                r#"{{"name":"f","id":"{id}","node":{pa},"replicas":[{pa}],"providers":[],"hops":1}}"#
+                r#"{{"name":"f","id":"{id}","node":{pa},"replicas":[{pa}],"providers":[],"hops":1,"blocks":0}}"#
             )
         );
         let files = NodeFiles {
@@ -285,11 +314,13 @@ mod tests {
                 size: 3,
                 sha256: "s".into(),
             }],
+            blocks: 2,
+            bytes: 5,
         };
         assert_eq!(
             json(NodeFilesView::from(files)),
             format!(
-                r#"{{"shared":[],"stored":[{{"name":"f","id":"{id}","size":3,"sha256":"s"}}]}}"#
+                r#"{{"shared":[],"stored":[{{"name":"f","id":"{id}","size":3,"sha256":"s"}}],"blocks":2,"bytes":5}}"#
             )
         );
         let n = Status {

@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::failure::HttpError;
 use super::output::{Destination, Sink};
+use super::resume;
 use super::{
     GetArgs, NameArgs, PutArgs, answer, encode_segment, peer, preflight, print_json, refused,
     request, send,
@@ -38,20 +39,21 @@ pub async fn put(a: PutArgs) -> anyhow::Result<()> {
             .map(str::to_string)
             .context("the file has no usable name; give one with --name")?,
     };
-    let data = tokio::fs::read(&a.file)
+    let len = tokio::fs::metadata(&a.file)
         .await
-        .with_context(|| format!("reading {}", a.file.display()))?;
-    let len = data.len() as u64;
+        .with_context(|| format!("reading {}", a.file.display()))?
+        .len();
     let bar = progress_bar(len, "upload").filter(|_| !a.target.quiet);
-    // Send in chunks so that the bar moves with the bytes actually handed to the network.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        data.chunks(256 * 1024).map(|c| Ok(c.to_vec())).collect();
+    // Streamed from the file in chunks (never held whole), so that the bar moves with the
+    // bytes actually handed to the network.
     let bar_for_stream = bar.clone();
-    let stream = futures_util::stream::iter(chunks).inspect(move |c| {
-        if let (Some(b), Ok(c)) = (&bar_for_stream, c) {
-            b.inc(c.len() as u64);
-        }
-    });
+    let stream = chordnet::transport::Body::from_file(a.file.clone(), len)
+        .into_stream()
+        .inspect(move |c| {
+            if let (Some(b), Ok(c)) = (&bar_for_stream, c) {
+                b.inc(c.len() as u64);
+            }
+        });
     let url = a
         .target
         .url(&format!("/v1/files/{}", encode_segment(&name)));
@@ -104,21 +106,68 @@ pub async fn get(a: GetArgs) -> anyhow::Result<()> {
     let url = a
         .target
         .url(&format!("/v1/files/{}", encode_segment(&a.name)));
-    let resp = send(reqwest::Client::new().get(&url), &url).await?;
-    let expected = resp
-        .headers()
-        .get(reqwest::header::ETAG)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim_matches('"').to_string());
-    let bar =
-        progress_bar(resp.content_length().unwrap_or(0), "download").filter(|_| !a.target.quiet);
-    let mut sink = dest.open().await?;
-    let written = receive(resp, &mut sink, bar.as_ref()).await;
+    let client = reqwest::Client::new();
+    let plan = if a.resume {
+        resume::plan(&client, &url, &dest).await?
+    } else {
+        resume::Plan::Whole
+    };
+    let (resp, start) = match &plan {
+        resume::Plan::Whole => (Some(send(client.get(&url), &url).await?), 0),
+        resume::Plan::From { have, etag } => {
+            let req = client
+                .get(&url)
+                .header(reqwest::header::RANGE, format!("bytes={have}-"))
+                .header(reqwest::header::IF_RANGE, etag.as_str());
+            let resp = send(req, &url).await?;
+            // 200: the file changed (If-Range): start again.
+            let start = if resp.status() == reqwest::StatusCode::PARTIAL_CONTENT {
+                *have
+            } else {
+                0
+            };
+            (Some(resp), start)
+        }
+        resume::Plan::Complete { have, .. } => (None, *have),
+    };
+    let expected = match (&resp, &plan) {
+        (Some(r), _) => r
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim_matches('"').to_string()),
+        (None, resume::Plan::Complete { etag, .. }) => Some(etag.trim_matches('"').to_string()),
+        (None, _) => None,
+    };
+    let total = start + resp.as_ref().and_then(|r| r.content_length()).unwrap_or(0);
+    let bar = progress_bar(total, "download").filter(|_| !a.target.quiet);
+    if let Some(b) = &bar {
+        b.set_position(start);
+    }
+    let (mut sink, hasher) = if start > 0 {
+        dest.open_at(start).await?
+    } else {
+        (dest.open().await?, <sha2::Sha256 as sha2::Digest>::new())
+    };
+    let written = match resp {
+        Some(resp) => receive(resp, &mut sink, hasher, start, bar.as_ref()).await,
+        None => Ok((
+            start,
+            chordnet::files::spool::hex(&sha2::Digest::finalize(hasher)),
+        )),
+    };
     if let Some(b) = bar {
         b.finish_and_clear();
     }
     let (size, actual) = match written {
         Ok(w) => w,
+        Err(e) if a.resume => {
+            drop(sink);
+            let kept = dest.partial_len().await;
+            return Err(e.context(format!(
+                "download interrupted after {kept} bytes: run the same command again to resume"
+            )));
+        }
         Err(e) => {
             dest.abandon().await;
             return Err(e);
@@ -144,8 +193,12 @@ pub async fn get(a: GetArgs) -> anyhow::Result<()> {
             "size": size,
             "sha256": actual,
             "path": dest.describe(),
+            "resumed_at": start,
         });
         return print_json(&v);
+    }
+    if start > 0 {
+        eprintln!("resumed at byte {start}");
     }
     eprintln!(
         "{size} bytes written to {} (sha256 {actual})",
@@ -154,16 +207,18 @@ pub async fn get(a: GetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Streams a download into `sink` while hashing it: (bytes, sha256).
+/// Streams a download into `sink` after `start` bytes already there (hashed into `hasher`):
+/// (bytes in all, sha256 of all).
 async fn receive(
     resp: reqwest::Response,
     sink: &mut Sink,
+    mut hasher: sha2::Sha256,
+    start: u64,
     bar: Option<&indicatif::ProgressBar>,
 ) -> anyhow::Result<(u64, String)> {
     use sha2::Digest;
     use tokio::io::AsyncWriteExt;
-    let mut hasher = sha2::Sha256::new();
-    let mut size = 0u64;
+    let mut size = start;
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.context("reading the download")?;

@@ -6,6 +6,7 @@ mod files;
 mod output;
 mod overview;
 mod preflight;
+mod resume;
 mod ring;
 
 use anyhow::Context;
@@ -63,6 +64,11 @@ pub struct GetArgs {
     /// Overwrite an existing file that -o does not name itself (no -o, or -o DIR).
     #[arg(long)]
     force: bool,
+    /// Continue an interrupted download: a download with --resume keeps what it received
+    /// when it is cut (in `.NAME.chordnet-part` beside the file), and the next one asks only
+    /// for the rest (an HTTP range), then checks the whole file's SHA-256.
+    #[arg(long)]
+    resume: bool,
     #[command(flatten)]
     target: Target,
 }

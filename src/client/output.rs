@@ -77,6 +77,48 @@ impl Destination {
         })
     }
 
+    /// What an interrupted download left of a regular file (bytes), if anything.
+    pub async fn partial_len(&self) -> u64 {
+        match self {
+            Destination::Regular { tmp, .. } => tokio::fs::metadata(tmp)
+                .await
+                .map_or(0, |m| if m.is_file() { m.len() } else { 0 }),
+            _ => 0,
+        }
+    }
+
+    /// Opens a regular file's temporary file to continue it after its first `keep` bytes
+    /// (the rest is cut off), with the SHA-256 state of those bytes.
+    pub async fn open_at(&self, keep: u64) -> anyhow::Result<(Sink, sha2::Sha256)> {
+        use sha2::Digest;
+        use tokio::io::AsyncReadExt;
+        let Destination::Regular { tmp, .. } = self else {
+            bail!("--resume continues a regular file, not {}", self.describe());
+        };
+        let mut file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(tmp)
+            .await
+            .with_context(|| format!("opening {}", tmp.display()))?;
+        file.set_len(keep)
+            .await
+            .with_context(|| format!("truncating {}", tmp.display()))?;
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = file
+                .read(&mut buf)
+                .await
+                .with_context(|| format!("reading {}", tmp.display()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        Ok((Box::new(file), hasher))
+    }
+
     /// The content is complete and verified: a regular file takes its place.
     pub async fn commit(&self) -> anyhow::Result<()> {
         if let Destination::Regular { path, tmp } = self

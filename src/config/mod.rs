@@ -131,6 +131,12 @@ pub struct RingSection {
     pub join_retry_interval: Duration,
 }
 
+/// Bounds of `files.block_size`.
+pub const MIN_BLOCK_SIZE: u64 = 64 << 10;
+pub const MAX_BLOCK_SIZE: u64 = 16 << 20;
+/// Most blocks of one file: its manifest (about 70 bytes of JSON per block) stays a few MiB.
+pub const MAX_BLOCKS: u64 = 1 << 16;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilesConfig {
@@ -138,6 +144,10 @@ pub struct FilesConfig {
     pub store_dir: PathBuf,
     #[serde(with = "byte_size")]
     pub max_file_size: u64,
+    /// Files larger than this are cut into content-addressed blocks of this size, each stored
+    /// at the successor of its digest (64 KiB to 16 MiB).
+    #[serde(default = "defaults::block_size", with = "byte_size")]
+    pub block_size: u64,
     /// How often the shared directory is re-scanned and provider records are republished;
     /// a record expires after three of these.
     #[serde(with = "humantime_duration")]
@@ -179,6 +189,9 @@ mod defaults {
     }
     pub fn reserve() -> u64 {
         16 << 20
+    }
+    pub fn block_size() -> u64 {
+        1 << 20
     }
 }
 
@@ -222,7 +235,8 @@ impl Default for Config {
             files: FilesConfig {
                 shared_dir: PathBuf::from("./shared"),
                 store_dir: PathBuf::from("./data"),
-                max_file_size: 64 * 1024 * 1024,
+                max_file_size: 64 << 30,
+                block_size: defaults::block_size(),
                 republish_interval: Duration::from_secs(30),
                 repair_interval: Duration::from_secs(5),
                 tombstone_ttl: Duration::from_secs(24 * 3600),
@@ -360,6 +374,18 @@ impl Config {
         }
         if self.files.max_file_size == 0 {
             return rule("files.max_file_size", "must be at least 1 byte");
+        }
+        if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&self.files.block_size) {
+            return rule("files.block_size", "must be 64KiB..=16MiB");
+        }
+        if self.files.max_file_size.div_ceil(self.files.block_size) > MAX_BLOCKS {
+            return rule(
+                "files.max_file_size",
+                &format!(
+                    "a file has at most {MAX_BLOCKS} blocks (its manifest is one record): \
+                     raise files.block_size or lower files.max_file_size"
+                ),
+            );
         }
         if self.files.write_quorum == 0 || self.files.write_quorum > self.ring.replicas {
             return rule("files.write_quorum", "must be 1..=ring.replicas");

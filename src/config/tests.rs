@@ -9,8 +9,33 @@ fn defaults_are_sane() {
     let c = Config::default();
     assert_eq!(c.peer_listen(), "127.0.0.1:7000".parse().unwrap());
     assert_eq!(c.node_id(), Id::hash("127.0.0.1:7000"));
-    assert_eq!(c.files.max_file_size, 64 << 20);
+    assert_eq!(c.files.max_file_size, 64 << 30);
+    assert_eq!(c.files.block_size, 1 << 20);
     c.validate().unwrap();
+}
+
+#[test]
+fn block_size_comes_from_env_and_is_bounded() {
+    Jail::expect_with(|jail| {
+        jail.set_env("CHORDNET_FILES__BLOCK_SIZE", "256KiB");
+        jail.set_env("CHORDNET_FILES__MAX_FILE_SIZE", "1GiB");
+        let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+        assert_eq!(c.files.block_size, 256 << 10);
+        for (bad, key) in [
+            ("32KiB", "files.block_size"),
+            ("17MiB", "files.block_size"),
+            // 64 GiB in 256 KiB blocks is more blocks than one manifest lists.
+            ("256KiB", "files.max_file_size"),
+        ] {
+            jail.set_env("CHORDNET_FILES__BLOCK_SIZE", bad);
+            jail.set_env("CHORDNET_FILES__MAX_FILE_SIZE", "64GiB");
+            let err = Config::load(None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+        Ok(())
+    });
 }
 
 #[test]

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
+use super::blocks::check_block_meta;
+use super::manifest::check_manifest;
 use super::ops::{Files, lock};
 use super::shared::path_of;
 use super::spool::{check_space, hash_file, spool};
@@ -17,10 +19,26 @@ use crate::transport::{
     RefusalKind,
 };
 
+/// Checks that a record a peer sent names what it claims: a file's id is SHA-1 of its name
+/// (and a manifest lists the blocks its size needs); a block is named by its digest and sits
+/// at the digest's first 160 bits.
+fn check_record(meta: &FileMeta) -> Result<(), Refusal> {
+    let invalid = |detail: String| Refusal::new(RefusalKind::Invalid, detail);
+    if meta.is_block() {
+        return check_block_meta(meta).map_err(|e| invalid(e.to_string()));
+    }
+    if validate_name(&meta.name).is_err() || Id::hash(meta.name.as_bytes()) != meta.id {
+        return Err(invalid("the id is not SHA-1 of the name".into()));
+    }
+    check_manifest(meta).map_err(|e| invalid(e.to_string()))
+}
+
 fn refusal(e: StoreError) -> Refusal {
     let kind = match &e {
         StoreError::Full { .. } => RefusalKind::InsufficientStorage,
-        StoreError::Mismatch(_) | StoreError::TooLarge { .. } => RefusalKind::Invalid,
+        StoreError::Mismatch(_) | StoreError::TooLarge { .. } | StoreError::Corrupt(_) => {
+            RefusalKind::Invalid
+        }
         StoreError::Body(_) => RefusalKind::Unavailable,
         StoreError::Io { .. } => RefusalKind::Internal,
     };
@@ -41,23 +59,25 @@ impl Files {
                 "this peer is not taking copies (leaving, or not a ring member)",
             ));
         }
-        if validate_name(&meta.name).is_err() || Id::hash(meta.name.as_bytes()) != meta.id {
-            return Err(Refusal::new(
-                RefusalKind::Invalid,
-                "the id is not SHA-1 of the name",
-            ));
-        }
+        check_record(&meta)?;
         self.hlc
             .check(&meta.version)
             .map_err(|e| Refusal::new(RefusalKind::Invalid, e.to_string()))?;
-        if let Some(current) = self.store.newer_or_same(&meta) {
+        // A block already here is referenced again (atomically with this check, so garbage
+        // collection cannot drop it between the two).
+        if let Some(current) = self.store.current_touching(&meta) {
+            if let Some(mut body) = body {
+                // Read to the end: an answer before the request's body is in breaks the
+                // sender's connection (HTTP), and copies of one block arrive concurrently.
+                while let Some(Ok(_)) = body.next().await {}
+            }
             return Ok(PutReply {
                 stored: false,
                 replaced: false,
                 current,
             });
         }
-        let content = match (meta.deleted, body) {
+        let content = match (!meta.has_content(), body) {
             (true, _) => None,
             (false, Some(body)) => {
                 let reserve = self.ring.config().files.reserve;
@@ -99,6 +119,13 @@ impl Files {
                 body: Body::from_file(path, meta.size),
                 meta,
             })),
+            Ok(Err(e @ StoreError::Corrupt(_))) => {
+                // Dropped: the holders' repair brings a good copy back.
+                warn!(%id, error = %e, "a stored block was corrupt");
+                self.ring.metrics().blocks_corrupt.inc();
+                self.update_usage();
+                Ok(None)
+            }
             Ok(Err(e)) => {
                 warn!(%id, error = %e, "cannot read a stored object");
                 Ok(None)
@@ -188,6 +215,10 @@ impl BlobHandler for FilesHandler {
             BlobQuery::Missing { have } => BlobAnswer::Missing {
                 ids: self.0.missing(have),
             },
+            BlobQuery::Referenced { ids } => {
+                self.0.store.touch(&ids);
+                BlobAnswer::Done
+            }
         };
         Box::pin(std::future::ready(Ok(answer)))
     }

@@ -6,8 +6,11 @@
 //! a [`Version`]; replication, hand-off and repair keep the newest, and a delete is a tombstone
 //! version, so a stale copy never overwrites a newer one and a deleted file never comes back.
 
+pub mod blocks;
+pub mod download;
 pub mod handler;
 pub mod hlc;
+pub mod manifest;
 pub mod ops;
 pub mod outcome;
 mod publish;
@@ -15,8 +18,9 @@ mod replicate;
 pub mod shared;
 pub mod spool;
 pub mod store;
+pub mod upload;
 
-pub use crate::wire::files::{FileMeta, ProviderRecord, Version};
+pub use crate::wire::files::{FileMeta, Layout, ProviderRecord, Version};
 
 /// Why a file name is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

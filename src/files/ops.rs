@@ -9,16 +9,17 @@ use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
+use super::download::Download;
 use super::hlc::Hlc;
 use super::outcome::{Locations, Uploaded};
 use super::shared::SharedIndex;
 use super::spool::Spooled;
 use super::store::{Store, StoreError};
-use super::{FileMeta, NameError, ProviderRecord, Version, validate_name};
+use super::{FileMeta, Layout, NameError, ProviderRecord, Version, validate_name};
 use crate::id::Id;
 use crate::ring::{LookupResult, Peer};
 use crate::runtime::{Service, ServiceError};
-use crate::transport::{BlobClient, Body, Object, PutReply, RefusalKind, TraceCarrier, info};
+use crate::transport::{BlobClient, Body, PutReply, RefusalKind, TraceCarrier, info};
 
 /// Why a file operation failed, as the API reports it.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,28 @@ pub enum FilesError {
     InsufficientStorage { name: String, detail: String },
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The content a write sends with its record.
+pub(super) enum Content<'a> {
+    /// None (a tombstone, a manifest).
+    None,
+    /// Spooled to a file.
+    File(&'a Spooled),
+    /// In memory (a block).
+    Bytes(bytes::Bytes),
+}
+
+impl Content<'_> {
+    fn body(&self) -> Option<Body> {
+        match self {
+            Content::None => None,
+            Content::File(s) => Some(Body::from_file(s.path.clone(), s.size)),
+            Content::Bytes(b) => Some(super::blocks::body_of(b.clone())),
+        }
+    }
 }
 
 /// The file layer of one peer.
@@ -170,14 +193,14 @@ impl Files {
 
     /// Stores `meta` (content from `spooled`) on `targets`; succeeds once the write quorum
     /// holds it. Returns who holds it and whether a live version was replaced.
-    async fn write(
+    pub(super) async fn write(
         &self,
         meta: &FileMeta,
-        spooled: Option<&Spooled>,
+        content: Content<'_>,
         targets: &[Peer],
     ) -> Result<(Vec<Peer>, bool), FilesError> {
         let puts = targets.iter().map(|t| {
-            let body = spooled.map(|s| Body::from_file(s.path.clone(), s.size));
+            let body = content.body();
             self.blob
                 .put(&t.address, meta.clone(), body, TraceCarrier::current())
         });
@@ -236,8 +259,23 @@ impl Files {
         }
     }
 
-    /// Uploads spooled content under `name`.
+    /// Uploads spooled content under `name` (stored inline: one object on the name's holders).
     pub async fn upload(&self, name: &str, content: Spooled) -> Result<Uploaded, FilesError> {
+        let (size, sha256) = (content.size, content.sha256.clone());
+        self.write_file(name, size, sha256, Layout::Inline, Content::File(&content))
+            .await
+    }
+
+    /// Writes the record of `name` (a new version after the newest its holders report) with
+    /// its content, acknowledged at the write quorum.
+    pub(super) async fn write_file(
+        &self,
+        name: &str,
+        size: u64,
+        sha256: String,
+        layout: Layout,
+        content: Content<'_>,
+    ) -> Result<Uploaded, FilesError> {
         validate_name(name)?;
         let id = Id::hash(name.as_bytes());
         let found = self.ring.lookup(id).await?;
@@ -246,14 +284,16 @@ impl Files {
         let meta = FileMeta {
             name: name.to_string(),
             id,
-            size: content.size,
-            sha256: content.sha256.clone(),
+            size,
+            sha256,
             version: self.hlc.next_after(current.as_ref().map(|m| &m.version)),
             deleted: false,
+            layout,
         };
-        let (held, replaced) = self.write(&meta, Some(&content), &targets).await?;
+        let (held, replaced) = self.write(&meta, content, &targets).await?;
         let node = held.first().cloned().unwrap_or_else(|| found.node.clone());
-        info!(%name, %id, size = meta.size, node = %node.address, copies = held.len(), "file stored");
+        let blocks = meta.digests().len();
+        info!(%name, %id, size = meta.size, blocks, node = %node.address, copies = held.len(), "file stored");
         Ok(Uploaded {
             name: name.to_string(),
             id,
@@ -266,8 +306,9 @@ impl Files {
     }
 
     /// Downloads `name`: the newest version the read quorum reports, from a holder that has
-    /// it; else (nothing stored) from a provider. Stale holders are repaired in the background.
-    pub async fn download(&self, name: &str) -> Result<Object, FilesError> {
+    /// it (a manifest: from its blocks, fetched as the body is read); else (nothing stored)
+    /// from a provider. Stale holders are repaired in the background.
+    pub async fn download(self: &Arc<Self>, name: &str) -> Result<Download, FilesError> {
         validate_name(name)?;
         let id = Id::hash(name.as_bytes());
         let found = self.ring.lookup(id).await?;
@@ -277,6 +318,10 @@ impl Files {
             Some(m) if m.deleted => {
                 self.read_repair(&m, &answers);
                 Err(FilesError::NotFound(name.to_string()))
+            }
+            Some(m) if !m.has_content() => {
+                self.read_repair(&m, &answers);
+                Ok(Download::blocks(m, Arc::clone(self)))
             }
             Some(m) => {
                 let mut holders: Vec<Peer> = answers
@@ -290,7 +335,7 @@ impl Files {
                     match self.blob.get(&h.address, id, TraceCarrier::current()).await {
                         Ok(Some(o)) if o.meta.version == m.version => {
                             self.read_repair(&m, &answers);
-                            return Ok(o);
+                            return Ok(Download::whole(o.meta, o.body));
                         }
                         Ok(_) => {}
                         Err(e) => debug!(%name, peer = %h.address, error = %e, "copy unavailable"),
@@ -310,7 +355,7 @@ impl Files {
         &self,
         name: &str,
         answers: &[(Peer, crate::transport::ObjectInfo)],
-    ) -> Result<Object, FilesError> {
+    ) -> Result<Download, FilesError> {
         let mut tried = Vec::new();
         for (_, info) in answers {
             for p in &info.providers {
@@ -325,10 +370,7 @@ impl Files {
                     .await
                 {
                     Ok(Some(body)) if body.len() == p.size => {
-                        return Ok(Object {
-                            meta: provided_meta(p),
-                            body,
-                        });
+                        return Ok(Download::whole(provided_meta(p), body));
                     }
                     Ok(_) => {}
                     Err(e) => debug!(peer = %p.peer, error = %e, "provider unreachable"),
@@ -368,7 +410,7 @@ impl Files {
         tokio::spawn(async move {
             let _done = RepairDone(repairing, key);
             for to in stale {
-                let body = if meta.deleted {
+                let body = if !meta.has_content() {
                     None
                 } else {
                     match blob
@@ -417,15 +459,22 @@ impl Files {
         }
     }
 
-    pub async fn locations(&self, name: &str) -> Result<Locations, FilesError> {
+    /// Where `name` lives; with `with_blocks`, also each block's digest and holders.
+    pub async fn locations(&self, name: &str, with_blocks: bool) -> Result<Locations, FilesError> {
         validate_name(name)?;
         let id = Id::hash(name.as_bytes());
         let found = self.ring.lookup(id).await?;
         let holders = self.placement(&found);
         let answers = self.ask(&holders, id).await;
-        let live_version = newest(answers.iter().flatten().filter_map(|a| a.meta.clone()))
-            .filter(|m| !m.deleted)
-            .map(|m| m.version);
+        let live =
+            newest(answers.iter().flatten().filter_map(|a| a.meta.clone())).filter(|m| !m.deleted);
+        let live_version = live.as_ref().map(|m| m.version);
+        let digests = live.map(|m| m.digests().to_vec()).unwrap_or_default();
+        let blocks = if with_blocks {
+            Some(self.block_holders(&digests).await)
+        } else {
+            None
+        };
         let mut providers = Vec::new();
         let mut replicas = Vec::new();
         let mut any = live_version.is_some();
@@ -458,6 +507,8 @@ impl Files {
             replicas,
             providers,
             hops: found.hops,
+            block_count: digests.len(),
+            blocks,
         })
     }
 
@@ -491,16 +542,18 @@ impl Files {
             sha256: String::new(),
             version: self.hlc.next_after(Some(&current.version)),
             deleted: true,
+            layout: Default::default(),
         };
-        self.write(&tombstone, None, &targets).await?;
+        self.write(&tombstone, Content::None, &targets).await?;
         info!(%name, %id, "file deleted");
         Ok(())
     }
 
     pub(super) fn update_usage(&self) {
-        let (keys, bytes) = self.store.usage();
-        self.ring.metrics().keys_stored.set(keys as i64);
-        self.ring.metrics().bytes_stored.set(bytes as i64);
+        let usage = self.store.usage();
+        self.ring.metrics().keys_stored.set(usage.files as i64);
+        self.ring.metrics().bytes_stored.set(usage.bytes as i64);
+        self.ring.metrics().blocks_stored.set(usage.blocks as i64);
     }
 }
 
@@ -527,6 +580,7 @@ fn provided_meta(p: &ProviderRecord) -> FileMeta {
             origin: p.peer_id,
         },
         deleted: false,
+        layout: Default::default(),
     }
 }
 

@@ -31,6 +31,17 @@ pub struct Locations {
     pub replicas: Vec<Peer>,
     pub providers: Vec<Peer>,
     pub hops: u32,
+    /// Blocks of the live version (0: stored inline, or not uploaded).
+    pub block_count: usize,
+    /// When asked for: each block's digest and the peers holding it, in file order.
+    pub blocks: Option<Vec<BlockLocation>>,
+}
+
+/// One block of a file and the peers that hold it.
+#[derive(Clone, Debug)]
+pub struct BlockLocation {
+    pub digest: String,
+    pub holders: Vec<Peer>,
 }
 
 /// What this peer shares from its directory and stores for the ring.
@@ -38,6 +49,10 @@ pub struct Locations {
 pub struct NodeFiles {
     pub shared: Vec<SharedFile>,
     pub stored: Vec<StoredFile>,
+    /// Blocks this peer holds for the ring.
+    pub blocks: u64,
+    /// Bytes of content this peer stores (inline files and blocks).
+    pub bytes: u64,
 }
 
 /// One piece of content this peer stores.

@@ -61,13 +61,16 @@ impl Files {
     }
 
     pub fn node_files(&self) -> NodeFiles {
+        let usage = self.store.usage();
         NodeFiles {
+            blocks: usage.blocks,
+            bytes: usage.bytes,
             shared: lock(&self.shared).files(),
             stored: self
                 .store
                 .list()
                 .into_iter()
-                .filter(|m| !m.deleted)
+                .filter(|m| !m.deleted && !m.is_block())
                 .map(|m| StoredFile {
                     name: m.name,
                     id: m.id,
@@ -79,7 +82,7 @@ impl Files {
     }
 
     pub fn stored_keys(&self) -> u64 {
-        self.store.usage().0
+        self.store.usage().files
     }
 
     // ----- maintenance ----------------------------------------------------------------------

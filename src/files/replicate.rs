@@ -57,6 +57,8 @@ impl Files {
         let store = Arc::clone(&self.store);
         let before = wall_millis().saturating_sub(ttl);
         let _ = tokio::task::spawn_blocking(move || store.expire_tombstones(before)).await;
+        done.block_references = self.refresh_block_leases().await;
+        self.collect_blocks().await;
         let entries = self.store.list();
         if entries.is_empty() {
             self.ring.metrics().replica_deficit.set(0);
@@ -100,38 +102,50 @@ impl Files {
         self.ring.metrics().replica_deficit.set(deficit as i64);
         done.deficit = deficit;
 
-        // Keys we are not responsible for (we were, or we hold a copy). In ring order, one
-        // lookup serves every following key up to the peer it found (they share that peer),
-        // so the cost is one lookup per responsible peer, not one per key.
-        let mut others = others;
-        others.sort_by_key(|m| me.id.distance_to(m.id));
-        let mut groups: Vec<(Vec<Peer>, Vec<FileMeta>)> = Vec::new();
-        let mut current: Option<(Id, Vec<Peer>)> = None;
-        for m in others {
-            let reuse = current.as_ref().is_some_and(|(from, holders)| {
-                holders
-                    .first()
-                    .is_some_and(|r| m.id == *from || m.id.in_half_open(*from, r.id))
-            });
-            if !reuse {
-                let Ok(found) = self.ring.lookup(m.id).await else {
-                    current = None;
-                    continue;
-                };
-                current = Some((m.id, self.placement(&found)));
-                if let Some((_, holders)) = &current {
-                    groups.push((holders.clone(), Vec::new()));
-                }
-            }
-            if let Some((_, list)) = groups.last_mut() {
-                list.push(m);
-            }
-        }
+        // Keys we are not responsible for (we were, or we hold a copy).
+        let groups = self.group_by_placement(others, |m| m.id).await;
         for (holders, metas) in groups {
             self.reconcile_with_primary(&me, &holders, metas, &mut done)
                 .await;
         }
         done
+    }
+
+    /// `items` grouped by the peers that should hold their keys (`key`), in ring order from
+    /// this peer: one lookup serves every following key up to the peer it found (they share
+    /// that peer), so the cost is one lookup per responsible peer, not one per key. Keys whose
+    /// lookup fails are left out (the next round retries).
+    pub(super) async fn group_by_placement<T>(
+        &self,
+        mut items: Vec<T>,
+        key: impl Fn(&T) -> Id,
+    ) -> Vec<(Vec<Peer>, Vec<T>)> {
+        let me = self.me();
+        items.sort_by_key(|t| me.id.distance_to(key(t)));
+        let mut groups: Vec<(Vec<Peer>, Vec<T>)> = Vec::new();
+        let mut current: Option<(Id, Vec<Peer>)> = None;
+        for t in items {
+            let id = key(&t);
+            let reuse = current.as_ref().is_some_and(|(from, holders)| {
+                holders
+                    .first()
+                    .is_some_and(|r| id == *from || id.in_half_open(*from, r.id))
+            });
+            if !reuse {
+                let Ok(found) = self.ring.lookup(id).await else {
+                    current = None;
+                    continue;
+                };
+                current = Some((id, self.placement(&found)));
+                if let Some((_, holders)) = &current {
+                    groups.push((holders.clone(), Vec::new()));
+                }
+            }
+            if let Some((_, list)) = groups.last_mut() {
+                list.push(t);
+            }
+        }
+        groups
     }
 
     /// Makes sure the responsible peer (`holders[0]`) has our versions of `metas`, then drops
@@ -176,7 +190,7 @@ impl Files {
 
     /// Sends our copy of `m` to `to`; true when `to` now holds that version (or a newer one).
     pub(super) async fn push(&self, to: &Peer, m: &FileMeta) -> bool {
-        let body = if m.deleted {
+        let body = if !m.has_content() {
             None
         } else {
             let store = Arc::clone(&self.store);
@@ -322,6 +336,8 @@ struct RepairDone {
     records_moved: u64,
     /// Our keys still short of copies.
     deficit: usize,
+    /// Blocks of our live manifests reported still referenced to their holders.
+    block_references: usize,
 }
 
 impl RepairDone {

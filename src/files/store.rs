@@ -6,16 +6,19 @@
 //! written the same way (temporary file, fsync, rename, directory fsync). Data before
 //! metadata: a crash at any point leaves the old version or the new one, never a torn file.
 //! Data files no metadata points at (a crash between the two renames) are removed at open.
+//! A manifest has metadata only; a block is metadata and data like a small file, plus the time
+//! it was last stored or referenced (in memory; "now" at open), which garbage collection reads.
 //!
 //! Concurrency: the index lock is only ever held for in-memory work, never across I/O, so
 //! `meta()`, `list()` and `usage()` never wait behind a write; metadata writes are serialised
 //! by a second lock so that the newest version is also the one on disk. All methods do
 //! blocking I/O: call them from `spawn_blocking`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 use super::FileMeta;
 use super::spool::{Spooled, hash_file, temp_path};
@@ -33,6 +36,8 @@ pub enum StoreError {
     Full { path: PathBuf },
     #[error("content does not match its metadata ({0})")]
     Mismatch(&'static str),
+    #[error("block {0} failed its digest check on disk and was dropped")]
+    Corrupt(String),
     #[error("content larger than {limit} bytes")]
     TooLarge { limit: u64 },
     #[error("the content stream failed: {0}")]
@@ -68,19 +73,24 @@ pub enum PutOutcome {
 #[derive(Default)]
 struct Index {
     entries: BTreeMap<Id, FileMeta>,
+    /// Live named files (inline and manifests).
     live_keys: u64,
+    /// Bytes of content on disk: inline files and blocks.
     live_bytes: u64,
+    blocks: u64,
+    /// When each block was last stored or confirmed referenced (see [`Store::touch`]).
+    touched: HashMap<Id, Instant>,
 }
 
 impl Index {
     fn insert(&mut self, meta: FileMeta) -> Option<FileMeta> {
-        if !meta.deleted {
-            self.live_keys += 1;
-            self.live_bytes += meta.size;
+        self.count(&meta, 1);
+        if meta.is_block() {
+            self.touched.insert(meta.id, Instant::now());
         }
         let previous = self.entries.insert(meta.id, meta);
         if let Some(p) = &previous {
-            self.forget_usage(p);
+            self.count(p, -1);
         }
         previous
     }
@@ -88,23 +98,49 @@ impl Index {
     fn remove(&mut self, id: Id) -> Option<FileMeta> {
         let previous = self.entries.remove(&id);
         if let Some(p) = &previous {
-            self.forget_usage(p);
+            self.count(p, -1);
         }
+        self.touched.remove(&id);
         previous
     }
 
-    fn forget_usage(&mut self, m: &FileMeta) {
-        if !m.deleted {
-            self.live_keys = self.live_keys.saturating_sub(1);
-            self.live_bytes = self.live_bytes.saturating_sub(m.size);
+    fn count(&mut self, m: &FileMeta, sign: i64) {
+        if m.deleted {
+            return;
+        }
+        let add = |v: &mut u64, by: u64| {
+            *v = if sign > 0 {
+                v.saturating_add(by)
+            } else {
+                v.saturating_sub(by)
+            }
+        };
+        if m.is_block() {
+            add(&mut self.blocks, 1);
+        } else {
+            add(&mut self.live_keys, 1);
+        }
+        if m.has_content() {
+            add(&mut self.live_bytes, m.size);
         }
     }
 
     fn references(&self, id: Id, sha256: &str) -> bool {
         self.entries
             .get(&id)
-            .is_some_and(|m| !m.deleted && m.sha256 == sha256)
+            .is_some_and(|m| m.has_content() && m.sha256 == sha256)
     }
+}
+
+/// What a store holds, kept up to date (not scanned).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Live named files (inline or as a manifest).
+    pub files: u64,
+    /// Blocks held for the ring.
+    pub blocks: u64,
+    /// Bytes of content on disk (inline files and blocks).
+    pub bytes: u64,
 }
 
 pub struct Store {
@@ -166,7 +202,7 @@ impl Store {
                 index
                     .entries
                     .values()
-                    .any(|m| !m.deleted && store.data_path(m) == path)
+                    .any(|m| m.has_content() && store.data_path(m) == path)
             };
             if !referenced {
                 let _ = std::fs::remove_file(&path);
@@ -201,11 +237,10 @@ impl Store {
     /// Stores `meta` (with its spooled content, unless it is a tombstone) if it is newer than
     /// what is here.
     pub fn put(&self, meta: FileMeta, content: Option<Spooled>) -> Result<PutOutcome, StoreError> {
-        if let Some(current) = self.newer_or_same(&meta) {
+        if let Some(current) = self.current_touching(&meta) {
             return Ok(PutOutcome::Stale { current });
         }
-        let mut placed = None;
-        if !meta.deleted {
+        let content = if meta.has_content() {
             let content = content.ok_or(StoreError::Mismatch("no content"))?;
             if content.size != meta.size {
                 return Err(StoreError::Mismatch("size"));
@@ -213,6 +248,19 @@ impl Store {
             if content.sha256 != meta.sha256 {
                 return Err(StoreError::Mismatch("sha256"));
             }
+            Some(content)
+        } else {
+            None
+        };
+        // Data and metadata are placed under the writer lock, so that a block's garbage
+        // collection (which removes both under it) never interleaves with its re-upload.
+        let _writing = lock(&self.writer);
+        // Checked again: a newer version may have been stored meanwhile.
+        if let Some(current) = self.current_touching(&meta) {
+            return Ok(PutOutcome::Stale { current });
+        }
+        let mut placed = None;
+        if let Some(content) = content {
             let path = self.data_path(&meta);
             if !path.exists() {
                 let from = content.keep();
@@ -224,13 +272,6 @@ impl Store {
                 placed = Some(path);
             }
         }
-        let _writing = lock(&self.writer);
-        // Checked again: a newer version may have been stored while the content moved.
-        if let Some(current) = self.newer_or_same(&meta) {
-            drop(_writing);
-            self.drop_unreferenced(placed, &meta);
-            return Ok(PutOutcome::Stale { current });
-        }
         let json = serde_json::to_vec(&meta).unwrap_or_default();
         if let Err(e) = self.write_atomically(&self.meta_path(meta.id), &json) {
             drop(_writing);
@@ -240,14 +281,31 @@ impl Store {
         let previous = lock(&self.index).insert(meta.clone());
         drop(_writing);
         if let Some(prev) = &previous
-            && !prev.deleted
-            && (meta.deleted || prev.sha256 != meta.sha256)
+            && prev.has_content()
+            && (!meta.has_content() || prev.sha256 != meta.sha256)
         {
             self.drop_unreferenced(Some(self.data_path(prev)), prev);
         }
         Ok(PutOutcome::Stored {
             replaced: previous.filter(|p| !p.deleted),
         })
+    }
+
+    /// [`Store::newer_or_same`], and a block found here is marked as referenced again in the
+    /// same step (under the index lock, so garbage collection cannot drop it in between).
+    pub fn current_touching(&self, meta: &FileMeta) -> Option<FileMeta> {
+        let mut index = lock(&self.index);
+        let current = index
+            .entries
+            .get(&meta.id)
+            .filter(|c| c.version >= meta.version)
+            .cloned()?;
+        if meta.is_block()
+            && let Some(t) = index.touched.get_mut(&meta.id)
+        {
+            *t = Instant::now();
+        }
+        Some(current)
     }
 
     /// Removes a data file of `meta`'s content unless the index points at it.
@@ -292,14 +350,20 @@ impl Store {
     }
 
     /// The live content of `id`: its metadata and data file, checked against its SHA-256
-    /// (reads the whole file once, in chunks).
+    /// (reads the whole file once, in chunks). A manifest has no content of its own: `None`.
+    /// A block whose bytes no longer match its digest is dropped (repair brings a good copy
+    /// back: to the ring this peer now lacks it) and reported as [`StoreError::Corrupt`].
     pub fn open_content(&self, id: Id) -> Result<Option<(FileMeta, PathBuf)>, StoreError> {
-        let Some(meta) = self.meta(id).filter(|m| !m.deleted) else {
+        let Some(meta) = self.meta(id).filter(|m| m.has_content()) else {
             return Ok(None);
         };
         let path = self.data_path(&meta);
         match hash_file(&path) {
             Ok((size, sha)) if size == meta.size && sha == meta.sha256 => Ok(Some((meta, path))),
+            Ok(_) if meta.is_block() => {
+                self.remove_if(&meta);
+                Err(StoreError::Corrupt(meta.sha256))
+            }
             Ok(_) => Err(StoreError::Mismatch("sha256 on disk")),
             // Replaced or dropped since the metadata was read.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -318,7 +382,7 @@ impl Store {
         let removed = lock(&self.index).remove(id);
         if let Some(meta) = removed {
             let _ = std::fs::remove_file(self.meta_path(id));
-            if !meta.deleted {
+            if meta.has_content() {
                 let _ = std::fs::remove_file(self.data_path(&meta));
             }
         }
@@ -347,10 +411,53 @@ impl Store {
         }
     }
 
-    /// Live keys and their total size in bytes (kept up to date, not scanned).
-    pub fn usage(&self) -> (u64, u64) {
+    /// What this store holds (kept up to date, not scanned).
+    pub fn usage(&self) -> Usage {
         let index = lock(&self.index);
-        (index.live_keys, index.live_bytes)
+        Usage {
+            files: index.live_keys,
+            blocks: index.blocks,
+            bytes: index.live_bytes,
+        }
+    }
+
+    /// Marks the blocks among `ids` held here as still referenced by a live file.
+    pub fn touch(&self, ids: &[Id]) {
+        let now = Instant::now();
+        let mut index = lock(&self.index);
+        for id in ids {
+            if let Some(t) = index.touched.get_mut(id) {
+                *t = now;
+            }
+        }
+    }
+
+    /// Drops the blocks not stored or touched since `before` (no live manifest referenced
+    /// them for that long); returns how many and their bytes.
+    pub fn expire_blocks(&self, before: Instant) -> (u64, u64) {
+        let candidates: Vec<Id> = lock(&self.index)
+            .touched
+            .iter()
+            .filter(|(_, t)| **t < before)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut freed = (0, 0);
+        for id in candidates {
+            // Checked and removed under both locks: a concurrent store of the same block
+            // either touched it first (kept) or finds it gone and stores it anew.
+            let _writing = lock(&self.writer);
+            let removed = {
+                let mut index = lock(&self.index);
+                let stale = index.touched.get(&id).is_some_and(|t| *t < before);
+                if stale { index.remove(id) } else { None }
+            };
+            if let Some(meta) = removed {
+                let _ = std::fs::remove_file(self.meta_path(id));
+                let _ = std::fs::remove_file(self.data_path(&meta));
+                freed = (freed.0 + 1, freed.1 + meta.size);
+            }
+        }
+        freed
     }
 }
 
@@ -383,6 +490,7 @@ mod tests {
                 origin: Id::ZERO,
             },
             deleted: false,
+            layout: Default::default(),
         }
     }
 
@@ -415,7 +523,7 @@ mod tests {
                 current: v2.clone()
             }
         );
-        assert_eq!(store.usage(), (1, 4));
+        assert_eq!((store.usage().files, store.usage().bytes), (1, 4));
         drop(store);
         let store = Store::open(&d).unwrap();
         let (m, data) = read(&store, v2.id).unwrap();
@@ -455,7 +563,7 @@ mod tests {
             put(&store, v1.clone(), Some(b"bee")).unwrap(),
             PutOutcome::Stale { .. }
         ));
-        assert_eq!(store.usage(), (0, 0));
+        assert_eq!((store.usage().files, store.usage().bytes), (0, 0));
         store.expire_tombstones(16);
         assert_eq!(store.meta(v1.id), None);
         let _ = std::fs::remove_dir_all(&d);

@@ -335,6 +335,7 @@ impl BlobClient for Layered {
                 BlobQuery::Info { .. } => "object_info",
                 BlobQuery::PutProvider { .. } => "put_provider",
                 BlobQuery::Missing { .. } => "missing",
+                BlobQuery::Referenced { .. } => "referenced",
             };
             self.blob_call(method, to, CallClass::Control, async {
                 let trace = trace_in_span(trace);

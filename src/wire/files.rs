@@ -30,6 +30,55 @@ pub struct FileMeta {
     /// A tombstone: the file was deleted at `version`.
     #[serde(default)]
     pub deleted: bool,
+    /// How the content is held (absent on the wire = [`Layout::Inline`], as before blocks).
+    #[serde(default, skip_serializing_if = "Layout::is_inline")]
+    pub layout: Layout,
+}
+
+/// How a record's content is held.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// The content travels and is stored with the record itself (files of at most one block,
+    /// and every file written before blocks existed).
+    #[default]
+    Inline,
+    /// A file's manifest: no content of its own; its bytes are the blocks `digests` (lowercase
+    /// hex SHA-256, in order), each `block_size` bytes but the last.
+    Blocks {
+        block_size: u64,
+        digests: Vec<String>,
+    },
+    /// A content-addressed block: `name` and `sha256` are its digest, `id` the digest's first
+    /// 160 bits. Blocks are immutable, so every copy has the same version.
+    Block,
+}
+
+impl Layout {
+    pub fn is_inline(&self) -> bool {
+        matches!(self, Layout::Inline)
+    }
+}
+
+impl FileMeta {
+    /// Whether a live copy of this record carries content bytes (inline files and blocks do; a
+    /// manifest and a tombstone do not).
+    pub fn has_content(&self) -> bool {
+        !self.deleted && !matches!(self.layout, Layout::Blocks { .. })
+    }
+
+    /// Whether this is a block rather than a named file's record.
+    pub fn is_block(&self) -> bool {
+        matches!(self.layout, Layout::Block)
+    }
+
+    /// The block digests of a manifest (empty for anything else).
+    pub fn digests(&self) -> &[String] {
+        match &self.layout {
+            Layout::Blocks { digests, .. } if !self.deleted => digests,
+            _ => &[],
+        }
+    }
 }
 
 /// "Peer P shares file F": published to the peer responsible for F, with a lease.
@@ -80,6 +129,9 @@ pub enum BlobQuery {
     PutProvider { record: ProviderRecord },
     /// Which of these versions the peer lacks or holds older: [`BlobAnswer::Missing`].
     Missing { have: Vec<(Id, Version)> },
+    /// These blocks are listed by a live manifest: the peer keeps those it holds
+    /// ([`BlobAnswer::Done`]).
+    Referenced { ids: Vec<Id> },
 }
 
 /// The answer to a [`BlobQuery`].

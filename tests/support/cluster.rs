@@ -420,3 +420,37 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+impl Cluster {
+    /// The process ids of the running peers.
+    pub fn pids(&self) -> Vec<u32> {
+        self.running()
+            .iter()
+            .filter_map(|p| p.child.as_ref().map(Child::id))
+            .collect()
+    }
+}
+
+/// `kind` (VmRSS or VmHWM) of a process, in bytes.
+pub fn memory(pid: u32, kind: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(kind))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// MiB number `k` of a large test file: a pattern salted per MiB, so that no two blocks of
+/// the file are alike (a pattern alone repeats, and the ring would store its blocks once).
+pub fn big_file_mib(k: u64) -> bytes::Bytes {
+    let piece = 1u64 << 20;
+    let mut seed = k.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    seed = (seed ^ (seed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    seed = (seed ^ (seed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    bytes::Bytes::from(
+        (k * piece..(k + 1) * piece)
+            .map(|i| ((i.wrapping_mul(2654435761) >> 13) as u8) ^ (seed >> ((i % 8) * 8)) as u8)
+            .collect::<Vec<u8>>(),
+    )
+}

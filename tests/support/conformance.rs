@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chordnet::id::Id;
 use chordnet::transport::{
-    BlobClient, Body, RefusalKind, RingClient, TraceCarrier, TransportError,
+    BlobAnswer, BlobClient, BlobQuery, Body, RefusalKind, RingClient, TraceCarrier, TransportError,
 };
 use chordnet::wire::Peer;
 use chordnet::wire::files::FileMeta;
@@ -169,6 +169,72 @@ pub async fn objects_round_trip_with_queries(under: &dyn Under) {
         .await
         .expect("tombstone");
     assert!(reply.holds(&tomb));
+    blocks_and_manifests_round_trip(&b).await;
+}
+
+/// A block (content at its digest's position) and a manifest (a record without content, its
+/// block list in the metadata) travel like any object; block references are a query.
+async fn blocks_and_manifests_round_trip(b: &Bench) {
+    use chordnet::files::{Layout, blocks::block_meta, sha256_hex};
+    let digest = sha256_hex(b"block");
+    let block = block_meta(&digest, 5).expect("block");
+    let reply = b
+        .client
+        .put(
+            &b.server.address,
+            block.clone(),
+            Some(Body::from_bytes(Bytes::from_static(b"block"))),
+            TraceCarrier::default(),
+        )
+        .await
+        .expect("put block");
+    assert!(reply.holds(&block));
+    let o = b
+        .client
+        .get(&b.server.address, block.id, TraceCarrier::default())
+        .await
+        .expect("get block")
+        .expect("found");
+    assert_eq!(o.meta, block);
+    assert_eq!(o.body.collect(100).await.expect("body"), &b"block"[..]);
+    // A manifest of 65536 blocks (the most a file has): about 4.4 MB of metadata.
+    let manifest = FileMeta {
+        size: 65536 << 20,
+        layout: Layout::Blocks {
+            block_size: 1 << 20,
+            digests: vec![digest; 65536],
+        },
+        ..meta_of("manifest", Id::hash("manifest"), 0)
+    };
+    let reply = b
+        .client
+        .put(
+            &b.server.address,
+            manifest.clone(),
+            None,
+            TraceCarrier::default(),
+        )
+        .await
+        .expect("put manifest");
+    assert!(reply.holds(&manifest));
+    let info = chordnet::transport::info(&*b.client, &b.server.address, manifest.id)
+        .await
+        .expect("info");
+    assert_eq!(info.meta, Some(manifest));
+    let answer = b
+        .client
+        .query(
+            &b.server.address,
+            BlobQuery::Referenced {
+                ids: vec![block.id],
+            },
+            TraceCarrier::default(),
+        )
+        .await
+        .expect("referenced");
+    assert_eq!(answer, BlobAnswer::Done);
+    let seen = b.seen.referenced.lock().unwrap_or_else(|e| e.into_inner());
+    assert_eq!(*seen, vec![block.id]);
 }
 
 /// 64 MiB each way, streamed: the receiver sees every byte, in order.

@@ -45,6 +45,8 @@ pub struct Seen {
     pub consumed: AtomicU64,
     /// Content the handler keeps (small objects only).
     pub objects: Mutex<HashMap<Id, (FileMeta, Bytes)>>,
+    /// Block ids the handler was told are referenced.
+    pub referenced: Mutex<Vec<Id>>,
 }
 
 struct TestRing {
@@ -220,6 +222,14 @@ impl BlobHandler for TestBlob {
                 BlobQuery::Missing { have } => BlobAnswer::Missing {
                     ids: have.into_iter().map(|(id, _)| id).collect(),
                 },
+                BlobQuery::Referenced { ids } => {
+                    self.seen
+                        .referenced
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend(ids);
+                    BlobAnswer::Done
+                }
             })
         })
     }
@@ -237,6 +247,7 @@ pub fn meta_of(name: &str, id: Id, size: u64) -> FileMeta {
             origin: Id::ZERO,
         },
         deleted: false,
+        layout: Default::default(),
     }
 }
 

@@ -45,8 +45,8 @@ const MAX_RPC: usize = 1 << 20;
 /// The largest data-plane message (a "which of these do you lack" list of a big hand-off; a
 /// chunk is far smaller).
 const MAX_QUERY: usize = 32 << 20;
-/// The largest object metadata accepted (a name is at most 255 bytes: this is generous).
-const MAX_META: usize = 64 * 1024;
+/// The largest object metadata accepted: a manifest of 65536 blocks is about 4.4 MB of JSON.
+const MAX_META: usize = 8 << 20;
 /// How long a stopping server waits for calls in flight before it drops them.
 const DRAIN: Duration = Duration::from_secs(5);
 

@@ -175,8 +175,8 @@ impl Blob for BlobService {
             }
             _ => return Err(invalid("a put starts with the object's metadata")),
         };
-        let body = if meta.deleted {
-            // A tombstone carries nothing: make sure of it.
+        let body = if !meta.has_content() {
+            // A tombstone or a manifest carries nothing: make sure of it.
             if parts.message().await?.is_some() {
                 return Err(invalid("a tombstone with content"));
             }

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
 use super::frame;
-use super::{OBJECTS_PATH, PROTOCOL_HEADER, RPC_PATH, refusal_from};
+use super::{OBJECTS_PATH, PROTOCOL_HEADER, QUERY_PATH, RPC_PATH, refusal_from};
 use crate::id::Id;
 use crate::transport::{
     BlobAnswer, BlobClient, BlobQuery, Body, BodyError, BoxFuture, Object, PutReply, RingClient,
@@ -19,8 +19,9 @@ use crate::wire::files::FileMeta;
 use crate::wire::ring::{RequestEnvelope, ResponseEnvelope};
 use crate::wire::{Address, PROTOCOL_VERSION};
 
-/// The largest JSON answer a client reads (ring answers and queries are small).
-const MAX_JSON: usize = 4 << 20;
+/// The largest JSON answer a client reads (ring answers and queries are small; the largest is
+/// what a peer knows about a file whose manifest lists 65536 blocks, about 4.4 MB).
+const MAX_JSON: usize = 8 << 20;
 
 #[derive(Clone)]
 pub struct HttpClient {
@@ -257,6 +258,9 @@ impl BlobClient for HttpClient {
                     .client
                     .post(Self::url(to, &format!("{OBJECTS_PATH}/missing")))
                     .json(have),
+                BlobQuery::Referenced { .. } => {
+                    self.client.post(Self::url(to, QUERY_PATH)).json(&query)
+                }
             };
             let resp = self.send(req, to, &trace).await?;
             match (query, resp) {
@@ -266,6 +270,7 @@ impl BlobClient for HttpClient {
                 (BlobQuery::Missing { .. }, Some(r)) => Ok(BlobAnswer::Missing {
                     ids: Self::json(r, to).await?,
                 }),
+                (BlobQuery::Referenced { .. }, Some(r)) => Self::json(r, to).await,
                 (_, None) => Err(TransportError::Protocol(format!(
                     "{to} has no object store"
                 ))),

@@ -8,8 +8,8 @@ use futures_util::stream::{self, BoxStream, StreamExt};
 use crate::transport::{Body, BodyError};
 use crate::wire::files::FileMeta;
 
-/// The largest metadata header accepted (a name is at most 255 bytes: this is generous).
-pub const MAX_HEADER: usize = 64 * 1024;
+/// The largest metadata header accepted: a manifest of 65536 blocks is about 4.4 MB of JSON.
+pub const MAX_HEADER: usize = 8 << 20;
 
 /// The header of `meta`'s frame.
 pub fn header(meta: &FileMeta) -> Bytes {
@@ -80,10 +80,10 @@ pub async fn decode(
                     vec![Ok(rest)]
                 };
                 let content = stream::iter(prefix).chain(stream).boxed();
-                let size = if meta.deleted { 0 } else { meta.size };
+                let size = if meta.has_content() { meta.size } else { 0 };
                 let body = Body::new(size, content);
-                if meta.deleted {
-                    // A tombstone carries nothing: make sure of it.
+                if !meta.has_content() {
+                    // A tombstone or a manifest carries nothing: make sure of it.
                     body.collect(0).await?;
                     return Ok((meta, None));
                 }
@@ -111,6 +111,7 @@ mod tests {
                 origin: Id::ZERO,
             },
             deleted,
+            layout: Default::default(),
         }
     }
 

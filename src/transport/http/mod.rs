@@ -21,6 +21,8 @@ use crate::wire::Address;
 pub const RPC_PATH: &str = "/peer/v1/rpc";
 /// Where objects live.
 pub const OBJECTS_PATH: &str = "/peer/v1/objects";
+/// Any data-plane query as JSON (those added after the first data plane).
+pub const QUERY_PATH: &str = "/peer/v1/query";
 /// The header that carries the sender's peer-protocol version on data-plane requests.
 pub const PROTOCOL_HEADER: &str = "chordnet-protocol";
 

@@ -10,7 +10,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures_util::StreamExt;
 
-use super::{OBJECTS_PATH, PROTOCOL_HEADER, RPC_PATH, frame};
+use super::{OBJECTS_PATH, PROTOCOL_HEADER, QUERY_PATH, RPC_PATH, frame};
 use crate::id::Id;
 use crate::telemetry::http::{carrier_from_headers, trace_requests};
 use crate::transport::{BlobAnswer, BlobQuery, BodyError, Handlers, Refusal, RefusalKind};
@@ -41,6 +41,7 @@ pub fn router(handlers: Handlers, max_body: u64) -> Router {
         .layer(DefaultBodyLimit::max(MAX_RPC));
     let missing = Router::new()
         .route(&format!("{OBJECTS_PATH}/missing"), post(missing))
+        .route(QUERY_PATH, post(any_query))
         .layer(DefaultBodyLimit::max(MAX_MISSING));
     let objects = Router::new()
         .route(
@@ -144,7 +145,7 @@ async fn put_object(
     if meta.id != id {
         return bad_request("id does not match the metadata");
     }
-    if meta.size > s.max_body {
+    if meta.has_content() && meta.size > s.max_body {
         return problem(
             StatusCode::PAYLOAD_TOO_LARGE,
             RefusalKind::Invalid,
@@ -215,6 +216,21 @@ async fn get_shared(State(s): State<Served>, Path(name): Path<String>) -> Respon
             .into_response(),
         Ok(None) => StatusCode::NOT_FOUND.into_response(),
         Err(r) => refused(r),
+    }
+}
+
+/// Any [`BlobQuery`] as JSON, answered with its [`BlobAnswer`] (the queries added after the
+/// first HTTP data plane, which gave each query its own route).
+async fn any_query(
+    State(s): State<Served>,
+    body: Result<Json<BlobQuery>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(q)) => match query(&s, q).await {
+            Ok(answer) => Json(answer).into_response(),
+            Err(r) => r,
+        },
+        Err(e) => bad_request(e.body_text()),
     }
 }
 

@@ -26,6 +26,8 @@ struct State {
     known: HashSet<Address>,
     /// Addresses whose data plane is cut (the ring still reaches them).
     no_data: HashSet<Address>,
+    /// Addresses whose data plane never answers (the ring still reaches them).
+    stalled: HashSet<Address>,
 }
 
 /// Peers of one process, by address.
@@ -72,9 +74,27 @@ impl MemoryNetwork {
         }
     }
 
-    fn data_handlers(&self, to: &Address) -> Result<(Handlers, u64), TransportError> {
-        if self.lock().no_data.contains(to) {
+    /// Makes the data plane of `address` hang (or answer again): transfers and queries to it
+    /// wait for ever, as to a peer whose disk stopped; ring calls still arrive.
+    pub fn stall_data_plane(&self, address: &Address, stall: bool) {
+        let mut s = self.lock();
+        if stall {
+            s.stalled.insert(address.clone());
+        } else {
+            s.stalled.remove(address);
+        }
+    }
+
+    async fn data_handlers(&self, to: &Address) -> Result<(Handlers, u64), TransportError> {
+        let (cut, stalled) = {
+            let s = self.lock();
+            (s.no_data.contains(to), s.stalled.contains(to))
+        };
+        if cut {
             return Err(TransportError::Unreachable(format!("{to}: data plane cut")));
+        }
+        if stalled {
+            std::future::pending::<()>().await;
         }
         self.handlers(to)
     }
@@ -195,7 +215,7 @@ impl BlobClient for MemoryClient {
         _trace: TraceCarrier,
     ) -> BoxFuture<'a, Result<PutReply, TransportError>> {
         Box::pin(async move {
-            let (handlers, max_body) = self.network.data_handlers(to)?;
+            let (handlers, max_body) = self.network.data_handlers(to).await?;
             if let Some(b) = &body
                 && b.len() > max_body
             {
@@ -242,7 +262,7 @@ impl BlobClient for MemoryClient {
         _trace: TraceCarrier,
     ) -> BoxFuture<'a, Result<Option<Object>, TransportError>> {
         Box::pin(async move {
-            let (handlers, _) = self.network.data_handlers(to)?;
+            let (handlers, _) = self.network.data_handlers(to).await?;
             handlers.blob.get(id).await.map_err(TransportError::Refused)
         })
     }
@@ -254,7 +274,7 @@ impl BlobClient for MemoryClient {
         _trace: TraceCarrier,
     ) -> BoxFuture<'a, Result<Option<Body>, TransportError>> {
         Box::pin(async move {
-            let (handlers, _) = self.network.data_handlers(to)?;
+            let (handlers, _) = self.network.data_handlers(to).await?;
             handlers
                 .blob
                 .get_shared(name)
@@ -270,7 +290,7 @@ impl BlobClient for MemoryClient {
         _trace: TraceCarrier,
     ) -> BoxFuture<'a, Result<BlobAnswer, TransportError>> {
         Box::pin(async move {
-            let (handlers, _) = self.network.data_handlers(to)?;
+            let (handlers, _) = self.network.data_handlers(to).await?;
             handlers
                 .blob
                 .query(query)

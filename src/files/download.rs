@@ -1,0 +1,159 @@
+//! Downloads as they stream out: a file found by [`Files::download`] is either one object from
+//! a holder (inline files, files only a provider shares) or a manifest whose blocks are fetched
+//! only when the body is read — a window of them in parallel, each verified against its
+//! digest before a byte of it is handed on, in order. A byte range fetches only the blocks
+//! that hold it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt};
+
+use super::manifest::{Geometry, window};
+use super::ops::Files;
+use super::{FileMeta, Layout};
+use crate::transport::{Body, BodyError};
+
+/// A file found for download: its record, and where its bytes come from.
+pub struct Download {
+    pub meta: FileMeta,
+    source: Source,
+}
+
+enum Source {
+    /// One object's content, as a holder or provider streams it.
+    Whole(Body),
+    /// The blocks of a manifest, fetched by this peer's file layer.
+    Blocks(Arc<Files>),
+}
+
+impl Download {
+    pub(super) fn whole(meta: FileMeta, body: Body) -> Download {
+        Download {
+            meta,
+            source: Source::Whole(body),
+        }
+    }
+
+    pub(super) fn blocks(meta: FileMeta, files: Arc<Files>) -> Download {
+        Download {
+            meta,
+            source: Source::Blocks(files),
+        }
+    }
+
+    /// Whether the bytes come from blocks (each verified on its own).
+    pub fn is_blocks(&self) -> bool {
+        matches!(self.source, Source::Blocks(_))
+    }
+
+    /// The bytes `range` (first and last byte, inclusive; both below the size) or all of them.
+    pub fn body(self, range: Option<(u64, u64)>) -> Body {
+        let size = self.meta.size;
+        let (first, last) = match range {
+            Some(r) => r,
+            None if size == 0 => return Body::empty(),
+            None => (0, size - 1),
+        };
+        match (self.source, &self.meta.layout) {
+            (
+                Source::Blocks(files),
+                Layout::Blocks {
+                    block_size,
+                    digests,
+                },
+            ) => block_body(
+                files,
+                Geometry {
+                    size,
+                    block_size: *block_size,
+                },
+                digests.clone(),
+                first,
+                last,
+            ),
+            (Source::Whole(body), _) if range.is_none() => body,
+            (Source::Whole(body), _) => slice(body, first, last),
+            (Source::Blocks(_), _) => Body::new(
+                last - first + 1,
+                stream::iter([Err(BodyError::Io("a manifest without blocks".into()))]).boxed(),
+            ),
+        }
+    }
+}
+
+/// Bytes `first..=last` of a file in blocks: the blocks holding them, `window` at a time in
+/// parallel, verified, in order, trimmed at both ends.
+fn block_body(files: Arc<Files>, g: Geometry, digests: Vec<String>, first: u64, last: u64) -> Body {
+    let digests = Arc::new(digests);
+    let chunks = stream::iter(g.blocks_of(first, last))
+        .map(move |i| {
+            let files = Arc::clone(&files);
+            let digests = Arc::clone(&digests);
+            async move {
+                let digest = usize::try_from(i)
+                    .ok()
+                    .and_then(|i| digests.get(i))
+                    .ok_or_else(|| BodyError::Io(format!("no block {i} in the manifest")))?;
+                let data = files
+                    .fetch_block(digest, g.block_len(i))
+                    .await
+                    .map_err(|e| BodyError::Io(e.to_string()))?;
+                let start = i * g.block_size;
+                let from = first.saturating_sub(start) as usize;
+                let to = (last + 1 - start).min(data.len() as u64) as usize;
+                Ok::<Bytes, BodyError>(data.slice(from..to))
+            }
+        })
+        .buffered(window(g.block_size));
+    Body::new(last - first + 1, chunks.boxed())
+}
+
+/// Bytes `first..=last` of `body` (the others are read and dropped: an inline file is at most
+/// one block).
+fn slice(body: Body, first: u64, last: u64) -> Body {
+    let mut offset = 0u64;
+    let chunks = body.into_stream().filter_map(move |chunk| {
+        let out = match chunk {
+            Err(e) => Some(Err(e)),
+            Ok(c) => {
+                let (start, end) = (offset, offset + c.len() as u64);
+                offset = end;
+                let from = first.max(start);
+                let to = (last + 1).min(end);
+                (from < to).then(|| Ok(c.slice((from - start) as usize..(to - start) as usize)))
+            }
+        };
+        std::future::ready(out)
+    });
+    Body::new(last - first + 1, chunks.boxed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn read(mut body: Body) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(c) = body.next().await {
+            out.extend_from_slice(&c.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn slices_of_a_stream_are_exact() {
+        let data: Vec<u8> = (0..=255).collect();
+        let body = || {
+            let chunks: Vec<Result<Bytes, BodyError>> = data
+                .chunks(10)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            Body::new(256, stream::iter(chunks).boxed())
+        };
+        for (a, b) in [(0, 0), (0, 255), (9, 10), (255, 255), (17, 203)] {
+            let got = read(slice(body(), a, b)).await;
+            assert_eq!(got, data[a as usize..=b as usize], "{a}-{b}");
+        }
+    }
+}

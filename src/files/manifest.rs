@@ -1,0 +1,251 @@
+//! A file's manifest: its record at successor(SHA-1(name)) with [`Layout::Blocks`], listing the
+//! digests of its blocks in order. It is written last, after every block reached its write
+//! quorum, so a reader never sees a file whose blocks are missing; an overwrite replaces the
+//! record, so readers switch from the old block list to the new one at once.
+//!
+//! Garbage collection is by reference leases: the peer responsible for a live manifest tells
+//! its blocks' holders every repair round that the blocks are still referenced
+//! ([`BlobQuery::Referenced`]); a holder drops a block nobody stored or referenced for
+//! `files.tombstone_ttl` (see `Store::expire_blocks`). Storing a block refreshes it too, so a
+//! block an upload is writing (its manifest not written yet) is never collected before the
+//! upload ends (or fails: then nothing references it and it goes after the TTL).
+
+use std::ops::RangeInclusive;
+
+use tracing::debug;
+
+use super::blocks::{BLOCK_VERSION, check_digest};
+use super::ops::Files;
+use super::outcome::BlockLocation;
+use super::{FileMeta, Layout, Version};
+use crate::config::{MAX_BLOCK_SIZE, MAX_BLOCKS, MIN_BLOCK_SIZE};
+use crate::id::Id;
+use crate::transport::{BlobQuery, TraceCarrier, missing};
+
+/// Bytes of blocks an upload or a download keeps in flight (the window is this many bytes of
+/// blocks, at least 2 and at most 16 blocks).
+pub const WINDOW_BYTES: u64 = 8 << 20;
+
+/// Blocks in flight per transfer for blocks of `block_size` bytes.
+pub fn window(block_size: u64) -> usize {
+    (WINDOW_BYTES / block_size.max(1)).clamp(2, 16) as usize
+}
+
+/// Why a manifest is not a valid one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    #[error("block size {0} is outside 64KiB..=16MiB")]
+    BlockSize(u64),
+    #[error(
+        "{size} bytes in blocks of {block_size} are {expected} blocks, the manifest lists {got}"
+    )]
+    Count {
+        size: u64,
+        block_size: u64,
+        expected: u64,
+        got: u64,
+    },
+    #[error(transparent)]
+    Digest(#[from] super::blocks::BlockError),
+}
+
+/// Checks a manifest a peer sent: block size in bounds, as many digests as the size needs
+/// (more than one block: a smaller file is stored inline), each a well-formed digest.
+pub fn check_manifest(meta: &FileMeta) -> Result<(), ManifestError> {
+    let Layout::Blocks {
+        block_size,
+        digests,
+    } = &meta.layout
+    else {
+        return Ok(());
+    };
+    if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(block_size) {
+        return Err(ManifestError::BlockSize(*block_size));
+    }
+    let expected = meta.size.div_ceil(*block_size);
+    let got = digests.len() as u64;
+    if got != expected || !(2..=MAX_BLOCKS).contains(&got) {
+        return Err(ManifestError::Count {
+            size: meta.size,
+            block_size: *block_size,
+            expected,
+            got,
+        });
+    }
+    for d in digests {
+        check_digest(d)?;
+    }
+    Ok(())
+}
+
+/// Where the blocks of a file of `size` bytes in blocks of `block_size` lie.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub size: u64,
+    pub block_size: u64,
+}
+
+impl Geometry {
+    /// The length of block `i`.
+    pub fn block_len(&self, i: u64) -> u64 {
+        self.size
+            .saturating_sub(i * self.block_size)
+            .min(self.block_size)
+    }
+
+    /// The blocks holding bytes `first..=last`.
+    pub fn blocks_of(&self, first: u64, last: u64) -> RangeInclusive<u64> {
+        (first / self.block_size)..=(last / self.block_size)
+    }
+}
+
+impl Files {
+    /// Tells the holders of the blocks of every live manifest this peer is responsible for
+    /// that those blocks are still referenced (one lookup per holder group, one message per
+    /// holder). Returns how many block references were sent.
+    pub(super) async fn refresh_block_leases(&self) -> usize {
+        let mut ids: Vec<Id> = self
+            .store
+            .list()
+            .into_iter()
+            .filter(|m| !m.deleted && self.ring.owns(m.id))
+            .flat_map(|m| {
+                m.digests()
+                    .iter()
+                    .filter_map(|d| super::blocks::block_id(d).ok())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if ids.is_empty() {
+            return 0;
+        }
+        ids.sort();
+        ids.dedup();
+        let mut sent = 0;
+        for (holders, group) in self.group_by_placement(ids, |id| *id).await {
+            for h in &holders {
+                let query = BlobQuery::Referenced { ids: group.clone() };
+                match self
+                    .blob
+                    .query(&h.address, query, TraceCarrier::current())
+                    .await
+                {
+                    Ok(_) => sent += group.len(),
+                    Err(e) => {
+                        debug!(peer = %h.address, error = %e, "block references not delivered")
+                    }
+                }
+            }
+        }
+        sent
+    }
+
+    /// Each of `digests` (in order) with the peers that hold it: one lookup per holder group,
+    /// one question per holder.
+    pub(super) async fn block_holders(&self, digests: &[String]) -> Vec<BlockLocation> {
+        let ids: Vec<(usize, Id)> = digests
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| super::blocks::block_id(d).ok().map(|id| (i, id)))
+            .collect();
+        let mut out: Vec<BlockLocation> = digests
+            .iter()
+            .map(|d| BlockLocation {
+                digest: d.clone(),
+                holders: Vec::new(),
+            })
+            .collect();
+        for (holders, group) in self.group_by_placement(ids, |(_, id)| *id).await {
+            let have: Vec<(Id, Version)> =
+                group.iter().map(|(_, id)| (*id, BLOCK_VERSION)).collect();
+            for h in holders {
+                let Ok(missing) = missing(&*self.blob, &h.address, have.clone()).await else {
+                    continue;
+                };
+                for (i, id) in &group {
+                    if !missing.contains(id)
+                        && let Some(b) = out.get_mut(*i)
+                    {
+                        b.holders.push(h.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Drops blocks no live manifest referenced for `files.tombstone_ttl`.
+    pub(super) async fn collect_blocks(&self) {
+        let ttl = self.ring.config().files.tombstone_ttl;
+        let Some(before) = std::time::Instant::now().checked_sub(ttl) else {
+            return;
+        };
+        let store = std::sync::Arc::clone(&self.store);
+        let freed = tokio::task::spawn_blocking(move || store.expire_blocks(before)).await;
+        if let Ok((blocks, bytes)) = freed
+            && blocks > 0
+        {
+            self.ring.metrics().blocks_collected.inc_by(blocks);
+            tracing::info!(blocks, bytes, "unreferenced blocks collected");
+            self.update_usage();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(size: u64, block_size: u64, n: usize) -> FileMeta {
+        FileMeta {
+            name: "f".into(),
+            id: Id::hash("f"),
+            size,
+            sha256: String::new(),
+            version: Version {
+                millis: 1,
+                logical: 0,
+                origin: Id::ZERO,
+            },
+            deleted: false,
+            layout: Layout::Blocks {
+                block_size,
+                digests: vec![crate::files::sha256_hex(b"x"); n],
+            },
+        }
+    }
+
+    #[test]
+    fn manifests_list_exactly_the_blocks_their_size_needs() {
+        check_manifest(&manifest(3 << 20, 1 << 20, 3)).unwrap();
+        check_manifest(&manifest((2 << 20) + 1, 1 << 20, 3)).unwrap();
+        assert!(matches!(
+            check_manifest(&manifest(3 << 20, 1 << 20, 2)),
+            Err(ManifestError::Count { expected: 3, .. })
+        ));
+        // One block is stored inline, never as a manifest.
+        assert!(check_manifest(&manifest(1 << 20, 1 << 20, 1)).is_err());
+        assert_eq!(
+            check_manifest(&manifest(3 << 20, 1024, 3 << 10)),
+            Err(ManifestError::BlockSize(1024))
+        );
+    }
+
+    #[test]
+    fn geometry_finds_the_blocks_of_a_range() {
+        let g = Geometry {
+            size: 10,
+            block_size: 4,
+        };
+        assert_eq!(
+            (0..3).map(|i| g.block_len(i)).collect::<Vec<_>>(),
+            [4, 4, 2]
+        );
+        assert_eq!(g.blocks_of(0, 0), 0..=0);
+        assert_eq!(g.blocks_of(3, 4), 0..=1);
+        assert_eq!(g.blocks_of(9, 9), 2..=2);
+        assert_eq!(window(1 << 20), 8);
+        assert_eq!(window(16 << 20), 2);
+        assert_eq!(window(64 << 10), 16);
+    }
+}

@@ -1,0 +1,244 @@
+//! Uploads as they stream in: the body is cut into blocks of `files.block_size` as it arrives
+//! and a bounded window of blocks is in flight to their holders, so an upload holds at most
+//! (window + 1) blocks in memory whatever the file's size. A file of at most one block is
+//! stored inline, exactly as before blocks. The manifest is written only after every block
+//! reached its write quorum; any failure before leaves no visible file (the blocks already
+//! stored are referenced by nothing and are collected after `files.tombstone_ttl`).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{BoxStream, StreamExt};
+use sha2::Digest;
+use tokio::task::JoinHandle;
+
+use super::Layout;
+use super::manifest::window;
+use super::ops::{Content, Files, FilesError};
+use super::outcome::Uploaded;
+use super::spool::{hex, spool_bytes};
+use super::store::StoreError;
+use super::validate_name;
+use crate::transport::BodyError;
+
+/// Cuts a byte stream into blocks of `block_size` (the last one shorter), counting and hashing
+/// the whole content as it passes and refusing more than `limit` bytes.
+pub struct Cutter {
+    stream: BoxStream<'static, Result<Bytes, BodyError>>,
+    block_size: usize,
+    limit: u64,
+    total: u64,
+    hasher: sha2::Sha256,
+    rest: Bytes,
+    ended: bool,
+}
+
+impl Cutter {
+    pub fn new(
+        stream: BoxStream<'static, Result<Bytes, BodyError>>,
+        block_size: u64,
+        limit: u64,
+    ) -> Cutter {
+        Cutter {
+            stream,
+            block_size: usize::try_from(block_size).unwrap_or(usize::MAX).max(1),
+            limit,
+            total: 0,
+            hasher: sha2::Sha256::new(),
+            rest: Bytes::new(),
+            ended: false,
+        }
+    }
+
+    /// The next block; `None` once the stream ended.
+    pub async fn next_block(&mut self) -> Result<Option<Bytes>, StoreError> {
+        let mut block = BytesMut::new();
+        loop {
+            if !self.rest.is_empty() {
+                let want = self.block_size - block.len();
+                let take = self.rest.split_to(want.min(self.rest.len()));
+                if block.is_empty() && take.len() == self.block_size {
+                    return Ok(Some(take)); // a whole block in one chunk: no copy
+                }
+                block.reserve(self.block_size.min(want));
+                block.extend_from_slice(&take);
+                if block.len() == self.block_size {
+                    return Ok(Some(block.freeze()));
+                }
+                continue;
+            }
+            if self.ended {
+                break;
+            }
+            match self.stream.next().await {
+                None => self.ended = true,
+                Some(Err(e)) => return Err(StoreError::Body(e.to_string())),
+                Some(Ok(chunk)) => {
+                    self.total += chunk.len() as u64;
+                    if self.total > self.limit {
+                        return Err(StoreError::TooLarge { limit: self.limit });
+                    }
+                    self.hasher.update(&chunk);
+                    self.rest = chunk;
+                }
+            }
+        }
+        Ok((!block.is_empty()).then(|| block.freeze()))
+    }
+
+    /// The size and lowercase hex SHA-256 of everything cut (call once the stream ended).
+    pub fn finish(self) -> (u64, String) {
+        (self.total, hex(&self.hasher.finalize()))
+    }
+}
+
+impl Files {
+    /// Uploads a stream under `name`: at most one block is stored inline (as before blocks),
+    /// more as blocks and then a manifest. At most `limit` bytes are read (then
+    /// [`StoreError::TooLarge`]).
+    pub async fn upload_stream(
+        self: &Arc<Self>,
+        name: &str,
+        body: BoxStream<'static, Result<Bytes, BodyError>>,
+        limit: u64,
+    ) -> Result<Uploaded, FilesError> {
+        validate_name(name)?;
+        let block_size = self.ring.config().files.block_size;
+        let mut cutter = Cutter::new(body, block_size, limit);
+        let first = cutter.next_block().await?;
+        let second = match &first {
+            Some(_) => cutter.next_block().await?,
+            None => None,
+        };
+        let Some(second) = second else {
+            let data = first.unwrap_or_default();
+            let dir = self.spool_dir().to_path_buf();
+            let spooled = tokio::task::spawn_blocking(move || spool_bytes(&dir, &data))
+                .await
+                .map_err(|e| FilesError::Internal(e.to_string()))??;
+            return self.upload(name, spooled).await;
+        };
+        let window = window(block_size);
+        let mut in_flight = InFlight::default();
+        let mut digests = Vec::new();
+        let mut queued = vec![second, first.unwrap_or_default()];
+        loop {
+            let next = match queued.pop() {
+                Some(b) => Some(b),
+                None => cutter.next_block().await?,
+            };
+            let Some(block) = next else { break };
+            if in_flight.0.len() >= window {
+                digests.push(in_flight.wait_first(name).await?);
+            }
+            let files = Arc::clone(self);
+            in_flight
+                .0
+                .push_back(tokio::spawn(async move { files.put_block(block).await }));
+        }
+        while !in_flight.0.is_empty() {
+            digests.push(in_flight.wait_first(name).await?);
+        }
+        let (size, sha256) = cutter.finish();
+        let layout = Layout::Blocks {
+            block_size,
+            digests,
+        };
+        self.write_file(name, size, sha256, layout, Content::None)
+            .await
+    }
+}
+
+/// The blocks being stored, oldest first; dropped (the upload failed or its client went away),
+/// the stores still running are aborted.
+#[derive(Default)]
+struct InFlight(VecDeque<JoinHandle<Result<String, FilesError>>>);
+
+impl InFlight {
+    /// The digest of the oldest block once it reached its write quorum.
+    async fn wait_first(&mut self, name: &str) -> Result<String, FilesError> {
+        let Some(first) = self.0.pop_front() else {
+            return Err(FilesError::Internal("no block in flight".into()));
+        };
+        match first.await {
+            Ok(r) => r.map_err(|e| in_file(name, e)),
+            Err(e) => Err(FilesError::Internal(e.to_string())),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// A block's failure as the upload of `name` reports it.
+fn in_file(name: &str, e: FilesError) -> FilesError {
+    match e {
+        FilesError::Unavailable { detail, .. } => FilesError::Unavailable {
+            name: name.to_string(),
+            detail: format!("a block could not be stored: {detail}"),
+        },
+        FilesError::InsufficientStorage { detail, .. } => FilesError::InsufficientStorage {
+            name: name.to_string(),
+            detail: format!("a block could not be stored: {detail}"),
+        },
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::stream;
+
+    async fn cut(
+        chunks: Vec<&'static [u8]>,
+        block: u64,
+        limit: u64,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let s = stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from_static(c)))).boxed();
+        let mut cutter = Cutter::new(s, block, limit);
+        let mut out = Vec::new();
+        while let Some(b) = cutter.next_block().await? {
+            out.push(b.to_vec());
+        }
+        let (size, sha) = cutter.finish();
+        let all: Vec<u8> = out.concat();
+        assert_eq!(
+            (size, sha),
+            (all.len() as u64, crate::files::sha256_hex(&all))
+        );
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn streams_are_cut_at_block_boundaries_whatever_the_chunks() {
+        let blocks = cut(vec![b"ab", b"cdefg", b"", b"h", b"ijklmnopq"], 4, 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            blocks,
+            [
+                b"abcd".to_vec(),
+                b"efgh".to_vec(),
+                b"ijkl".to_vec(),
+                b"mnop".to_vec(),
+                b"q".to_vec()
+            ]
+        );
+        assert_eq!(
+            cut(vec![b"abcd"], 4, 100).await.unwrap(),
+            [b"abcd".to_vec()]
+        );
+        assert!(cut(vec![], 4, 100).await.unwrap().is_empty());
+        assert!(matches!(
+            cut(vec![b"abcd", b"efgh"], 4, 7).await,
+            Err(StoreError::TooLarge { limit: 7 })
+        ));
+    }
+}
