@@ -132,16 +132,32 @@ async fn grpc_health_follows_readiness_and_mixed_transports_say_what_to_change()
         ),
     )
     .await;
-    // The REST join says the same, as a problem document.
+    // The REST join says the same, as a problem document (from a peer that founded its own
+    // ring and left it, so no join of its own is under way).
+    let http_alone = peer(&root, "http-alone", &[], None);
+    wait_for(
+        "the lone HTTP peer is ready",
+        Duration::from_secs(20),
+        || ready(&http, &http_alone),
+    )
+    .await;
+    let left = http
+        .post(http_alone.url("/v1/ring/leave"))
+        .send()
+        .await
+        .expect("leave answered");
+    assert_eq!(left.status(), 200);
     let join = http
-        .post(http_joiner.url("/v1/ring/join"))
+        .post(http_alone.url("/v1/ring/join"))
         .json(&serde_json::json!({"bootstrap": grpc_joiner.advertise}))
         .send()
         .await
         .expect("join answered");
-    assert_eq!(join.status(), 502);
-    assert_eq!(join.headers()["content-type"], "application/problem+json");
-    let problem: serde_json::Value = join.json().await.expect("problem");
+    let (status, kind) = (join.status(), join.headers()["content-type"].clone());
+    let text = join.text().await.expect("body");
+    assert_eq!(status, 502, "{text}");
+    assert_eq!(kind, "application/problem+json");
+    let problem: serde_json::Value = serde_json::from_str(&text).expect("problem");
     let detail = problem["detail"].as_str().unwrap_or_default();
     assert!(detail.contains("same transport.kind"), "{problem}");
 
@@ -180,7 +196,7 @@ async fn grpc_health_follows_readiness_and_mixed_transports_say_what_to_change()
         },
     )
     .await;
-    drop((http_founder, grpc_joiner, http_joiner, founder));
+    drop((http_founder, grpc_joiner, http_joiner, http_alone, founder));
     let _ = std::fs::remove_dir_all(&root);
 }
 
