@@ -59,6 +59,35 @@ impl Driver {
                     .last_stabilized_ms
                     .store(self.svc.elapsed_ms().max(1), Ordering::Relaxed);
             }
+            RingEvent::MergeStarted { contact, trigger } => {
+                let trigger = trigger.as_str();
+                info!(%contact, trigger, "ring unification started: {contact} is alive outside this ring");
+                m.merges_started.with_label_values(&[trigger]).inc();
+                self.merges.insert(contact.id, std::time::Instant::now());
+            }
+            RingEvent::MergeDone { contact, adopted } => {
+                let outcome = if adopted.is_some() {
+                    "merged"
+                } else {
+                    "unchanged"
+                };
+                m.merges_completed.with_label_values(&[outcome]).inc();
+                if let Some(started) = self.merges.remove(&contact.id) {
+                    m.merge_duration.observe(started.elapsed().as_secs_f64());
+                }
+                match adopted {
+                    Some(successor) => {
+                        info!(%contact, %successor, "rings merged: the successor from the other ring is {successor}")
+                    }
+                    None => info!(%contact, "ring unification done, no closer successor there"),
+                }
+            }
+            RingEvent::ForeignRing { peer, ring_id } => {
+                warn!(%peer, %ring_id, "peer {peer} answers from another ring ({ring_id}): not merged automatically (a configuration error, not a partition); an operator can merge with POST /v1/ring/merge");
+                m.foreign_rings
+                    .with_label_values(&[&ring_id.to_string()])
+                    .set(1);
+            }
             RingEvent::Left => {
                 info!("left the ring");
                 m.leaves.inc();
