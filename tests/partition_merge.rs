@@ -1,0 +1,171 @@
+//! A partition and its merge on real processes (DESIGN.md §11): 8 `chordnet serve` peers split
+//! 4/4 by the transport's test-only fault injection (`CHORDNET_TEST_FAULTS_FILE`, each peer
+//! drops its calls to the addresses listed in its file), files written and deleted on both
+//! sides while split, then healed: one ring that every peer walks the same way, every file at
+//! its newest version through every peer, and deletes stay deleted. Every wait is bounded and
+//! polls a condition.
+
+#[path = "support/cluster.rs"]
+mod cluster;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use cluster::*;
+
+const N: usize = 8;
+
+fn faults_file(c: &Cluster, i: usize) -> PathBuf {
+    c.root.join(format!("faults-{i}"))
+}
+
+impl Cluster {
+    async fn put(&self, via: usize, name: &str, data: &[u8]) -> u16 {
+        let resp = self
+            .http
+            .put(self.peers[via].url(&format!("/v1/files/{name}")))
+            .body(data.to_vec())
+            .send()
+            .await
+            .expect("upload");
+        resp.status().as_u16()
+    }
+
+    async fn delete(&self, via: usize, name: &str) -> u16 {
+        let resp = self
+            .http
+            .delete(self.peers[via].url(&format!("/v1/files/{name}")))
+            .send()
+            .await
+            .expect("delete");
+        resp.status().as_u16()
+    }
+
+    /// The status and body of a download through peer `via`.
+    async fn fetch(&self, via: usize, name: &str) -> Option<(u16, Vec<u8>)> {
+        let resp = self
+            .http
+            .get(self.peers[via].url(&format!("/v1/files/{name}")))
+            .send()
+            .await
+            .ok()?;
+        let status = resp.status().as_u16();
+        Some((status, resp.bytes().await.ok()?.to_vec()))
+    }
+
+    /// Whether, through every peer, each file downloads as expected (`None`: 404).
+    async fn every_peer_sees(&self, files: &[(&str, Option<&[u8]>)]) -> bool {
+        for via in 0..N {
+            for (name, want) in files {
+                let got = self.fetch(via, name).await;
+                let ok = match (want, &got) {
+                    (Some(bytes), Some((200, body))) => body.as_slice() == *bytes,
+                    (None, Some((404, _))) => true,
+                    _ => false,
+                };
+                if !ok {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_split_4_4_merges_after_healing_and_the_newest_version_of_every_file_wins() {
+    let root = std::env::temp_dir().join(format!("chordnet-it-merge-{}", std::process::id()));
+    let c = Cluster::start_each(
+        "merge",
+        N,
+        |i| {
+            let file = root.join(format!("faults-{i}"));
+            vec![(
+                "CHORDNET_TEST_FAULTS_FILE".to_string(),
+                file.display().to_string(),
+            )]
+        },
+        false,
+    )
+    .converged()
+    .await;
+    assert_eq!(faults_file(&c, 0), root.join("faults-0"));
+
+    // Split: peers 0-3 and 4-7 drop every call to the other side.
+    let (a, b): (Vec<usize>, Vec<usize>) = (0..N).partition(|&i| i < N / 2);
+    for (side, other) in [(&a, &b), (&b, &a)] {
+        let list: String = other
+            .iter()
+            .map(|&j| format!("{}\n", c.peers[j].advertise))
+            .collect();
+        for &i in side.iter() {
+            std::fs::write(faults_file(&c, i), &list).expect("faults file");
+        }
+    }
+    wait_for(
+        "each side is a ring of its own",
+        Duration::from_secs(60),
+        || async { c.ring_of(&a).await && c.ring_of(&b).await },
+    )
+    .await;
+
+    // Writes on both sides: the same name on both (the later write wins), a name on each side,
+    // and a name written on one side and written then deleted on the other (the delete wins).
+    assert_eq!(c.put(b[0], "both.txt", b"older, from side b").await, 201);
+    assert_eq!(c.put(a[0], "both.txt", b"newer, from side a").await, 201);
+    assert_eq!(c.put(a[1], "a.txt", b"only on side a").await, 201);
+    assert_eq!(c.put(b[1], "b.txt", b"only on side b").await, 201);
+    assert_eq!(c.put(a[2], "gone.txt", b"older copy on side a").await, 201);
+    assert_eq!(c.put(b[2], "gone.txt", b"on side b").await, 201);
+    assert_eq!(c.delete(b[3], "gone.txt").await, 204);
+
+    // Heal.
+    for i in 0..N {
+        std::fs::write(faults_file(&c, i), "").expect("faults file");
+    }
+    let healed = Instant::now();
+    wait_for(
+        "one ring that every peer walks the same way",
+        Duration::from_secs(60),
+        || c.rings_agree(),
+    )
+    .await;
+    let merged_after = healed.elapsed();
+    wait_for(
+        "every file at its newest version",
+        Duration::from_secs(60),
+        || {
+            c.every_peer_sees(&[
+                ("both.txt", Some(b"newer, from side a")),
+                ("a.txt", Some(b"only on side a")),
+                ("b.txt", Some(b"only on side b")),
+                ("gone.txt", None),
+            ])
+        },
+    )
+    .await;
+    println!(
+        "8 peers split 4/4: one ring {:.1} s after healing, every file right {:.1} s after healing",
+        merged_after.as_secs_f64(),
+        healed.elapsed().as_secs_f64()
+    );
+    // The peers say what happened in their metrics.
+    let mut started = 0.0;
+    for p in &c.peers {
+        let text = c
+            .http
+            .get(p.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        started += text
+            .lines()
+            .filter(|l| l.starts_with("chordnet_ring_merges_started_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    assert!(started > 0.0, "no ring unification in the metrics");
+}
