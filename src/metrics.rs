@@ -162,7 +162,7 @@ impl Metrics {
                     "chordnet_ring_merges_started_total",
                     "Ring unifications this peer started, by trigger (passive: a peer declared \
                      dead answered from outside this ring; hint: a neighbour passed one on; \
-                     explicit: POST /v1/ring/merge)",
+                     explicit: asked for)",
                 ),
                 &["trigger"],
             )?,
@@ -185,7 +185,7 @@ impl Metrics {
                 Opts::new(
                     "chordnet_foreign_ring_seen",
                     "A peer this peer knew answered from another ring id (value 1; never merged \
-                     automatically, see POST /v1/ring/merge)",
+                     automatically)",
                 ),
                 &["ring_id"],
             )?,

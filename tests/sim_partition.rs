@@ -157,3 +157,39 @@ fn rings_with_different_ring_ids_are_never_merged_automatically() {
     assert!(check_nodes(&sim, &away).quiescent_ok());
     assert!(!check_ring(&sim).ring_ok(), "two rings stay two rings");
 }
+
+#[test]
+fn two_rings_founded_apart_with_one_ring_id_merge_only_when_asked() {
+    // Two rings with the same ring id that never knew each other: nobody's passive list holds
+    // a peer of the other ring, so nothing merges by itself; one explicit merge makes one ring.
+    let mut sim = Sim::new(chordnet::sim::SimConfig {
+        seed: 14,
+        ..Default::default()
+    });
+    let nodes: Vec<NodeIndex> = (0..24).map(|_| sim.add_node_auto()).collect();
+    let (left, right) = nodes.split_at(12);
+    for side in [left, right] {
+        assert!(sim.create_with(side[0], RingId(42)).is_ok());
+        for &i in &side[1..] {
+            sim.join(i, side[0]);
+        }
+    }
+    sim.run_for(30 * sim.config.stabilize_interval);
+    assert!(check_nodes(&sim, left).quiescent_ok());
+    assert!(check_nodes(&sim, right).quiescent_ok());
+    assert!(!check_ring(&sim).ring_ok());
+    assert_eq!(sim.stats.merges_started, 0);
+
+    let contact = sim.slot(right[5]).node.me().clone();
+    assert!(sim.merge_with(left[3], contact));
+    let rounds = converge(&mut sim, 30, "merge", &mut quiet);
+    assert!(
+        rounds.is_some_and(|r| r <= 10),
+        "{rounds:?}: {:?}",
+        check_ring(&sim)
+    );
+    assert_eq!(check_ring(&sim).live, 24);
+    let records = lookup_from_every_node(&mut sim, 4);
+    let stats = LookupStats::from_records(&records);
+    assert_eq!(stats.correct, stats.count, "{stats:?}");
+}

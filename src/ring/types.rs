@@ -189,7 +189,7 @@ pub enum MergeTrigger {
     Passive,
     /// A neighbour passed a merge hint on (the fan-out).
     Hint,
-    /// An operator asked for it (`POST /v1/ring/merge`).
+    /// Asked for through [`Node::merge_with`](super::Node::merge_with).
     Explicit,
 }
 

@@ -38,9 +38,10 @@ pub(super) struct Zip {
 }
 
 impl Node {
-    /// Starts ring unification through `contact`, a live peer of the other ring (an operator's
-    /// `POST /v1/ring/merge`). Returns false when this node is not a member or is already
-    /// zipping as much as it may.
+    /// Starts ring unification through `contact`, a live peer of another ring with the same ring
+    /// id that this node has never known (two rings founded apart, a seed outside this ring):
+    /// the explicit entry an operator's command drives. Returns false when this node is not a
+    /// member or is already zipping as much as it may.
     pub fn merge_with(&mut self, contact: Peer) -> bool {
         if self.membership != Membership::Member || contact.id == self.me.id {
             return false;

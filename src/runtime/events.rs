@@ -83,7 +83,7 @@ impl Driver {
                 }
             }
             RingEvent::ForeignRing { peer, ring_id } => {
-                warn!(%peer, %ring_id, "peer {peer} answers from another ring ({ring_id}): not merged automatically (a configuration error, not a partition); an operator can merge with POST /v1/ring/merge");
+                warn!(%peer, %ring_id, "peer {peer} answers from another ring ({ring_id}): not merged automatically (a configuration error, not a partition): make one ring's peers leave and join the other");
                 m.foreign_rings
                     .with_label_values(&[&ring_id.to_string()])
                     .set(1);

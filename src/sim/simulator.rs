@@ -196,6 +196,13 @@ impl Sim {
         mix.next_u64()
     }
 
+    /// Node `i` starts ring unification through `contact` (an operator's explicit merge).
+    pub fn merge_with(&mut self, i: NodeIndex, contact: Peer) -> bool {
+        let started = self.slots[i].node.merge_with(contact);
+        self.flush(i);
+        started
+    }
+
     /// Node `i` leaves gracefully; it stops counting as a member at once.
     pub fn leave(&mut self, i: NodeIndex) {
         let id = self.slots[i].node.id();
