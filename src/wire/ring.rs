@@ -192,6 +192,42 @@ mod tests {
     }
 
     #[test]
+    fn the_incarnation_is_optional_on_the_wire_and_the_merge_hint_round_trips() {
+        let p = Peer::from_address("10.0.0.1:7000");
+        let old = ResponseEnvelope::new(Some(RingId(7)), p.clone(), Response::Ack);
+        let json = serde_json::to_string(&old).unwrap();
+        assert!(!json.contains("incarnation"), "{json}");
+        assert_eq!(
+            serde_json::from_str::<ResponseEnvelope>(&json).unwrap(),
+            old
+        );
+        let new = old.with_incarnation(42);
+        let json = serde_json::to_string(&new).unwrap();
+        assert!(json.contains("\"incarnation\":42"), "{json}");
+        assert_eq!(
+            serde_json::from_str::<ResponseEnvelope>(&json)
+                .unwrap()
+                .incarnation,
+            Some(42)
+        );
+        let hint = RequestEnvelope::new(
+            Some(RingId(7)),
+            p.clone(),
+            Request::MergeHint {
+                contact: p,
+                ttl: 3,
+                toward_successor: true,
+            },
+        );
+        let json = serde_json::to_string(&hint).unwrap();
+        assert!(json.contains("\"type\":\"merge_hint\""), "{json}");
+        assert_eq!(
+            serde_json::from_str::<RequestEnvelope>(&json).unwrap(),
+            hint
+        );
+    }
+
+    #[test]
     fn messages_round_trip_through_json() {
         let p = Peer::from_address("10.0.0.1:7000");
         let req = RequestEnvelope::new(
