@@ -4,11 +4,8 @@
 use super::node::Pending;
 use super::{Membership, Node, Peer, Request, RingEvent, Timer};
 
-/// How many times one stabilization round may move the successor closer. Every step is to a
-/// live peer strictly closer than the last, so the bound only caps how fast a far successor
-/// (after mass joins, or a node zipped into a merged ring) walks back: 16 rather than 4 took a
-/// 1,024-node ring from 27 to 20 rounds to converge and ended 200-round tails after a merge.
-const MAX_CHASE: u32 = 16;
+/// How many times one stabilization round may move the successor closer.
+const MAX_CHASE: u32 = 4;
 
 impl Node {
     /// A periodic timer fired.
