@@ -91,6 +91,7 @@ impl Driver {
             RingEvent::Left => {
                 info!("left the ring");
                 m.leaves.inc();
+                self.merges.clear();
                 m.ring_info.reset();
                 telemetry::export::set_ring_id(None);
                 for tx in self.leaves.drain(..) {
