@@ -149,6 +149,13 @@ struct SimArgs {
     /// Bound on the rounds any convergence phase may take.
     #[arg(long, default_value_t = 5_000)]
     max_rounds: u64,
+    /// Split the converged ring into this many parts of random members (at least 2), heal the
+    /// network after --partition-rounds, and report the merge.
+    #[arg(long, default_value_t = 0)]
+    partition_parts: usize,
+    /// Stabilization periods the split lasts (lookups and churn go on inside each part).
+    #[arg(long, default_value_t = 20)]
+    partition_rounds: u64,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -289,6 +296,13 @@ fn run_sim(args: SimArgs) -> anyhow::Result<()> {
     if args.successors == 0 {
         bail!("--successors must be at least 1");
     }
+    if args.partition_parts == 1 || args.partition_parts > args.nodes {
+        bail!(
+            "--partition-parts must be 0 (no split) or 2..={} (the nodes), got {}",
+            args.nodes,
+            args.partition_parts
+        );
+    }
     for (name, value) in [
         ("--fail-fraction", args.fail_fraction),
         ("--loss", args.loss),
@@ -317,6 +331,8 @@ fn run_sim(args: SimArgs) -> anyhow::Result<()> {
         loss: args.loss,
         lookup_rounds: args.lookup_rounds,
         max_rounds: args.max_rounds,
+        partition_parts: args.partition_parts,
+        partition_rounds: args.partition_rounds,
     };
 
     let bar = std::io::stderr().is_terminal().then(|| {
@@ -380,6 +396,27 @@ fn human_report(r: &Report) -> String {
             ),
         );
         line("rounds to repair", opt(r.repair_rounds));
+    }
+    if let Some(p) = &r.partition {
+        let sizes: Vec<String> = p.part_sizes.iter().map(ToString::to_string).collect();
+        line(
+            "partition",
+            format!(
+                "{} parts ({} nodes), each its own ring: {}",
+                p.part_sizes.len(),
+                sizes.join(" / "),
+                p.parts_were_rings
+            ),
+        );
+        line("rounds to merge after healing", opt(p.merge_rounds));
+        line(
+            "merge messages per node",
+            format!(
+                "{:.1} ({} unifications started)",
+                p.merge_messages_per_node, p.merges_started
+            ),
+        );
+        line("one ring after healing", p.merged.to_string());
     }
     if r.churn_events > 0 {
         line("churn events", r.churn_events.to_string());

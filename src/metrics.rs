@@ -41,6 +41,10 @@ pub struct Metrics {
     pub blocks_corrupt: IntCounter,
     /// Blocks no live manifest referenced any more, removed.
     pub blocks_collected: IntCounter,
+    pub merges_started: IntCounterVec,
+    pub merges_completed: IntCounterVec,
+    pub merge_duration: Histogram,
+    pub foreign_rings: IntGaugeVec,
 }
 
 /// Why metrics could not be set up (a programming error in metric definitions).
@@ -170,6 +174,38 @@ impl Metrics {
                 "chordnet_blocks_collected_total",
                 "Blocks no live file referenced any more, removed by garbage collection",
             )?,
+            merges_started: IntCounterVec::new(
+                Opts::new(
+                    "chordnet_ring_merges_started_total",
+                    "Ring unifications this peer started, by trigger (passive: a peer declared \
+                     dead answered from outside this ring; hint: a neighbour passed one on; \
+                     explicit: asked for)",
+                ),
+                &["trigger"],
+            )?,
+            merges_completed: IntCounterVec::new(
+                Opts::new(
+                    "chordnet_ring_merges_completed_total",
+                    "Ring unifications this peer completed, by outcome (merged: it found a \
+                     closer successor in the other ring; unchanged: nothing closer there)",
+                ),
+                &["outcome"],
+            )?,
+            merge_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "chordnet_ring_merge_duration_seconds",
+                    "From the start of this peer's ring unification to its completion",
+                )
+                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            )?,
+            foreign_rings: IntGaugeVec::new(
+                Opts::new(
+                    "chordnet_foreign_ring_seen",
+                    "A peer this peer knew answered from another ring id (value 1; never merged \
+                     automatically)",
+                ),
+                &["ring_id"],
+            )?,
             registry,
         };
         m.register_all()?;
@@ -212,6 +248,10 @@ impl Metrics {
         r.register(Box::new(self.blocks_stored.clone()))?;
         r.register(Box::new(self.blocks_corrupt.clone()))?;
         r.register(Box::new(self.blocks_collected.clone()))?;
+        r.register(Box::new(self.merges_started.clone()))?;
+        r.register(Box::new(self.merges_completed.clone()))?;
+        r.register(Box::new(self.merge_duration.clone()))?;
+        r.register(Box::new(self.foreign_rings.clone()))?;
         Ok(())
     }
 

@@ -14,6 +14,7 @@ impl Node {
     pub fn handle_request(&mut self, request: RequestEnvelope) -> ResponseEnvelope {
         let body = self.answer(request);
         ResponseEnvelope::new(self.ring_id, self.me.clone(), body)
+            .with_incarnation(self.incarnation)
     }
 
     fn answer(&mut self, request: RequestEnvelope) -> Response {
@@ -48,6 +49,14 @@ impl Node {
                 successors,
             } => {
                 self.peer_leaving(request.from, predecessor, successors);
+                Response::Ack
+            }
+            Request::MergeHint {
+                contact,
+                ttl,
+                toward_successor,
+            } => {
+                self.merge_hinted(contact, ttl, toward_successor);
                 Response::Ack
             }
         }
@@ -153,6 +162,7 @@ impl Node {
         if let Response::Rejected { reason } = response.body {
             return self.failed(pending, Why::Rejected(reason));
         }
+        self.note_incarnation(&response.from, response.incarnation);
         match pending {
             Pending::Lookup(step) => self.step_answered(step, response),
             Pending::JoinNeighbors(succ) => match response.body {
@@ -188,6 +198,8 @@ impl Node {
             Pending::CheckPredecessor { .. } => self.checking_predecessor = false,
             Pending::RectifyPing(_) => self.rectify_candidate = None,
             Pending::Leaving => self.leave_acknowledged(),
+            Pending::Probe(entry) => self.probe_answered(entry, response.incarnation),
+            Pending::MergeHint => {}
         }
     }
 
@@ -268,6 +280,8 @@ impl Node {
                 }
             }
             Pending::Leaving => self.leave_acknowledged(),
+            Pending::Probe(entry) => self.probe_failed(entry, why),
+            Pending::MergeHint => {}
         }
     }
 }

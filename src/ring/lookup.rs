@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use super::message::{Address, Peer};
 use super::node::Pending;
+use super::passive::Entry;
 use super::types::Why;
+use super::unify::Zip;
 use super::{
     JoinFailure, Membership, Node, Output, Rejection, Request, Response, ResponseEnvelope,
 };
@@ -59,7 +61,7 @@ pub enum LookupError {
 }
 
 /// What a lookup is for: the node reacts differently when it completes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Purpose {
     /// Asked for by the node's user (the API, the file layer, a simulator workload).
     User,
@@ -69,6 +71,10 @@ pub(super) enum Purpose {
     Finger(usize),
     /// Looking our own successor up through the ring, to find a closer one.
     Successor,
+    /// Is this peer, which answered a probe, in our ring? (the passive list)
+    MemberCheck(Entry),
+    /// Ring unification: our successor position in the other ring, through this contact.
+    Merge(Zip),
 }
 
 /// An in-flight lookup.
@@ -368,6 +374,8 @@ impl Node {
                     self.successor_candidate = Some(r.node);
                 }
             }
+            Purpose::MemberCheck(entry) => self.member_checked(entry, outcome),
+            Purpose::Merge(zip) => self.zipped(zip, outcome),
             Purpose::Join => match outcome {
                 Ok(r) => self.join_found(r),
                 Err(e) => self.join_failed(JoinFailure::Other(e.to_string())),

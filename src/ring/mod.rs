@@ -24,10 +24,12 @@ mod lookup;
 mod membership;
 mod message;
 mod node;
+mod passive;
 pub mod placement;
 mod routing;
 mod stabilize;
 mod types;
+mod unify;
 pub mod verify;
 
 pub use bootstrap::{
@@ -43,7 +45,8 @@ pub use message::{
 };
 pub use node::Node;
 pub use types::{
-    Cause, CommandError, JoinFailure, Membership, NotReady, Output, RingConfig, RingEvent, Timer,
+    Cause, CommandError, JoinFailure, Membership, MergeTrigger, NotReady, Output, RingConfig,
+    RingEvent, Timer,
 };
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::bootstrap::Remembered;
 use super::lookup::{Lookup, Purpose, Step};
+use super::passive::{Entry, Passive};
 use super::{
     Address, Cause, LookupId, Membership, NotReady, Output, Peer, Request, RequestEnvelope,
     RequestId, RingConfig, RingEvent, RingId,
@@ -32,6 +33,10 @@ pub(super) enum Pending {
     },
     RectifyPing(Peer),
     Leaving,
+    /// Pinging a passive peer.
+    Probe(Entry),
+    /// Passing a merge hint on (the answer is only an acknowledgement).
+    MergeHint,
 }
 
 /// One Chord node.
@@ -65,6 +70,12 @@ pub struct Node {
     pub(super) handing_off: bool,
     /// The ring this node's disk remembers (what it tells joiners while not a member).
     pub(super) remembered: Option<RingId>,
+    /// A random value the driver chose at this start ([`Node::set_incarnation`]).
+    pub(super) incarnation: u64,
+    /// Peers declared dead, probed for a healed partition.
+    pub(super) passive: Passive,
+    pub(super) probing: bool,
+    pub(super) merges_in_flight: usize,
     pub(super) out: Vec<Output>,
 }
 
@@ -100,6 +111,10 @@ impl Node {
             leave_pending: 0,
             handing_off: false,
             remembered: None,
+            incarnation: 0,
+            passive: Passive::default(),
+            probing: false,
+            merges_in_flight: 0,
             out: Vec::new(),
         }
     }
@@ -202,6 +217,16 @@ impl Node {
         }
     }
 
+    /// Sets the random value that tells this start of the node from earlier ones (choose a new
+    /// one at every start, before the node joins anything).
+    pub fn set_incarnation(&mut self, incarnation: u64) {
+        self.incarnation = incarnation;
+    }
+
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
     /// Tells the node which ring its disk remembers (at start, before it joins anything).
     pub fn set_remembered(&mut self, ring_id: Option<RingId>) {
         self.remembered = ring_id;
@@ -253,6 +278,9 @@ impl Node {
         match pending {
             Pending::Lookup(step) => {
                 let lookup = self.lookups.get(&step.lookup);
+                if lookup.is_some_and(|l| matches!(l.purpose, Purpose::Merge(_))) {
+                    return Cause::Merge;
+                }
                 Cause::LookupHop {
                     lookup: step.lookup,
                     hop: lookup.map_or(1, |l| l.hops + 1),
@@ -269,6 +297,8 @@ impl Node {
             Pending::CheckPredecessor { .. } => Cause::CheckPredecessor,
             Pending::RectifyPing(_) => Cause::Rectify,
             Pending::Leaving => Cause::Leave,
+            Pending::Probe(_) => Cause::Probe,
+            Pending::MergeHint => Cause::Merge,
         }
     }
 

@@ -20,6 +20,9 @@ impl Node {
         self.leave_pending = 0;
         self.handing_off = false;
         self.stabilize_rounds = 0;
+        self.passive.clear();
+        self.probing = false;
+        self.merges_in_flight = 0;
     }
 
     /// Successor list = `head` followed by `rest` (head's own list), without repeats, cut at
@@ -44,6 +47,9 @@ impl Node {
             }
         }
         let old = self.successors.first().cloned();
+        for p in &list {
+            self.back_in_ring(p.id);
+        }
         self.successors = list;
         if old.as_ref().is_none_or(|o| o.id != self.successors[0].id) {
             let new = self.successors[0].clone();
@@ -63,6 +69,9 @@ impl Node {
             (None, None) => true,
             _ => false,
         };
+        if let Some(p) = &new {
+            self.back_in_ring(p.id);
+        }
         if !same {
             let old = std::mem::replace(&mut self.predecessor, new.clone());
             self.emit(RingEvent::PredecessorChanged { old, new });
@@ -79,6 +88,7 @@ impl Node {
             .cloned();
         self.forget_quietly(id);
         if let Some(peer) = peer {
+            self.declared_dead(&peer);
             self.emit(RingEvent::PeerFailed { peer });
         }
     }

@@ -18,6 +18,7 @@ impl Node {
                 self.ticks += 1;
                 self.expire_notifiers();
                 self.resume_parked_lookups();
+                self.probe_passive();
                 if !self.stabilizing {
                     self.stabilizing = true;
                     self.stabilize_step();
@@ -62,7 +63,7 @@ impl Node {
     }
 
     /// Stabilize found a peer that may be a closer successor: ask it (adopted once it answers).
-    fn ask_candidate(&mut self, candidate: Peer, chase: u32) {
+    pub(super) fn ask_candidate(&mut self, candidate: Peer, chase: u32) {
         self.send(
             candidate.address.clone(),
             Request::GetNeighbors,

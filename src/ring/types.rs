@@ -21,6 +21,13 @@ pub struct RingConfig {
     /// Every this many stabilization rounds the node asks to have its ring remembered
     /// ([`Output::Persist`]), besides when it founds or joins one.
     pub remember_every: u64,
+    /// How many peers declared dead a node keeps probing (its passive list, DESIGN.md §11).
+    pub passive_peers: usize,
+    /// Every this many stabilization ticks the node probes one passive peer.
+    pub probe_every: u64,
+    /// How many neighbours, in each direction, a merge hint travels past the node that found
+    /// the other ring: the fan-out of ring unification (0: every node zips alone).
+    pub merge_hint_ttl: u8,
 }
 
 impl Default for RingConfig {
@@ -31,6 +38,9 @@ impl Default for RingConfig {
             notifier_cache: 64,
             notifier_ttl: 4,
             remember_every: 20,
+            passive_peers: 8,
+            probe_every: 2,
+            merge_hint_ttl: 3,
         }
     }
 }
@@ -108,6 +118,10 @@ pub enum Cause {
     Rectify,
     /// Telling neighbours about a graceful leave.
     Leave,
+    /// Probing a peer of the passive list (declared dead: is it back, from another ring?).
+    Probe,
+    /// A lookup step of ring unification, or a merge hint to a neighbour.
+    Merge,
 }
 
 /// A change worth telling the layers above (files, metrics, logs) about.
@@ -147,6 +161,46 @@ pub enum RingEvent {
         round: u64,
     },
     Left,
+    /// A peer declared dead answered from a ring that is not this node's view of the ring
+    /// (same ring id: a partition healed), or an operator asked for a merge: ring unification
+    /// starts, through `contact`.
+    MergeStarted {
+        contact: Peer,
+        trigger: MergeTrigger,
+    },
+    /// This node's part of a unification is done: it looked its place up in the other ring.
+    /// `adopted`: it found a closer successor there (the rings merged at this node).
+    MergeDone {
+        contact: Peer,
+        adopted: Option<Peer>,
+    },
+    /// A peer answered from a ring with another ring id: never merged automatically (a
+    /// configuration error, not a partition); an operator decides.
+    ForeignRing {
+        peer: Peer,
+        ring_id: RingId,
+    },
+}
+
+/// What started a ring unification at a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MergeTrigger {
+    /// A peer of the passive list answered from outside this node's ring.
+    Passive,
+    /// A neighbour passed a merge hint on (the fan-out).
+    Hint,
+    /// Asked for through [`Node::merge_with`](super::Node::merge_with).
+    Explicit,
+}
+
+impl MergeTrigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MergeTrigger::Passive => "passive",
+            MergeTrigger::Hint => "hint",
+            MergeTrigger::Explicit => "explicit",
+        }
+    }
 }
 
 /// Why a join failed.

@@ -131,22 +131,30 @@ impl Service {
     }
 }
 
+/// A random word: the standard library's random hasher keys mixed with the clock, the process
+/// id and `k`.
+fn random_u64(k: usize) -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.write_usize(k);
+    h.finish()
+}
+
+/// A random incarnation for this start of the peer (a restart is then told from a partition).
+pub fn new_incarnation() -> u64 {
+    random_u64(2)
+}
+
 /// A random ring id (UUID version 4 layout), from the standard library's random hasher keys
 /// mixed with the clock and process id.
 pub fn new_ring_id() -> RingId {
-    let mut words = [0u64; 2];
-    for (k, w) in words.iter_mut().enumerate() {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
-        h.write_u32(std::process::id());
-        h.write_usize(k);
-        *w = h.finish();
-    }
+    let words = [random_u64(0), random_u64(1)];
     let mut v = (u128::from(words[0]) << 64) | u128::from(words[1]);
     v = (v & !(0xf << 76)) | (0x4 << 76); // version 4
     v = (v & !(0x3 << 62)) | (0x2 << 62); // RFC 4122 variant

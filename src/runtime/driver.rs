@@ -31,6 +31,8 @@ pub(super) struct Driver {
     pub(super) leaves: Vec<oneshot::Sender<()>>,
     pub(super) remember: Remember,
     outputs: Vec<Output>,
+    /// Ring unifications under way, by contact, with when they started.
+    pub(super) merges: std::collections::BTreeMap<crate::id::Id, std::time::Instant>,
 }
 
 /// Commands taken from the mailbox in one go (then applied one by one).
@@ -46,6 +48,7 @@ impl Driver {
             leaves: Vec::new(),
             remember: Remember::start(svc.config.files.store_dir.clone()),
             outputs: Vec::new(),
+            merges: std::collections::BTreeMap::new(),
             svc,
         }
     }

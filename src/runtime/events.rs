@@ -59,9 +59,39 @@ impl Driver {
                     .last_stabilized_ms
                     .store(self.svc.elapsed_ms().max(1), Ordering::Relaxed);
             }
+            RingEvent::MergeStarted { contact, trigger } => {
+                let trigger = trigger.as_str();
+                info!(%contact, trigger, "ring unification started: {contact} is alive outside this ring");
+                m.merges_started.with_label_values(&[trigger]).inc();
+                self.merges.insert(contact.id, std::time::Instant::now());
+            }
+            RingEvent::MergeDone { contact, adopted } => {
+                let outcome = if adopted.is_some() {
+                    "merged"
+                } else {
+                    "unchanged"
+                };
+                m.merges_completed.with_label_values(&[outcome]).inc();
+                if let Some(started) = self.merges.remove(&contact.id) {
+                    m.merge_duration.observe(started.elapsed().as_secs_f64());
+                }
+                match adopted {
+                    Some(successor) => {
+                        info!(%contact, %successor, "rings merged: the successor from the other ring is {successor}")
+                    }
+                    None => info!(%contact, "ring unification done, no closer successor there"),
+                }
+            }
+            RingEvent::ForeignRing { peer, ring_id } => {
+                warn!(%peer, %ring_id, "peer {peer} answers from another ring ({ring_id}): not merged automatically (a configuration error, not a partition): make one ring's peers leave and join the other");
+                m.foreign_rings
+                    .with_label_values(&[&ring_id.to_string()])
+                    .set(1);
+            }
             RingEvent::Left => {
                 info!("left the ring");
                 m.leaves.inc();
+                self.merges.clear();
                 m.ring_info.reset();
                 telemetry::export::set_ring_id(None);
                 for tx in self.leaves.drain(..) {

@@ -97,7 +97,8 @@ impl Service {
             successors: config.ring.successors,
             ..RingConfig::default()
         };
-        let node = Node::new(me, ring);
+        let mut node = Node::new(me, ring);
+        node.set_incarnation(bootstrap::new_incarnation());
         let (shutdown, _) = watch::channel(false);
         let (mailbox, inbox) = Mailbox::new();
         Arc::new(Service {

@@ -10,6 +10,7 @@
 pub mod check;
 pub mod founding;
 mod network;
+pub mod partition;
 mod rng;
 pub mod scenario;
 mod simulator;

@@ -150,7 +150,8 @@ impl Sim {
                 message,
             } => {
                 let timeout_at = sent_at + self.config.rpc_timeout;
-                if !self.slots[to].alive {
+                // A partition that began while the request was on its way stops it too.
+                if !self.slots[to].alive || !self.can_talk(to, from) {
                     let at = timeout_at.max(self.now);
                     self.schedule(
                         at,
@@ -296,6 +297,11 @@ impl Sim {
                     self.members.remove(&id);
                 }
             }
+            RingEvent::MergeStarted { .. } => self.stats.merges_started += 1,
+            RingEvent::MergeDone { adopted, .. } => {
+                self.stats.merges_adopted += u64::from(adopted.is_some());
+            }
+            RingEvent::ForeignRing { .. } => self.stats.foreign_rings_seen += 1,
             RingEvent::PeerLeft { .. } | RingEvent::Stabilized { .. } => {}
         }
     }

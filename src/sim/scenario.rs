@@ -6,6 +6,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::check::{check_ring, finger_accuracy};
+use super::partition::{MergeReport, Split, partition_and_merge};
 use super::{LookupRecord, Micros, NodeIndex, Rng, Sim, SimConfig};
 use crate::ring::{Membership, RingConfig};
 
@@ -47,6 +48,12 @@ pub struct Scenario {
     pub lookup_rounds: u64,
     /// Bound on the rounds any convergence phase may take.
     pub max_rounds: u64,
+    /// Split the converged ring into this many parts of random members (0 or 1: no split),
+    /// then heal and measure the merge; the measured lookups run after the merge.
+    pub partition_parts: usize,
+    /// Stabilization periods the split lasts, with the lookups and churn of the other settings
+    /// going on inside each part.
+    pub partition_rounds: u64,
 }
 
 impl Default for Scenario {
@@ -62,6 +69,8 @@ impl Default for Scenario {
             loss: 0.0,
             lookup_rounds: 20,
             max_rounds: 5_000,
+            partition_parts: 0,
+            partition_rounds: 20,
         }
     }
 }
@@ -106,6 +115,10 @@ pub struct Report {
     pub churn_events: usize,
     /// Rounds from the end of churn until the invariant checker passed again.
     pub post_churn_converge_rounds: Option<u64>,
+    /// The split and the merge (`--partition-parts`): `merged`, `merge_rounds` (null when the
+    /// bound was hit), `merge_messages_per_node`, ...; absent without a split.
+    #[serde(flatten)]
+    pub partition: Option<MergeReport>,
     pub live_nodes: usize,
     /// Messages (requests and responses) per node per second while the measured lookups ran.
     pub messages_per_node_per_second: f64,
@@ -244,7 +257,19 @@ impl Scenario {
             run_until_fingers_right(&mut sim, finger_bound);
         }
 
-        // 3. The measured lookups, under churn if asked.
+        // 3. A partition, if asked: split, live apart, heal, merge.
+        let partition = (self.partition_parts >= 2).then(|| {
+            let split = Split {
+                parts: self.partition_parts,
+                rounds: self.partition_rounds,
+                lookups: self.lookups,
+                churn_rate: self.churn_rate,
+                max_rounds: self.max_rounds,
+            };
+            partition_and_merge(&mut sim, split, progress)
+        });
+
+        // 4. The measured lookups, under churn if asked.
         let window = self.lookup_rounds.max(1) * period;
         let messages_before = sim.stats.messages;
         let time_before = sim.now();
@@ -257,7 +282,7 @@ impl Scenario {
         );
         let stats = LookupStats::from_records(&records);
 
-        // 4. After churn, the ring must converge again.
+        // 5. After churn, the ring must converge again.
         let post_churn_converge_rounds = if self.churn_rate > 0.0 {
             converge(&mut sim, self.max_rounds, "settle", progress)
         } else {
@@ -290,6 +315,7 @@ impl Scenario {
             repair_rounds,
             churn_events,
             post_churn_converge_rounds,
+            partition,
             live_nodes: live,
             messages_per_node_per_second,
             maintenance_messages_per_node_per_second,
@@ -495,6 +521,8 @@ fn churn_event(sim: &mut Sim, rng: &mut Rng) {
     if rng.chance(0.5) || members.len() < 2 {
         let bootstrap = members[rng.index(members.len())];
         let i = sim.add_node_auto();
+        // During a partition the newcomer is on its bootstrap's side.
+        sim.set_group(i, sim.slot(bootstrap).group);
         sim.join(i, bootstrap);
     } else {
         let victim = members[rng.index(members.len())];

@@ -90,8 +90,10 @@ impl Sim {
     pub fn add_node(&mut self, peer: Peer) -> NodeIndex {
         let i = self.slots.len();
         self.by_address.insert(peer.address.clone(), i);
+        let mut node = Node::new(peer, self.config.ring.clone());
+        node.set_incarnation(self.incarnation_value(i, 0));
         self.slots.push(Slot {
-            node: Node::new(peer, self.config.ring.clone()),
+            node,
             alive: true,
             incarnation: 0,
             group: 0,
@@ -169,18 +171,36 @@ impl Sim {
 
     /// Restarts a crashed node at the same address and id, with empty state (it must rejoin).
     pub fn restart(&mut self, i: NodeIndex) {
-        let slot = &mut self.slots[i];
-        if slot.alive {
+        if self.slots[i].alive {
             return;
         }
+        let incarnation = self.incarnation_value(i, self.slots[i].incarnation + 1);
+        let slot = &mut self.slots[i];
         let peer = slot.node.me().clone();
         slot.node = Node::new(peer, self.config.ring.clone());
+        slot.node.set_incarnation(incarnation);
         slot.node
             .set_remembered(slot.disk.as_ref().and_then(|d| d.ring_id));
         slot.alive = true;
         slot.incarnation += 1;
         slot.join_outcome = None;
         self.start_timers(i);
+    }
+
+    /// The random incarnation node `i` tells peers at its `start`-th start: derived from the
+    /// seed rather than drawn, so that adding it changed no other random choice of a run.
+    fn incarnation_value(&self, i: NodeIndex, start: u32) -> u64 {
+        let mut mix = super::Rng::new(
+            self.config.seed ^ ((i as u64) << 20) ^ (u64::from(start) << 52) ^ 0x1ca4_2a71,
+        );
+        mix.next_u64()
+    }
+
+    /// Node `i` starts ring unification through `contact` (an operator's explicit merge).
+    pub fn merge_with(&mut self, i: NodeIndex, contact: Peer) -> bool {
+        let started = self.slots[i].node.merge_with(contact);
+        self.flush(i);
+        started
     }
 
     /// Node `i` leaves gracefully; it stops counting as a member at once.

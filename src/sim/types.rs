@@ -89,4 +89,10 @@ pub struct Stats {
     pub crashes: u64,
     /// Lookups whose origin crashed before they finished.
     pub lookups_abandoned: u64,
+    /// Ring unifications started (a node found a live peer outside its ring, or was hinted).
+    pub merges_started: u64,
+    /// Ring unifications in which the node adopted a successor from the other ring.
+    pub merges_adopted: u64,
+    /// Peers found answering from another ring id.
+    pub foreign_rings_seen: u64,
 }

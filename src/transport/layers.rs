@@ -9,6 +9,7 @@
 //! - **metrics** (`chordnet_peer_rpcs_total{method,outcome}`, `..._duration_seconds`), a client
 //!   span per data-plane call, and the caller's trace context handed to the transport;
 //! - answers in a protocol version this build does not speak are refused;
+//! - test-only fault injection ([`super::faults`], off unless a test sets its variable);
 //! - the deadline of the call in progress, for transports whose protocol carries one
 //!   ([`time_left`]: gRPC sends it as `grpc-timeout`, so the server stops work when it passes).
 //!
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{Instrument, debug};
 
+use super::faults::Faults;
 use super::{
     BlobAnswer, BlobClient, BlobHandler, BlobQuery, Body, BoxFuture, CallClass, Clients, Handlers,
     Object, PutReply, Refusal, RefusalKind, RingClient, RingHandler, TraceCarrier, TransportError,
@@ -103,6 +105,7 @@ pub struct Layered {
     deadlines: Deadlines,
     transfers: Arc<Semaphore>,
     metrics: Metrics,
+    faults: Faults,
 }
 
 impl Layered {
@@ -114,6 +117,7 @@ impl Layered {
             deadlines: Deadlines::from_config(config),
             transfers: Arc::new(Semaphore::new(config.transport.max_transfers.max(1))),
             metrics,
+            faults: Faults::from_env(),
         })
     }
 
@@ -211,7 +215,10 @@ impl RingClient for Layered {
             let call = async {
                 match self.local(to) {
                     Some(local) => Ok(local.ring.handle(request, trace).await),
-                    None => self.inner.ring.call(to, request, trace).await,
+                    None => {
+                        self.faults.check(to)?;
+                        self.inner.ring.call(to, request, trace).await
+                    }
                 }
             };
             let answer = match with_deadline(limit, call).await {
@@ -265,7 +272,10 @@ impl BlobClient for Layered {
                         .put(meta, body)
                         .await
                         .map_err(TransportError::Refused),
-                    None => self.inner.blob.put(to, meta, body, trace).await,
+                    None => {
+                        self.faults.check(to)?;
+                        self.inner.blob.put(to, meta, body, trace).await
+                    }
                 }
             })
             .await
@@ -287,7 +297,10 @@ impl BlobClient for Layered {
                     let trace = trace_in_span(trace);
                     match self.local(to) {
                         Some(local) => local.blob.get(id).await.map_err(TransportError::Refused),
-                        None => self.inner.blob.get(to, id, trace).await,
+                        None => {
+                            self.faults.check(to)?;
+                            self.inner.blob.get(to, id, trace).await
+                        }
                     }
                 })
                 .await?;
@@ -316,7 +329,10 @@ impl BlobClient for Layered {
                             .get_shared(name)
                             .await
                             .map_err(TransportError::Refused),
-                        None => self.inner.blob.get_shared(to, name, trace).await,
+                        None => {
+                            self.faults.check(to)?;
+                            self.inner.blob.get_shared(to, name, trace).await
+                        }
                     }
                 })
                 .await?;
@@ -345,7 +361,10 @@ impl BlobClient for Layered {
                         .query(query)
                         .await
                         .map_err(TransportError::Refused),
-                    None => self.inner.blob.query(to, query, trace).await,
+                    None => {
+                        self.faults.check(to)?;
+                        self.inner.blob.query(to, query, trace).await
+                    }
                 }
             })
             .await

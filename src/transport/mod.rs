@@ -16,6 +16,7 @@
 //!   client spans and trace context, and the protocol-version check.
 
 pub mod body;
+pub mod faults;
 pub mod grpc;
 pub mod http;
 pub mod layers;

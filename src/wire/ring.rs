@@ -24,6 +24,15 @@ pub enum Request {
         predecessor: Option<Peer>,
         successors: Vec<Peer>,
     },
+    /// Ring unification (DESIGN.md §11): `contact` is a live peer of a ring that is not the
+    /// receiver's view (the two rings have the same ring id: a partition healed). The receiver
+    /// looks its own place up through `contact` and passes the hint on towards its successor
+    /// (`toward_successor`) or predecessor while `ttl` lasts, so several threads zip at once.
+    MergeHint {
+        contact: Peer,
+        ttl: u8,
+        toward_successor: bool,
+    },
 }
 
 /// A request with who sent it and which ring it belongs to (`None` while joining).
@@ -96,6 +105,11 @@ pub struct ResponseEnvelope {
     pub ring_id: Option<RingId>,
     pub from: Peer,
     pub body: Response,
+    /// A random value the responder chose when it started: a peer that answers with another
+    /// incarnation than before restarted (it is not a partition healing). Absent from peers
+    /// that predate the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<u64>,
 }
 
 impl Request {
@@ -107,6 +121,7 @@ impl Request {
             Request::Notify => "notify",
             Request::Ping => "ping",
             Request::Leaving { .. } => "leaving",
+            Request::MergeHint { .. } => "merge_hint",
         }
     }
 }
@@ -131,6 +146,15 @@ impl ResponseEnvelope {
             ring_id,
             from,
             body,
+            incarnation: None,
+        }
+    }
+
+    /// The same response, saying which incarnation of the responder answers.
+    pub fn with_incarnation(self, incarnation: u64) -> ResponseEnvelope {
+        ResponseEnvelope {
+            incarnation: Some(incarnation),
+            ..self
         }
     }
 
@@ -164,6 +188,42 @@ mod tests {
             "0123456789abcdef0123456789abcdeg"
                 .parse::<RingId>()
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn the_incarnation_is_optional_on_the_wire_and_the_merge_hint_round_trips() {
+        let p = Peer::from_address("10.0.0.1:7000");
+        let old = ResponseEnvelope::new(Some(RingId(7)), p.clone(), Response::Ack);
+        let json = serde_json::to_string(&old).unwrap();
+        assert!(!json.contains("incarnation"), "{json}");
+        assert_eq!(
+            serde_json::from_str::<ResponseEnvelope>(&json).unwrap(),
+            old
+        );
+        let new = old.with_incarnation(42);
+        let json = serde_json::to_string(&new).unwrap();
+        assert!(json.contains("\"incarnation\":42"), "{json}");
+        assert_eq!(
+            serde_json::from_str::<ResponseEnvelope>(&json)
+                .unwrap()
+                .incarnation,
+            Some(42)
+        );
+        let hint = RequestEnvelope::new(
+            Some(RingId(7)),
+            p.clone(),
+            Request::MergeHint {
+                contact: p,
+                ttl: 3,
+                toward_successor: true,
+            },
+        );
+        let json = serde_json::to_string(&hint).unwrap();
+        assert!(json.contains("\"type\":\"merge_hint\""), "{json}");
+        assert_eq!(
+            serde_json::from_str::<RequestEnvelope>(&json).unwrap(),
+            hint
         );
     }
 

@@ -208,17 +208,32 @@ impl Cluster {
 
     /// Whether every running peer's ring walk lists exactly the running peers, in order.
     pub async fn rings_agree(&self) -> bool {
-        for p in self.running() {
+        let running: Vec<usize> = (0..self.peers.len())
+            .filter(|&i| self.peers[i].child.is_some())
+            .collect();
+        self.ring_of(&running).await
+    }
+
+    /// Whether the ring walk of every peer in `members` lists exactly `members`, in ring order
+    /// from that peer, and comes back (one side of a partition, or all of them).
+    pub async fn ring_of(&self, members: &[usize]) -> bool {
+        let mut ids: Vec<Id> = members.iter().map(|&i| self.peers[i].id()).collect();
+        ids.sort();
+        for &i in members {
+            let p = &self.peers[i];
             let Some((200, walk)) = self.get(&p.url("/v1/ring")).await else {
                 return false;
             };
-            let ids: Vec<Id> = walk["nodes"]
+            let got: Vec<Id> = walk["nodes"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter_map(|n| n["id"].as_str()?.parse().ok())
                 .collect();
-            if walk["complete"] != true || ids != self.expected_ring_from(p.id()) {
+            let mut want = ids.clone();
+            let k = want.iter().position(|&x| x == p.id()).unwrap_or(0);
+            want.rotate_left(k);
+            if walk["complete"] != true || got != want {
                 return false;
             }
         }

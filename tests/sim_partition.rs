@@ -1,0 +1,198 @@
+//! Partitions and ring unification in the simulator (DESIGN.md §11): a converged ring split into
+//! parts that live on their own (lookups and churn inside each part) merges into one correct
+//! ring after the network heals; restarts never start a merge; another ring id is never merged.
+//! Every test is seeded; one seed is one exact run.
+
+use chordnet::ring::RingId;
+use chordnet::sim::check::{check_nodes, check_ring};
+use chordnet::sim::partition::{MergeReport, Split, partition_and_merge, split};
+use chordnet::sim::scenario::{JoinMode, LookupStats, Scenario, converge, lookup_from_every_node};
+use chordnet::sim::{NodeIndex, Sim};
+
+fn quiet(_: chordnet::sim::scenario::Progress) {}
+
+fn converged(nodes: usize, seed: u64) -> Sim {
+    let s = Scenario {
+        nodes,
+        seed,
+        join: JoinMode::Concurrent,
+        ..Scenario::default()
+    };
+    let mut sim = s.build();
+    let rounds = s.join_all(&mut sim, &mut quiet);
+    assert!(rounds.is_some(), "{nodes} nodes did not converge");
+    sim
+}
+
+/// Splits, lives apart for 20 periods with lookups and one churn event per period inside the
+/// parts, heals; returns the merge report after checking one correct ring answers every lookup.
+fn split_and_merge(nodes: usize, parts: usize, seed: u64) -> MergeReport {
+    let mut sim = converged(nodes, seed);
+    let split_how = Split {
+        parts,
+        rounds: 20,
+        lookups: 1_000,
+        churn_rate: 1.0,
+        max_rounds: 200,
+    };
+    let report = partition_and_merge(&mut sim, split_how, &mut quiet);
+    println!("{nodes} nodes, {parts} parts, seed {seed}: {report:?}");
+    assert_eq!(report.part_sizes.len(), parts);
+    assert!(report.merges_started > 0, "{report:?}");
+    assert!(report.merged, "{report:?}: {:?}", check_ring(&sim));
+    let records = lookup_from_every_node(&mut sim, 4);
+    let stats = LookupStats::from_records(&records);
+    assert_eq!(stats.correct, stats.count, "after the merge: {stats:?}");
+    report
+}
+
+#[test]
+fn two_and_three_parts_of_64_nodes_merge_into_one_ring_within_a_few_rounds() {
+    for (parts, seed, bound) in [(2, 1, 10), (2, 2, 10), (3, 1, 12), (3, 3, 12)] {
+        let r = split_and_merge(64, parts, seed);
+        let rounds = r.merge_rounds.unwrap_or(u64::MAX);
+        assert!(rounds <= bound, "{parts} parts, seed {seed}: {r:?}");
+        assert!(r.merge_messages_per_node < 200.0, "{r:?}");
+    }
+}
+
+#[test]
+fn two_parts_of_1024_nodes_merge_into_one_ring() {
+    let r = split_and_merge(1024, 2, 1);
+    assert!(r.merge_rounds.is_some_and(|n| n <= 10), "{r:?}");
+    assert!(r.merge_messages_per_node < 200.0, "{r:?}");
+}
+
+#[test]
+fn three_parts_of_1024_nodes_merge_into_one_ring() {
+    // Most nodes are zipped within a few rounds, but with churn inside the parts a few nodes
+    // are left with a far successor and walk back 4 peers a round (stabilize's MAX_CHASE):
+    // 104 rounds with this seed, 200 with seed 2 (README "Partitions", what is left).
+    let r = split_and_merge(1024, 3, 1);
+    assert!(r.merge_rounds.is_some_and(|n| n <= 120), "{r:?}");
+    assert!(r.merge_messages_per_node < 1_500.0, "{r:?}");
+}
+
+#[test]
+fn a_split_gives_random_parts_of_equal_size() {
+    let mut sim = converged(64, 5);
+    let groups = split(&mut sim, 3);
+    let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
+    assert_eq!(sizes, vec![22, 21, 21]);
+    // Random members, not runs of the ring: every part has members all around it.
+    for g in &groups {
+        let lowest = g.iter().map(|&i| sim.slot(i).node.id()).min();
+        let highest = g.iter().map(|&i| sim.slot(i).node.id()).max();
+        assert!(lowest < highest);
+    }
+    sim.heal();
+}
+
+#[test]
+fn ten_percent_of_the_nodes_restarting_never_starts_a_merge() {
+    let mut sim = converged(64, 11);
+    let members = sim.live_members();
+    // Every tenth member crashes (6 of 64) and comes back at the same address with empty state
+    // and a new incarnation, after its neighbours declared it dead.
+    let victims: Vec<NodeIndex> = members.iter().copied().step_by(10).take(6).collect();
+    for &v in &victims {
+        sim.crash(v);
+    }
+    sim.run_for(8 * sim.config.stabilize_interval);
+    let probing: usize = members
+        .iter()
+        .filter(|&&i| sim.is_alive(i) && !sim.slot(i).node.passive_peers().is_empty())
+        .count();
+    assert!(probing >= victims.len(), "neighbours probe the dead");
+    for &v in &victims {
+        sim.restart(v);
+    }
+    // They rejoin (converge re-joins idle nodes); their neighbours keep probing meanwhile.
+    let rounds = converge(&mut sim, 100, "settle", &mut quiet);
+    assert!(rounds.is_some(), "{:?}", check_ring(&sim));
+    sim.run_for(20 * sim.config.stabilize_interval);
+    assert!(check_ring(&sim).quiescent_ok());
+    assert_eq!(check_ring(&sim).live, 64);
+    assert_eq!(sim.stats.merges_started, 0, "a restart is not a partition");
+    // Nobody probes a restarted peer any more: it answered with its new incarnation, or is back
+    // in the routing state.
+    for &i in &members {
+        let passive = sim.slot(i).node.passive_peers();
+        assert!(
+            victims
+                .iter()
+                .all(|&v| !passive.iter().any(|p| p.id == sim.slot(v).node.id())),
+            "node {i} still probes a restarted peer"
+        );
+    }
+}
+
+#[test]
+fn rings_with_different_ring_ids_are_never_merged_automatically() {
+    let mut sim = converged(16, 12);
+    let members = sim.live_members();
+    let (stay, away): (Vec<NodeIndex>, Vec<NodeIndex>) = members.iter().partition(|&&i| i % 2 == 0);
+    for &i in &away {
+        sim.set_group(i, 1);
+    }
+    sim.run_for(10 * sim.config.stabilize_interval);
+    // The far side loses its disks and founds a ring of its own: another ring id.
+    for &i in &away {
+        sim.crash(i);
+        sim.wipe_disk(i);
+        sim.restart(i);
+    }
+    let founder = away[0];
+    assert!(sim.create_with(founder, RingId(0xfeed)).is_ok());
+    for &i in &away[1..] {
+        sim.join(i, founder);
+    }
+    sim.run_for(20 * sim.config.stabilize_interval);
+    assert!(check_nodes(&sim, &away).quiescent_ok());
+    sim.heal();
+    sim.run_for(40 * sim.config.stabilize_interval);
+    assert!(
+        sim.stats.foreign_rings_seen > 0,
+        "the other ring is noticed"
+    );
+    assert_eq!(sim.stats.merges_started, 0);
+    assert!(check_nodes(&sim, &stay).quiescent_ok());
+    assert!(check_nodes(&sim, &away).quiescent_ok());
+    assert!(!check_ring(&sim).ring_ok(), "two rings stay two rings");
+}
+
+#[test]
+fn two_rings_founded_apart_with_one_ring_id_merge_only_when_asked() {
+    // Two rings with the same ring id that never knew each other: nobody's passive list holds
+    // a peer of the other ring, so nothing merges by itself; one explicit merge makes one ring.
+    let mut sim = Sim::new(chordnet::sim::SimConfig {
+        seed: 14,
+        ..Default::default()
+    });
+    let nodes: Vec<NodeIndex> = (0..24).map(|_| sim.add_node_auto()).collect();
+    let (left, right) = nodes.split_at(12);
+    for side in [left, right] {
+        assert!(sim.create_with(side[0], RingId(42)).is_ok());
+        for &i in &side[1..] {
+            sim.join(i, side[0]);
+        }
+    }
+    sim.run_for(30 * sim.config.stabilize_interval);
+    assert!(check_nodes(&sim, left).quiescent_ok());
+    assert!(check_nodes(&sim, right).quiescent_ok());
+    assert!(!check_ring(&sim).ring_ok());
+    assert_eq!(sim.stats.merges_started, 0);
+
+    let contact = sim.slot(right[5]).node.me().clone();
+    assert!(sim.merge_with(left[3], contact));
+    let rounds = converge(&mut sim, 30, "merge", &mut quiet);
+    assert!(
+        rounds.is_some_and(|r| r <= 10),
+        "{rounds:?}: {:?}",
+        check_ring(&sim)
+    );
+    assert_eq!(check_ring(&sim).live, 24);
+    let records = lookup_from_every_node(&mut sim, 4);
+    let stats = LookupStats::from_records(&records);
+    assert_eq!(stats.correct, stats.count, "{stats:?}");
+}
