@@ -190,6 +190,8 @@ fn holders_of(c: &Cluster, name: &str) -> Vec<Id> {
     (0..3).map(|k| ring[(first + k) % ring.len()]).collect()
 }
 
+/// A download through `via` with `http`, not `Cluster::fetch`: a 100 MiB body may outlast the
+/// cluster client's 10 s time-out on a loaded machine.
 async fn fetch(http: &reqwest::Client, via: &cluster::PeerProcess, name: &str) -> Option<Bytes> {
     let down = http
         .get(via.url(&format!("/v1/files/{name}")))

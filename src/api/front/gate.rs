@@ -48,11 +48,11 @@ impl Gate {
 
 /// The connection's [`Gate`], as connect info of each of its requests.
 #[derive(Clone)]
-pub struct Connection(pub Option<Arc<Gate>>);
+pub struct Connection(pub Arc<Gate>);
 
 impl axum::extract::connect_info::Connected<IncomingStream<'_, FrontListener>> for Connection {
     fn connect_info(stream: IncomingStream<'_, FrontListener>) -> Connection {
-        Connection(Some(stream.io().gate()))
+        Connection(stream.io().gate())
     }
 }
 
@@ -63,7 +63,7 @@ pub async fn track(request: Request, next: Next) -> Response {
     let gate = request
         .extensions()
         .get::<ConnectInfo<Connection>>()
-        .and_then(|c| c.0.0.clone());
+        .map(|c| Arc::clone(&c.0.0));
     let http1 = matches!(
         request.version(),
         axum::http::Version::HTTP_10 | axum::http::Version::HTTP_11

@@ -108,12 +108,13 @@ fn body_stream(resp: reqwest::Response) -> BoxStream<'static, Result<Bytes, Body
 }
 
 /// What the caller makes of a request that got no response: besides time-outs and refused
-/// connections, a server that speaks only HTTP/2, which is what a gRPC peer's port does. It
-/// shows as HTTP/2 frames where an HTTP/1.1 answer should be or, when the server closed first,
-/// as a reset connection: then a fresh connection tells (an HTTP/2-only server greets first).
+/// connections, a server that speaks only HTTP/2, which is what a gRPC peer's port does. That
+/// shows as HTTP/2 frames where an HTTP/1.1 answer should be, or as a reset connection when the
+/// server closed first; either way a connection was made, and a fresh one tells (an
+/// HTTP/2-only server greets first).
 async fn first_answer_failed(e: reqwest::Error, to: &Address) -> TransportError {
     let connected = !e.is_connect() && !e.is_timeout();
-    if speaks_http2_only(&e) || (connected && crate::transport::tcp::greets_with_http2(to).await) {
+    if connected && crate::transport::tcp::greets_with_http2(to).await {
         return TransportError::Incompatible(format!(
             "{to} answered with HTTP/2 frames, not HTTP/1.1: it looks like a peer with \
              transport.kind = \"grpc\", and this peer has transport.kind = \"http\" (every \
@@ -121,19 +122,6 @@ async fn first_answer_failed(e: reqwest::Error, to: &Address) -> TransportError 
         ));
     }
     classify(e)
-}
-
-/// Whether the response could not be parsed because it did not start like HTTP/1 (hyper says
-/// "invalid HTTP version parsed" for the binary frames an HTTP/2-only server sends).
-fn speaks_http2_only(e: &reqwest::Error) -> bool {
-    let mut source: Option<&dyn std::error::Error> = Some(e);
-    while let Some(s) = source {
-        if s.to_string().contains("invalid HTTP version") {
-            return true;
-        }
-        source = s.source();
-    }
-    false
 }
 
 fn classify(e: reqwest::Error) -> TransportError {
