@@ -1,4 +1,5 @@
-//! File-system facts the store needs that `std` does not give.
+//! File-system facts the store needs that `std` does not give, and the process's limit of
+//! open files.
 
 use std::path::Path;
 
@@ -14,6 +15,33 @@ pub fn available_bytes(path: &Path) -> std::io::Result<u64> {
         return Err(std::io::Error::last_os_error());
     }
     Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// Raises the soft limit of open files to the hard limit (as Go and many servers do at start):
+/// every API connection, peer connection and open block is a descriptor, and a default soft
+/// limit of 1,024 would let a few hundred idle clients stop the peer. Returns the limit in
+/// force afterwards.
+pub fn raise_open_files_limit() -> std::io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid out-parameter.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: `raised` is a valid rlimit no higher than the hard limit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        lim = raised;
+    }
+    Ok(lim.rlim_cur as u64)
 }
 
 #[cfg(test)]

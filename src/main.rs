@@ -178,6 +178,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev(args) => {
             let rt = runtime()?;
             let exporting = init_telemetry(&rt, LogFormat::Text, "warn,chordnet=info", None);
+            open_files_limit(0);
             let result = rt.block_on(dev::run(args));
             shut_down_telemetry(exporting);
             result
@@ -204,6 +205,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Raises the open-files limit as far as allowed; warns when it stays below what
+/// `api.max_connections` needs.
+fn open_files_limit(max_connections: usize) {
+    match chordnet::fsutil::raise_open_files_limit() {
+        Ok(limit) if limit < max_connections as u64 + 256 => tracing::warn!(
+            limit,
+            max_connections,
+            "the open-files limit is below api.max_connections: past it, new API connections \
+             fail to be accepted instead of being answered 503 (raise `ulimit -n` or lower \
+             api.max_connections)"
+        ),
+        Ok(limit) => tracing::debug!(limit, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-files limit"),
+    }
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -224,6 +241,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let rt = runtime()?;
     let node_id = config.node_id().to_string();
     let exporting = init_telemetry(&rt, config.log.format, "info", Some(&node_id));
+    open_files_limit(config.api.max_connections);
     let result = rt.block_on(async move {
         chordnet::peer::serve(config, shutdown_signal()).await?;
         Ok(())

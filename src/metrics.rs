@@ -45,6 +45,14 @@ pub struct Metrics {
     pub merges_completed: IntCounterVec,
     pub merge_duration: Histogram,
     pub foreign_rings: IntGaugeVec,
+    /// API requests refused for their bearer token, by reason.
+    pub api_auth_failures: IntCounterVec,
+    /// API connections open now.
+    pub api_connections: IntGauge,
+    /// API connections refused (503) because `api.max_connections` were open.
+    pub api_connections_shed: IntCounter,
+    /// API connections closed for idleness or a request head that did not arrive in time.
+    pub api_connections_timed_out: IntCounter,
 }
 
 /// Why metrics could not be set up (a programming error in metric definitions).
@@ -206,6 +214,24 @@ impl Metrics {
                 ),
                 &["ring_id"],
             )?,
+            api_auth_failures: IntCounterVec::new(
+                Opts::new(
+                    "chordnet_api_auth_failures_total",
+                    "API requests refused for their bearer token (missing: none sent; unknown: \
+                     not in api.tokens_file; forbidden: a role too weak)",
+                ),
+                &["reason"],
+            )?,
+            api_connections: IntGauge::new("chordnet_api_connections", "API connections open now")?,
+            api_connections_shed: IntCounter::new(
+                "chordnet_api_connections_shed_total",
+                "API connections answered 503 and closed because api.max_connections were open",
+            )?,
+            api_connections_timed_out: IntCounter::new(
+                "chordnet_api_connections_timed_out_total",
+                "API connections closed after api.idle_timeout without a request, or a request \
+                 head that did not arrive whole in time",
+            )?,
             registry,
         };
         m.register_all()?;
@@ -215,6 +241,13 @@ impl Metrics {
     fn register_all(&self) -> Result<(), prometheus::Error> {
         let r = &self.registry;
         r.register(Box::new(self.lookup_hops.clone()))?;
+        r.register(Box::new(self.api_auth_failures.clone()))?;
+        for reason in ["missing", "unknown", "forbidden"] {
+            self.api_auth_failures.with_label_values(&[reason]);
+        }
+        r.register(Box::new(self.api_connections.clone()))?;
+        r.register(Box::new(self.api_connections_shed.clone()))?;
+        r.register(Box::new(self.api_connections_timed_out.clone()))?;
         r.register(Box::new(self.lookup_duration.clone()))?;
         r.register(Box::new(self.lookups.clone()))?;
         r.register(Box::new(self.joins.clone()))?;

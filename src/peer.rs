@@ -41,6 +41,8 @@ pub enum ServeError {
     Metrics(#[from] MetricsError),
     #[error("cannot open the store directory: {0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Tokens(#[from] crate::api::auth::TokensError),
 }
 
 /// A started peer: its service and the addresses it actually listens on.
@@ -99,9 +101,25 @@ pub async fn start_with(
     let serving = factory.serve(options, handlers, stop.subscribe()).await?;
     let peer_addr = serving.local.clone();
     let mut servers = vec![serving.task];
-    let app = crate::api::router(Arc::clone(&service), Arc::clone(&files));
+    let access = crate::api::Access::from_config(
+        config.api.tokens_file.as_deref(),
+        config.api.protect_metrics,
+        Some(service.metrics().api_auth_failures.clone()),
+    )?;
+    access.watch(stop.subscribe());
+    let app = crate::api::router(Arc::clone(&service), Arc::clone(&files), access);
     // A request head gets as long as a stalled body does.
     let head_timeout = config.transport.progress_timeout;
+    let limits = {
+        let m = service.metrics();
+        crate::api::front::Limits {
+            max_connections: config.api.max_connections,
+            idle_timeout: config.api.idle_timeout,
+            open: m.api_connections.clone(),
+            shed: m.api_connections_shed.clone(),
+            timed_out: m.api_connections_timed_out.clone(),
+        }
+    };
     let mut stopped = stop.subscribe();
     servers.push(tokio::spawn(async move {
         let shutdown = async move {
@@ -114,6 +132,7 @@ pub async fn start_with(
         let listener = FrontListener {
             listener: api_listener,
             head_timeout,
+            limits,
         };
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)

@@ -4,6 +4,7 @@
 //! `mod.rs` holds the router and the state; `problem.rs` the problem documents and the error
 //! mapping; `files.rs`, `ring.rs` and `probes.rs` the handlers; `views.rs` the JSON shapes.
 
+pub mod auth;
 mod files;
 pub mod front;
 mod probes;
@@ -20,6 +21,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+pub use auth::Access;
 pub use problem::Problem;
 
 use crate::files::ops::Files;
@@ -57,8 +59,8 @@ impl App {
 
 type Api = State<App>;
 
-/// The API routes.
-pub fn router(service: Arc<Service>, files: Arc<Files>) -> Router {
+/// The API routes, behind `access` (bearer tokens, when configured).
+pub fn router(service: Arc<Service>, files: Arc<Files>, access: Access) -> Router {
     Router::new()
         .route("/v1/node", get(ring::node))
         .route("/v1/node/fingers", get(ring::fingers))
@@ -94,6 +96,8 @@ pub fn router(service: Arc<Service>, files: Arc<Files>) -> Router {
             )
         })
         .layer(axum::middleware::from_fn(problem::problems_only))
+        // Outermost: a request without the right token learns nothing, not even which routes exist.
+        .layer(axum::middleware::from_fn_with_state(access, auth::require))
         .with_state(App {
             ring: service,
             files,

@@ -8,6 +8,7 @@
 //! | 2 | usage: a bad argument (clap), an invalid file name |
 //! | 3 | not found: no such file or key (HTTP 404) |
 //! | 4 | unavailable: the peer cannot be reached, the ring is changing (HTTP 502/503/504), or a ring walk does not close |
+//! | 5 | not allowed: the API needs a token, or one with a stronger role (HTTP 401/403) |
 
 use std::fmt;
 
@@ -34,6 +35,7 @@ pub struct Unavailable(pub String);
 
 pub const NOT_FOUND: u8 = 3;
 pub const UNAVAILABLE: u8 = 4;
+pub const NOT_ALLOWED: u8 = 5;
 
 /// The exit code for a failed command.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
@@ -42,6 +44,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             return match h.status.as_u16() {
                 404 => NOT_FOUND,
                 502..=504 => UNAVAILABLE,
+                401 | 403 => NOT_ALLOWED,
                 _ => 1,
             };
         }

@@ -57,7 +57,9 @@ pub async fn put(a: PutArgs) -> anyhow::Result<()> {
     let url = a
         .target
         .url(&format!("/v1/files/{}", encode_segment(&name)));
-    let req = reqwest::Client::new()
+    let req = a
+        .target
+        .client()?
         .put(&url)
         .header(reqwest::header::CONTENT_LENGTH, len)
         .body(reqwest::Body::wrap_stream(stream));
@@ -65,7 +67,7 @@ pub async fn put(a: PutArgs) -> anyhow::Result<()> {
         Ok(resp) => answer(resp, &url).await,
         // A refused upload (413) breaks the connection while its body is on the way: ask the
         // server for its answer again, without the body.
-        Err(e) => match preflight::refusal(&url, len).await {
+        Err(e) => match preflight::refusal(&url, len, a.target.token.as_deref()).await {
             Some((status, text)) => Err(refused(&url, status, text)),
             None => Err(anyhow::Error::new(e).context(format!("cannot reach {url}"))),
         },
@@ -106,7 +108,7 @@ pub async fn get(a: GetArgs) -> anyhow::Result<()> {
     let url = a
         .target
         .url(&format!("/v1/files/{}", encode_segment(&a.name)));
-    let client = reqwest::Client::new();
+    let client = a.target.client()?;
     let plan = if a.resume {
         resume::plan(&client, &url, &dest).await?
     } else {

@@ -30,6 +30,10 @@ pub struct Target {
     /// Print nothing on success (errors still go to stderr; the exit code tells).
     #[arg(short, long, conflicts_with = "json")]
     quiet: bool,
+    /// A bearer token, for a peer whose API needs one (api.tokens_file): a `read` token for
+    /// downloads and lookups, `write` for uploads and deletes, `admin` for join and leave.
+    #[arg(long, env = "CHORDNET_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -99,6 +103,23 @@ fn file_name(s: &str) -> Result<String, String> {
 }
 
 impl Target {
+    /// An HTTP client that sends `--token` (if any) with every request.
+    fn client(&self) -> anyhow::Result<reqwest::Client> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = &self.token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| {
+                    anyhow::anyhow!("--token / CHORDNET_TOKEN: a token is printable ASCII")
+                })?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .context("building the HTTP client")
+    }
+
     /// `--api` as a URL (`host:port` alone means `http://host:port`) with `path` appended.
     fn url(&self, path: &str) -> String {
         let base = self.api.trim_end_matches('/');
@@ -158,7 +179,7 @@ async fn request(
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
     let url = t.url(path);
-    let mut req = reqwest::Client::new().request(method, &url);
+    let mut req = t.client()?.request(method, &url);
     if let Some(body) = body {
         req = req.json(&body);
     }

@@ -14,7 +14,12 @@ use tokio::net::TcpStream;
 
 /// The server's refusal of a `PUT url` of `len` bytes: its status and body, or `None` when
 /// it would take it or cannot be asked (only `http://` URLs are asked). Bounded: 5 s.
-pub async fn refusal(url: &str, len: u64) -> Option<(reqwest::StatusCode, String)> {
+/// `token` is the bearer token the upload carried.
+pub async fn refusal(
+    url: &str,
+    len: u64,
+    token: Option<&str>,
+) -> Option<(reqwest::StatusCode, String)> {
     let url = reqwest::Url::parse(url).ok()?;
     if url.scheme() != "http" {
         return None;
@@ -25,9 +30,13 @@ pub async fn refusal(url: &str, len: u64) -> Option<(reqwest::StatusCode, String
         Some(q) => format!("{}?{q}", url.path()),
         None => url.path().to_string(),
     };
+    let auth = token
+        .filter(|t| t.bytes().all(|b| b.is_ascii_graphic()))
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let head = format!(
         "PUT {target} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {len}\r\n\
-         Expect: 100-continue\r\nConnection: close\r\n\r\n"
+         {auth}Expect: 100-continue\r\nConnection: close\r\n\r\n"
     );
     let ask = async move {
         let mut stream = TcpStream::connect((host.as_str(), port)).await.ok()?;

@@ -93,6 +93,27 @@ pub struct NodeConfig {
 pub struct ApiConfig {
     /// Where the REST API, probes and `/metrics` listen.
     pub listen: SocketAddr,
+    /// Bearer tokens, one `ROLE TOKEN` pair per line (roles `read`, `write`, `admin`); none
+    /// leaves the API open (a dev ring). Read again when the file changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_file: Option<PathBuf>,
+    /// With tokens: whether `/metrics` needs a `read` token too (the probes never do).
+    #[serde(default)]
+    pub protect_metrics: bool,
+    /// The most API connections open at once; more are answered `503` and closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// How long a connection may stay open with no request in progress.
+    #[serde(default = "default_idle_timeout", with = "humantime_duration")]
+    pub idle_timeout: Duration,
+}
+
+fn default_max_connections() -> usize {
+    8192
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -218,6 +239,10 @@ impl Default for Config {
             },
             api: ApiConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+                tokens_file: None,
+                protect_metrics: false,
+                max_connections: default_max_connections(),
+                idle_timeout: default_idle_timeout(),
             },
             ring: RingSection {
                 bootstrap: None,
@@ -367,10 +392,14 @@ impl Config {
             ("ring.join_retry_interval", self.ring.join_retry_interval),
             ("files.republish_interval", self.files.republish_interval),
             ("files.repair_interval", self.files.repair_interval),
+            ("api.idle_timeout", self.api.idle_timeout),
         ] {
             if d.is_zero() {
                 return rule(key, "must be longer than zero");
             }
+        }
+        if self.api.max_connections == 0 {
+            return rule("api.max_connections", "must be at least 1");
         }
         if self.files.max_file_size == 0 {
             return rule("files.max_file_size", "must be at least 1 byte");

@@ -36,6 +36,11 @@ impl Gate {
         }
     }
 
+    /// Whether no request is in flight now.
+    pub(super) fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+    }
+
     /// Whether no request is in flight; otherwise `cx` is woken when none is.
     pub(super) fn idle(&self, cx: &Context<'_>) -> bool {
         if self.in_flight.load(Ordering::Acquire) == 0 {

@@ -39,10 +39,36 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
 /// Accepts connections and puts a [`Front`] before each; a request head must arrive whole
 /// within `head_timeout` of its first byte (a slow client cannot pin a connection with a head
-/// that never ends).
+/// that never ends), a connection with no request in progress is closed after `idle_timeout`,
+/// and past `limits.max_connections` open connections a new one is answered `503` and closed
+/// (load shedding: the connections already open, and the probes on them, keep working).
 pub struct FrontListener {
     pub listener: TcpListener,
     pub head_timeout: Duration,
+    pub limits: Limits,
+}
+
+/// The API port's connection limits and their metrics.
+#[derive(Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+    pub open: prometheus::IntGauge,
+    pub shed: prometheus::IntCounter,
+    pub timed_out: prometheus::IntCounter,
+}
+
+/// The answer to a connection past `api.max_connections`.
+fn shed_response() -> Vec<u8> {
+    let mut r = problem_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many connections to this peer's API; retry shortly",
+    );
+    // After the status line: tell the client when to come back.
+    if let Some(end) = r.windows(2).position(|w| w == b"\r\n") {
+        r.splice(end + 2..end + 2, b"retry-after: 1\r\n".iter().copied());
+    }
+    r
 }
 
 impl axum::serve::Listener for FrontListener {
@@ -52,7 +78,24 @@ impl axum::serve::Listener for FrontListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             match self.listener.accept().await {
-                Ok((stream, addr)) => return (Front::new(stream, self.head_timeout), addr),
+                Ok((mut stream, addr)) => {
+                    if self.limits.open.get() >= self.limits.max_connections as i64 {
+                        self.limits.shed.inc();
+                        tokio::spawn(async move {
+                            use tokio::io::AsyncWriteExt;
+                            let answer = async {
+                                let _ = stream.write_all(&shed_response()).await;
+                                let _ = stream.shutdown().await;
+                            };
+                            let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
+                        });
+                        continue;
+                    }
+                    let mut front = Front::new(stream, self.head_timeout);
+                    front.idle_timeout = Some(self.limits.idle_timeout);
+                    front.open = Some(Open::new(&self.limits));
+                    return (front, addr);
+                }
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little rather than spin.
                     tracing::warn!(error = %e, "cannot accept an API connection");
@@ -110,6 +153,34 @@ pub struct Front<S> {
     head_timeout: Duration,
     /// Set while a head is partly there.
     head_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// How long the connection may wait for a request with none in progress (none: for ever).
+    idle_timeout: Option<Duration>,
+    /// Set while waiting for a head with no byte of it there.
+    idle_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Counts the connection as open while it lives.
+    open: Option<Open>,
+}
+
+/// One open connection in [`Limits::open`], until dropped.
+struct Open {
+    open: prometheus::IntGauge,
+    timed_out: prometheus::IntCounter,
+}
+
+impl Open {
+    fn new(limits: &Limits) -> Open {
+        limits.open.inc();
+        Open {
+            open: limits.open.clone(),
+            timed_out: limits.timed_out.clone(),
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
 }
 
 impl<S> Front<S> {
@@ -122,6 +193,9 @@ impl<S> Front<S> {
         Front {
             head_timeout,
             head_deadline: None,
+            idle_timeout: None,
+            idle_deadline: None,
+            open: None,
             inner,
             gate: Arc::default(),
             framing: Framing::Head,
@@ -162,6 +236,32 @@ impl<S> Front<S> {
             if !progressed {
                 return;
             }
+        }
+    }
+
+    /// Whether the connection sat idle past its idle time-out: waiting for a request head with
+    /// no byte of it there and no request in progress. Arms the timer (and registers `cx`
+    /// with it) when waiting starts; a request still being answered when it fires re-arms it.
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(limit) = self.idle_timeout else {
+            return false;
+        };
+        if self.framing != Framing::Head || !self.pending.is_empty() {
+            self.idle_deadline = None;
+            return false;
+        }
+        loop {
+            let deadline = self
+                .idle_deadline
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+            if deadline.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if self.gate.is_idle() {
+                return true;
+            }
+            // A response still going out (a long download): not idle; look again later.
+            self.idle_deadline = None;
         }
     }
 
@@ -292,12 +392,24 @@ impl<S: AsyncRead + Unpin> AsyncRead for Front<S> {
             match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
                 Poll::Ready(result) => result?,
                 Poll::Pending => {
+                    if this.idle_expired(cx) {
+                        // hyper sees the end of the stream and closes the connection quietly.
+                        tracing::debug!("closing an idle API connection");
+                        if let Some(o) = &this.open {
+                            o.timed_out.inc();
+                        }
+                        this.eof = true;
+                        return Poll::Ready(Ok(()));
+                    }
                     let late = this
                         .head_deadline
                         .as_mut()
                         .is_some_and(|d| d.as_mut().poll(cx).is_ready());
                     if !late {
                         return Poll::Pending;
+                    }
+                    if let Some(o) = &this.open {
+                        o.timed_out.inc();
                     }
                     let detail = format!(
                         "the request head did not arrive whole within {:?}",
@@ -316,6 +428,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Front<S> {
                 continue;
             }
             this.pending.extend_from_slice(read.filled());
+            this.idle_deadline = None;
             this.advance();
             if this.framing != Framing::Head || this.pending.is_empty() {
                 this.head_deadline = None;
