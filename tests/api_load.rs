@@ -95,7 +95,7 @@ async fn thousands_of_idle_and_slow_connections_do_not_stop_the_api() {
     // The peer has taken them all (counted as open).
     wait_for(
         "the peer counts every connection",
-        Duration::from_secs(8),
+        Duration::from_secs(12),
         || async {
             let open = match c.http.get(peer.url("/metrics")).send().await {
                 Ok(r) => metric(
