@@ -30,6 +30,8 @@ pub mod api;
 pub mod config;
 pub mod files;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod id;
 pub mod metrics;
 pub mod peer;

@@ -9,7 +9,7 @@ mod files;
 pub mod front;
 mod probes;
 pub mod problem;
-mod range;
+pub(crate) mod range;
 mod ring;
 pub mod views;
 

@@ -305,6 +305,16 @@ impl Config {
         Config::figment(file, env_provider(), overrides)
     }
 
+    /// Defaults < a TOML document, validated (the fuzz targets use this; no environment).
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(|e| ConfigError::Invalid(describe(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
     /// The same, with an explicit environment provider (tests use this).
     pub fn figment(
         file: Option<PathBuf>,

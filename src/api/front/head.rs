@@ -16,11 +16,11 @@ pub(super) fn chunk_size(line: &[u8]) -> Option<u64> {
     u64::from_str_radix(digits, 16).ok()
 }
 
-pub(super) type Refusal = (StatusCode, String);
+pub(crate) type Refusal = (StatusCode, String);
 
 /// Checks a request head at the start of `bytes`: `None` while incomplete, else its length
 /// and the framing of the body after it, or why it is refused.
-pub(super) fn check_head(bytes: &[u8]) -> Result<Option<(usize, Framing)>, Refusal> {
+pub(crate) fn check_head(bytes: &[u8]) -> Result<Option<(usize, Framing)>, Refusal> {
     let line_end = bytes.iter().position(|&b| b == b'\n');
     if line_end.unwrap_or(bytes.len()) > MAX_URI + 64 {
         return Err((

@@ -9,7 +9,7 @@
 //! closes the connection. HTTP/2 (prior knowledge) connections pass through as they are.
 
 mod gate;
-mod head;
+pub(crate) mod head;
 #[cfg(test)]
 mod tests;
 
@@ -112,7 +112,7 @@ impl axum::serve::Listener for FrontListener {
 
 /// Where the client's byte stream is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
+pub(crate) enum Framing {
     /// Collecting a request head.
     Head,
     /// Inside a body of a known length: this many bytes (more than 0) to go.
@@ -126,7 +126,7 @@ enum Framing {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
+pub(crate) enum Chunk {
     /// Reading a chunk-size line.
     Size,
     /// Inside chunk data: this many bytes to go, then CRLF.

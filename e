@@ -1,0 +1,1 @@
+/dev/fd/3: line 58: put: command not found
