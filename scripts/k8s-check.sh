@@ -8,7 +8,10 @@
 #   chart       renders helm/chordnet with its defaults and every ci/*.yaml, `helm lint --strict`,
 #               values it must refuse, the deployment's invariants (seeds = ordinals, advertised
 #               address, headless Service, probes, security, grace period > leave timeout, $(VAR)
-#               defined before use), OTEL_* variables exactly when tracing.endpoint is set
+#               defined before use), OTEL_* variables exactly when tracing.endpoint is set,
+#               security.*: whole read-only Secret volumes behind the *_FILE variables, the test
+#               pod's token, the ServiceMonitor's authorization, a NetworkPolicy that admits the
+#               peer port from the peers only and the API port from the test pod and Prometheus
 #   kustomize   builds deploy/base and deploy/overlays/example; the same invariants; deploy/base
 #               equals the chart's default objects and exports no traces, the example does
 #   validate    kubernetes-validate --strict of everything above, for Kubernetes 1.27 and 1.37
@@ -156,6 +159,7 @@ chart() {
   py reject
   py consistency "$WORK"/rendered/chart-*.yaml
   py tracing
+  py security
 }
 
 ###################################################################################### kustomize
