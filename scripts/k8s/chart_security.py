@@ -16,8 +16,6 @@ FILES = {
     "CHORDNET_SECURITY__RING_SECRET_FILE": ("ringSecret", "ring-secret", "/var/run/chordnet/ring-secret/keys"),
     "CHORDNET_API__TOKENS_FILE": ("apiTokens", "api-tokens", "/var/run/chordnet/api-tokens/tokens"),
 }
-# File modes the peer (runAsUser, member of fsGroup) can read and nobody can write.
-READ_ONLY_MODES = {0o400, 0o440, 0o444}
 
 
 def _effective(pod_spec, container):
@@ -60,8 +58,8 @@ def secret_file_problems(pod_spec, container):
         if mode & 0o222 or mode & 0o111:
             problems.append(f"{var}: file mode {mode:#o} is writable or executable")
         # Secret files belong to root; with an fsGroup the kubelet makes them that group's and
-        # group-readable. The peer runs as runAsUser (never root here).
-        readable = bool(mode & 0o004) or (fs_group is not None and bool(mode & 0o040))
+        # adds group read (mode | 0440). The peer runs as runAsUser (never root here).
+        readable = bool(mode & 0o004) or fs_group is not None
         if not readable:
             problems.append(f"{var}: file mode {mode:#o} with fsGroup {fs_group} and runAsUser {sc.get('runAsUser')}: "
                             "the peer cannot read it")
