@@ -603,6 +603,29 @@ def cmd_security():
     if thin:
         bad = True
         print(f"  too few cases with {', '.join(thin)}: the ci/ files should exercise them")
+    # `helm upgrade --reuse-values` of a release made by a chart version without security.* keeps
+    # that version's values: the chart's fallbacks (chordnet.security) must equal values.yaml's.
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        old_chart = Path(tmp) / "chordnet"
+        shutil.copytree(CHART, old_chart)
+        text = (old_chart / "values.yaml").read_text()
+        stripped = re.sub(r"\n# -- Peer authentication.*?\n    metricsTokenKey: metrics-token\n", "\n", text, flags=re.S)
+        if "security" in yaml.safe_load(stripped):
+            fail("could not remove the security block from a copy of values.yaml")
+        (old_chart / "values.yaml").write_text(stripped)
+        values = {"security": {"ringSecret": {"name": "r"}, "apiTokens": {"name": "t", "protectMetrics": True}},
+                  "serviceMonitor": {"enabled": True}}
+        renders = [render(values, chart_dir=d) for d in (CHART, old_chart)]
+        if renders[0] != renders[1]:
+            bad = True
+            diff = [k for k in renders[0] if renders[0][k] != renders[1].get(k)]
+            print(f"  --reuse-values from a chart without security.*: {', '.join(diff)} differ (the chordnet.security "
+                  "fallbacks are not values.yaml's defaults)")
+        else:
+            print("  --reuse-values from a chart without security.*: the same objects (the fallbacks equal values.yaml)")
     if bad:
         fail("the rendered objects do not follow security.*")
 
