@@ -25,10 +25,13 @@ helm-python-sdk and PyYAML).
                                        alerts (they must not error), and the healthy-ring facts
 """
 
+import contextlib
 import difflib
 import json
 import re
+import shutil
 import sys
+import tempfile
 import tomllib
 import urllib.parse
 import urllib.request
@@ -518,6 +521,21 @@ TRACING_VARIANTS = [
 ]
 
 
+@contextlib.contextmanager
+def chart_without(key, block):
+    """A copy of the chart whose values.yaml lacks the top-level key `key` (the text matching the
+    regular expression `block`): what a release made by an older chart version has."""
+    with tempfile.TemporaryDirectory() as tmp:
+        old_chart = Path(tmp) / "chordnet"
+        shutil.copytree(CHART, old_chart)
+        text = (old_chart / "values.yaml").read_text()
+        stripped = re.sub(block, "\n", text, flags=re.S)
+        if key in (yaml.safe_load(stripped) or {}):
+            fail(f"could not remove the {key} block from a copy of values.yaml")
+        (old_chart / "values.yaml").write_text(stripped)
+        yield old_chart
+
+
 def cmd_tracing():
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     bad, on = False, 0
@@ -539,17 +557,7 @@ def cmd_tracing():
         print(f"  only {on} case(s) turn tracing on: the ci/ files should exercise it")
     # `helm upgrade --reuse-values` of a release made by a chart version without tracing.* keeps
     # that version's defaults: the chart's fallbacks (chordnet.tracing) must equal values.yaml's.
-    import shutil
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        old_chart = Path(tmp) / "chordnet"
-        shutil.copytree(CHART, old_chart)
-        text = (old_chart / "values.yaml").read_text()
-        stripped = re.sub(r"\n# -- Trace export.*?\n  resourceAttributes: \{\}\n", "\n", text, flags=re.S)
-        if "tracing" in yaml.safe_load(stripped):
-            fail("could not remove the tracing block from a copy of values.yaml")
-        (old_chart / "values.yaml").write_text(stripped)
+    with chart_without("tracing", r"\n# -- Trace export.*?\n  resourceAttributes: \{\}\n") as old_chart:
         values = {"tracing": {"endpoint": "http://otel-collector:4318"}}
         envs = []
         for chart_dir in (CHART, old_chart):
@@ -605,17 +613,7 @@ def cmd_security():
         print(f"  too few cases with {', '.join(thin)}: the ci/ files should exercise them")
     # `helm upgrade --reuse-values` of a release made by a chart version without security.* keeps
     # that version's values: the chart's fallbacks (chordnet.security) must equal values.yaml's.
-    import shutil
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        old_chart = Path(tmp) / "chordnet"
-        shutil.copytree(CHART, old_chart)
-        text = (old_chart / "values.yaml").read_text()
-        stripped = re.sub(r"\n# -- Peer authentication.*?\n    metricsTokenKey: metrics-token\n", "\n", text, flags=re.S)
-        if "security" in yaml.safe_load(stripped):
-            fail("could not remove the security block from a copy of values.yaml")
-        (old_chart / "values.yaml").write_text(stripped)
+    with chart_without("security", r"\n# -- Peer authentication.*?\n    metricsTokenKey: metrics-token\n") as old_chart:
         values = {"security": {"ringSecret": {"name": "r"}, "apiTokens": {"name": "t", "protectMetrics": True}},
                   "serviceMonitor": {"enabled": True}}
         renders = [render(values, chart_dir=d) for d in (CHART, old_chart)]
