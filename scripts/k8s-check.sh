@@ -8,7 +8,10 @@
 #   chart       renders helm/chordnet with its defaults and every ci/*.yaml, `helm lint --strict`,
 #               values it must refuse, the deployment's invariants (seeds = ordinals, advertised
 #               address, headless Service, probes, security, grace period > leave timeout, $(VAR)
-#               defined before use), OTEL_* variables exactly when tracing.endpoint is set
+#               defined before use), OTEL_* variables exactly when tracing.endpoint is set,
+#               security.*: whole read-only Secret volumes behind the *_FILE variables, the test
+#               pod's token, the ServiceMonitor's authorization, a NetworkPolicy that admits the
+#               peer port from the peers only and the API port from the test pod and Prometheus
 #   kustomize   builds deploy/base and deploy/overlays/example; the same invariants; deploy/base
 #               equals the chart's default objects and exports no traces, the example does
 #   validate    kubernetes-validate --strict of everything above, for Kubernetes 1.27 and 1.37
@@ -17,7 +20,9 @@
 #   dashboard   deploy/grafana/chordnet-dashboard.json type-checks as a Grafana Dashboard (tsc)
 #   rules       promtool check rules + promtool test rules; the chart's PrometheusRule parses
 #   peers       3 real peers ($CHORDNET_BIN; never built here) on free 127.0.0.1 ports with the
-#               chart's rendered config.toml: ready, the helm test's client commands,
+#               chart's rendered config.toml and API tokens (security.apiTokens with
+#               protectMetrics): probes open, other routes 401 without a token and 403 with a
+#               weaker one, ready, the helm test's client commands with its write token,
 #               promtool check metrics on a real scrape, metric names used by the dashboard and
 #               the alerts exist
 #   prometheus  a real Prometheus scrapes them every second with the alert rules loaded: every
@@ -29,7 +34,9 @@
 # without CARGO_TARGET_DIR target/release/chordnet), K8S_CHECK_CACHE (venv cache, default
 # ~/.cache/chordnet-k8s-check), K8S_CHECK_JOIN=bootstrap|seeds (how the peers find each
 # other: --bootstrap through the first one, or like the StatefulSet: all at once with the same
-# CHORDNET_RING__SEEDS list; default bootstrap).
+# CHORDNET_RING__SEEDS list; default bootstrap), K8S_CHECK_TOKENS=on|off (on, the default: the
+# peers run with API tokens and a protected /metrics, as the chart sets them up with
+# security.apiTokens; off: an open API).
 # Everything it starts is stopped, and its temporary directory removed, when it exits.
 set -euo pipefail
 
@@ -37,6 +44,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CHORDNET_BIN="${CHORDNET_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/chordnet}"
 CACHE_DIR="${K8S_CHECK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/chordnet-k8s-check}"
 JOIN_MODE="${K8S_CHECK_JOIN:-bootstrap}"
+TOKENS_MODE="${K8S_CHECK_TOKENS:-on}"
 KUBE_VERSIONS=(1.27.0 1.37.0) # oldest supported, newest bundled with kubernetes-validate
 NPM_PINS=(@grafana/schema@13.2.3 typescript@5.9.3)
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
@@ -156,6 +164,7 @@ chart() {
   py reject
   py consistency "$WORK"/rendered/chart-*.yaml
   py tracing
+  py security
 }
 
 ###################################################################################### kustomize
@@ -280,6 +289,21 @@ live() {
   py config-toml "$WORK/config.toml"
   log "  config: the chart's default config.toml ($(grep -c ' = ' "$WORK/config.toml") keys)"
 
+  # API tokens, as the chart mounts them (security.apiTokens, protectMetrics on): the helm test
+  # pod's commands send the write token (its CHORDNET_TOKEN), Prometheus the read token (the
+  # ServiceMonitor's authorization).
+  local peer_env=() read_token="" write_token="" admin_token="" prom_auth=""
+  declare -ga AUTH=()
+  if [[ $TOKENS_MODE == on ]]; then
+    read -r read_token write_token admin_token <<<"$("$(venv_bin python)" -c 'import secrets; print(*(secrets.token_hex(24) for _ in range(3)))')"
+    printf '# the check'"'"'s API tokens (as in the Secret of security.apiTokens)\nread %s\nwrite %s\nadmin %s\n' \
+      "$read_token" "$write_token" "$admin_token" >"$WORK/api-tokens"
+    printf '%s' "$read_token" >"$WORK/read-token"
+    peer_env=(CHORDNET_API__TOKENS_FILE="$WORK/api-tokens" CHORDNET_API__PROTECT_METRICS=true)
+    AUTH=(-H "Authorization: Bearer $read_token")
+    prom_auth=$'    authorization:\n      credentials_file: '"$WORK/read-token"
+  fi
+
   local ports peer api i seeds=""
   read -r -a ports <<<"$(free_ports 7)"
   peer=("${ports[@]:0:3}")
@@ -295,10 +319,10 @@ live() {
       --listen "127.0.0.1:${peer[$i]}" --api "127.0.0.1:${api[$i]}"
       --store-dir "$WORK/peer$i/data" --shared-dir "$WORK/peer$i/shared")
     if [[ $JOIN_MODE == seeds ]]; then
-      CHORDNET_RING__SEEDS="$seeds" "$CHORDNET_BIN" "${args[@]}" >"$WORK/peer$i.log" 2>&1 &
+      env "${peer_env[@]}" CHORDNET_RING__SEEDS="$seeds" "$CHORDNET_BIN" "${args[@]}" >"$WORK/peer$i.log" 2>&1 &
     else
       ((i > 0)) && args+=(--bootstrap "127.0.0.1:${peer[0]}")
-      "$CHORDNET_BIN" "${args[@]}" >"$WORK/peer$i.log" 2>&1 &
+      env "${peer_env[@]}" "$CHORDNET_BIN" "${args[@]}" >"$WORK/peer$i.log" 2>&1 &
     fi
     PEER_PIDS+=($!)
     started $!
@@ -314,6 +338,23 @@ live() {
     wait_http "http://127.0.0.1:${api[$i]}/readyz" "${PEER_PIDS[$i]}" "peer $i" 60
   done
   log "  all 3 peers ready (/readyz 200) after $((SECONDS - t0))s"
+  if [[ $TOKENS_MODE == on ]]; then
+    # The probes need no token (the kubelet sends none); everything else does.
+    local u code want
+    for u in "/v1/ring 401" "/metrics 401" "/v1/node 401"; do
+      read -r u want <<<"$u"
+      code="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${api[0]}$u")"
+      [[ $code == "$want" ]] || { log "  GET $u without a token: $code, want $want"; return 1; }
+    done
+    code="$(curl -s -o /dev/null -w '%{http_code}' -X PUT --data-binary x "${AUTH[@]}" "http://127.0.0.1:${api[0]}/v1/files/read-only.txt")"
+    [[ $code == 403 ]] || { log "  PUT with a read token: $code, want 403"; return 1; }
+    code=0
+    CHORDNET_TOKEN="$read_token" "$CHORDNET_BIN" put "$WORK/api-tokens" --name nope.txt --api "http://127.0.0.1:${api[0]}" \
+      >/dev/null 2>"$WORK/client-refused.txt" || code=$?
+    ((code == 5)) || { log "  chordnet put with a read token: exit $code, want 5 (refused)"; return 1; }
+    log "  API tokens: /healthz, /readyz open; /v1/ring, /v1/node, /metrics 401 without a token; PUT 403 with a read token (CLI exit 5)"
+    export CHORDNET_TOKEN="$write_token" # the helm test pod's token
+  fi
 
   # The commands of the chart's helm test pod, against peer 0's API.
   local key
@@ -329,19 +370,19 @@ live() {
   "$CHORDNET_BIN" put "$WORK/client-upload" --name "$file" --api "http://127.0.0.1:${api[0]}" >"$WORK/client-put.txt"
   "$CHORDNET_BIN" get "$file" -o "$WORK/client-copy" --api "http://127.0.0.1:${api[2]}" 2>"$WORK/client-get.txt"
   cmp -s "$WORK/client-upload" "$WORK/client-copy"
-  log "  helm test commands: chordnet node, ring, lookup $key, put + get $file (identical): exit 0"
+  log "  helm test commands${CHORDNET_TOKEN:+ (CHORDNET_TOKEN: a write token)}: chordnet node, ring, lookup $key, put + get $file (identical): exit 0"
   local ring
-  ring="$(curl -fsS "http://127.0.0.1:${api[1]}/v1/ring")"
+  ring="$(curl -fsS "${AUTH[@]}" "http://127.0.0.1:${api[1]}/v1/ring")"
   "$(venv_bin python)" -c 'import json,sys; r=json.loads(sys.argv[1]); assert r["complete"] and len(r["nodes"]) == 3, r; print("  ring walk from peer 1: complete, 3 nodes")' "$ring"
   lookups() { # some lookups from every peer, for the histograms and counters
     local n j
     for n in $(seq 1 "$1"); do
-      for j in 0 1 2; do curl -fsS -o /dev/null "http://127.0.0.1:${api[$j]}/v1/lookup/file-$n.txt"; done
+      for j in 0 1 2; do curl -fsS -o /dev/null "${AUTH[@]}" "http://127.0.0.1:${api[$j]}/v1/lookup/file-$n.txt"; done
     done
   }
   lookups 10
 
-  curl -fsS "http://127.0.0.1:${api[0]}/metrics" >"$WORK/scrape.txt"
+  curl -fsS "${AUTH[@]}" "http://127.0.0.1:${api[0]}/metrics" >"$WORK/scrape.txt"
   local rc=0
   promtool check metrics <"$WORK/scrape.txt" >"$WORK/promtool-metrics.txt" 2>&1 || rc=$?
   if ((rc != 0)); then
@@ -362,6 +403,7 @@ rule_files:
   - $ROOT/deploy/prometheus/chordnet-rules.yaml
 scrape_configs:
   - job_name: chordnet-headless
+$prom_auth
     static_configs:
       - targets: ["127.0.0.1:${api[0]}"]
         labels: {namespace: chordnet, pod: chordnet-0}
@@ -413,7 +455,7 @@ EOF
   local n=0
   t0=$SECONDS
   while ((SECONDS - t0 < 20)); do
-    n="$(curl -fsS "http://127.0.0.1:${api[0]}/v1/ring" | "$(venv_bin python)" -c 'import json,sys; r=json.load(sys.stdin); print(len(r["nodes"]) if r["complete"] else 0)')"
+    n="$(curl -fsS "${AUTH[@]}" "http://127.0.0.1:${api[0]}/v1/ring" | "$(venv_bin python)" -c 'import json,sys; r=json.load(sys.stdin); print(len(r["nodes"]) if r["complete"] else 0)')"
     ((n == 2)) && break
     sleep 0.5
   done
@@ -422,7 +464,7 @@ EOF
     return 1
   fi
   log "  the ring closed: peers 0 and 1 ready in a ring of 2"
-  curl -fsS "http://127.0.0.1:${api[0]}/metrics" >"$WORK/scrape2.txt"
+  curl -fsS "${AUTH[@]}" "http://127.0.0.1:${api[0]}/metrics" >"$WORK/scrape2.txt"
   grep -E '^chordnet_peer_leaves_seen_total ' "$WORK/scrape2.txt" | sed 's/^/  peer 0: /'
 
   # Stop the rest the way Kubernetes would, bounded; cleanup kills anything left.

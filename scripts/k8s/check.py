@@ -14,6 +14,9 @@ helm-python-sdk and PyYAML).
                                        (and variants): all of them exactly when an endpoint is set;
                                        the template's fallbacks (--reuse-values) equal values.yaml
     check.py tracing-env on|off FILE...  rendered objects export traces (on) or set no OTEL_* (off)
+    check.py security                  security.* in every chart case (and variants): Secret
+                                       volumes, *_FILE variables, test-pod tokens, ServiceMonitor
+                                       authorization, NetworkPolicy (scripts/k8s/chart_security.py)
     check.py sync                      chart copies of the dashboard and rules, appVersion
     check.py config-toml OUT           the chart's default config.toml
     check.py metric-names SCRAPE       every chordnet_* name used by the dashboard and the alerts
@@ -22,16 +25,21 @@ helm-python-sdk and PyYAML).
                                        alerts (they must not error), and the healthy-ring facts
 """
 
+import contextlib
 import difflib
 import json
 import re
+import shutil
 import sys
+import tempfile
 import tomllib
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import yaml
+
+import chart_security
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "chordnet"
@@ -141,6 +149,15 @@ REJECT = [
     ("zero export time-out", {"tracing": {"timeout": 0}}, "tracing/timeout"),
     ("unknown transport kind", {"transport": {"kind": "udp"}}, "transport/kind"),
     ("unknown transport value", {"transport": {"kind": "grpc", "tls": True}}, "additional properties"),
+    ("unknown security value", {"security": {"tls": {"name": "certs"}}}, "additional properties"),
+    ("unknown ring secret value", {"security": {"ringSecret": {"name": "rs", "path": "/keys"}}}, "additional properties"),
+    ("ring secret name not a DNS name", {"security": {"ringSecret": {"name": "Ring_Secret"}}}, "ringSecret/name"),
+    ("API tokens key with a slash", {"security": {"apiTokens": {"name": "tokens", "key": "a/b"}}}, "apiTokens/key"),
+    ("protectMetrics as a string", {"security": {"apiTokens": {"name": "tokens", "protectMetrics": "yes"}}}, "want boolean"),
+    ("protectMetrics without API tokens", {"security": {"apiTokens": {"protectMetrics": True}}},
+     "security.apiTokens.name is empty"),
+    ("tokens file in config.api", {"config": {"api": {"tokens_file": "/tokens"}}}, "additional properties"),
+    ("zero API connections", {"config": {"api": {"max_connections": 0}}}, "max_connections"),
 ]
 
 
@@ -350,6 +367,8 @@ def check_objects(path):
     for pdb in by_kind.get("PodDisruptionBudget", []):
         if pdb["spec"].get("maxUnavailable") != 1:
             problems.append("the PodDisruptionBudget allows more than one peer down")
+    problems += chart_security.secret_file_problems(pspec, c)
+    problems += chart_security.network_policy_problems(docs)
     return problems
 
 
@@ -502,6 +521,21 @@ TRACING_VARIANTS = [
 ]
 
 
+@contextlib.contextmanager
+def chart_without(key, block):
+    """A copy of the chart whose values.yaml lacks the top-level key `key` (the text matching the
+    regular expression `block`): what a release made by an older chart version has."""
+    with tempfile.TemporaryDirectory() as tmp:
+        old_chart = Path(tmp) / "chordnet"
+        shutil.copytree(CHART, old_chart)
+        text = (old_chart / "values.yaml").read_text()
+        stripped = re.sub(block, "\n", text, flags=re.S)
+        if key in (yaml.safe_load(stripped) or {}):
+            fail(f"could not remove the {key} block from a copy of values.yaml")
+        (old_chart / "values.yaml").write_text(stripped)
+        yield old_chart
+
+
 def cmd_tracing():
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     bad, on = False, 0
@@ -523,17 +557,7 @@ def cmd_tracing():
         print(f"  only {on} case(s) turn tracing on: the ci/ files should exercise it")
     # `helm upgrade --reuse-values` of a release made by a chart version without tracing.* keeps
     # that version's defaults: the chart's fallbacks (chordnet.tracing) must equal values.yaml's.
-    import shutil
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        old_chart = Path(tmp) / "chordnet"
-        shutil.copytree(CHART, old_chart)
-        text = (old_chart / "values.yaml").read_text()
-        stripped = re.sub(r"\n# -- Trace export.*?\n  resourceAttributes: \{\}\n", "\n", text, flags=re.S)
-        if "tracing" in yaml.safe_load(stripped):
-            fail("could not remove the tracing block from a copy of values.yaml")
-        (old_chart / "values.yaml").write_text(stripped)
+    with chart_without("tracing", r"\n# -- Trace export.*?\n  resourceAttributes: \{\}\n") as old_chart:
         values = {"tracing": {"endpoint": "http://otel-collector:4318"}}
         envs = []
         for chart_dir in (CHART, old_chart):
@@ -549,6 +573,59 @@ def cmd_tracing():
             print("  --reuse-values from a chart without tracing.*: the same variables (the fallbacks equal values.yaml)")
     if bad:
         fail("the OTEL_* variables do not follow tracing.*")
+
+
+# Variants beyond the ci/ files: each Secret alone, metrics protected without a ServiceMonitor,
+# a ServiceMonitor without protection, and no fsGroup (the files must then be world-readable).
+SECURITY_VARIANTS = [
+    ("ring secret only", {"security": {"ringSecret": {"name": "chordnet-ring", "key": "keys"}}}),
+    ("API tokens only", {"security": {"apiTokens": {"name": "chordnet-api"}}, "serviceMonitor": {"enabled": True}}),
+    ("metrics protected, no ServiceMonitor", {"security": {"apiTokens": {"name": "t", "protectMetrics": True}}}),
+    ("keys named but no Secret names", {"security": {"ringSecret": {"key": "k"}, "apiTokens": {"key": "a", "testTokenKey": "b"}},
+                                        "serviceMonitor": {"enabled": True}}),
+    ("no fsGroup", {"security": {"ringSecret": {"name": "rs"}, "apiTokens": {"name": "t"}},
+                    "podSecurityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": None}}),
+    ("NetworkPolicy off", {"networkPolicy": {"enabled": False}, "security": {"apiTokens": {"name": "t"}}}),
+]
+
+
+def cmd_security():
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    bad, counts = False, {"ring secret": 0, "API tokens": 0, "metrics protected": 0}
+    for name, values in cases() + SECURITY_VARIANTS:
+        merged = deep_merge(defaults, values)
+        docs = [d for t in render(values).values() for d in yaml.safe_load_all(t) if d]
+        problems = chart_security.expected_security(merged, docs) + chart_security.network_policy_problems(docs)
+        for p in problems:
+            print(f"  {name}: {p}")
+        bad |= bool(problems)
+        if not problems:
+            s = merged["security"]
+            on = [w for w, v in (("ring secret", s["ringSecret"]["name"]), ("API tokens", s["apiTokens"]["name"]),
+                                 ("metrics protected", s["apiTokens"]["protectMetrics"])) if v]
+            for w in on:
+                counts[w] += 1
+            policy = "NetworkPolicy" if merged["networkPolicy"]["enabled"] else "no NetworkPolicy"
+            print(f"  {name}: {', '.join(on) or 'no Secrets'}; {policy}: ok")
+    thin = [w for w, n in counts.items() if n < 1 + (w != "metrics protected")]
+    if thin:
+        bad = True
+        print(f"  too few cases with {', '.join(thin)}: the ci/ files should exercise them")
+    # `helm upgrade --reuse-values` of a release made by a chart version without security.* keeps
+    # that version's values: the chart's fallbacks (chordnet.security) must equal values.yaml's.
+    with chart_without("security", r"\n# -- Peer authentication.*?\n    metricsTokenKey: metrics-token\n") as old_chart:
+        values = {"security": {"ringSecret": {"name": "r"}, "apiTokens": {"name": "t", "protectMetrics": True}},
+                  "serviceMonitor": {"enabled": True}}
+        renders = [render(values, chart_dir=d) for d in (CHART, old_chart)]
+        if renders[0] != renders[1]:
+            bad = True
+            diff = [k for k in renders[0] if renders[0][k] != renders[1].get(k)]
+            print(f"  --reuse-values from a chart without security.*: {', '.join(diff)} differ (the chordnet.security "
+                  "fallbacks are not values.yaml's defaults)")
+        else:
+            print("  --reuse-values from a chart without security.*: the same objects (the fallbacks equal values.yaml)")
+    if bad:
+        fail("the rendered objects do not follow security.*")
 
 
 def cmd_tracing_env(expect, *paths):
@@ -745,6 +822,7 @@ def main(argv):
         "consistency": cmd_consistency,
         "tracing": cmd_tracing,
         "tracing-env": cmd_tracing_env,
+        "security": cmd_security,
         "sync": cmd_sync,
         "config-toml": cmd_config_toml,
         "metric-names": cmd_metric_names,

@@ -228,3 +228,51 @@ without transport.* keeps that version's values on `helm upgrade --reuse-values`
 {{- $t := default dict .Values.transport }}
 {{- if and (eq (include "chordnet.transportKind" .) "grpc") $t.grpcReadinessProbe }}true{{ end }}
 {{- end }}
+
+{{/*
+security.* with the defaults of values.yaml filled in, as YAML (a release installed by a chart
+version without security.* keeps that version's values on `helm upgrade --reuse-values`).
+Refuses protectMetrics without API tokens: there would be no token to protect /metrics with.
+*/}}
+{{- define "chordnet.security" -}}
+{{- $s := default dict .Values.security }}
+{{- $ring := default dict $s.ringSecret }}
+{{- $api := default dict $s.apiTokens }}
+{{- if and $api.protectMetrics (not $api.name) }}
+{{- fail "security.apiTokens.protectMetrics is true but security.apiTokens.name is empty: /metrics can only be protected with API tokens (set security.apiTokens.name to a Secret holding them)" }}
+{{- end }}
+ringSecret:
+  name: {{ default "" $ring.name | quote }}
+  key: {{ default "ring-secret" $ring.key | quote }}
+  dir: /var/run/chordnet/ring-secret
+  file: keys
+apiTokens:
+  name: {{ default "" $api.name | quote }}
+  key: {{ default "api-tokens" $api.key | quote }}
+  testTokenKey: {{ default "test-token" $api.testTokenKey | quote }}
+  protectMetrics: {{ if $api.protectMetrics }}true{{ else }}false{{ end }}
+  metricsTokenKey: {{ default "metrics-token" $api.metricsTokenKey | quote }}
+  dir: /var/run/chordnet/api-tokens
+  file: tokens
+{{- end }}
+
+{{/*
+Mode of the files of the Secret volumes: read-only for their owner (root) and the pod's fsGroup,
+which the peer's user belongs to; without an fsGroup the files stay root's, so everyone may read.
+*/}}
+{{- define "chordnet.secretMode" -}}
+{{- if (default dict .Values.podSecurityContext).fsGroup }}288{{ else }}292{{ end }}
+{{- end }}
+
+{{/* The helm test pod's containers: a token of the API tokens Secret (it must be a write token). */}}
+{{- define "chordnet.testTokenEnv" -}}
+{{- $api := (include "chordnet.security" . | fromYaml).apiTokens }}
+{{- if $api.name }}
+env:
+  - name: CHORDNET_TOKEN
+    valueFrom:
+      secretKeyRef:
+        name: {{ $api.name | quote }}
+        key: {{ $api.testTokenKey | quote }}
+{{- end }}
+{{- end }}
