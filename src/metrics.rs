@@ -53,6 +53,10 @@ pub struct Metrics {
     pub api_connections_shed: IntCounter,
     /// API connections closed for idleness or a request head that did not arrive in time.
     pub api_connections_timed_out: IntCounter,
+    /// Uploads and downloads in progress on the API.
+    pub api_transfers: IntGauge,
+    /// Uploads and downloads refused (503) because `api.max_transfers` were in progress.
+    pub api_transfers_shed: IntCounter,
 }
 
 /// Why metrics could not be set up (a programming error in metric definitions).
@@ -232,6 +236,14 @@ impl Metrics {
                 "API connections closed after api.idle_timeout without a request, or a request \
                  head that did not arrive whole in time",
             )?,
+            api_transfers: IntGauge::new(
+                "chordnet_api_transfers",
+                "Uploads and downloads in progress on the REST API",
+            )?,
+            api_transfers_shed: IntCounter::new(
+                "chordnet_api_transfers_shed_total",
+                "Uploads and downloads answered 503 because api.max_transfers were in progress",
+            )?,
             registry,
         };
         m.register_all()?;
@@ -248,6 +260,8 @@ impl Metrics {
         r.register(Box::new(self.api_connections.clone()))?;
         r.register(Box::new(self.api_connections_shed.clone()))?;
         r.register(Box::new(self.api_connections_timed_out.clone()))?;
+        r.register(Box::new(self.api_transfers.clone()))?;
+        r.register(Box::new(self.api_transfers_shed.clone()))?;
         r.register(Box::new(self.lookup_duration.clone()))?;
         r.register(Box::new(self.lookups.clone()))?;
         r.register(Box::new(self.joins.clone()))?;

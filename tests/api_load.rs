@@ -255,3 +255,110 @@ async fn past_max_connections_a_connection_gets_503_with_retry_after() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_transfers_an_upload_or_download_gets_503_at_once() {
+    let c = Cluster::start_each(
+        "api-transfers",
+        1,
+        |_| vec![("CHORDNET_API__MAX_TRANSFERS".into(), "2".into())],
+        false,
+    )
+    .converged()
+    .await;
+    let peer = &c.peers[0];
+    let api = peer.api.clone();
+    let transfers = || async {
+        match c.http.get(peer.url("/metrics")).send().await {
+            Ok(r) => metric(
+                &r.text().await.unwrap_or_default(),
+                "chordnet_api_transfers",
+            ),
+            Err(_) => f64::NAN,
+        }
+    };
+    // Two uploads whose bodies trickle: both slots taken.
+    let slow: Vec<TcpStream> = (0..2)
+        .map(|i| {
+            let mut s = TcpStream::connect(&api).expect("connect");
+            let head = format!(
+                "PUT /v1/files/slow-{i} HTTP/1.1\r\nHost: x\r\nContent-Length: 500000\r\n\r\n"
+            );
+            s.write_all(head.as_bytes()).expect("head");
+            s.write_all(&[7u8; 1000]).expect("some body");
+            s
+        })
+        .collect();
+    wait_for("both slots taken", Duration::from_secs(10), || async {
+        transfers().await == 2.0
+    })
+    .await;
+    // A third upload and a download are refused at once; other requests go on.
+    let put = c
+        .http
+        .put(peer.url("/v1/files/third"))
+        .body(vec![1u8; 1000])
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(put.status().as_u16(), 503);
+    assert_eq!(
+        put.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body = put.text().await.expect("problem");
+    assert!(body.contains("api.max_transfers"), "{body}");
+    let get = c
+        .http
+        .get(peer.url("/v1/files/slow-0"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(get.status().as_u16(), 503);
+    let health = c
+        .http
+        .get(peer.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status().as_u16(), 200);
+    let head = c
+        .http
+        .head(peer.url("/v1/files/none"))
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(head.status().as_u16(), 404);
+    // The slow clients go away: the slots come back.
+    drop(slow);
+    wait_for(
+        "an upload is taken again",
+        Duration::from_secs(20),
+        || async {
+            let r = c
+                .http
+                .put(peer.url("/v1/files/later"))
+                .body(b"later".to_vec())
+                .send()
+                .await;
+            matches!(r, Ok(r) if r.status().as_u16() == 201)
+        },
+    )
+    .await;
+    assert_eq!(transfers().await, 0.0);
+    let text = c
+        .http
+        .get(peer.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metric(&text, "chordnet_api_transfers_shed_total") >= 2.0,
+        "{text}"
+    );
+}

@@ -7,6 +7,7 @@
 pub mod auth;
 mod files;
 pub mod front;
+pub mod limit;
 mod probes;
 pub mod problem;
 pub(crate) mod range;
@@ -61,6 +62,7 @@ type Api = State<App>;
 
 /// The API routes, behind `access` (bearer tokens, when configured).
 pub fn router(service: Arc<Service>, files: Arc<Files>, access: Access) -> Router {
+    let transfers = limit::Transfers::new(service.config().api.max_transfers, service.metrics());
     Router::new()
         .route("/v1/node", get(ring::node))
         .route("/v1/node/fingers", get(ring::fingers))
@@ -77,7 +79,11 @@ pub fn router(service: Arc<Service>, files: Arc<Files>, access: Access) -> Route
                 .head(files::head)
                 .delete(files::delete)
                 // Uploads are limited by files.max_file_size, checked while reading.
-                .layer(DefaultBodyLimit::disable()),
+                .layer(DefaultBodyLimit::disable())
+                .layer(axum::middleware::from_fn_with_state(
+                    transfers,
+                    limit::limit,
+                )),
         )
         .route("/v1/files/{name}/locations", get(files::locations))
         .route("/v1/openapi.json", get(openapi))

@@ -106,6 +106,14 @@ pub struct ApiConfig {
     /// How long a connection may stay open with no request in progress.
     #[serde(default = "default_idle_timeout", with = "humantime_duration")]
     pub idle_timeout: Duration,
+    /// The most uploads and downloads in progress at once (each holds up to 8 MiB of blocks);
+    /// one more is answered `503` with `Retry-After`.
+    #[serde(default = "default_max_transfers")]
+    pub max_transfers: usize,
+}
+
+fn default_max_transfers() -> usize {
+    16
 }
 
 fn default_max_connections() -> usize {
@@ -243,6 +251,7 @@ impl Default for Config {
                 protect_metrics: false,
                 max_connections: default_max_connections(),
                 idle_timeout: default_idle_timeout(),
+                max_transfers: default_max_transfers(),
             },
             ring: RingSection {
                 bootstrap: None,
@@ -410,6 +419,9 @@ impl Config {
         }
         if self.api.max_connections == 0 {
             return rule("api.max_connections", "must be at least 1");
+        }
+        if self.api.max_transfers == 0 {
+            return rule("api.max_transfers", "must be at least 1");
         }
         if self.files.max_file_size == 0 {
             return rule("files.max_file_size", "must be at least 1 byte");
