@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::ProviderRecord;
 use super::ops::{Files, lock};
@@ -93,16 +93,25 @@ impl Files {
         let config = &self.ring.config().files;
         let (dir, max) = (config.shared_dir.clone(), config.max_file_size);
         let files = {
-            let mut index = std::mem::take(&mut *lock(&self.shared));
-            let index = tokio::task::spawn_blocking(move || {
+            // Rescan a copy: the index in use keeps serving the shared files meanwhile (hashing
+            // a large new file takes a while), and a scan that fails leaves it as it was.
+            let mut index = lock(&self.shared).clone();
+            match tokio::task::spawn_blocking(move || {
                 index.rescan(&dir, max);
                 index
             })
             .await
-            .unwrap_or_default();
-            let files = index.files();
-            *lock(&self.shared) = index;
-            files
+            {
+                Ok(index) => {
+                    let files = index.files();
+                    *lock(&self.shared) = index;
+                    files
+                }
+                Err(e) => {
+                    warn!(error = %e, "the shared directory scan failed; the index stays as it was");
+                    lock(&self.shared).files()
+                }
+            }
         };
         let me = self.me();
         for f in files {

@@ -20,7 +20,7 @@ pub struct SharedFile {
 }
 
 /// The index of a shared directory.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct SharedIndex {
     files: BTreeMap<String, SharedFile>,
 }
