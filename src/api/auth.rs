@@ -53,11 +53,13 @@ impl Role {
         }
     }
 
-    /// The role a request needs; `None` for what stays open (the probes, and `/metrics`
+    /// The role a request needs; `None` for what stays open (the probes, the ring page's
+    /// static document, which holds no data and asks for a token itself, and `/metrics`
     /// unless it is protected).
     pub fn needed(method: &Method, path: &str, protect_metrics: bool) -> Option<Role> {
         match path {
             "/healthz" | "/readyz" => return None,
+            "/ui" | "/ui/" if *method == Method::GET || *method == Method::HEAD => return None,
             "/metrics" if !protect_metrics => return None,
             _ => {}
         }
@@ -435,6 +437,8 @@ mod tests {
         let n = |m: Method, p: &str| Role::needed(&m, p, false);
         assert_eq!(n(Method::GET, "/healthz"), None);
         assert_eq!(n(Method::GET, "/readyz"), None);
+        assert_eq!(n(Method::GET, "/ui/"), None);
+        assert_eq!(n(Method::POST, "/ui/"), Some(Role::Write));
         assert_eq!(n(Method::GET, "/metrics"), None);
         assert_eq!(
             Role::needed(&Method::GET, "/metrics", true),
