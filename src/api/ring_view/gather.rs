@@ -1,6 +1,6 @@
 //! The gather behind `GET /v1/ring/view`: starting from this peer, ask every peer that any
 //! answer names (successor lists, predecessors, fingers) for its card, [`FAN_OUT`] at a time,
-//! each bounded by `ring.rpc_timeout`. A peer's card comes from its API (`GET /v1/node/view`);
+//! each bounded by `ring.rpc_timeout` in all. A peer's card comes from its API (`GET /v1/node/view`);
 //! when that cannot be reached the peer protocol's `GetNeighbors` still gives its neighbours;
 //! a peer that answers neither is unreachable (shown only while a successor list or a
 //! predecessor still names it: a finger alone does not keep a dead peer on the page).
@@ -83,7 +83,11 @@ pub(super) async fn gather(app: &App, http: &reqwest::Client) -> RingView {
             let api = api_address(&config, peer.address.as_str());
             let (http, ring) = (http.clone(), Arc::clone(&app.ring));
             tasks.spawn(async move {
-                let outcome = ask(&http, &ring, &peer, api, timeout).await;
+                // One bound per peer for both attempts: a hung peer costs one time-out.
+                let asked = ask(&http, &ring, &peer, api, timeout);
+                let outcome = tokio::time::timeout(timeout, asked)
+                    .await
+                    .unwrap_or(Outcome::Silent);
                 (peer, outcome)
             });
         }
