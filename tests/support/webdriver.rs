@@ -24,7 +24,7 @@ pub struct Browser {
 fn binaries() -> Option<(PathBuf, PathBuf)> {
     let find = |env: &str, names: &[&str]| -> Option<PathBuf> {
         if let Ok(p) = std::env::var(env) {
-            return Some(PathBuf::from(p));
+            return Some(PathBuf::from(p)).filter(|p| p.is_file());
         }
         names.iter().map(PathBuf::from).find(|p| p.is_file())
     };
