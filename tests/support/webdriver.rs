@@ -272,8 +272,25 @@ impl Browser {
 }
 
 impl Drop for Browser {
-    /// Stops the driver (after [`Browser::close`], or when a test failed before it).
+    /// Stops the driver (after [`Browser::close`], or when a test failed before it: then the
+    /// session is ended first, or Chromium would outlive its killed driver).
     fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let url = format!("{}/session/{}", self.base, self.session);
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let Ok(rt) = rt {
+                    rt.block_on(async {
+                        let client = reqwest::Client::new();
+                        let ended = client.delete(url).send();
+                        let _ = tokio::time::timeout(Duration::from_secs(10), ended).await;
+                    });
+                }
+            })
+            .join();
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
