@@ -154,6 +154,8 @@ fn banner(peers: &[RunningPeer], ready: usize) -> String {
         );
     }
     let _ = writeln!(out);
+    let _ = writeln!(out, "The ring page (any peer serves it): {api}/ui/");
+    let _ = writeln!(out);
     let _ = writeln!(out, "Try:");
     let _ = writeln!(out, "  curl -s {api}/v1/node");
     let _ = writeln!(out, "  curl -s {api}/v1/ring");

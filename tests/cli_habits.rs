@@ -154,6 +154,12 @@ fn dev_says_when_the_ring_is_ready() {
     };
     banners(1, &mut seen);
     assert!(seen.iter().any(|l| l == "ring ready: 1 peer"), "{seen:?}");
+    assert!(
+        seen.iter().any(
+            |l| l.starts_with("The ring page (any peer serves it): http://") && l.ends_with("/ui/")
+        ),
+        "{seen:?}"
+    );
     stdin.write_all(b"\n").expect("Enter");
     banners(2, &mut seen);
     assert_eq!(seen.iter().filter(|l| *l == "Try:").count(), 2, "{seen:?}");

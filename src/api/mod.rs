@@ -12,6 +12,8 @@ mod probes;
 pub mod problem;
 pub(crate) mod range;
 mod ring;
+pub mod ring_view;
+pub mod ui;
 pub mod views;
 
 use std::sync::Arc;
@@ -32,6 +34,8 @@ use crate::runtime::Service;
 pub struct App {
     ring: Arc<Service>,
     files: Arc<Files>,
+    /// The ring page's shared gather (`GET /v1/ring/view`).
+    views: Arc<ring_view::Cache>,
 }
 
 impl Clone for App {
@@ -39,6 +43,7 @@ impl Clone for App {
         App {
             ring: Arc::clone(&self.ring),
             files: Arc::clone(&self.files),
+            views: Arc::clone(&self.views),
         }
     }
 }
@@ -67,7 +72,9 @@ pub fn router(service: Arc<Service>, files: Arc<Files>, access: Access) -> Route
         .route("/v1/node", get(ring::node))
         .route("/v1/node/fingers", get(ring::fingers))
         .route("/v1/node/files", get(files::node_files))
+        .route("/v1/node/view", get(ring_view::node_card))
         .route("/v1/ring", get(ring::ring))
+        .route("/v1/ring/view", get(ring_view::ring_view))
         .route("/v1/ring/join", post(ring::join))
         .route("/v1/ring/leave", post(ring::leave))
         .route("/v1/lookup", get(ring::lookup_id))
@@ -91,6 +98,8 @@ pub fn router(service: Arc<Service>, files: Arc<Files>, access: Access) -> Route
         .route_layer(axum::middleware::from_fn(
             crate::telemetry::http::trace_requests,
         ))
+        .route("/ui", get(ui::redirect))
+        .route("/ui/", get(ui::page))
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
         .route("/metrics", get(probes::metrics))
@@ -107,6 +116,7 @@ pub fn router(service: Arc<Service>, files: Arc<Files>, access: Access) -> Route
         .with_state(App {
             ring: service,
             files,
+            views: Arc::new(ring_view::Cache::new()),
         })
 }
 

@@ -60,6 +60,14 @@ impl From<commands::Closed> for ServiceError {
     }
 }
 
+/// A peer's neighbourhood as it answered [`Service::neighbors`].
+#[derive(Clone, Debug)]
+pub struct Neighbors {
+    pub ring_id: Option<crate::ring::RingId>,
+    pub predecessor: Option<Peer>,
+    pub successors: Vec<Peer>,
+}
+
 /// One running peer's ring: the handle to the driver that owns the node.
 pub struct Service {
     mailbox: Mailbox,
@@ -352,6 +360,43 @@ impl Service {
         walk.finish()
     }
 
+    /// One peer's ring id, predecessor and successor list as it answers them now (one
+    /// `GetNeighbors` call); `None` when it does not answer (the ring page's gather falls back
+    /// to this for a peer whose API it cannot reach).
+    pub async fn neighbors(&self, at: &Address) -> Option<Neighbors> {
+        let status = self.status();
+        let request =
+            RequestEnvelope::new(status.ring_id, status.me.clone(), Request::GetNeighbors);
+        match self.call(at, request).await {
+            Ok(ResponseEnvelope {
+                ring_id,
+                body:
+                    Response::Neighbors {
+                        predecessor,
+                        successors,
+                        ..
+                    },
+                ..
+            }) => Some(Neighbors {
+                ring_id,
+                predecessor,
+                successors,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Seconds since the last completed stabilization round (since start when none completed).
+    pub fn seconds_since_stabilization(&self) -> f64 {
+        let last = self.last_stabilized_ms.load(Ordering::Relaxed);
+        let age = if last == 0 {
+            self.elapsed_ms()
+        } else {
+            self.elapsed_ms().saturating_sub(last)
+        };
+        age as f64 / 1000.0
+    }
+
     /// Why the peer is not ready; empty when it is.
     pub fn readiness(&self) -> Vec<NotReady> {
         self.status().readiness.clone()
@@ -385,13 +430,8 @@ impl Service {
         m.successors.set(n.successors.len() as i64);
         m.predecessor_known.set(i64::from(n.predecessor.is_some()));
         m.ready.set(i64::from(n.readiness.is_empty()));
-        let last = self.last_stabilized_ms.load(Ordering::Relaxed);
-        let age = if last == 0 {
-            self.elapsed_ms()
-        } else {
-            self.elapsed_ms().saturating_sub(last)
-        };
-        m.seconds_since_stabilization.set(age as f64 / 1000.0);
+        m.seconds_since_stabilization
+            .set(self.seconds_since_stabilization());
         self.metrics.render()
     }
 
