@@ -8,6 +8,8 @@
 mod cli;
 #[path = "support/cluster.rs"]
 mod cluster;
+#[path = "support/paired.rs"]
+mod paired;
 
 use std::time::Duration;
 
@@ -296,4 +298,49 @@ fn a_bad_tokens_file_stops_the_peer_at_start_naming_the_line() {
         run.stderr.contains("cannot read the API tokens file"),
         "{run}"
     );
+}
+
+/// The ring page's gather asks the other peers' APIs with the caller's token: with tokens on,
+/// every peer still shows with its own card (not as `unknown`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ring_view_gathers_with_the_callers_token() {
+    let (mut c, _) = Cluster::empty("tokens-view", 0);
+    let file = tokens_file(&c.root.join("conf"), &format!("read {READ}\n"));
+    let file = file.to_string_lossy().into_owned();
+    let ports = paired::port_pairs(3);
+    let bootstrap = format!("127.0.0.1:{}", ports[0]);
+    for (i, port) in ports.iter().enumerate() {
+        let peer = spawn_logged(
+            &format!("127.0.0.1:{port}"),
+            &format!("127.0.0.1:{}", port + 1),
+            &c.root.join(format!("peer-{i}")),
+            (i > 0).then_some(&bootstrap),
+            &[("CHORDNET_API__TOKENS_FILE", &file)],
+            None,
+        );
+        c.peers.push(peer);
+    }
+    wait_for("every peer ready", Duration::from_secs(60), || {
+        c.all_ready()
+    })
+    .await;
+    let url = c.peers[0].url("/v1/ring/view");
+    let (status, ..) = call(&c.http, reqwest::Method::GET, &url, None, None).await;
+    assert_eq!(status, 401);
+    wait_for(
+        "3 peers, each with its card",
+        Duration::from_secs(30),
+        || async {
+            let (status, _, _, body) =
+                call(&c.http, reqwest::Method::GET, &url, Some(READ), None).await;
+            let view: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let nodes = view["nodes"].as_array().cloned().unwrap_or_default();
+            status == 200
+                && nodes.len() == 3
+                && nodes
+                    .iter()
+                    .all(|n| n["state"] != "unknown" && n["state"] != "unreachable")
+        },
+    )
+    .await;
 }

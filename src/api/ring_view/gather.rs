@@ -13,6 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::http::HeaderValue;
 use tokio::task::JoinSet;
 
 use super::agree::{self, Reported};
@@ -39,7 +40,11 @@ pub fn api_address(config: &Config, address: &str) -> Option<String> {
     (port > 0 && !host.is_empty()).then(|| format!("{host}:{port}"))
 }
 
-pub(super) async fn gather(app: &App, http: &reqwest::Client) -> RingView {
+pub(super) async fn gather(
+    app: &App,
+    http: &reqwest::Client,
+    authorization: Option<HeaderValue>,
+) -> RingView {
     let started = Instant::now();
     let config = app.ring.config().clone();
     let timeout = config.ring.rpc_timeout;
@@ -82,9 +87,10 @@ pub(super) async fn gather(app: &App, http: &reqwest::Client) -> RingView {
             let Some(peer) = queue.pop_front() else { break };
             let api = api_address(&config, peer.address.as_str());
             let (http, ring) = (http.clone(), Arc::clone(&app.ring));
+            let auth = authorization.clone();
             tasks.spawn(async move {
                 // One bound per peer for both attempts: a hung peer costs one time-out.
-                let asked = ask(&http, &ring, &peer, api, timeout);
+                let asked = ask(&http, &ring, &peer, api, auth, timeout);
                 let outcome = tokio::time::timeout(timeout, asked)
                     .await
                     .unwrap_or(Outcome::Silent);
@@ -109,10 +115,11 @@ async fn ask(
     ring: &Service,
     peer: &Peer,
     api: Option<String>,
+    authorization: Option<HeaderValue>,
     timeout: Duration,
 ) -> Outcome {
     if let Some(api) = api
-        && let Some(mut card) = fetch_card(http, &api, timeout).await
+        && let Some(mut card) = fetch_card(http, &api, authorization, timeout).await
         && card.id == peer.id
         && card.address == peer.address.as_str()
     {
@@ -131,13 +138,18 @@ async fn ask(
 }
 
 /// `GET http://{api}/v1/node/view`, bounded in time and size.
-async fn fetch_card(http: &reqwest::Client, api: &str, timeout: Duration) -> Option<NodeCard> {
+async fn fetch_card(
+    http: &reqwest::Client,
+    api: &str,
+    authorization: Option<HeaderValue>,
+    timeout: Duration,
+) -> Option<NodeCard> {
     let read = async {
-        let mut resp = http
-            .get(format!("http://{api}/v1/node/view"))
-            .send()
-            .await
-            .ok()?;
+        let mut request = http.get(format!("http://{api}/v1/node/view"));
+        if let Some(auth) = authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, auth);
+        }
+        let mut resp = request.send().await.ok()?;
         if !resp.status().is_success() {
             return None;
         }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -254,14 +254,16 @@ impl Cache {
 
     /// The view as JSON: the cached one while fresh, else a new gather (callers that arrive
     /// meanwhile wait for it and share it).
-    async fn get(&self, app: &App) -> Bytes {
+    /// `authorization` is the caller's (with API tokens, other peers' cards need the same
+    /// bearer token; one Secret holds the ring's tokens).
+    async fn get(&self, app: &App, authorization: Option<HeaderValue>) -> Bytes {
         let mut last = self.last.lock().await;
         if let Some((at, body)) = last.as_ref()
             && at.elapsed() < FRESH
         {
             return body.clone();
         }
-        let view = gather::gather(app, &self.http).await;
+        let view = gather::gather(app, &self.http, authorization).await;
         let body = Bytes::from(serde_json::to_vec(&view).unwrap_or_default());
         *last = Some((Instant::now(), body.clone()));
         body
@@ -278,8 +280,9 @@ pub(super) async fn node_card(State(app): Api) -> Response {
     Json(NodeCard::of(&app)).into_response()
 }
 
-pub(super) async fn ring_view(State(app): Api) -> Response {
-    let body = Arc::clone(&app.views).get(&app).await;
+pub(super) async fn ring_view(State(app): Api, headers: HeaderMap) -> Response {
+    let authorization = headers.get(header::AUTHORIZATION).cloned();
+    let body = Arc::clone(&app.views).get(&app, authorization).await;
     (
         [
             (header::CONTENT_TYPE, "application/json"),
