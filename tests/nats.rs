@@ -8,6 +8,8 @@
 
 #[path = "support/cluster.rs"]
 mod cluster;
+#[path = "support/conformance_kit.rs"]
+mod conformance_kit;
 #[path = "support/nats_server.rs"]
 mod nats_server;
 
@@ -18,6 +20,120 @@ use std::time::{Duration, Instant};
 use chordnet::id::Id;
 use cluster::{Cluster, PeerProcess, wait_for};
 use nats_server::NatsServer;
+
+/// The NATS transport under the conformance kit's test handlers, on `broker`.
+struct Under(String);
+
+impl conformance_kit::Under for Under {
+    fn factory(&self) -> Arc<dyn chordnet::transport::TransportFactory> {
+        let mut config = conformance_kit::config();
+        config.nats.url = self.0.clone();
+        config.nats.ring_name = "raw".into();
+        Arc::new(chordnet::transport::nats::NatsTransport::new(&config))
+    }
+    fn endpoint(&self, i: usize) -> (std::net::SocketAddr, String) {
+        (([0, 0, 0, 0], 0).into(), format!("chordnet.raw.peer.p{i}"))
+    }
+    fn nobody(&self) -> String {
+        "chordnet.raw.peer.nobody".into()
+    }
+}
+
+/// A put sent by hand, message by message: duplicates are dropped, a gap fails the transfer
+/// (the handler sees its body fail, never a short or reordered one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_messages_are_taken_in_order_duplicates_dropped_and_a_gap_fails() {
+    use async_nats::HeaderMap;
+    use chordnet::transport::nats::headers::{self as h, ACK, BODY, DATA, HEAD, KIND, SEQ};
+    use futures_util::StreamExt;
+
+    let broker = NatsServer::start("raw");
+    let under = Under(broker.url());
+    let b = conformance_kit::bench(&under, 0, None).await;
+    let nc = async_nats::connect(broker.url()).await.expect("connect");
+    let put = |name: &'static str, pieces: Vec<(u64, &'static [u8])>| {
+        let nc = nc.clone();
+        let to = b.server.address.to_string();
+        async move {
+            let meta = conformance_kit::meta_of(name, Id::hash(name), 6);
+            let head = serde_json::to_vec(&meta).expect("json");
+            let inbox = nc.new_inbox();
+            let mut sub = nc.subscribe(inbox.clone()).await.expect("subscribe");
+            // The server subscribed on its own connection: until the broker has that, it
+            // answers "no responders" (a status message); try again, bounded.
+            let mut tries = 0;
+            let ack = loop {
+                let mut first = HeaderMap::new();
+                h::set(&mut first, KIND, DATA);
+                h::set(&mut first, SEQ, 0);
+                h::set(&mut first, HEAD, head.len());
+                h::set(&mut first, BODY, 6);
+                let payload = bytes::Bytes::from(head.clone());
+                let subject = format!("{to}.blob.put");
+                nc.publish_with_reply_and_headers(subject, inbox.clone(), first, payload)
+                    .await
+                    .expect("publish");
+                let m = tokio::time::timeout(Duration::from_secs(5), sub.next())
+                    .await
+                    .expect("an ack in time")
+                    .expect("a message");
+                if m.status.is_none() {
+                    break m;
+                }
+                tries += 1;
+                assert!(tries < 100, "the server never subscribed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            assert_eq!(h::get(&ack, KIND), Some(ACK));
+            let session = ack.reply.clone().expect("the server's inbox");
+            for (seq, data) in pieces {
+                let mut m = HeaderMap::new();
+                h::set(&mut m, KIND, DATA);
+                h::set(&mut m, SEQ, seq);
+                nc.publish_with_headers(session.clone(), m, bytes::Bytes::from_static(data))
+                    .await
+                    .expect("publish");
+            }
+            // The answer: the first message with a status.
+            loop {
+                let m = tokio::time::timeout(Duration::from_secs(5), sub.next())
+                    .await
+                    .expect("an answer in time")
+                    .expect("a message");
+                if let Some(status) = h::get(&m, h::STATUS) {
+                    return status.to_owned();
+                }
+            }
+        }
+    };
+    // 1, 1 again (dropped), 2: six bytes in order.
+    let status = put("dups", vec![(1, b"abc"), (1, b"abc"), (2, b"def")]).await;
+    assert_eq!(status, h::OK);
+    let stored = b
+        .seen
+        .objects
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&Id::hash("dups"))
+        .cloned();
+    assert_eq!(
+        stored.map(|(_, data)| data),
+        Some(bytes::Bytes::from_static(b"abcdef"))
+    );
+    // 1, then 3: a gap.
+    let status = put("gap", vec![(1, b"abc"), (3, b"def")]).await;
+    assert_eq!(status, h::REFUSED);
+    let puts = b
+        .seen
+        .puts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let (got, outcome) = puts.last().cloned().expect("the handler saw the put");
+    assert_eq!(got, 3);
+    let failure = outcome.expect_err("a gap fails the body").to_string();
+    assert!(failure.contains("gap"), "{failure}");
+}
 
 /// A small `max_payload`, so that a file of a few hundred KiB is many messages.
 const MAX_PAYLOAD: usize = 64 << 10;
