@@ -59,7 +59,7 @@ pub struct RunningPeer {
 /// Binds the listeners and starts the peer with the transport `transport.kind` names (it
 /// founds or joins a ring in the background).
 pub async fn start(config: Config) -> Result<RunningPeer, ServeError> {
-    let factory = registry::factory(config.transport.kind);
+    let factory = registry::configured(&config);
     start_with(config, factory).await
 }
 

@@ -1,9 +1,12 @@
-//! The transport conformance suite on every transport: `memory`, `http` and `grpc`.
+//! The transport conformance suite on every transport: `memory`, `http`, `grpc` and `nats`
+//! (against a real `nats-server` each check starts for itself).
 
 #[path = "support/conformance.rs"]
 mod conformance;
 #[path = "support/conformance_kit.rs"]
 mod conformance_kit;
+#[path = "support/nats_server.rs"]
+mod nats_server;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +15,7 @@ use chordnet::transport::TransportFactory;
 use chordnet::transport::grpc::GrpcTransport;
 use chordnet::transport::http::HttpTransport;
 use chordnet::transport::memory::{MemoryNetwork, MemoryTransport};
+use chordnet::transport::nats::NatsTransport;
 use conformance::Under;
 
 /// The in-memory transport, one network per test.
@@ -84,6 +88,28 @@ impl Under for Grpc {
     }
 }
 
+/// NATS: a broker of its own per check; peers are subjects, no port is opened.
+struct Nats(nats_server::NatsServer);
+
+impl Under for Nats {
+    fn factory(&self) -> Arc<dyn TransportFactory> {
+        let mut config = conformance_kit::config();
+        config.nats.url = self.0.url();
+        config.nats.ring_name = "conformance".into();
+        Arc::new(NatsTransport::new(&config))
+    }
+    fn endpoint(&self, i: usize) -> (SocketAddr, String) {
+        (
+            SocketAddr::from(([0, 0, 0, 0], 0)),
+            format!("chordnet.conformance.peer.peer-{i}"),
+        )
+    }
+    fn nobody(&self) -> String {
+        "chordnet.conformance.peer.nobody".into()
+    }
+}
+
 conformance!(memory, Memory::new());
 conformance!(http, Http::new());
 conformance!(grpc, Grpc(Http::new()));
+conformance!(nats, Nats(nats_server::NatsServer::start("conformance")));

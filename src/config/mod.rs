@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::id::Id;
 use units::{byte_size, humantime_duration};
 
+pub mod subject;
 #[cfg(test)]
 mod tests;
 mod units;
@@ -30,6 +31,39 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub transport: TransportConfig,
+    /// The NATS broker (`transport.kind = "nats"`, and the ring events).
+    #[serde(default)]
+    pub nats: NatsConfig,
+}
+
+/// Where the NATS broker is and how to log in to it. Used by `transport.kind = "nats"` (every
+/// peer-to-peer message goes through the broker; the peer port is not opened) and by the ring
+/// events stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// The broker's URL (`nats://host:4222`; several, comma-separated, for a cluster).
+    pub url: String,
+    /// A NATS credentials file (`.creds`: a user JWT and its NKey seed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<PathBuf>,
+    /// A file holding an authentication token (its first line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// The ring's name: the second token of every subject (`chordnet.<ring_name>.peer.<node>`),
+    /// so that several rings can share one broker.
+    pub ring_name: String,
+}
+
+impl Default for NatsConfig {
+    fn default() -> NatsConfig {
+        NatsConfig {
+            url: "nats://127.0.0.1:4222".into(),
+            credentials_file: None,
+            token_file: None,
+            ring_name: "default".into(),
+        }
+    }
 }
 
 /// How peers reach each other: which transport carries both planes, and the deadlines and
@@ -61,6 +95,8 @@ pub enum TransportKind {
     Http,
     Grpc,
     Memory,
+    /// Through a NATS broker: peers address each other by subject, never by socket.
+    Nats,
 }
 
 impl Default for TransportConfig {
@@ -283,6 +319,7 @@ impl Default for Config {
                 format: LogFormat::Text,
             },
             transport: TransportConfig::default(),
+            nats: NatsConfig::default(),
         }
     }
 }
@@ -378,21 +415,26 @@ impl Config {
                 message: message.to_string(),
             })
         };
-        if split_host_port(&self.node.advertise).is_none() {
-            return rule("node.advertise", "must be host:port with a port number");
-        }
-        if let Some(b) = &self.ring.bootstrap
-            && split_host_port(b).is_none()
-        {
-            return rule("ring.bootstrap", "must be host:port with a port number");
-        }
-        if let Some(bad) = self
-            .ring
-            .seeds
-            .iter()
-            .find(|s| split_host_port(s).is_none())
-        {
-            return rule("ring.seeds", &format!("{bad:?} is not host:port"));
+        if self.transport.kind == TransportKind::Nats {
+            // Addresses are subjects (`chordnet.<ring>.peer.<node>`), not sockets.
+            self.validate_nats()?;
+        } else {
+            if split_host_port(&self.node.advertise).is_none() {
+                return rule("node.advertise", "must be host:port with a port number");
+            }
+            if let Some(b) = &self.ring.bootstrap
+                && split_host_port(b).is_none()
+            {
+                return rule("ring.bootstrap", "must be host:port with a port number");
+            }
+            if let Some(bad) = self
+                .ring
+                .seeds
+                .iter()
+                .find(|s| split_host_port(s).is_none())
+            {
+                return rule("ring.seeds", &format!("{bad:?} is not host:port"));
+            }
         }
         if self.ring.successors == 0 {
             return rule("ring.successors", "must be at least 1");
@@ -455,6 +497,35 @@ impl Config {
         }
         if self.transport.progress_timeout.is_zero() {
             return rule("transport.progress_timeout", "must be longer than zero");
+        }
+        Ok(())
+    }
+
+    /// With `transport.kind = "nats"`: every address is a subject of this ring.
+    fn validate_nats(&self) -> Result<(), ConfigError> {
+        let ring = &self.nats.ring_name;
+        if !subject::valid_token(ring) {
+            return Err(ConfigError::Rule {
+                key: "nats.ring_name",
+                message: format!("{ring:?} is not a NATS subject token (no dots, spaces, * or >)"),
+            });
+        }
+        let check = |key: &'static str, text: &str| {
+            subject::check_peer_subject(ring, text)
+                .map_err(|message| ConfigError::Rule { key, message })
+        };
+        check("node.advertise", &self.node.advertise)?;
+        if let Some(b) = &self.ring.bootstrap {
+            check("ring.bootstrap", b)?;
+        }
+        for s in &self.ring.seeds {
+            check("ring.seeds", s)?;
+        }
+        if self.nats.url.trim().is_empty() {
+            return Err(ConfigError::Rule {
+                key: "nats.url",
+                message: "must name the broker (nats://host:4222)".into(),
+            });
         }
         Ok(())
     }

@@ -207,3 +207,35 @@ fn the_transport_is_chosen_by_key_or_env() {
         Ok(())
     });
 }
+
+#[test]
+fn nats_peers_are_subjects_of_their_ring_and_the_broker_comes_from_env() {
+    Jail::expect_with(|jail| {
+        jail.set_env("CHORDNET_TRANSPORT__KIND", "nats");
+        jail.set_env("CHORDNET_NATS__URL", "nats://broker:4222");
+        jail.set_env("CHORDNET_NATS__RING_NAME", "blue");
+        jail.set_env("CHORDNET_NATS__TOKEN_FILE", "/run/secrets/token");
+        jail.set_env("CHORDNET_NODE__ADVERTISE", "chordnet.blue.peer.a");
+        jail.set_env(
+            "CHORDNET_RING__SEEDS",
+            "chordnet.blue.peer.a,chordnet.blue.peer.b",
+        );
+        let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+        assert_eq!(c.transport.kind, TransportKind::Nats);
+        assert_eq!(c.nats.url, "nats://broker:4222");
+        assert_eq!(c.nats.ring_name, "blue");
+        assert_eq!(
+            c.nats.token_file.as_deref(),
+            Some(std::path::Path::new("/run/secrets/token"))
+        );
+        // A host:port, or a subject of another ring, is refused with what to write instead.
+        jail.set_env("CHORDNET_NODE__ADVERTISE", "127.0.0.1:7000");
+        let e = Config::load(None, &Overrides::default()).expect_err("host:port");
+        assert!(e.to_string().contains("chordnet.blue.peer.<node>"), "{e}");
+        jail.set_env("CHORDNET_NODE__ADVERTISE", "chordnet.blue.peer.a");
+        jail.set_env("CHORDNET_RING__SEEDS", "chordnet.red.peer.b");
+        let e = Config::load(None, &Overrides::default()).expect_err("other ring");
+        assert!(e.to_string().contains("ring.seeds"), "{e}");
+        Ok(())
+    });
+}

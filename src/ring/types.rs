@@ -257,8 +257,15 @@ pub enum NotReady {
     NotMember,
     Leaving,
     NoPredecessor,
-    SuccessorListShort { have: usize, want: usize },
+    SuccessorListShort {
+        have: usize,
+        want: usize,
+    },
     NotStabilized,
+    /// The peer transport cannot carry calls (a lost broker connection): set by the runtime.
+    Transport {
+        detail: String,
+    },
 }
 
 impl std::fmt::Display for NotReady {
@@ -271,6 +278,7 @@ impl std::fmt::Display for NotReady {
                 write!(f, "successor list has {have} of {want} entries")
             }
             NotReady::NotStabilized => write!(f, "no stabilization round completed yet"),
+            NotReady::Transport { detail } => write!(f, "peer transport: {detail}"),
         }
     }
 }

@@ -399,7 +399,11 @@ impl Service {
 
     /// Why the peer is not ready; empty when it is.
     pub fn readiness(&self) -> Vec<NotReady> {
-        self.status().readiness.clone()
+        let mut reasons = self.status().readiness.clone();
+        if let Some(detail) = self.factory.not_ready() {
+            reasons.push(NotReady::Transport { detail });
+        }
+        reasons
     }
 
     /// Whether the peer has joined a ring (startup probe).

@@ -8,7 +8,7 @@
 //!   byte *stream* of known length ([`Body`]), never a whole-file buffer, plus small queries
 //!   ([`BlobQuery`]). A handler refuses with a typed [`Refusal`] that every transport maps to
 //!   its own status codes and back.
-//! - A transport is one module (`http/`, `grpc/`, `memory/`) exporting a [`TransportFactory`]: it parses
+//! - A transport is one module (`http/`, `grpc/`, `nats/`, `memory/`) exporting a [`TransportFactory`]: it parses
 //!   its addresses, tells whether one still resolves, builds clients and serves both planes.
 //!   [`registry`] holds the only `match` over [`TransportKind`]s.
 //! - [`layers`] wraps every transport's clients and handlers with what they share: calls to
@@ -21,6 +21,7 @@ pub mod grpc;
 pub mod http;
 pub mod layers;
 pub mod memory;
+pub mod nats;
 pub mod registry;
 pub mod tcp;
 
@@ -288,6 +289,11 @@ pub trait TransportFactory: Send + Sync + 'static {
         handlers: Handlers,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> BoxFuture<'_, Result<Serving, ServeError>>;
+    /// Why the transport cannot carry calls now (a broker connection lost), for `/readyz`;
+    /// `None` when it can (transports without a shared connection always can).
+    fn not_ready(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Why a transport could not start serving.

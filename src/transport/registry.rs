@@ -7,13 +7,23 @@ use super::TransportFactory;
 use super::grpc::GrpcTransport;
 use super::http::HttpTransport;
 use super::memory::{MemoryNetwork, MemoryTransport};
-use crate::config::TransportKind;
+use super::nats::NatsTransport;
+use crate::config::{Config, TransportKind};
 
-/// The factory of `kind`. `memory` peers share the process-wide [`MemoryNetwork::global`].
+/// The factory of `kind`, with the defaults of everything else.
 pub fn factory(kind: TransportKind) -> Arc<dyn TransportFactory> {
-    match kind {
+    let mut config = Config::default();
+    config.transport.kind = kind;
+    configured(&config)
+}
+
+/// The factory `config` names (`transport.kind`), set up from its sections (`nats`). `memory`
+/// peers share the process-wide [`MemoryNetwork::global`].
+pub fn configured(config: &Config) -> Arc<dyn TransportFactory> {
+    match config.transport.kind {
         TransportKind::Http => Arc::new(HttpTransport),
         TransportKind::Grpc => Arc::new(GrpcTransport),
         TransportKind::Memory => Arc::new(MemoryTransport::new(MemoryNetwork::global())),
+        TransportKind::Nats => Arc::new(NatsTransport::new(config)),
     }
 }

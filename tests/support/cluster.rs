@@ -372,15 +372,12 @@ pub fn spawn_logged(
     }
     let mut cmd = Command::new(BIN);
     cmd.arg("serve")
-        .args([
-            "--advertise",
-            advertise,
-            "--listen",
-            advertise,
-            "--api",
-            api,
-        ])
-        .arg("--shared-dir")
+        .args(["--advertise", advertise, "--api", api]);
+    // A socket address is also where the peer listens; a NATS subject opens no port.
+    if advertise.contains(':') {
+        cmd.args(["--listen", advertise]);
+    }
+    cmd.arg("--shared-dir")
         .arg(dir.join("shared"))
         .arg("--store-dir")
         .arg(dir.join("data"))
