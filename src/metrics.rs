@@ -45,6 +45,10 @@ pub struct Metrics {
     pub merges_completed: IntCounterVec,
     pub merge_duration: Histogram,
     pub foreign_rings: IntGaugeVec,
+    /// Peer messages refused by the ring secret, by reason (`transport::auth`).
+    pub auth_rejections: IntCounterVec,
+    /// Re-reads of the ring secret file that changed the keys, or failed.
+    pub secret_reloads: IntCounterVec,
 }
 
 /// Why metrics could not be set up (a programming error in metric definitions).
@@ -206,6 +210,20 @@ impl Metrics {
                 ),
                 &["ring_id"],
             )?,
+            auth_rejections: IntCounterVec::new(
+                Opts::new(
+                    "chordnet_peer_auth_rejections_total",
+                    "Peer messages refused for their ring-secret authenticator, by reason",
+                ),
+                &["reason"],
+            )?,
+            secret_reloads: IntCounterVec::new(
+                Opts::new(
+                    "chordnet_ring_secret_reloads_total",
+                    "Re-reads of the ring secret file that changed the keys or failed, by outcome",
+                ),
+                &["outcome"],
+            )?,
             registry,
         };
         m.register_all()?;
@@ -252,6 +270,8 @@ impl Metrics {
         r.register(Box::new(self.merges_completed.clone()))?;
         r.register(Box::new(self.merge_duration.clone()))?;
         r.register(Box::new(self.foreign_rings.clone()))?;
+        r.register(Box::new(self.auth_rejections.clone()))?;
+        r.register(Box::new(self.secret_reloads.clone()))?;
         Ok(())
     }
 

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{Instrument, debug};
 
+use super::auth::serve::{AuthBlob, AuthRing, method};
+use super::auth::{RingAuth, digest_bytes, digest_json, digest_put};
 use super::faults::Faults;
 use super::{
     BlobAnswer, BlobClient, BlobHandler, BlobQuery, Body, BoxFuture, CallClass, Clients, Handlers,
@@ -106,6 +108,8 @@ pub struct Layered {
     transfers: Arc<Semaphore>,
     metrics: Metrics,
     faults: Faults,
+    /// The ring secret that signs every message to another peer, when one is configured.
+    auth: OnceLock<Arc<RingAuth>>,
 }
 
 impl Layered {
@@ -118,7 +122,26 @@ impl Layered {
             transfers: Arc::new(Semaphore::new(config.transport.max_transfers.max(1))),
             metrics,
             faults: Faults::from_env(),
+            auth: OnceLock::new(),
         })
+    }
+
+    /// Signs every message to another peer with `auth` (set once, before the first call).
+    pub fn set_auth(&self, auth: Arc<RingAuth>) {
+        let _ = self.auth.set(auth);
+    }
+
+    /// `trace` with an authenticator for a message of `method` digesting to `digest`.
+    fn signed(
+        &self,
+        mut trace: TraceCarrier,
+        method: &str,
+        digest: impl FnOnce() -> [u8; 32],
+    ) -> TraceCarrier {
+        if let Some(auth) = self.auth.get() {
+            auth.sign_into(&mut trace, method, &digest(), None);
+        }
+        trace
     }
 
     /// Connects calls to oneself with this peer's handlers (set once, after they exist).
@@ -217,6 +240,12 @@ impl RingClient for Layered {
                     Some(local) => Ok(local.ring.handle(request, trace).await),
                     None => {
                         self.faults.check(to)?;
+                        let mut trace = trace;
+                        if let Some(auth) = self.auth.get() {
+                            let digest = digest_json(&request);
+                            let ring = Some(request.ring_id);
+                            auth.sign_into(&mut trace, &method::ring(&request), &digest, ring);
+                        }
                         self.inner.ring.call(to, request, trace).await
                     }
                 }
@@ -274,6 +303,8 @@ impl BlobClient for Layered {
                         .map_err(TransportError::Refused),
                     None => {
                         self.faults.check(to)?;
+                        let len = body.as_ref().map(Body::len);
+                        let trace = self.signed(trace, method::PUT, || digest_put(&meta, len));
                         self.inner.blob.put(to, meta, body, trace).await
                     }
                 }
@@ -299,6 +330,9 @@ impl BlobClient for Layered {
                         Some(local) => local.blob.get(id).await.map_err(TransportError::Refused),
                         None => {
                             self.faults.check(to)?;
+                            let trace = self.signed(trace, method::GET, || {
+                                digest_bytes(id.to_string().as_bytes())
+                            });
                             self.inner.blob.get(to, id, trace).await
                         }
                     }
@@ -331,6 +365,9 @@ impl BlobClient for Layered {
                             .map_err(TransportError::Refused),
                         None => {
                             self.faults.check(to)?;
+                            let trace = self.signed(trace, method::GET_SHARED, || {
+                                digest_bytes(name.as_bytes())
+                            });
                             self.inner.blob.get_shared(to, name, trace).await
                         }
                     }
@@ -363,6 +400,7 @@ impl BlobClient for Layered {
                         .map_err(TransportError::Refused),
                     None => {
                         self.faults.check(to)?;
+                        let trace = self.signed(trace, method::QUERY, || digest_json(&query));
                         self.inner.blob.query(to, query, trace).await
                     }
                 }
@@ -381,17 +419,44 @@ fn trace_in_span(trace: TraceCarrier) -> TraceCarrier {
 
 /// The server-side layers around a peer's handlers.
 pub fn serving(handlers: Handlers, me: Peer, config: &Config, metrics: Metrics) -> Handlers {
+    serving_with(handlers, me, config, metrics, None)
+}
+
+/// [`serving`], and with a ring secret every request must carry a valid authenticator
+/// (checked before anything else is done for it).
+pub fn serving_with(
+    handlers: Handlers,
+    me: Peer,
+    config: &Config,
+    metrics: Metrics,
+    auth: Option<Arc<RingAuth>>,
+) -> Handlers {
+    let limited: Arc<dyn BlobHandler> = Arc::new(LimitedBlob {
+        inner: handlers.blob,
+        transfers: Arc::new(Semaphore::new(config.transport.max_transfers.max(1))),
+        wait: config.transport.progress_timeout,
+    });
+    let (ring, blob): (Arc<dyn RingHandler>, Arc<dyn BlobHandler>) = match auth {
+        Some(auth) => (
+            Arc::new(AuthRing {
+                inner: handlers.ring,
+                auth: Arc::clone(&auth),
+                me: me.clone(),
+            }),
+            Arc::new(AuthBlob {
+                inner: limited,
+                auth,
+            }),
+        ),
+        None => (handlers.ring, limited),
+    };
     Handlers {
         ring: Arc::new(CheckedRing {
-            inner: handlers.ring,
+            inner: ring,
             me,
             metrics,
         }),
-        blob: Arc::new(LimitedBlob {
-            inner: handlers.blob,
-            transfers: Arc::new(Semaphore::new(config.transport.max_transfers.max(1))),
-            wait: config.transport.progress_timeout,
-        }),
+        blob,
     }
 }
 
