@@ -222,18 +222,24 @@ fn between(a: Id, b: Id) -> Id {
 }
 
 async fn metric(h: &Harness, i: usize, series: &str) -> f64 {
-    let text = h
-        .http
-        .get(h.url(i, "/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
+    h.metric(i, series).await
+}
+
+/// "`succ` leaves" in `succ`'s name, handing `victim` an empty successor list.
+fn spoofed_leaving(
+    h: &Harness,
+    ring_id: Option<RingId>,
+    victim: usize,
+    succ: usize,
+) -> RequestEnvelope {
+    RequestEnvelope::new(
+        ring_id,
+        peer(h, succ),
+        Request::Leaving {
+            predecessor: Some(peer(h, victim)),
+            successors: vec![],
+        },
+    )
 }
 
 fn is_refused(r: &ResponseEnvelope) -> bool {
@@ -268,14 +274,7 @@ async fn ring_attacks_are_refused_with_a_ring_secret() {
             is_refused(&a.ring(&address(victim), dress, null).await),
             "{dress:?}"
         );
-        let leaving = RequestEnvelope::new(
-            ring_id,
-            peer(&h, succ),
-            Request::Leaving {
-                predecessor: Some(peer(&h, victim)),
-                successors: vec![],
-            },
-        );
+        let leaving = spoofed_leaving(&h, ring_id, victim, succ);
         assert!(
             is_refused(&a.ring(&address(victim), dress, leaving).await),
             "{dress:?}"
@@ -349,14 +348,7 @@ async fn without_a_secret_notify_and_leaving_attacks_succeed_but_the_ring_rules_
 
     let left = "chordnet_peer_leaves_seen_total";
     let seen = metric(&h, victim, left).await;
-    let leaving = RequestEnvelope::new(
-        ring_id,
-        peer(&h, succ),
-        Request::Leaving {
-            predecessor: Some(peer(&h, victim)),
-            successors: vec![],
-        },
-    );
+    let leaving = spoofed_leaving(&h, ring_id, victim, succ);
     assert_eq!(
         a.ring(&address(victim), Dress::Plain, leaving).await.body,
         Response::Ack

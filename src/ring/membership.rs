@@ -116,8 +116,8 @@ impl Node {
             let rest: Vec<Peer> = spliced.collect();
             self.set_successors(head, &rest);
         }
-        self.forget_quietly(leaver.id);
         if known {
+            self.forget_quietly(leaver.id);
             self.emit(RingEvent::PeerLeft { peer: leaver });
         }
     }
