@@ -175,7 +175,7 @@ impl Keyring {
 
 /// Hex (even length, all hex digits) first, else base64.
 fn decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 == 0 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if s.len().is_multiple_of(2) && s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return hex(s);
     }
     base64(s)
@@ -183,7 +183,7 @@ fn decode(s: &str) -> Option<Vec<u8>> {
 
 pub fn hex(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return None;
     }
     b.chunks(2)
