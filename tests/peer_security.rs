@@ -12,6 +12,7 @@ mod attacker;
 #[path = "support/harness.rs"]
 mod harness;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -405,4 +406,90 @@ impl Ssrf {
             },
         }
     }
+}
+
+/// A fake ring that answers every question as if it were one (a lookup ends at it, its
+/// neighbours are itself), in another ring's name and without the key.
+struct Lure {
+    me: Peer,
+}
+
+impl RingHandler for Lure {
+    fn handle(&self, r: RequestEnvelope, _: TraceCarrier) -> BoxFuture<'_, ResponseEnvelope> {
+        let body = match r.body {
+            Request::FindSuccessor { .. } => Response::Found {
+                successors: vec![self.me.clone()],
+            },
+            Request::GetNeighbors => Response::Neighbors {
+                predecessor: Some(self.me.clone()),
+                successors: vec![self.me.clone()],
+                hint: None,
+            },
+            _ => Response::Ack,
+        };
+        let answer = ResponseEnvelope::new(Some(chordnet::wire::RingId(99)), self.me.clone(), body);
+        Box::pin(std::future::ready(answer))
+    }
+}
+
+/// `POST /v1/ring/join` towards a fake ring: joined without a secret (the attack works), no
+/// answer at all with one (answers must be signed by a key holder, for the request they
+/// answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fake_ring_lures_a_peer_only_without_a_secret() {
+    let dir = secret_dir("lure");
+    let file = dir.join("ring-secret");
+    write_keys(&file, &[RING_KEY]);
+    for secret in [None, Some(file.as_path())] {
+        let h = Harness::start("sec-lure", 2, |_, c| {
+            c.security.ring_secret_file = secret.map(Path::to_owned);
+        })
+        .await;
+        h.converged().await;
+        let lure = Address::new("lure:1");
+        let me = Peer::new(Id::hash("lure:1"), lure.clone());
+        let (_, ready) = tokio::sync::watch::channel(true);
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let options = ServeOptions {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            advertise: lure,
+            max_body: 1 << 20,
+            ready,
+        };
+        let counting: Arc<dyn BlobHandler> = Arc::new(Counting(Arc::new(AtomicUsize::new(0))));
+        let handlers = Handlers {
+            ring: Arc::new(Lure { me }),
+            blob: counting,
+        };
+        MemoryTransport::new(h.network.clone())
+            .serve(options, handlers, shutdown)
+            .await
+            .expect("serves");
+        let left = h
+            .http
+            .post(h.url(1, "/v1/ring/leave"))
+            .send()
+            .await
+            .expect("leave");
+        assert_eq!(left.status(), 200);
+        let join = h
+            .http
+            .post(h.url(1, "/v1/ring/join"))
+            .json(&serde_json::json!({"bootstrap": "lure:1"}))
+            .send()
+            .await
+            .map_or(0, |r| r.status().as_u16());
+        let ring = h.peer(1).service.status().ring_id;
+        if secret.is_none() {
+            assert_eq!(join, 200, "the lure works without a secret");
+            assert_eq!(ring, Some(chordnet::wire::RingId(99)));
+        } else {
+            assert_ne!(join, 200, "no join through unsigned answers");
+            assert_ne!(ring, Some(chordnet::wire::RingId(99)));
+            let refused = "chordnet_peer_auth_rejections_total{reason=\"missing\"}";
+            assert!(h.metric(1, refused).await >= 1.0);
+        }
+        let _ = stop.send(true);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{Instrument, debug};
 
-use super::auth::serve::{AuthBlob, AuthRing, method};
-use super::auth::{RingAuth, digest_bytes, digest_json, digest_put};
+use super::auth::serve::{AuthBlob, AuthRing, answer_digest, answer_method, method};
+use super::auth::{AuthFailure, FIELD, RingAuth, digest_bytes, digest_json, digest_put};
 use super::faults::Faults;
 use super::{
     BlobAnswer, BlobClient, BlobHandler, BlobQuery, Body, BoxFuture, CallClass, Clients, Handlers,
@@ -240,13 +240,17 @@ impl RingClient for Layered {
                     Some(local) => Ok(local.ring.handle(request, trace).await),
                     None => {
                         self.faults.check(to)?;
+                        let Some(auth) = self.auth.get() else {
+                            return self.inner.ring.call(to, request, trace).await;
+                        };
                         let mut trace = trace;
-                        if let Some(auth) = self.auth.get() {
-                            let digest = digest_json(&request);
-                            let ring = Some(request.ring_id);
-                            auth.sign_into(&mut trace, &method::ring(&request), &digest, ring);
-                        }
-                        self.inner.ring.call(to, request, trace).await
+                        let digest = digest_json(&request);
+                        let ring = Some(request.ring_id);
+                        auth.sign_into(&mut trace, &method::ring(&request), &digest, ring);
+                        let asked = trace.field(FIELD).unwrap_or_default().to_owned();
+                        let answered = answer_method(&request);
+                        let answer = self.inner.ring.call(to, request, trace).await?;
+                        verified_answer(auth, answer, &answered, &asked, to)
                     }
                 }
             };
@@ -408,6 +412,46 @@ impl BlobClient for Layered {
             .await
         })
     }
+}
+
+/// An answer from a peer with a ring secret, if it is signed by the peer it claims to come
+/// from, for the request it answers. Unsigned refusals pass (a peer that could not check the
+/// request cannot sign; they change nothing); anything else unsigned or wrongly signed is no
+/// answer at all (a fake peer cannot answer lookups or let this one join its ring).
+fn verified_answer(
+    auth: &RingAuth,
+    mut answer: ResponseEnvelope,
+    method: &str,
+    asked: &str,
+    to: &Address,
+) -> Result<ResponseEnvelope, TransportError> {
+    let Some(signed) = answer.auth.take() else {
+        return match answer.body {
+            Response::Rejected {
+                reason: Rejection::Unauthenticated | Rejection::Protocol { .. },
+            } => Ok(answer),
+            _ => {
+                auth.reject(AuthFailure::Missing, method);
+                Err(unauthenticated(to))
+            }
+        };
+    };
+    let mut carrier = TraceCarrier::default();
+    carrier.set_field(FIELD, signed);
+    match auth.verify(&carrier, method, &answer_digest(&answer, asked)) {
+        Ok(v) if v.sender == answer.from.id => Ok(answer),
+        Ok(_) => {
+            auth.reject(AuthFailure::Spoofed, method);
+            Err(unauthenticated(to))
+        }
+        Err(_) => Err(unauthenticated(to)),
+    }
+}
+
+fn unauthenticated(to: &Address) -> TransportError {
+    TransportError::Protocol(format!(
+        "{to} answered without a valid ring-secret authenticator"
+    ))
 }
 
 /// The caller's context, or the client span's when the caller passed none (the usual case:

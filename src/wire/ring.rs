@@ -116,6 +116,10 @@ pub struct ResponseEnvelope {
     /// that predate the field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incarnation: Option<u64>,
+    /// The responder's ring-secret authenticator (`transport::auth`), bound to the request it
+    /// answers; absent without a ring secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
 }
 
 impl Request {
@@ -153,6 +157,7 @@ impl ResponseEnvelope {
             from,
             body,
             incarnation: None,
+            auth: None,
         }
     }
 

@@ -10,9 +10,15 @@
 //!   hand the data plane's carrier over with [`received`].
 //! - **What a receiver refuses**: a missing or malformed authenticator, a MAC no accepted key
 //!   makes, a timestamp outside `security.message_window` of its clock, a message it already
-//!   accepted (a bounded nonce cache, [`replay`]), another ring's id, and (ring messages) a
-//!   `from` that is not the signed sender. Refusals name no ring id and no key; each counts
-//!   in `chordnet_peer_auth_rejections_total{reason}`.
+//!   accepted (a bounded nonce cache, [`replay`]), another ring's id (data plane; the node
+//!   itself answers a key holder of another ring "wrong ring", so a split ring still shows),
+//!   and (ring messages) a `from` that is not the signed sender. Refusals name no ring id and
+//!   no key; each counts in `chordnet_peer_auth_rejections_total{reason}`.
+//! - **Answers**: a ring answer carries its responder's authenticator in the envelope, over
+//!   the answer and the authenticator of the request it answers ([`serve::answer_digest`]);
+//!   the client layer takes no other answer, so a fake peer cannot answer lookups or lure a
+//!   peer into its ring. (Data-plane answers come from holders found by those lookups, and
+//!   content is checked against its SHA-256.)
 //! - **Rotation**: the file is re-read every second; a changed file that parses replaces the
 //!   keys (`chordnet_ring_secret_reloads_total{outcome}`), a broken one keeps the old keys.
 //!
@@ -279,6 +285,18 @@ impl RingAuth {
         outcome
     }
 
+    /// Refuses a verified message from another ring (the data plane's check; ring messages are
+    /// checked by the node, which tells a key holder of another ring so: a split ring shows).
+    pub fn check_ring(&self, v: &Verified, method: &str) -> Result<(), AuthFailure> {
+        match (v.ring, self.my_ring()) {
+            (Some(theirs), Some(mine)) if theirs != mine => {
+                self.reject(AuthFailure::WrongRing, method);
+                Err(AuthFailure::WrongRing)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Counts a refusal the caller decided on (a spoofed `from`).
     pub fn reject(&self, reason: AuthFailure, method: &str) {
         self.metrics
@@ -316,11 +334,6 @@ impl RingAuth {
         });
         if !valid {
             return Err(AuthFailure::BadMac);
-        }
-        if let (Some(theirs), Some(mine)) = (parsed.ring, self.my_ring())
-            && theirs != mine
-        {
-            return Err(AuthFailure::WrongRing);
         }
         let admitted = self
             .replays

@@ -45,6 +45,17 @@ impl AuthRing {
     }
 }
 
+/// The digest an answer's authenticator covers: the answer (without its authenticator) and the
+/// authenticator of the request it answers, so that it answers that request only.
+pub fn answer_digest(answer: &ResponseEnvelope, request_auth: &str) -> [u8; 32] {
+    digest_json(&(answer, request_auth))
+}
+
+/// The method an answer to `request` is signed as.
+pub fn answer_method(request: &RequestEnvelope) -> String {
+    format!("ring-answer/{}", request.body.method())
+}
+
 impl RingHandler for AuthRing {
     fn handle(
         &self,
@@ -52,7 +63,15 @@ impl RingHandler for AuthRing {
         trace: TraceCarrier,
     ) -> BoxFuture<'_, ResponseEnvelope> {
         match self.check(&request, &trace) {
-            Ok(()) => self.inner.handle(request, trace),
+            Ok(()) => Box::pin(async move {
+                let method = answer_method(&request);
+                let asked = trace.field(super::FIELD).unwrap_or_default().to_owned();
+                let mut answer = self.inner.handle(request, trace).await;
+                answer.auth = None;
+                let digest = answer_digest(&answer, &asked);
+                answer.auth = Some(self.auth.sign(&method, &digest, Some(answer.ring_id)));
+                answer
+            }),
             // No ring id, no successor list, no reason beyond "not authenticated".
             Err(_) => Box::pin(std::future::ready(ResponseEnvelope::new(
                 None,
@@ -81,10 +100,12 @@ fn refused(_: AuthFailure) -> Refusal {
 
 impl AuthBlob {
     fn check(&self, method: &str, digest: &[u8; 32]) -> Result<Id, Refusal> {
-        self.auth
+        let v = self
+            .auth
             .verify(&received_carrier(), method, digest)
-            .map(|v| v.sender)
-            .map_err(refused)
+            .map_err(refused)?;
+        self.auth.check_ring(&v, method).map_err(refused)?;
+        Ok(v.sender)
     }
 }
 

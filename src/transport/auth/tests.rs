@@ -114,10 +114,9 @@ fn another_rings_id_is_refused_and_the_refusal_is_counted() {
     alice.set_ring_source(|| Some(RingId(7)));
     bob.set_ring_source(|| Some(RingId(8)));
     let d = digest_bytes(b"x");
-    assert_eq!(
-        bob.verify(&signed(&alice, "get", &d), "get", &d),
-        Err(AuthFailure::WrongRing)
-    );
+    let v = bob.verify(&signed(&alice, "get", &d), "get", &d).unwrap();
+    assert_eq!(v.ring, Some(RingId(7)));
+    assert_eq!(bob.check_ring(&v, "get"), Err(AuthFailure::WrongRing));
     let text = bob.metrics.render();
     assert!(
         text.contains("chordnet_peer_auth_rejections_total{reason=\"wrong_ring\"} 1"),
