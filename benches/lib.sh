@@ -22,3 +22,20 @@ request = function()
 end
 LUA
 }
+
+cpu_ms() { # pids... -> their utime + stime, in milliseconds
+  local t=0
+  for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+  echo $((t * 1000 / $(getconf CLK_TCK)))
+}
+
+wrk_lookups() { # api_base conns pids... -> "lookups/s cpu_ms_per_lookup" (SECS, PEERS from env)
+  local base=$1 conns=$2 before after out
+  shift 2
+  before=$(cpu_ms "$@")
+  out=$(API_BASE=$base PEERS=$PEERS wrk -t2 -c"$conns" -d"${SECS}s" -s "$work/lookup.lua" \
+    "http://127.0.0.1:$base")
+  after=$(cpu_ms "$@")
+  awk -v ms=$((after - before)) '/requests in/ {n = $1} /Requests\/sec/ {rps = $2}
+    END {printf "%.0f %.4f\n", rps, ms / n}' <<<"$out"
+}

@@ -57,6 +57,10 @@ pub struct Metrics {
     pub api_transfers: IntGauge,
     /// Uploads and downloads refused (503) because `api.max_transfers` were in progress.
     pub api_transfers_shed: IntCounter,
+    /// Peer messages refused by the ring secret, by reason (`transport::auth`).
+    pub auth_rejections: IntCounterVec,
+    /// Re-reads of the ring secret file that changed the keys, or failed.
+    pub secret_reloads: IntCounterVec,
 }
 
 /// Why metrics could not be set up (a programming error in metric definitions).
@@ -244,6 +248,20 @@ impl Metrics {
                 "chordnet_api_transfers_shed_total",
                 "Uploads and downloads answered 503 because api.max_transfers were in progress",
             )?,
+            auth_rejections: IntCounterVec::new(
+                Opts::new(
+                    "chordnet_peer_auth_rejections_total",
+                    "Peer messages refused for their ring-secret authenticator, by reason",
+                ),
+                &["reason"],
+            )?,
+            secret_reloads: IntCounterVec::new(
+                Opts::new(
+                    "chordnet_ring_secret_reloads_total",
+                    "Re-reads of the ring secret file that changed the keys or failed, by outcome",
+                ),
+                &["outcome"],
+            )?,
             registry,
         };
         m.register_all()?;
@@ -299,6 +317,8 @@ impl Metrics {
         r.register(Box::new(self.merges_completed.clone()))?;
         r.register(Box::new(self.merge_duration.clone()))?;
         r.register(Box::new(self.foreign_rings.clone()))?;
+        r.register(Box::new(self.auth_rejections.clone()))?;
+        r.register(Box::new(self.secret_reloads.clone()))?;
         Ok(())
     }
 

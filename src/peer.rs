@@ -15,7 +15,8 @@ use crate::files::ops::Files;
 use crate::files::store::StoreError;
 use crate::metrics::{Metrics, MetricsError};
 use crate::runtime::{Endpoint, Service};
-use crate::transport::layers::{Layered, serving};
+use crate::transport::auth::{KeyError, RingAuth};
+use crate::transport::layers::{Layered, serving_with};
 use crate::transport::{Handlers, ServeOptions, TransportError, TransportFactory, registry};
 use crate::wire::Address;
 
@@ -43,6 +44,8 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Tokens(#[from] crate::api::auth::TokensError),
+    #[error("`security.ring_secret_file`: {0}")]
+    Secret(#[from] KeyError),
 }
 
 /// A started peer: its service and the addresses it actually listens on.
@@ -74,8 +77,20 @@ pub async fn start_with(
     let me = factory.parse_address(&config.node.advertise)?;
 
     let metrics = Metrics::new()?;
+    let auth = match &config.security.ring_secret_file {
+        Some(file) => Some(RingAuth::load(
+            file,
+            config.security.message_window,
+            config.node_id(),
+            metrics.clone(),
+        )?),
+        None => None,
+    };
     let clients = factory.clients(config.ring.rpc_timeout)?;
     let layered = Layered::new(clients, me.clone(), &config, metrics.clone());
+    if let Some(auth) = &auth {
+        layered.set_auth(Arc::clone(auth));
+    }
     let max_body = config.files.max_file_size;
     let listen = config.peer_listen();
     let service = Service::new(
@@ -90,8 +105,13 @@ pub async fn start_with(
         blob: Arc::new(FilesHandler(Arc::clone(&files))),
     };
     layered.set_local(handlers.clone());
-    let handlers = serving(handlers, service.me(), &config, metrics);
     let (stop, _) = tokio::sync::watch::channel(false);
+    if let Some(auth) = &auth {
+        let ring = Arc::downgrade(&service);
+        auth.set_ring_source(move || ring.upgrade().and_then(|s| s.status().ring_id));
+        Arc::clone(auth).watch(stop.subscribe());
+    }
+    let handlers = serving_with(handlers, service.me(), &config, metrics, auth);
     let options = ServeOptions {
         listen,
         advertise: Address::clone(&me),

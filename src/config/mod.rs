@@ -34,6 +34,8 @@ pub struct Config {
     /// The NATS broker (`transport.kind = "nats"`, and the ring events).
     #[serde(default)]
     pub nats: NatsConfig,
+    #[serde(default)]
+    pub security: SecurityConfig,
 }
 
 /// Where the NATS broker is and how to log in to it. Used by `transport.kind = "nats"` (every
@@ -64,6 +66,39 @@ impl Default for NatsConfig {
             ring_name: "default".into(),
         }
     }
+}
+
+/// Who may talk to this peer over the peer protocol.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// The ring secret: a file of keys, one per line (hex or base64, at least 32 bytes; `#`
+    /// comments). Every peer message is then signed with the first key and accepted only with
+    /// a valid signature of any listed key; the file is re-read when it changes (rotation
+    /// without downtime). Without it, any host that reaches the peer port is a peer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ring_secret_file: Option<PathBuf>,
+    /// How far a signed message's timestamp may be from this peer's clock (replays are
+    /// refused within it; older or later messages are refused outright).
+    #[serde(
+        default = "defaults::message_window",
+        with = "humantime_duration",
+        skip_serializing_if = "is_default_window"
+    )]
+    pub message_window: Duration,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> SecurityConfig {
+        SecurityConfig {
+            ring_secret_file: None,
+            message_window: defaults::message_window(),
+        }
+    }
+}
+
+fn is_default_window(d: &Duration) -> bool {
+    *d == defaults::message_window()
 }
 
 /// How peers reach each other: which transport carries both planes, and the deadlines and
@@ -258,6 +293,9 @@ mod defaults {
     pub fn block_size() -> u64 {
         1 << 20
     }
+    pub fn message_window() -> Duration {
+        Duration::from_secs(30)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -320,6 +358,7 @@ impl Default for Config {
             },
             transport: TransportConfig::default(),
             nats: NatsConfig::default(),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -497,6 +536,9 @@ impl Config {
         }
         if self.transport.progress_timeout.is_zero() {
             return rule("transport.progress_timeout", "must be longer than zero");
+        }
+        if self.security.message_window < Duration::from_secs(1) {
+            return rule("security.message_window", "must be at least 1s");
         }
         Ok(())
     }

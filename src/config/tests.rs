@@ -239,3 +239,20 @@ fn nats_peers_are_subjects_of_their_ring_and_the_broker_comes_from_env() {
         Ok(())
     });
 }
+
+#[test]
+fn the_ring_secret_file_comes_from_the_environment() {
+    Jail::expect_with(|jail| {
+        jail.set_env("CHORDNET_SECURITY__RING_SECRET_FILE", "/run/secrets/ring");
+        let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+        assert_eq!(
+            c.security.ring_secret_file,
+            Some(PathBuf::from("/run/secrets/ring"))
+        );
+        assert_eq!(c.security.message_window, Duration::from_secs(30));
+        jail.set_env("CHORDNET_SECURITY__MESSAGE_WINDOW", "0s");
+        let e = Config::load(None, &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("security.message_window"), "{e}");
+        Ok(())
+    });
+}

@@ -9,14 +9,15 @@ use tracing::warn;
 use super::blocks::check_block_meta;
 use super::manifest::check_manifest;
 use super::ops::{Files, lock};
+use super::providers::MAX_PER_KEY;
 use super::shared::path_of;
 use super::spool::{check_space, hash_file, spool};
 use super::store::{PutOutcome, StoreError};
 use super::{FileMeta, ProviderRecord, Version, validate_name};
 use crate::id::Id;
 use crate::transport::{
-    BlobAnswer, BlobHandler, BlobQuery, Body, BoxFuture, Object, ObjectInfo, PutReply, Refusal,
-    RefusalKind,
+    BlobAnswer, BlobHandler, BlobQuery, Body, BoxFuture, MAX_BATCH, Object, ObjectInfo, PutReply,
+    Refusal, RefusalKind,
 };
 
 /// Checks that a record a peer sent names what it claims: a file's id is SHA-1 of its name
@@ -155,6 +156,11 @@ impl Files {
         if validate_name(&record.name).is_err() || Id::hash(record.name.as_bytes()) != record.id {
             return;
         }
+        // A record names a peer by an address of this ring's transport (checked again, against
+        // the ring, before anyone contacts it).
+        if self.ring.factory().parse_address(&record.peer).is_err() {
+            return;
+        }
         let lease = self.ring.config().files.republish_interval * 3;
         let expires = Instant::now() + lease.max(Duration::from_secs(1));
         let mut providers = lock(&self.providers);
@@ -162,6 +168,11 @@ impl Files {
         let list = providers.entry(record.id).or_default();
         list.retain(|(r, exp)| *exp > now && r.peer_id != record.peer_id);
         list.push((record, expires));
+        // Bounded: the records that expire last stay.
+        if list.len() > MAX_PER_KEY {
+            list.sort_by_key(|(_, exp)| std::cmp::Reverse(*exp));
+            list.truncate(MAX_PER_KEY);
+        }
     }
 
     async fn get_shared_file(&self, name: &str) -> Option<Body> {
@@ -206,6 +217,18 @@ impl BlobHandler for FilesHandler {
     }
 
     fn query(&self, query: BlobQuery) -> BoxFuture<'_, Result<BlobAnswer, Refusal>> {
+        let too_long = match &query {
+            BlobQuery::Missing { have } => have.len() > MAX_BATCH,
+            BlobQuery::Referenced { ids } => ids.len() > MAX_BATCH,
+            _ => false,
+        };
+        if too_long {
+            let detail = format!("at most {MAX_BATCH} entries per query");
+            return Box::pin(std::future::ready(Err(Refusal::new(
+                RefusalKind::Invalid,
+                detail,
+            ))));
+        }
         let answer = match query {
             BlobQuery::Info { id } => BlobAnswer::Info(self.0.object_info(id)),
             BlobQuery::PutProvider { record } => {

@@ -123,14 +123,20 @@ impl Files {
         ids.dedup();
         let mut sent = 0;
         for (holders, group) in self.group_by_placement(ids, |id| *id).await {
+            let mut sends: Vec<(crate::ring::Peer, BlobQuery, usize)> = Vec::new();
             for h in &holders {
-                let query = BlobQuery::Referenced { ids: group.clone() };
+                for batch in group.chunks(crate::transport::MAX_BATCH) {
+                    let ids = batch.to_vec();
+                    sends.push((h.clone(), BlobQuery::Referenced { ids }, batch.len()));
+                }
+            }
+            for (h, query, n) in sends {
                 match self
                     .blob
                     .query(&h.address, query, TraceCarrier::current())
                     .await
                 {
-                    Ok(_) => sent += group.len(),
+                    Ok(_) => sent += n,
                     Err(e) => {
                         debug!(peer = %h.address, error = %e, "block references not delivered")
                     }

@@ -13,6 +13,7 @@ pub mod hlc;
 pub mod manifest;
 pub mod ops;
 pub mod outcome;
+mod providers;
 mod publish;
 mod replicate;
 pub mod shared;

@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 use super::download::Download;
 use super::hlc::Hlc;
 use super::outcome::{Locations, Uploaded};
+use super::providers::provided_meta;
 use super::shared::SharedIndex;
 use super::spool::Spooled;
 use super::store::{Store, StoreError};
@@ -350,36 +351,6 @@ impl Files {
         }
     }
 
-    /// A file nobody uploaded: from a provider that shares it.
-    async fn fetch_from_providers(
-        &self,
-        name: &str,
-        answers: &[(Peer, crate::transport::ObjectInfo)],
-    ) -> Result<Download, FilesError> {
-        let mut tried = Vec::new();
-        for (_, info) in answers {
-            for p in &info.providers {
-                if tried.contains(&p.peer_id) {
-                    continue;
-                }
-                tried.push(p.peer_id);
-                let address = crate::ring::Address::new(&p.peer);
-                match self
-                    .blob
-                    .get_shared(&address, &p.name, TraceCarrier::current())
-                    .await
-                {
-                    Ok(Some(body)) if body.len() == p.size => {
-                        return Ok(Download::whole(provided_meta(p), body));
-                    }
-                    Ok(_) => {}
-                    Err(e) => debug!(peer = %p.peer, error = %e, "provider unreachable"),
-                }
-            }
-        }
-        Err(FilesError::NotFound(name.to_string()))
-    }
-
     /// Sends `newest` to the holders that answered with something older, in the background.
     fn read_repair(&self, newest: &FileMeta, answers: &[(Peer, crate::transport::ObjectInfo)]) {
         let stale: Vec<Peer> = answers
@@ -563,24 +534,6 @@ struct RepairDone(Arc<Mutex<HashSet<(Id, Version)>>>, (Id, Version));
 impl Drop for RepairDone {
     fn drop(&mut self) {
         lock(&self.0).remove(&self.1);
-    }
-}
-
-/// The metadata of a file only a provider has: it was never written to the ring, so it has no
-/// version of its own.
-fn provided_meta(p: &ProviderRecord) -> FileMeta {
-    FileMeta {
-        name: p.name.clone(),
-        id: p.id,
-        size: p.size,
-        sha256: p.sha256.clone(),
-        version: Version {
-            millis: 0,
-            logical: 0,
-            origin: p.peer_id,
-        },
-        deleted: false,
-        layout: Default::default(),
     }
 }
 

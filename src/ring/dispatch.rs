@@ -17,9 +17,22 @@ impl Node {
             .with_incarnation(self.incarnation)
     }
 
-    fn answer(&mut self, request: RequestEnvelope) -> Response {
+    fn answer(&mut self, mut request: RequestEnvelope) -> Response {
+        self.bound_request(&mut request.body);
         if let (Some(mine), Some(theirs)) = (self.ring_id, request.ring_id)
             && mine != theirs
+        {
+            return Response::Rejected {
+                reason: Rejection::WrongRing { ring_id: mine },
+            };
+        }
+        // No ring id is a joiner's question (a lookup, its successor's neighbours, a ping),
+        // never a change of this node's routing: those come from its own ring only.
+        if let (Some(mine), None) = (self.ring_id, request.ring_id)
+            && matches!(
+                request.body,
+                Request::Notify | Request::Leaving { .. } | Request::MergeHint { .. }
+            )
         {
             return Response::Rejected {
                 reason: Rejection::WrongRing { ring_id: mine },
@@ -149,10 +162,11 @@ impl Node {
     }
 
     /// The answer to a request this node sent.
-    pub fn handle_response(&mut self, request: RequestId, response: ResponseEnvelope) {
+    pub fn handle_response(&mut self, request: RequestId, mut response: ResponseEnvelope) {
         let Some(pending) = self.pending.remove(&request) else {
             return;
         };
+        self.bound_response(&mut response.body);
         if let (Some(mine), Some(theirs)) = (self.ring_id, response.ring_id)
             && mine != theirs
         {

@@ -94,26 +94,30 @@ impl Node {
         predecessor: Option<Peer>,
         successors: Vec<Peer>,
     ) {
+        // Only a neighbour says it leaves, to the two peers it neighbours (see `leave`): a
+        // `Leaving` from anyone else, or in another peer's name (another address), changes
+        // nothing.
+        let same = |p: &Peer| p.id == leaver.id && p.address == leaver.address;
         let mut known = false;
-        if self.predecessor.as_ref().is_some_and(|p| p.id == leaver.id) {
+        if self.predecessor.as_ref().is_some_and(same) {
             known = true;
             let new = predecessor.filter(|p| p.id != leaver.id);
             self.set_predecessor(new);
         }
-        if let Some(pos) = self.successors.iter().position(|p| p.id == leaver.id) {
+        if self.successors.first().is_some_and(same) {
             known = true;
-            // Splice the leaver's successors in where it stood, so the list stays full even
-            // when several neighbours leave at once.
-            let mut spliced = self.successors[..pos]
-                .iter()
-                .cloned()
-                .chain(successors.into_iter().filter(|p| p.id != leaver.id));
+            // The leaver's successors take its place; this node's own list follows them, so
+            // a short (or empty) list cannot empty it.
+            let mut spliced = successors
+                .into_iter()
+                .filter(|p| p.id != leaver.id)
+                .chain(self.successors[1..].to_vec());
             let head = spliced.next().unwrap_or_else(|| self.me.clone());
             let rest: Vec<Peer> = spliced.collect();
             self.set_successors(head, &rest);
         }
-        self.forget_quietly(leaver.id);
         if known {
+            self.forget_quietly(leaver.id);
             self.emit(RingEvent::PeerLeft { peer: leaver });
         }
     }

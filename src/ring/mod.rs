@@ -17,6 +17,7 @@
 //! that replaces a dead predecessor, and fingers that only ever speed lookups up.
 
 pub mod bootstrap;
+mod bounds;
 mod cancel;
 mod dispatch;
 mod fingers;

@@ -561,3 +561,6 @@ fn lookups_on_a_non_member_fail_at_once() {
         }]
     );
 }
+
+/// Who may say what, and how much: rules against a peer that lies.
+mod rules;

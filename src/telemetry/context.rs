@@ -15,8 +15,12 @@ pub struct TraceCarrier {
     fields: HashMap<String, String>,
 }
 
+/// The field that carries a message's ring-secret authenticator (`transport::auth`): it rides
+/// along with the trace context, so every transport that ships these fields ships it too.
+pub const AUTH_FIELD: &str = "chordnet-auth";
+
 /// The names of the fields, as HTTP headers (lower case).
-pub const FIELDS: [&str; 2] = ["traceparent", "tracestate"];
+pub const FIELDS: [&str; 3] = ["traceparent", "tracestate", AUTH_FIELD];
 
 impl TraceCarrier {
     /// The context of the current span, to send along with a request.
@@ -45,6 +49,18 @@ impl TraceCarrier {
     /// The fields to send, as `(name, value)`.
     pub fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
         self.fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// One field's value.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).map(String::as_str)
+    }
+
+    /// Sets one of the [`FIELDS`] (others are ignored, as on receipt).
+    pub fn set_field(&mut self, name: &str, value: String) {
+        if FIELDS.contains(&name) {
+            self.fields.insert(name.to_owned(), value);
+        }
     }
 
     pub fn is_empty(&self) -> bool {

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{Instrument, debug};
 
+use super::auth::serve::{AuthBlob, AuthRing, answer_digest, answer_method, method};
+use super::auth::{AuthFailure, FIELD, RingAuth, digest_bytes, digest_json, digest_put};
 use super::faults::Faults;
 use super::{
     BlobAnswer, BlobClient, BlobHandler, BlobQuery, Body, BoxFuture, CallClass, Clients, Handlers,
@@ -106,6 +108,8 @@ pub struct Layered {
     transfers: Arc<Semaphore>,
     metrics: Metrics,
     faults: Faults,
+    /// The ring secret that signs every message to another peer, when one is configured.
+    auth: OnceLock<Arc<RingAuth>>,
 }
 
 impl Layered {
@@ -118,7 +122,26 @@ impl Layered {
             transfers: Arc::new(Semaphore::new(config.transport.max_transfers.max(1))),
             metrics,
             faults: Faults::from_env(),
+            auth: OnceLock::new(),
         })
+    }
+
+    /// Signs every message to another peer with `auth` (set once, before the first call).
+    pub fn set_auth(&self, auth: Arc<RingAuth>) {
+        let _ = self.auth.set(auth);
+    }
+
+    /// `trace` with an authenticator for a message of `method` digesting to `digest`.
+    fn signed(
+        &self,
+        mut trace: TraceCarrier,
+        method: &str,
+        digest: impl FnOnce() -> [u8; 32],
+    ) -> TraceCarrier {
+        if let Some(auth) = self.auth.get() {
+            auth.sign_into(&mut trace, method, &digest(), None);
+        }
+        trace
     }
 
     /// Connects calls to oneself with this peer's handlers (set once, after they exist).
@@ -217,7 +240,17 @@ impl RingClient for Layered {
                     Some(local) => Ok(local.ring.handle(request, trace).await),
                     None => {
                         self.faults.check(to)?;
-                        self.inner.ring.call(to, request, trace).await
+                        let Some(auth) = self.auth.get() else {
+                            return self.inner.ring.call(to, request, trace).await;
+                        };
+                        let mut trace = trace;
+                        let digest = digest_json(&request);
+                        let ring = Some(request.ring_id);
+                        auth.sign_into(&mut trace, &method::ring(&request), &digest, ring);
+                        let asked = trace.field(FIELD).unwrap_or_default().to_owned();
+                        let answered = answer_method(&request);
+                        let answer = self.inner.ring.call(to, request, trace).await?;
+                        verified_answer(auth, answer, &answered, &asked, to)
                     }
                 }
             };
@@ -274,6 +307,8 @@ impl BlobClient for Layered {
                         .map_err(TransportError::Refused),
                     None => {
                         self.faults.check(to)?;
+                        let len = body.as_ref().map(Body::len);
+                        let trace = self.signed(trace, method::PUT, || digest_put(&meta, len));
                         self.inner.blob.put(to, meta, body, trace).await
                     }
                 }
@@ -299,6 +334,9 @@ impl BlobClient for Layered {
                         Some(local) => local.blob.get(id).await.map_err(TransportError::Refused),
                         None => {
                             self.faults.check(to)?;
+                            let trace = self.signed(trace, method::GET, || {
+                                digest_bytes(id.to_string().as_bytes())
+                            });
                             self.inner.blob.get(to, id, trace).await
                         }
                     }
@@ -331,6 +369,9 @@ impl BlobClient for Layered {
                             .map_err(TransportError::Refused),
                         None => {
                             self.faults.check(to)?;
+                            let trace = self.signed(trace, method::GET_SHARED, || {
+                                digest_bytes(name.as_bytes())
+                            });
                             self.inner.blob.get_shared(to, name, trace).await
                         }
                     }
@@ -363,6 +404,7 @@ impl BlobClient for Layered {
                         .map_err(TransportError::Refused),
                     None => {
                         self.faults.check(to)?;
+                        let trace = self.signed(trace, method::QUERY, || digest_json(&query));
                         self.inner.blob.query(to, query, trace).await
                     }
                 }
@@ -370,6 +412,46 @@ impl BlobClient for Layered {
             .await
         })
     }
+}
+
+/// An answer from a peer with a ring secret, if it is signed by the peer it claims to come
+/// from, for the request it answers. Unsigned refusals pass (a peer that could not check the
+/// request cannot sign; they change nothing); anything else unsigned or wrongly signed is no
+/// answer at all (a fake peer cannot answer lookups or let this one join its ring).
+fn verified_answer(
+    auth: &RingAuth,
+    mut answer: ResponseEnvelope,
+    method: &str,
+    asked: &str,
+    to: &Address,
+) -> Result<ResponseEnvelope, TransportError> {
+    let Some(signed) = answer.auth.take() else {
+        return match answer.body {
+            Response::Rejected {
+                reason: Rejection::Unauthenticated | Rejection::Protocol { .. },
+            } => Ok(answer),
+            _ => {
+                auth.reject(AuthFailure::Missing, method);
+                Err(unauthenticated(to))
+            }
+        };
+    };
+    let mut carrier = TraceCarrier::default();
+    carrier.set_field(FIELD, signed);
+    match auth.verify(&carrier, method, &answer_digest(&answer, asked)) {
+        Ok(v) if v.sender == answer.from.id => Ok(answer),
+        Ok(_) => {
+            auth.reject(AuthFailure::Spoofed, method);
+            Err(unauthenticated(to))
+        }
+        Err(_) => Err(unauthenticated(to)),
+    }
+}
+
+fn unauthenticated(to: &Address) -> TransportError {
+    TransportError::Protocol(format!(
+        "{to} answered without a valid ring-secret authenticator"
+    ))
 }
 
 /// The caller's context, or the client span's when the caller passed none (the usual case:
@@ -381,17 +463,44 @@ fn trace_in_span(trace: TraceCarrier) -> TraceCarrier {
 
 /// The server-side layers around a peer's handlers.
 pub fn serving(handlers: Handlers, me: Peer, config: &Config, metrics: Metrics) -> Handlers {
+    serving_with(handlers, me, config, metrics, None)
+}
+
+/// [`serving`], and with a ring secret every request must carry a valid authenticator
+/// (checked before anything else is done for it).
+pub fn serving_with(
+    handlers: Handlers,
+    me: Peer,
+    config: &Config,
+    metrics: Metrics,
+    auth: Option<Arc<RingAuth>>,
+) -> Handlers {
+    let limited: Arc<dyn BlobHandler> = Arc::new(LimitedBlob {
+        inner: handlers.blob,
+        transfers: Arc::new(Semaphore::new(config.transport.max_transfers.max(1))),
+        wait: config.transport.progress_timeout,
+    });
+    let (ring, blob): (Arc<dyn RingHandler>, Arc<dyn BlobHandler>) = match auth {
+        Some(auth) => (
+            Arc::new(AuthRing {
+                inner: handlers.ring,
+                auth: Arc::clone(&auth),
+                me: me.clone(),
+            }),
+            Arc::new(AuthBlob {
+                inner: limited,
+                auth,
+            }),
+        ),
+        None => (handlers.ring, limited),
+    };
     Handlers {
         ring: Arc::new(CheckedRing {
-            inner: handlers.ring,
+            inner: ring,
             me,
             metrics,
         }),
-        blob: Arc::new(LimitedBlob {
-            inner: handlers.blob,
-            transfers: Arc::new(Semaphore::new(config.transport.max_transfers.max(1))),
-            wait: config.transport.progress_timeout,
-        }),
+        blob,
     }
 }
 

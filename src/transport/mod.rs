@@ -15,6 +15,7 @@
 //!   oneself (loopback), deadlines by call class, concurrency limits for transfers, metrics,
 //!   client spans and trace context, and the protocol-version check.
 
+pub mod auth;
 pub mod body;
 pub mod faults;
 pub mod grpc;
@@ -304,19 +305,36 @@ pub struct ServeError {
     pub source: std::io::Error,
 }
 
-/// A peer's answer to "which of these do you lack", as a convenience over [`BlobQuery`].
+/// The most entries one `missing` or `referenced` query carries (a peer refuses more; longer
+/// lists go in several queries).
+pub const MAX_BATCH: usize = 10_000;
+
+/// A peer's answer to "which of these do you lack", as a convenience over [`BlobQuery`]
+/// (in batches of at most [`MAX_BATCH`]; an answer names only ids that were asked about).
 pub async fn missing(
     blob: &dyn BlobClient,
     to: &Address,
     have: Vec<(Id, Version)>,
 ) -> Result<Vec<Id>, TransportError> {
-    match blob
-        .query(to, BlobQuery::Missing { have }, TraceCarrier::current())
-        .await?
-    {
-        BlobAnswer::Missing { ids } => Ok(ids),
-        other => Err(unexpected(to, &other)),
+    let mut out = Vec::new();
+    for batch in have.chunks(MAX_BATCH) {
+        let query = BlobQuery::Missing {
+            have: batch.to_vec(),
+        };
+        match blob.query(to, query, TraceCarrier::current()).await? {
+            BlobAnswer::Missing { ids } => {
+                let asked: std::collections::HashSet<Id> =
+                    batch.iter().map(|(id, _)| *id).collect();
+                out.extend(
+                    ids.into_iter()
+                        .filter(|id| asked.contains(id))
+                        .take(batch.len()),
+                );
+            }
+            other => return Err(unexpected(to, &other)),
+        }
     }
+    Ok(out)
 }
 
 /// What a peer knows about `id`.

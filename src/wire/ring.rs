@@ -94,6 +94,12 @@ pub enum Rejection {
     },
     #[error("the peer speaks peer-protocol versions {min}..={max}, this message is version {got}")]
     Protocol { min: u16, max: u16, got: u16 },
+    /// The message carried no valid ring-secret authenticator (`security.ring_secret_file`
+    /// differs, or is set on one side only). Says nothing more, to anyone.
+    #[error(
+        "the peer refused a message not authenticated for its ring (check security.ring_secret_file)"
+    )]
+    Unauthenticated,
 }
 
 /// A response with who sent it.
@@ -110,6 +116,10 @@ pub struct ResponseEnvelope {
     /// that predate the field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incarnation: Option<u64>,
+    /// The responder's ring-secret authenticator (`transport::auth`), bound to the request it
+    /// answers; absent without a ring secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
 }
 
 impl Request {
@@ -147,6 +157,7 @@ impl ResponseEnvelope {
             from,
             body,
             incarnation: None,
+            auth: None,
         }
     }
 

@@ -129,6 +129,18 @@ impl Harness {
         Some((status, r.json().await.unwrap_or(Value::Null)))
     }
 
+    /// The value of one series (`name{labels}` as exposed) on peer `i`'s `/metrics`; 0 when
+    /// absent.
+    pub async fn metric(&self, i: usize, series: &str) -> f64 {
+        let Ok(r) = self.http.get(self.url(i, "/metrics")).send().await else {
+            return 0.0;
+        };
+        let text = r.text().await.unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub async fn get_json(&self, url: &str) -> Option<Value> {
         let r = self.http.get(url).send().await.ok()?;
         if !r.status().is_success() {

@@ -15,6 +15,7 @@ use super::status::{carrier, check_protocol, internal, invalid, refused, too_lar
 use super::stream::{chunks, incoming};
 use super::{DRAIN, MAX_CHUNK, MAX_META, MAX_QUERY, MAX_RPC};
 use crate::id::Id;
+use crate::transport::auth::received;
 use crate::transport::{BlobQuery, Body, BodyError, Handlers, ServeError, ServeOptions, Serving};
 use crate::wire::files::FileMeta;
 use crate::wire::ring::RequestEnvelope;
@@ -160,6 +161,7 @@ impl Blob for BlobService {
         request: Request<Streaming<pb::PutPart>>,
     ) -> Result<Response<pb::Json>, Status> {
         check_protocol(request.metadata())?;
+        let trace = carrier(request.metadata());
         let mut parts = request.into_inner();
         let meta = match parts.message().await? {
             Some(pb::PutPart {
@@ -191,7 +193,7 @@ impl Blob for BlobService {
         // and the server drops this call, but the handler must still see its body fail (and
         // clean up), not vanish mid-write.
         let blob = self.handlers.blob.clone();
-        let reply = tokio::spawn(async move { blob.put(meta, body).await })
+        let reply = tokio::spawn(received(trace, async move { blob.put(meta, body).await }))
             .await
             .map_err(|e| internal(format!("the handler failed: {e}")))?
             .map_err(refused)?;
@@ -204,12 +206,14 @@ impl Blob for BlobService {
 
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<Parts>, Status> {
         check_protocol(request.metadata())?;
+        let trace = carrier(request.metadata());
         let id: Id = request
             .into_inner()
             .id
             .parse()
             .map_err(|e| invalid(format!("{e}")))?;
-        match self.handlers.blob.get(id).await.map_err(refused)? {
+        let found = received(trace, self.handlers.blob.get(id)).await;
+        match found.map_err(refused)? {
             Some(o) => {
                 let head = object_part::Part::Meta(to_json(&o.meta)?);
                 Ok(Response::new(object_stream(head, o.body)))
@@ -225,14 +229,10 @@ impl Blob for BlobService {
         request: Request<pb::GetSharedRequest>,
     ) -> Result<Response<Parts>, Status> {
         check_protocol(request.metadata())?;
+        let trace = carrier(request.metadata());
         let name = request.into_inner().name;
-        match self
-            .handlers
-            .blob
-            .get_shared(&name)
-            .await
-            .map_err(refused)?
-        {
+        let found = received(trace, self.handlers.blob.get_shared(&name)).await;
+        match found.map_err(refused)? {
             Some(body) => {
                 let head = object_part::Part::Size(body.len());
                 Ok(Response::new(object_stream(head, body)))
@@ -243,8 +243,11 @@ impl Blob for BlobService {
 
     async fn query(&self, request: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
         check_protocol(request.metadata())?;
+        let trace = carrier(request.metadata());
         let query: BlobQuery = from_json(&request.into_inner().json)?;
-        let answer = self.handlers.blob.query(query).await.map_err(refused)?;
+        let answer = received(trace, self.handlers.blob.query(query))
+            .await
+            .map_err(refused)?;
         Ok(Response::new(pb::Json {
             json: to_json(&answer)?,
         }))

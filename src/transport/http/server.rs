@@ -53,8 +53,16 @@ pub fn router(handlers: Handlers, max_body: u64) -> Router {
     let data = small
         .merge(missing)
         .merge(objects)
+        .route_layer(axum::middleware::from_fn(carried))
         .route_layer(axum::middleware::from_fn(trace_requests));
     rpc.merge(data).with_state(state)
+}
+
+/// Hands a data-plane request's carrier (trace context and authenticator) to the shared
+/// layers around the handlers.
+async fn carried(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let carrier = carrier_from_headers(req.headers());
+    crate::transport::auth::received(carrier, next.run(req)).await
 }
 
 fn problem(status: StatusCode, kind: RefusalKind, detail: impl Into<String>) -> Response {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
+use super::auth::{self, received};
 use super::{
     AddressError, BlobAnswer, BlobClient, BlobQuery, Body, BoxFuture, Clients, Handlers, Object,
     PutReply, RingClient, ServeError, ServeOptions, Serving, TraceCarrier, TransportError,
@@ -212,7 +213,7 @@ impl BlobClient for MemoryClient {
         to: &'a Address,
         meta: FileMeta,
         body: Option<Body>,
-        _trace: TraceCarrier,
+        trace: TraceCarrier,
     ) -> BoxFuture<'a, Result<PutReply, TransportError>> {
         Box::pin(async move {
             let (handlers, max_body) = self.network.data_handlers(to).await?;
@@ -224,9 +225,7 @@ impl BlobClient for MemoryClient {
                 )));
             }
             let Some(mut body) = body else {
-                return handlers
-                    .blob
-                    .put(meta, None)
+                return received(trace, handlers.blob.put(meta, None))
                     .await
                     .map_err(TransportError::Refused);
             };
@@ -234,11 +233,13 @@ impl BlobClient for MemoryClient {
             // a remote server would read a socket: a caller that goes away ends the stream
             // early (the handler sees the cut), and a slow handler slows the caller.
             let (tx, mut rx) = tokio::sync::mpsc::channel(2);
-            let received = Body::new(
+            let content = Body::new(
                 body.len(),
                 futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed(),
             );
-            let served = tokio::spawn(async move { handlers.blob.put(meta, Some(received)).await });
+            let served = tokio::spawn(auth::received(trace, async move {
+                handlers.blob.put(meta, Some(content)).await
+            }));
             while let Some(chunk) = body.next().await {
                 let failed = chunk.is_err();
                 if tx.send(chunk).await.is_err() || failed {
@@ -259,11 +260,13 @@ impl BlobClient for MemoryClient {
         &'a self,
         to: &'a Address,
         id: Id,
-        _trace: TraceCarrier,
+        trace: TraceCarrier,
     ) -> BoxFuture<'a, Result<Option<Object>, TransportError>> {
         Box::pin(async move {
             let (handlers, _) = self.network.data_handlers(to).await?;
-            handlers.blob.get(id).await.map_err(TransportError::Refused)
+            received(trace, handlers.blob.get(id))
+                .await
+                .map_err(TransportError::Refused)
         })
     }
 
@@ -271,13 +274,11 @@ impl BlobClient for MemoryClient {
         &'a self,
         to: &'a Address,
         name: &'a str,
-        _trace: TraceCarrier,
+        trace: TraceCarrier,
     ) -> BoxFuture<'a, Result<Option<Body>, TransportError>> {
         Box::pin(async move {
             let (handlers, _) = self.network.data_handlers(to).await?;
-            handlers
-                .blob
-                .get_shared(name)
+            received(trace, handlers.blob.get_shared(name))
                 .await
                 .map_err(TransportError::Refused)
         })
@@ -287,13 +288,11 @@ impl BlobClient for MemoryClient {
         &'a self,
         to: &'a Address,
         query: BlobQuery,
-        _trace: TraceCarrier,
+        trace: TraceCarrier,
     ) -> BoxFuture<'a, Result<BlobAnswer, TransportError>> {
         Box::pin(async move {
             let (handlers, _) = self.network.data_handlers(to).await?;
-            handlers
-                .blob
-                .query(query)
+            received(trace, handlers.blob.query(query))
                 .await
                 .map_err(TransportError::Refused)
         })

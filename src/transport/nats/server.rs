@@ -14,6 +14,7 @@ use super::flow::{First, FlowError, Session, chunk_size};
 use super::headers::{self, BODY, DATA, HEAD, KIND, NONE, OK, REFUSAL, REFUSED, SEQ, STATUS};
 use super::{MAX_META, MAX_QUERY, MAX_RPC, MAX_SERVING, NatsTransport};
 use crate::id::Id;
+use crate::transport::auth::received;
 use crate::transport::{
     BlobQuery, Body, Handlers, Refusal, RefusalKind, ServeError, ServeOptions, Serving,
 };
@@ -246,6 +247,9 @@ impl Serve {
             .await
             .map_err(flow_refusal)?;
         let blob = &self.handlers.blob;
+        // The data plane's authenticator (ring secret) travels in the carrier: the shared
+        // layers check it inside `received`.
+        let carrier = headers::carrier(first);
         match op {
             "put" => {
                 let meta: FileMeta = from_json(&head)?;
@@ -270,26 +274,26 @@ impl Serve {
                     }
                     None
                 };
-                let reply = blob.put(meta, body).await?;
+                let reply = received(carrier, blob.put(meta, body)).await?;
                 Ok(found(to_json(&reply)?, None))
             }
             "get" => {
                 let id: Id = from_json(&head)?;
-                Ok(match blob.get(id).await? {
+                Ok(match received(carrier, blob.get(id)).await? {
                     Some(o) => found(to_json(&o.meta)?, Some(o.body)),
                     None => Answer::None,
                 })
             }
             "shared" => {
                 let name: String = from_json(&head)?;
-                Ok(match blob.get_shared(&name).await? {
+                Ok(match received(carrier, blob.get_shared(&name)).await? {
                     Some(body) => found(Bytes::new(), Some(body)),
                     None => Answer::None,
                 })
             }
             _ => {
                 let query: BlobQuery = from_json(&head)?;
-                let answer = blob.query(query).await?;
+                let answer = received(carrier, blob.query(query)).await?;
                 Ok(found(to_json(&answer)?, None))
             }
         }
