@@ -156,13 +156,21 @@ fn subject(ring: &str, i: usize) -> String {
 }
 
 /// Starts peer `i` of ring `ring` on the broker `url` (no `--listen`: nothing to open).
-fn spawn_nats(c: &Cluster, api_port: u16, ring: &str, i: usize, url: &str) -> PeerProcess {
-    let env = [
+fn spawn_nats(
+    c: &Cluster,
+    api_port: u16,
+    ring: &str,
+    i: usize,
+    url: &str,
+    extra: &[(&str, &str)],
+) -> PeerProcess {
+    let mut env = vec![
         ("CHORDNET_TRANSPORT__KIND", "nats"),
         ("CHORDNET_NATS__URL", url),
         ("CHORDNET_NATS__RING_NAME", ring),
         ("CHORDNET_FILES__MAX_FILE_SIZE", "8MiB"),
     ];
+    env.extend_from_slice(extra);
     let bootstrap = subject(ring, 0);
     cluster::spawn_logged(
         &subject(ring, i),
@@ -175,9 +183,13 @@ fn spawn_nats(c: &Cluster, api_port: u16, ring: &str, i: usize, url: &str) -> Pe
 }
 
 fn start(name: &str, n: usize, url: &str) -> Cluster {
+    start_with(name, n, url, &[])
+}
+
+fn start_with(name: &str, n: usize, url: &str, extra: &[(&str, &str)]) -> Cluster {
     let (mut c, ports) = Cluster::empty(name, n);
     for i in 0..n {
-        let p = spawn_nats(&c, ports[2 * i + 1], name, i, url);
+        let p = spawn_nats(&c, ports[2 * i + 1], name, i, url, extra);
         c.peers.push(p);
     }
     c
@@ -347,4 +359,34 @@ async fn a_broker_restart_loses_no_acknowledged_upload_and_readiness_comes_back(
         "{} uploads acknowledged across the broker restart, all intact",
         acked.len()
     );
+}
+
+/// The ring secret over NATS (issue 14 with issue 13): a signed 3-peer ring forms and moves
+/// files through the broker without a single refused message, data plane included (the NATS
+/// server hands each data call's carrier, with its authenticator, to the shared layers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_nats_ring_moves_files_without_refusals() {
+    let broker = NatsServer::start("signed");
+    let dir = std::env::temp_dir().join(format!("chordnet-nats-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let key = dir.join("ring-secret");
+    std::fs::write(&key, format!("{}\n", "6".repeat(64))).expect("key");
+    let key = key.display().to_string();
+    let env = [("CHORDNET_SECURITY__RING_SECRET_FILE", key.as_str())];
+    let c = start_with("natssigned", 3, &broker.url(), &env)
+        .converged()
+        .await;
+    let data = content(200_000, 9);
+    let (status, body) = c.put(&c.peers[0], "signed-over-nats.bin", &data).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        c.fetch(&c.peers[2], "signed-over-nats.bin").await,
+        Some(data)
+    );
+    assert_eq!(
+        metric_sum(&c, "chordnet_peer_auth_rejections_total").await,
+        0.0
+    );
+    drop(c);
+    let _ = std::fs::remove_dir_all(&dir);
 }
