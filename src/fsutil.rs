@@ -41,7 +41,7 @@ pub fn raise_open_files_limit() -> std::io::Result<u64> {
         }
         lim = raised;
     }
-    Ok(lim.rlim_cur as u64)
+    Ok(lim.rlim_cur)
 }
 
 #[cfg(test)]

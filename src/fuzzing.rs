@@ -12,8 +12,11 @@ use crate::transport::BodyError;
 use crate::wire::files::{BlobAnswer, BlobQuery, FileMeta};
 use crate::wire::ring::{RequestEnvelope, ResponseEnvelope};
 
+/// One fuzz entry point: arbitrary bytes in, a panic on a broken promise.
+pub type Target = fn(&[u8]);
+
 /// Every entry point by name (the fuzz targets' names).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("peer_message", peer_message),
     ("blob_message", blob_message),
     ("object_frame", object_frame),
