@@ -299,7 +299,10 @@ live() {
     printf '# the check'"'"'s API tokens (as in the Secret of security.apiTokens)\nread %s\nwrite %s\nadmin %s\n' \
       "$read_token" "$write_token" "$admin_token" >"$WORK/api-tokens"
     printf '%s' "$read_token" >"$WORK/read-token"
-    peer_env=(CHORDNET_API__TOKENS_FILE="$WORK/api-tokens" CHORDNET_API__PROTECT_METRICS=true)
+    # The ring secret too (security.ringSecret): the peers form their ring over signed messages.
+    "$(venv_bin python)" -c 'import secrets; print(secrets.token_hex(32))' >"$WORK/ring-secret"
+    peer_env=(CHORDNET_API__TOKENS_FILE="$WORK/api-tokens" CHORDNET_API__PROTECT_METRICS=true
+              CHORDNET_SECURITY__RING_SECRET_FILE="$WORK/ring-secret")
     AUTH=(-H "Authorization: Bearer $read_token")
     prom_auth=$'    authorization:\n      credentials_file: '"$WORK/read-token"
   fi
@@ -352,7 +355,7 @@ live() {
     CHORDNET_TOKEN="$read_token" "$CHORDNET_BIN" put "$WORK/api-tokens" --name nope.txt --api "http://127.0.0.1:${api[0]}" \
       >/dev/null 2>"$WORK/client-refused.txt" || code=$?
     ((code == 5)) || { log "  chordnet put with a read token: exit $code, want 5 (refused)"; return 1; }
-    log "  API tokens: /healthz, /readyz open; /v1/ring, /v1/node, /metrics 401 without a token; PUT 403 with a read token (CLI exit 5)"
+    log "  ring secret on; API tokens: /healthz, /readyz open; /v1/ring, /v1/node, /metrics 401 without a token; PUT 403 with a read token (CLI exit 5)"
     export CHORDNET_TOKEN="$write_token" # the helm test pod's token
   fi
 
