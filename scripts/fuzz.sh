@@ -15,12 +15,15 @@ targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(cargo +nightly fuzz list)
 fi
-cargo +nightly fuzz build -O >/dev/null
+if ! cargo +nightly fuzz build -O >/dev/null; then
+  echo "fuzz: the targets do not build"
+  exit 1
+fi
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
   log=$(mktemp)
   if ! cargo +nightly fuzz run -O "$t" "corpus/$t" "seeds/$t" -- -max_total_time="$secs" \
-      -print_final_stats=1 >"$log" 2>&1; then
+      -print_final_stats=1 -rss_limit_mb=4096 >"$log" 2>&1; then
     tail -40 "$log"
     echo "fuzz: $t crashed (see fuzz/artifacts/$t/)"
     exit 1
