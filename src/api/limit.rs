@@ -10,7 +10,6 @@ use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 
 use super::Problem;
@@ -59,14 +58,35 @@ pub async fn limit(State(t): State<Transfers>, request: Request, next: Next) -> 
     };
     slot.gauge.inc();
     let response = next.run(request).await;
-    response.map(|body| {
-        // The slot goes when the response body is done (or dropped): downloads stream after
-        // the handler returned.
-        Body::from_stream(body.into_data_stream().map(move |chunk| {
-            let _held = &slot;
-            chunk
-        }))
-    })
+    // The slot goes when the response body is done (or dropped): downloads stream after the
+    // handler returned. The body keeps its size (a problem answer stays one sized write).
+    response.map(|inner| Body::new(Held { inner, _slot: slot }))
+}
+
+/// A response body that holds a transfer slot until hyper drops it.
+struct Held {
+    inner: Body,
+    _slot: Slot,
+}
+
+impl http_body::Body for Held {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 struct Slot {
