@@ -295,13 +295,26 @@ async fn a_broker_restart_loses_no_acknowledged_upload_and_readiness_comes_back(
         tokio::spawn(async move {
             let mut acked = Vec::new();
             let mut k = 0usize;
-            while !stop.load(Ordering::SeqCst) && k < 2000 {
+            // Bounded by the stop flag (the waits below are bounded), not by a count: while
+            // the broker is away every request fails at once, and a count ran out before it
+            // came back on a loaded machine.
+            while !stop.load(Ordering::SeqCst) {
                 let name = format!("during-{k}.bin");
-                let data = content(500 + k * 37, 1000 + k as u64);
-                let (status, _) = c.put(&c.peers[k % PEERS], &name, &data).await;
+                let data = content(500 + (k % 2000) * 37, 1000 + k as u64);
+                // A request may also fail outright (cut by the broker's restart, or the client's
+                // time-out on a loaded machine): only a 201 counts.
+                let sent = c
+                    .http
+                    .put(c.peers[k % PEERS].url(&format!("/v1/files/{name}")))
+                    .body(data.clone())
+                    .send()
+                    .await;
+                let status = sent.map(|r| r.status().as_u16()).unwrap_or(0);
                 if status == 201 {
                     acked.push((name, data));
                     count.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 let _ = c
                     .get(&c.peers[(k + 1) % PEERS].url(&format!("/v1/lookup/k{k}")))
