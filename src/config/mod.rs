@@ -13,8 +13,15 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::id::Id;
+pub use api::ApiConfig;
+use api::{default_idle_timeout, default_max_connections, default_max_transfers};
+pub use nats::NatsConfig;
+pub use security::SecurityConfig;
 use units::{byte_size, humantime_duration};
 
+mod api;
+mod nats;
+mod security;
 pub mod subject;
 #[cfg(test)]
 mod tests;
@@ -36,69 +43,6 @@ pub struct Config {
     pub nats: NatsConfig,
     #[serde(default)]
     pub security: SecurityConfig,
-}
-
-/// Where the NATS broker is and how to log in to it. Used by `transport.kind = "nats"` (every
-/// peer-to-peer message goes through the broker; the peer port is not opened) and by the ring
-/// events stream.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NatsConfig {
-    /// The broker's URL (`nats://host:4222`; several, comma-separated, for a cluster).
-    pub url: String,
-    /// A NATS credentials file (`.creds`: a user JWT and its NKey seed).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub credentials_file: Option<PathBuf>,
-    /// A file holding an authentication token (its first line).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token_file: Option<PathBuf>,
-    /// The ring's name: the second token of every subject (`chordnet.<ring_name>.peer.<node>`),
-    /// so that several rings can share one broker.
-    pub ring_name: String,
-}
-
-impl Default for NatsConfig {
-    fn default() -> NatsConfig {
-        NatsConfig {
-            url: "nats://127.0.0.1:4222".into(),
-            credentials_file: None,
-            token_file: None,
-            ring_name: "default".into(),
-        }
-    }
-}
-
-/// Who may talk to this peer over the peer protocol.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SecurityConfig {
-    /// The ring secret: a file of keys, one per line (hex or base64, at least 32 bytes; `#`
-    /// comments). Every peer message is then signed with the first key and accepted only with
-    /// a valid signature of any listed key; the file is re-read when it changes (rotation
-    /// without downtime). Without it, any host that reaches the peer port is a peer.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ring_secret_file: Option<PathBuf>,
-    /// How far a signed message's timestamp may be from this peer's clock (replays are
-    /// refused within it; older or later messages are refused outright).
-    #[serde(
-        default = "defaults::message_window",
-        with = "humantime_duration",
-        skip_serializing_if = "is_default_window"
-    )]
-    pub message_window: Duration,
-}
-
-impl Default for SecurityConfig {
-    fn default() -> SecurityConfig {
-        SecurityConfig {
-            ring_secret_file: None,
-            message_window: defaults::message_window(),
-        }
-    }
-}
-
-fn is_default_window(d: &Duration) -> bool {
-    *d == defaults::message_window()
 }
 
 /// How peers reach each other: which transport carries both planes, and the deadlines and
@@ -157,42 +101,6 @@ pub struct NodeConfig {
     /// The node identifier (40 hex characters); defaults to SHA-1 of `advertise`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<Id>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiConfig {
-    /// Where the REST API, probes and `/metrics` listen.
-    pub listen: SocketAddr,
-    /// Bearer tokens, one `ROLE TOKEN` pair per line (roles `read`, `write`, `admin`); none
-    /// leaves the API open (a dev ring). Read again when the file changes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tokens_file: Option<PathBuf>,
-    /// With tokens: whether `/metrics` needs a `read` token too (the probes never do).
-    #[serde(default)]
-    pub protect_metrics: bool,
-    /// The most API connections open at once; more are answered `503` and closed.
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
-    /// How long a connection may stay open with no request in progress.
-    #[serde(default = "default_idle_timeout", with = "humantime_duration")]
-    pub idle_timeout: Duration,
-    /// The most uploads and downloads in progress at once (each holds up to 8 MiB of blocks);
-    /// one more is answered `503` with `Retry-After`.
-    #[serde(default = "default_max_transfers")]
-    pub max_transfers: usize,
-}
-
-fn default_max_transfers() -> usize {
-    16
-}
-
-fn default_max_connections() -> usize {
-    8192
-}
-
-fn default_idle_timeout() -> Duration {
-    Duration::from_secs(60)
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -24,6 +24,7 @@ pub mod layers;
 pub mod memory;
 pub mod nats;
 pub mod registry;
+pub mod serving;
 pub mod tcp;
 
 use std::future::Future;

@@ -1,0 +1,35 @@
+//! The `[nats]` section: the broker of `transport.kind = "nats"` (and of the ring events).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Where the NATS broker is and how to log in to it. Used by `transport.kind = "nats"` (every
+/// peer-to-peer message goes through the broker; the peer port is not opened) and by the ring
+/// events stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// The broker's URL (`nats://host:4222`; several, comma-separated, for a cluster).
+    pub url: String,
+    /// A NATS credentials file (`.creds`: a user JWT and its NKey seed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<PathBuf>,
+    /// A file holding an authentication token (its first line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// The ring's name: the second token of every subject (`chordnet.<ring_name>.peer.<node>`),
+    /// so that several rings can share one broker.
+    pub ring_name: String,
+}
+
+impl Default for NatsConfig {
+    fn default() -> NatsConfig {
+        NatsConfig {
+            url: "nats://127.0.0.1:4222".into(),
+            credentials_file: None,
+            token_file: None,
+            ring_name: "default".into(),
+        }
+    }
+}
