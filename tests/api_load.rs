@@ -68,14 +68,16 @@ fn open(api: &str, idle: usize, slow: usize) -> (Vec<TcpStream>, Vec<TcpStream>)
     (idle, slow)
 }
 
-async fn open_connections(c: &Cluster) -> f64 {
+/// The first peer's `/metrics` (empty when it does not answer).
+async fn scrape(c: &Cluster) -> String {
     match c.http.get(c.peers[0].url("/metrics")).send().await {
-        Ok(r) => metric(
-            &r.text().await.unwrap_or_default(),
-            "chordnet_api_connections",
-        ),
-        Err(_) => f64::NAN,
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
     }
+}
+
+async fn open_connections(c: &Cluster) -> f64 {
+    metric(&scrape(c).await, "chordnet_api_connections")
 }
 
 /// Capacity: with time-outs long enough not to interfere, 5,000 idle and 200 slowloris
@@ -198,15 +200,7 @@ async fn idle_connections_and_slow_heads_are_closed_by_their_time_outs() {
         assert!(closed, "an idle connection was not closed");
         assert!(answer.is_empty(), "an idle connection got {answer:?}");
     }
-    let metrics = c
-        .http
-        .get(c.peers[0].url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = scrape(&c).await;
     assert!(
         metric(&metrics, "chordnet_api_connections_timed_out_total") >= (IDLE + SLOW) as f64,
         "{metrics}"
@@ -286,15 +280,7 @@ async fn past_max_transfers_an_upload_or_download_gets_503_at_once() {
     .await;
     let peer = &c.peers[0];
     let api = peer.api.clone();
-    let transfers = || async {
-        match c.http.get(peer.url("/metrics")).send().await {
-            Ok(r) => metric(
-                &r.text().await.unwrap_or_default(),
-                "chordnet_api_transfers",
-            ),
-            Err(_) => f64::NAN,
-        }
-    };
+    let transfers = || async { metric(&scrape(&c).await, "chordnet_api_transfers") };
     // Two uploads whose bodies trickle: both slots taken.
     let slow: Vec<TcpStream> = (0..2)
         .map(|i| {
@@ -366,15 +352,7 @@ async fn past_max_transfers_an_upload_or_download_gets_503_at_once() {
     )
     .await;
     assert_eq!(transfers().await, 0.0);
-    let text = c
-        .http
-        .get(peer.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = scrape(&c).await;
     assert!(
         metric(&text, "chordnet_api_transfers_shed_total") >= 2.0,
         "{text}"

@@ -353,6 +353,22 @@ pub async fn info(
     }
 }
 
+/// A message as JSON, for transports whose frames carry JSON (gRPC's and NATS's clients).
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<bytes::Bytes, TransportError> {
+    serde_json::to_vec(value)
+        .map(bytes::Bytes::from)
+        .map_err(|e| TransportError::Protocol(format!("cannot encode a message: {e}")))
+}
+
+/// A peer's JSON answer, or a protocol error naming the peer.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
+    to: &Address,
+    json: &[u8],
+) -> Result<T, TransportError> {
+    serde_json::from_slice(json)
+        .map_err(|e| TransportError::Protocol(format!("{to} answered bad JSON: {e}")))
+}
+
 fn unexpected(to: &Address, answer: &BlobAnswer) -> TransportError {
     TransportError::Protocol(format!("{to} gave an unexpected answer: {answer:?}"))
 }

@@ -2,6 +2,7 @@
 //! rebuilt after the peer was unreachable (a DNS name may point to a restarted pod's new
 //! address); a connect time-out, `grpc-timeout` on control calls.
 
+use crate::transport::{from_json, to_json};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -97,20 +98,6 @@ fn send_put(
     req: tonic::Request<Parts<pb::PutPart>>,
 ) -> BoxFuture<'static, Result<tonic::Response<pb::Json>, tonic::Status>> {
     Box::pin(async move { client.put(req).await })
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<Bytes, TransportError> {
-    serde_json::to_vec(value)
-        .map(Bytes::from)
-        .map_err(|e| TransportError::Protocol(format!("cannot encode a message: {e}")))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(
-    to: &Address,
-    json: &[u8],
-) -> Result<T, TransportError> {
-    serde_json::from_slice(json)
-        .map_err(|e| TransportError::Protocol(format!("{to} answered bad JSON: {e}")))
 }
 
 fn meta_from(to: &Address, json: &[u8]) -> Result<FileMeta, TransportError> {

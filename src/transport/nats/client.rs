@@ -1,6 +1,7 @@
 //! The NATS transport's client: ring calls as request/reply with the layers' deadline, data
 //! calls as [`Session`]s.
 
+use crate::transport::{from_json, to_json};
 use std::time::Duration;
 
 use async_nats::client::RequestErrorKind;
@@ -128,20 +129,6 @@ fn failure(to: &Address, e: FlowError) -> TransportError {
             TransportError::Protocol(format!("{to}: {e}"))
         }
     }
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<Bytes, TransportError> {
-    serde_json::to_vec(value)
-        .map(Bytes::from)
-        .map_err(|e| TransportError::Protocol(format!("cannot encode a message: {e}")))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(
-    to: &Address,
-    json: &[u8],
-) -> Result<T, TransportError> {
-    serde_json::from_slice(json)
-        .map_err(|e| TransportError::Protocol(format!("{to} answered bad JSON: {e}")))
 }
 
 fn expect_found(to: &Address, reply: Reply) -> Result<(Bytes, Option<Body>), TransportError> {
