@@ -56,6 +56,16 @@ FROM base AS prebuilt
 COPY chordnet /chordnet
 
 ############################################################################################
+# prebuilt-dynamic: the same around a dynamically linked binary (the one `cargo test --release`
+# builds), with its loader and libraries: the build context holds `chordnet` and `rootfs/` with
+# the files `ldd chordnet` names at their paths. scripts/k8s-emulate.sh builds it in CI
+# (CHORDNET_BIN) to spare a second release build; images for a cluster use `prebuilt` or
+# `runtime` (static).
+FROM base AS prebuilt-dynamic
+COPY rootfs/ /
+COPY chordnet /chordnet
+
+############################################################################################
 # builder: a static (crt-static, glibc) x86_64 binary.
 FROM ${BUILDER_IMAGE} AS builder
 WORKDIR /src

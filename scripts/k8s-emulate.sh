@@ -4,7 +4,10 @@
 #   tools     installs what is missing (Debian's docker.io, python3-venv; the venv of
 #             scripts/k8s-check.sh with the same pins and cache, for helm-python-sdk)
 #   binary    a static chordnet (RUSTFLAGS=-C target-feature=+crt-static cargo build --release
-#             --target <arch>-unknown-linux-gnu), or CHORDNET_STATIC_BIN when given
+#             --target <arch>-unknown-linux-gnu), or CHORDNET_STATIC_BIN when given; or, with
+#             CHORDNET_BIN, the binary `cargo test --release` already built (dynamically linked:
+#             its loader and libraries from ldd go into the image beside it; CI does this to
+#             avoid a second release build)
 #   docker    starts a private dockerd (its own data/exec root, socket and pid file in a
 #             temporary directory; no iptables rules, no docker0 bridge, no IP forwarding change),
 #             an internal bridge network on K8S_EMU_SUBNET, and a DNS stub on the bridge that
@@ -36,7 +39,8 @@
 #
 # Usage: bash scripts/k8s-emulate.sh      (as root: it starts a dockerd; on Debian 12 it installs
 #                                         docker.io and python3-venv when missing)
-# Environment: CHORDNET_STATIC_BIN (a static chordnet binary: skips the build), CARGO_TARGET_DIR
+# Environment: CHORDNET_STATIC_BIN (a static chordnet binary: skips the build), CHORDNET_BIN (any
+# chordnet binary, static or dynamic: skips the build; a dynamic one brings its libraries), CARGO_TARGET_DIR
 # (for the build), K8S_EMU_SUBNET (default 172.31.250.0/24), K8S_EMU_FILES (50), K8S_EMU_SEED (1),
 # K8S_EMU_VALUES (a values file for the chart), K8S_EMU_NAMESPACE / K8S_EMU_RELEASE (chordnet),
 # K8S_EMU_SEQUENTIAL (1), K8S_EMU_LOGS (a directory to keep every pod's log in), K8S_CHECK_CACHE
@@ -268,8 +272,14 @@ log "  venv:   $VENV"
 phase_done
 
 ######################################################################################### binary
-phase "static binary"
-if [[ -n ${CHORDNET_STATIC_BIN:-} ]]; then
+phase "binary"
+DYNAMIC=0
+if [[ -n ${CHORDNET_BIN:-} ]]; then
+  BIN="$CHORDNET_BIN"
+  [[ -x $BIN ]] || die "CHORDNET_BIN=$BIN is not an executable file"
+  log "  given: $BIN"
+  ldd "$BIN" 2>&1 | grep -qE 'statically linked|not a dynamic executable' || DYNAMIC=1
+elif [[ -n ${CHORDNET_STATIC_BIN:-} ]]; then
   BIN="$CHORDNET_STATIC_BIN"
   [[ -x $BIN ]] || die "CHORDNET_STATIC_BIN=$BIN is not an executable file"
   log "  given: $BIN"
@@ -290,11 +300,15 @@ else
   grep -E '^\s+Finished' "$WORK/cargo.log" | sed 's/^ */  /' || true
   BIN="$TARGET_DIR/$TRIPLE/release/chordnet"
 fi
-if ! ldd "$BIN" 2>&1 | grep -qE 'statically linked|not a dynamic executable'; then
+if ((DYNAMIC)); then
+  log "  $BIN: dynamically linked, $("$BIN" --version), $(du -h "$BIN" | cut -f1); the image gets its loader and libraries:"
+  ldd "$BIN" | sed 's/^/  | /'
+elif ! ldd "$BIN" 2>&1 | grep -qE 'statically linked|not a dynamic executable'; then
   ldd "$BIN" | sed 's/^/  | /'
   die "$BIN is not statically linked: it cannot run in the FROM-scratch image"
+else
+  log "  $BIN: statically linked, $("$BIN" --version), $(du -h "$BIN" | cut -f1)"
 fi
-log "  $BIN: statically linked, $("$BIN" --version), $(du -h "$BIN" | cut -f1)"
 phase_done
 
 ######################################################################################### render
@@ -367,12 +381,22 @@ until grep -q answering "$WORK/nxdns.log"; do
   sleep 0.2
 done
 log "  DNS stub (pid $DNS_PID) on $GATEWAY:53: the containers' upstream; NXDOMAIN for every name that is not an alias"
-mkdir -p "$WORK/image"
-cp "$BIN" "$WORK/image/chordnet"
-docker build -q --target prebuilt -t "$IMAGE" -f "$ROOT/Dockerfile" "$WORK/image" >/dev/null
+mkdir -p "$WORK/image/rootfs"
+# Debug line tables stay out of the image (the static build has none).
+objcopy --strip-debug "$BIN" "$WORK/image/chordnet" 2>/dev/null || cp "$BIN" "$WORK/image/chordnet"
+TARGET_STAGE=prebuilt
+if ((DYNAMIC)); then
+  # The loader and every library ldd names, at the paths the binary looks for them.
+  while read -r lib; do
+    mkdir -p "$WORK/image/rootfs$(dirname "$lib")"
+    cp -L "$lib" "$WORK/image/rootfs$lib"
+  done < <(ldd "$BIN" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}')
+  TARGET_STAGE=prebuilt-dynamic
+fi
+docker build -q --target "$TARGET_STAGE" -t "$IMAGE" -f "$ROOT/Dockerfile" "$WORK/image" >/dev/null
 IMAGE_SIZE="$(docker image inspect -f '{{.Size}}' "$IMAGE")"
 IMAGE_SIZE="$((IMAGE_SIZE / 1000000)) MB"
-log "  image $IMAGE (Dockerfile target prebuilt): $IMAGE_SIZE, user $(docker image inspect -f '{{.Config.User}}' "$IMAGE"), entrypoint $(docker image inspect -f '{{json .Config.Entrypoint}}' "$IMAGE")"
+log "  image $IMAGE (Dockerfile target $TARGET_STAGE): $IMAGE_SIZE, user $(docker image inspect -f '{{.Config.User}}' "$IMAGE"), entrypoint $(docker image inspect -f '{{json .Config.Entrypoint}}' "$IMAGE")"
 log "  in the image: $(docker run --rm --network none --entrypoint /chordnet "$IMAGE" --version)"
 phase_done
 
