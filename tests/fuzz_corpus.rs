@@ -71,6 +71,7 @@ fn seeds() -> BTreeMap<&'static str, Vec<Vec<u8>>> {
         ring_id: Some(RingId(0x1234_5678_9abc_def0_1122_3344_5566_7788)),
         from: peer(1),
         body,
+        renamed_from: None,
     };
     let requests = [
         Request::FindSuccessor {

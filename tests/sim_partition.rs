@@ -196,3 +196,63 @@ fn two_rings_founded_apart_with_one_ring_id_merge_only_when_asked() {
     let stats = LookupStats::from_records(&records);
     assert_eq!(stats.correct, stats.count, "{stats:?}");
 }
+
+/// Two rings with different ring ids, merged on an operator's word (`POST /v1/ring/merge`):
+/// the contact's ring takes the asking ring's id over, every node of it zips itself in, and the
+/// result is one correct ring with one id. Returns the rounds it took.
+fn absorb(per_side: usize, seed: u64) -> u64 {
+    let mut sim = Sim::new(chordnet::sim::SimConfig {
+        seed,
+        ..Default::default()
+    });
+    let nodes: Vec<NodeIndex> = (0..2 * per_side).map(|_| sim.add_node_auto()).collect();
+    let (left, right) = nodes.split_at(per_side);
+    for (side, ring) in [(left, RingId(1)), (right, RingId(2))] {
+        assert!(sim.create_with(side[0], ring).is_ok());
+        for &i in &side[1..] {
+            sim.join(i, side[0]);
+        }
+    }
+    let rounds = converge(&mut sim, 200, "two rings", &mut quiet);
+    assert!(rounds.is_some() || check_nodes(&sim, left).quiescent_ok());
+    sim.run_for(10 * sim.config.stabilize_interval);
+    assert!(check_nodes(&sim, left).quiescent_ok());
+    assert!(check_nodes(&sim, right).quiescent_ok());
+    assert!(!check_ring(&sim).ring_ok());
+
+    let contact = sim.slot(right[per_side / 2]).node.me().address.clone();
+    assert!(sim.absorb_ring(left[1], contact, RingId(2)));
+    let rounds = converge(&mut sim, 60, "absorb", &mut quiet);
+    let rounds = rounds.unwrap_or_else(|| panic!("no single ring: {:?}", check_ring(&sim)));
+    assert_eq!(check_ring(&sim).live, 2 * per_side);
+    for &i in &nodes {
+        let node = &sim.slot(i).node;
+        assert_eq!(node.ring_id(), Some(RingId(1)), "node {i}");
+    }
+    for &i in right {
+        assert_eq!(sim.slot(i).node.ring_alias(), Some(RingId(2)), "node {i}");
+    }
+    let records = lookup_from_every_node(&mut sim, 4);
+    let stats = LookupStats::from_records(&records);
+    assert_eq!(stats.correct, stats.count, "{stats:?}");
+    println!(
+        "{per_side} + {per_side} nodes, seed {seed}: one ring with one id after {rounds} rounds"
+    );
+    rounds
+}
+
+#[test]
+fn an_operator_merges_rings_with_different_ids_into_one_ring_with_one_id() {
+    let small = absorb(12, 21);
+    assert!(small <= 8, "{small} rounds");
+    // Every node of the renamed ring zips itself in at once: a ring 20 times bigger does not
+    // take anything like 20 times longer (5 rounds for 192 + 192 nodes, seed 22).
+    let big = absorb(256, 22);
+    assert!(big <= 12, "{big} rounds");
+    if let Ok(n) = std::env::var("CHORDNET_ABSORB_NODES") {
+        // The README's figure for bigger rings: CHORDNET_ABSORB_NODES=1024 cargo test --release
+        // --test sim_partition an_operator -- --nocapture
+        let n: usize = n.parse().expect("CHORDNET_ABSORB_NODES is a number");
+        absorb(n, 23);
+    }
+}

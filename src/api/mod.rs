@@ -77,6 +77,7 @@ pub fn router(service: Arc<Service>, files: Arc<Files>, access: Access) -> Route
         .route("/v1/ring/view", get(ring_view::ring_view))
         .route("/v1/ring/join", post(ring::join))
         .route("/v1/ring/leave", post(ring::leave))
+        .route("/v1/ring/merge", post(ring::merge))
         .route("/v1/lookup", get(ring::lookup_id))
         .route("/v1/lookup/{key}", get(ring::lookup_key))
         .route(

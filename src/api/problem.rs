@@ -67,6 +67,19 @@ impl From<ServiceError> for Problem {
     }
 }
 
+impl From<crate::runtime::MergeError> for Problem {
+    fn from(e: crate::runtime::MergeError) -> Problem {
+        use crate::runtime::MergeError;
+        let status = match e {
+            MergeError::Service(inner) => return Problem::from(inner),
+            MergeError::BadPeer(_) => StatusCode::BAD_REQUEST,
+            MergeError::Unreachable(_) => StatusCode::BAD_GATEWAY,
+            MergeError::Refused(_) => StatusCode::CONFLICT,
+        };
+        Problem::new(status, e.to_string())
+    }
+}
+
 impl From<FilesError> for Problem {
     fn from(e: FilesError) -> Problem {
         let status = match &e {

@@ -65,6 +65,27 @@ fn rejected(status: StatusCode, text: String) -> Problem {
     Problem::new(status, text)
 }
 
+#[derive(Deserialize)]
+pub(super) struct MergeBody {
+    peer: String,
+}
+
+/// `POST /v1/ring/merge {"peer": ADDRESS}`: brings the ring of that peer into this one
+/// (`runtime::merge`). 202 with what started, 200 when the two are one ring already.
+pub(super) async fn merge(
+    State(app): Api,
+    body: Result<Json<MergeBody>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let Json(body) = body.map_err(|e| rejected(e.status(), e.body_text()))?;
+    let report = app.ring.merge(&body.peer).await?;
+    let status = if report.outcome == "already_one_ring" {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(report)).into_response())
+}
+
 pub(super) async fn leave(State(app): Api) -> Result<Response, Problem> {
     app.files.leave().await?;
     Ok(Json(app.node_view()).into_response())

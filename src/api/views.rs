@@ -327,6 +327,7 @@ mod tests {
             me: a.clone(),
             membership: crate::ring::Membership::Member,
             ring_id: Some(crate::ring::RingId(1)),
+            ring_alias: None,
             predecessor: Some(a.clone()),
             successors: vec![a.clone()],
             fingers: vec![None; 2].into(),

@@ -13,18 +13,25 @@ impl Node {
     /// Answers a peer's request.
     pub fn handle_request(&mut self, request: RequestEnvelope) -> ResponseEnvelope {
         let body = self.answer(request);
-        ResponseEnvelope::new(self.ring_id, self.me.clone(), body)
-            .with_incarnation(self.incarnation)
+        ResponseEnvelope {
+            renamed_from: self.ring_alias,
+            ..ResponseEnvelope::new(self.ring_id, self.me.clone(), body)
+        }
+        .with_incarnation(self.incarnation)
     }
 
     fn answer(&mut self, mut request: RequestEnvelope) -> Response {
         self.bound_request(&mut request.body);
-        if let (Some(mine), Some(theirs)) = (self.ring_id, request.ring_id)
-            && mine != theirs
-        {
-            return Response::Rejected {
-                reason: Rejection::WrongRing { ring_id: mine },
+        if let (Some(mine), Some(theirs)) = (self.ring_id, request.ring_id) {
+            let contact = match &request.body {
+                Request::MergeHint { contact, .. } => Some(contact),
+                _ => None,
             };
+            if !self.same_ring(theirs, request.renamed_from, contact) {
+                return Response::Rejected {
+                    reason: Rejection::WrongRing { ring_id: mine },
+                };
+            }
         }
         // No ring id is a joiner's question (a lookup, its successor's neighbours, a ping),
         // never a change of this node's routing: those come from its own ring only.
@@ -69,6 +76,7 @@ impl Node {
                 ttl,
                 toward_successor,
             } => {
+                self.pass_rename_hint(&contact);
                 self.merge_hinted(contact, ttl, toward_successor);
                 Response::Ack
             }
@@ -167,8 +175,8 @@ impl Node {
             return;
         };
         self.bound_response(&mut response.body);
-        if let (Some(mine), Some(theirs)) = (self.ring_id, response.ring_id)
-            && mine != theirs
+        if let (Some(_), Some(theirs)) = (self.ring_id, response.ring_id)
+            && !self.same_ring(theirs, response.renamed_from, None)
         {
             let why = Why::Rejected(Rejection::WrongRing { ring_id: theirs });
             return self.failed(pending, why);

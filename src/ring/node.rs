@@ -45,6 +45,12 @@ pub struct Node {
     pub(super) config: RingConfig,
     pub(super) membership: Membership,
     pub(super) ring_id: Option<RingId>,
+    /// The id this node's ring had before an operator merged it into `ring_id`'s ring.
+    pub(super) ring_alias: Option<RingId>,
+    /// The last other ring id seen merged into this ring (reported once).
+    pub(super) absorbed: Option<RingId>,
+    /// Since the last rename, this node passed the merge hint on to its neighbours.
+    pub(super) rename_hinted: bool,
     pub(super) predecessor: Option<Peer>,
     /// Never empty while a member; ends with `me` when the ring is shorter than r.
     pub(super) successors: Vec<Peer>,
@@ -91,6 +97,9 @@ impl Node {
             config,
             membership: Membership::Idle,
             ring_id: None,
+            ring_alias: None,
+            absorbed: None,
+            rename_hinted: false,
             predecessor: None,
             successors: Vec::new(),
             fingers: vec![None; BITS],
@@ -262,6 +271,17 @@ impl Node {
     }
 
     pub(super) fn send(&mut self, to: Address, body: Request, pending: Pending) {
+        self.send_renamed(to, body, pending, self.ring_alias);
+    }
+
+    /// [`Node::send`] with the envelope's `renamed_from` (a merge, [`super::rename`]).
+    pub(super) fn send_renamed(
+        &mut self,
+        to: Address,
+        body: Request,
+        pending: Pending,
+        renamed_from: Option<RingId>,
+    ) {
         self.next_request += 1;
         let request = RequestId(self.next_request);
         let cause = self.cause(&pending);
@@ -270,7 +290,10 @@ impl Node {
             request,
             to,
             cause,
-            message: RequestEnvelope::new(self.ring_id, self.me.clone(), body),
+            message: RequestEnvelope {
+                renamed_from,
+                ..RequestEnvelope::new(self.ring_id, self.me.clone(), body)
+            },
         });
     }
 

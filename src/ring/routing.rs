@@ -10,6 +10,7 @@ impl Node {
         self.fingers.iter_mut().for_each(|f| *f = None);
         self.next_finger = 0;
         self.notifiers.clear();
+        self.clear_alias();
         self.pending.clear();
         self.lookups.clear();
         self.stabilizing = false;

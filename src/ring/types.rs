@@ -180,6 +180,18 @@ pub enum RingEvent {
         peer: Peer,
         ring_id: RingId,
     },
+    /// An operator merged this node's ring into ring `new` (`POST /v1/ring/merge` on a peer
+    /// there): this node took the id over; it still accepts `old` from peers that have not
+    /// heard yet.
+    RingRenamed {
+        old: RingId,
+        new: RingId,
+    },
+    /// Peers of ring `absorbed` took this ring's id over (an operator's merge): that ring is
+    /// now part of this one (reported once per id).
+    RingsMerged {
+        absorbed: RingId,
+    },
 }
 
 /// What started a ring unification at a node.

@@ -8,8 +8,8 @@ use tracing::Span;
 
 use crate::id::Id;
 use crate::ring::{
-    Address, CommandError, JoinFailure, LookupError, LookupResult, RequestEnvelope, RequestId,
-    ResponseEnvelope, RingId, Timer,
+    Address, CommandError, JoinFailure, LookupError, LookupResult, Peer, RequestEnvelope,
+    RequestId, ResponseEnvelope, RingId, Timer,
 };
 use crate::transport::TransportError;
 
@@ -50,6 +50,18 @@ pub(super) enum Command {
     },
     /// Answered once the node left (at once when it is not a member).
     Leave { reply: oneshot::Sender<()> },
+    /// Ring unification through `contact`, a peer of this ring id outside this node's ring
+    /// (answers whether it started).
+    Merge {
+        contact: Peer,
+        reply: oneshot::Sender<bool>,
+    },
+    /// Asks the ring of `contact` (ring `ring_id`) to take this ring's id over and merge in.
+    Absorb {
+        contact: Address,
+        ring_id: RingId,
+        reply: oneshot::Sender<bool>,
+    },
     /// Keys are handed off before a leave: take no more (answers whether it is handing off).
     HandOff { reply: oneshot::Sender<bool> },
 }

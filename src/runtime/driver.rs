@@ -123,6 +123,16 @@ impl Driver {
             Command::Create { ring_id, reply } => {
                 let _ = reply.send(self.node.create(ring_id));
             }
+            Command::Merge { contact, reply } => {
+                let _ = reply.send(self.node.merge_with(contact));
+            }
+            Command::Absorb {
+                contact,
+                ring_id,
+                reply,
+            } => {
+                let _ = reply.send(self.node.absorb_ring(contact, ring_id));
+            }
             Command::HandOff { reply } => {
                 let _ = reply.send(self.node.begin_hand_off());
             }

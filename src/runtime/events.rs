@@ -88,6 +88,20 @@ impl Driver {
                     .with_label_values(&[&ring_id.to_string()])
                     .set(1);
             }
+            RingEvent::RingRenamed { old, new } => {
+                info!(%old, %new, "this ring ({old}) was merged into ring {new} on an operator's request: took its id over");
+                m.merges_started.with_label_values(&["explicit"]).inc();
+                for id in [old, new] {
+                    let _ = m.foreign_rings.remove_label_values(&[&id.to_string()]);
+                }
+                self.set_ring_info(new);
+            }
+            RingEvent::RingsMerged { absorbed } => {
+                info!(%absorbed, "rings merged: peers of ring {absorbed} took this ring's id over");
+                let _ = m
+                    .foreign_rings
+                    .remove_label_values(&[&absorbed.to_string()]);
+            }
             RingEvent::Left => {
                 info!("left the ring");
                 m.leaves.inc();

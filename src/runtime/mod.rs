@@ -12,6 +12,7 @@ mod bootstrap;
 mod commands;
 mod driver;
 mod events;
+mod merge;
 mod remember;
 mod status;
 mod timers;
@@ -35,6 +36,7 @@ use crate::ring::{
 use crate::telemetry::{self, TraceCarrier};
 use crate::transport::{BoxFuture, RingClient, RingHandler, TransportError, TransportFactory};
 use commands::{Command, JoinError, Mailbox};
+pub use merge::{MergeError, MergeReport};
 pub use status::Status;
 
 /// Errors of the service's operations, as the API reports them.

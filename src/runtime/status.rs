@@ -15,6 +15,8 @@ pub struct Status {
     pub me: Peer,
     pub membership: Membership,
     pub ring_id: Option<RingId>,
+    /// The id the ring had before an operator merged it into `ring_id`'s ring.
+    pub ring_alias: Option<RingId>,
     pub predecessor: Option<Peer>,
     pub successors: Vec<Peer>,
     pub fingers: Arc<[Option<Peer>]>,
@@ -32,6 +34,7 @@ impl Status {
             me: n.me().clone(),
             membership: n.membership(),
             ring_id: n.ring_id(),
+            ring_alias: n.ring_alias(),
             predecessor: n.predecessor().cloned(),
             successors: n.successors().to_vec(),
             fingers: n.fingers().into(),

@@ -302,7 +302,10 @@ impl Sim {
                 self.stats.merges_adopted += u64::from(adopted.is_some());
             }
             RingEvent::ForeignRing { .. } => self.stats.foreign_rings_seen += 1,
-            RingEvent::PeerLeft { .. } | RingEvent::Stabilized { .. } => {}
+            RingEvent::PeerLeft { .. }
+            | RingEvent::Stabilized { .. }
+            | RingEvent::RingRenamed { .. }
+            | RingEvent::RingsMerged { .. } => {}
         }
     }
 

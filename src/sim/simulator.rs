@@ -203,6 +203,14 @@ impl Sim {
         started
     }
 
+    /// Node `i` asks the ring of `contact` (ring `ring_id`) to take its ring's id over and merge
+    /// in (an operator's `POST /v1/ring/merge`).
+    pub fn absorb_ring(&mut self, i: NodeIndex, contact: Address, ring_id: RingId) -> bool {
+        let started = self.slots[i].node.absorb_ring(contact, ring_id);
+        self.flush(i);
+        started
+    }
+
     /// Node `i` leaves gracefully; it stops counting as a member at once.
     pub fn leave(&mut self, i: NodeIndex) {
         let id = self.slots[i].node.id();

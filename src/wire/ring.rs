@@ -44,6 +44,11 @@ pub struct RequestEnvelope {
     pub ring_id: Option<RingId>,
     pub from: Peer,
     pub body: Request,
+    /// The ring id the sender's ring had before an operator merged it into `ring_id`'s ring
+    /// (`POST /v1/ring/merge`): a receiver still on that id adopts `ring_id` (the rename
+    /// spreads with ordinary traffic). Absent unless the sender's ring was renamed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renamed_from: Option<RingId>,
 }
 
 /// The answer to a [`Request`].
@@ -120,6 +125,9 @@ pub struct ResponseEnvelope {
     /// answers; absent without a ring secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<String>,
+    /// As in [`RequestEnvelope::renamed_from`]: the responder's ring had this id before a merge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renamed_from: Option<RingId>,
 }
 
 impl Request {
@@ -144,6 +152,7 @@ impl RequestEnvelope {
             ring_id,
             from,
             body,
+            renamed_from: None,
         }
     }
 }
@@ -158,6 +167,7 @@ impl ResponseEnvelope {
             body,
             incarnation: None,
             auth: None,
+            renamed_from: None,
         }
     }
 
