@@ -35,6 +35,7 @@ use crate::ring::{
 use crate::telemetry::{self, TraceCarrier};
 use crate::transport::{BoxFuture, RingClient, RingHandler, TransportError, TransportFactory};
 use commands::{Command, JoinError, Mailbox};
+pub use bootstrap::new_incarnation;
 pub use status::Status;
 
 /// Errors of the service's operations, as the API reports them.
@@ -76,6 +77,8 @@ pub struct Service {
     factory: Arc<dyn TransportFactory>,
     config: Config,
     metrics: Metrics,
+    /// Where the ring's events go (a disabled handle without `events.enabled`).
+    events: crate::events::Events,
     started: Instant,
     /// Milliseconds since start of the last tick the driver applied (liveness).
     last_tick_ms: AtomicU64,
@@ -99,6 +102,7 @@ impl Service {
         factory: Arc<dyn TransportFactory>,
         client: Arc<dyn RingClient>,
         metrics: Metrics,
+        events: crate::events::Events,
     ) -> Arc<Service> {
         let me = Peer::new(config.node_id(), Address::new(&config.node.advertise));
         let ring = RingConfig {
@@ -116,6 +120,7 @@ impl Service {
             factory,
             config,
             metrics,
+            events,
             started: Instant::now(),
             last_tick_ms: AtomicU64::new(0),
             last_stabilized_ms: AtomicU64::new(0),
@@ -134,6 +139,11 @@ impl Service {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Where this peer reports ring and file events.
+    pub fn events(&self) -> &crate::events::Events {
+        &self.events
     }
 
     /// The node's state as last published by the driver.
