@@ -16,6 +16,8 @@ pub mod event;
 pub mod publisher;
 pub mod reader;
 pub mod sink;
+#[cfg(test)]
+mod tests;
 
 pub use event::{Event, EventKind, NodeRef};
 pub use sink::Events;
