@@ -14,8 +14,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::id::Id;
 pub use api::ApiConfig;
-pub use events::EventsConfig;
 use api::{default_idle_timeout, default_max_connections, default_max_transfers};
+pub use events::EventsConfig;
 pub use nats::NatsConfig;
 pub use security::SecurityConfig;
 use units::{byte_size, humantime_duration};

@@ -43,7 +43,9 @@ impl std::str::FromStr for Since {
 pub enum ReadError {
     #[error("cannot reach the NATS broker at {url}: {detail}")]
     Unreachable { url: String, detail: String },
-    #[error("the events stream {stream:?} does not exist on {url} (no peer with events.enabled has published to it yet)")]
+    #[error(
+        "the events stream {stream:?} does not exist on {url} (no peer with events.enabled has published to it yet)"
+    )]
     NoStream { stream: String, url: String },
     #[error("reading the events stream {stream:?}: {detail}")]
     Stream { stream: String, detail: String },

@@ -302,7 +302,9 @@ impl Files {
             version: meta.version,
         };
         let replicas = held.len().saturating_sub(1);
-        self.ring.events().report(decide::file_stored(written, meta.size, &node, replicas));
+        self.ring
+            .events()
+            .report(decide::file_stored(written, meta.size, &node, replicas));
         Ok(Uploaded {
             name: name.to_string(),
             id,

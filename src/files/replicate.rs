@@ -34,7 +34,8 @@ impl Files {
         span.record("repair.replicas_pushed", done.replicas_pushed);
         span.record("repair.keys_handed", done.keys_handed);
         span.record("repair.copies_dropped", done.copies_dropped);
-        let event = decide::repair_done(done.replicas_pushed, done.keys_handed, done.copies_dropped);
+        let event =
+            decide::repair_done(done.replicas_pushed, done.keys_handed, done.copies_dropped);
         if let Some(fact) = event {
             self.ring.events().report(fact);
         }

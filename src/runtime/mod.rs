@@ -34,8 +34,8 @@ use crate::ring::{
 };
 use crate::telemetry::{self, TraceCarrier};
 use crate::transport::{BoxFuture, RingClient, RingHandler, TransportError, TransportFactory};
-use commands::{Command, JoinError, Mailbox};
 pub use bootstrap::new_incarnation;
+use commands::{Command, JoinError, Mailbox};
 pub use status::Status;
 
 /// Errors of the service's operations, as the API reports them.
