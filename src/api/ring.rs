@@ -125,7 +125,11 @@ mod tests {
         config.transport.kind = TransportKind::Nats;
         config.nats.ring_name = "r1".into();
         assert!(check_bootstrap(&config, "chordnet.r1.peer.p0").is_ok());
-        for bad in ["chordnet.r2.peer.p0", "10.0.0.4:7000", "chordnet.r1.peer.a.b"] {
+        for bad in [
+            "chordnet.r2.peer.p0",
+            "10.0.0.4:7000",
+            "chordnet.r1.peer.a.b",
+        ] {
             let refused = check_bootstrap(&config, bad).unwrap_err();
             assert!(refused.contains("not a peer subject of ring"), "{refused}");
         }
