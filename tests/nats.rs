@@ -435,7 +435,13 @@ async fn a_nats_peer_joins_through_the_api_by_subject() {
     let joined = join(c.peers[0].advertise.clone()).await.expect("join");
     assert_eq!(joined.status(), 200);
     let body: serde_json::Value = joined.json().await.expect("node view");
-XX, Duration::from_secs(30), || {
+    // Joined (stabilizing, then member): its successor is the peer it joined through.
+    assert_ne!(body["state"], "left", "{body}");
+    assert_eq!(
+        body["successors"][0]["address"], c.peers[0].advertise,
+        "{body}"
+    );
+    wait_for("one ring again", Duration::from_secs(30), || {
         c.rings_agree()
     })
     .await;
