@@ -303,3 +303,29 @@ fn an_unreachable_broker_is_one_line_and_exit_4() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("cannot reach the NATS broker"), "{err}");
 }
+
+/// A broker that is not there delays events, never the peer: an HTTP peer with events on
+/// becomes ready, and says in its log that events are not getting out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_broker_leaves_an_http_peer_ready_and_says_so_in_the_log() {
+    let port = cluster::free_ports(1)[0];
+    let url = format!("nats://127.0.0.1:{port}");
+    let env = |_| {
+        vec![
+            ("CHORDNET_EVENTS__ENABLED".to_owned(), "true".to_owned()),
+            ("CHORDNET_NATS__URL".to_owned(), url.clone()),
+        ]
+    };
+    let c = Cluster::start_each("events-nobroker", 1, env, true);
+    wait_for("the peer ready", Duration::from_secs(30), || c.all_ready()).await;
+    let log = c.root.join("peer-0.log");
+    wait_for("the log line", Duration::from_secs(30), || {
+        let log = log.clone();
+        async move {
+            std::fs::read_to_string(&log)
+                .is_ok_and(|t| t.contains("ring events are not reaching the broker"))
+        }
+    })
+    .await;
+    assert!(c.all_ready().await, "still ready");
+}
