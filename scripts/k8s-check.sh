@@ -165,6 +165,7 @@ chart() {
   py consistency "$WORK"/rendered/chart-*.yaml
   py tracing
   py security
+  py nats
 }
 
 ###################################################################################### kustomize

@@ -28,6 +28,7 @@
 
 pub mod api;
 pub mod config;
+pub mod events;
 pub mod files;
 pub mod fsutil;
 #[doc(hidden)]

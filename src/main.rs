@@ -38,6 +38,7 @@ Examples:
   chordnet ls --api 127.0.0.1:8083              the files of another peer
   chordnet serve --advertise 10.0.0.5:7000 --bootstrap 10.0.0.4:7000
   chordnet sim --nodes 10000 --lookups 1000000
+  chordnet events --nats nats://127.0.0.1:4222 --since 5m --follow
 
 Every client command takes --api (URL or host:port; CHORDNET_API) and --json.
 Exit codes: 0 done, 1 error, 2 usage, 3 not found, 4 unavailable.";
@@ -50,6 +51,8 @@ enum Command {
     Dev(dev::DevArgs),
     /// Run a deterministic simulation of a Chord ring and print a report.
     Sim(SimArgs),
+    /// Print the ring's events from its JetStream stream (peers with events.enabled).
+    Events(client::EventsArgs),
     /// Show a peer's node info.
     Node(client::Target),
     /// Show a peer's finger table.
@@ -184,6 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             result
         }
         Command::Sim(args) => run_sim(args),
+        Command::Events(a) => runtime()?.block_on(client::events(a)),
         Command::Node(t) => runtime()?.block_on(client::node(t)),
         Command::Fingers(t) => runtime()?.block_on(client::fingers(t)),
         Command::Ring(t) => runtime()?.block_on(client::ring(t)),

@@ -61,6 +61,10 @@ pub struct Metrics {
     pub auth_rejections: IntCounterVec,
     /// Re-reads of the ring secret file that changed the keys, or failed.
     pub secret_reloads: IntCounterVec,
+    /// Ring events the stream acknowledged, by kind (`events`).
+    pub events_published: IntCounterVec,
+    /// Ring events dropped because the publisher's queue was full.
+    pub events_dropped: IntCounter,
 }
 
 /// Why metrics could not be set up (a programming error in metric definitions).
@@ -262,6 +266,17 @@ impl Metrics {
                 ),
                 &["outcome"],
             )?,
+            events_published: IntCounterVec::new(
+                Opts::new(
+                    "chordnet_events_published_total",
+                    "Ring events the JetStream stream acknowledged, by kind",
+                ),
+                &["kind"],
+            )?,
+            events_dropped: IntCounter::new(
+                "chordnet_events_dropped_total",
+                "Ring events dropped because the publisher's queue (events.queue) was full",
+            )?,
             registry,
         };
         m.register_all()?;
@@ -319,6 +334,11 @@ impl Metrics {
         r.register(Box::new(self.foreign_rings.clone()))?;
         r.register(Box::new(self.auth_rejections.clone()))?;
         r.register(Box::new(self.secret_reloads.clone()))?;
+        r.register(Box::new(self.events_published.clone()))?;
+        for kind in crate::events::EventKind::ALL {
+            self.events_published.with_label_values(&[kind.as_str()]);
+        }
+        r.register(Box::new(self.events_dropped.clone()))?;
         Ok(())
     }
 

@@ -23,6 +23,9 @@ use crate::wire::Address;
 /// How long open requests may take to finish once a peer stops serving.
 pub const SERVER_DRAIN: Duration = Duration::from_secs(3);
 
+/// How long a leaving peer waits for its last events to be published.
+const EVENTS_FLUSH: Duration = Duration::from_secs(2);
+
 /// Why a peer could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -46,6 +49,8 @@ pub enum ServeError {
     Tokens(#[from] crate::api::auth::TokensError),
     #[error("`security.ring_secret_file`: {0}")]
     Secret(#[from] KeyError),
+    #[error("events: {0}")]
+    Events(#[from] crate::transport::nats::ConnectError),
 }
 
 /// A started peer: its service and the addresses it actually listens on.
@@ -93,11 +98,21 @@ pub async fn start_with(
     }
     let max_body = config.files.max_file_size;
     let listen = config.peer_listen();
+    let events = crate::events::publisher::start(
+        &config,
+        &crate::ring::Peer::new(
+            config.node_id(),
+            crate::ring::Address::new(&config.node.advertise),
+        ),
+        &metrics,
+    )
+    .await?;
     let service = Service::new(
         config.clone(),
         Arc::clone(&factory),
         layered.clone(),
         metrics.clone(),
+        events,
     );
     let files = Files::open(Arc::clone(&service), layered.clone())?;
     let handlers = Handlers {
@@ -182,6 +197,8 @@ impl RunningPeer {
             Ok(()) => info!("left the ring; shutting down"),
             Err(e) => warn!(error = %e, "graceful leave did not finish; shutting down anyway"),
         }
+        // The last events (`left`, the hand-off) get out before the process ends.
+        self.service.events().flush(EVENTS_FLUSH).await;
         self.stop_now().await;
     }
 

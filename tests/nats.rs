@@ -403,3 +403,46 @@ async fn a_signed_nats_ring_moves_files_without_refusals() {
     drop(c);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `POST /v1/ring/join` on a NATS ring takes a peer's subject (the only address a NATS peer
+/// has); a `host:port` there is refused with a problem naming the expected form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_peer_joins_through_the_api_by_subject() {
+    let broker = NatsServer::start("apijoin");
+    let c = start("apijoin", 2, &broker.url()).converged().await;
+    let leave = c
+        .http
+        .post(c.peers[1].url("/v1/ring/leave"))
+        .send()
+        .await
+        .expect("leave");
+    assert_eq!(leave.status(), 200);
+    let join = |bootstrap: String| {
+        c.http
+            .post(c.peers[1].url("/v1/ring/join"))
+            .json(&serde_json::json!({ "bootstrap": bootstrap }))
+            .send()
+    };
+    let refused = join("127.0.0.1:7000".into()).await.expect("join");
+    assert_eq!(refused.status(), 400);
+    let problem: serde_json::Value = refused.json().await.expect("problem");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("chordnet.apijoin.peer.")),
+        "{problem}"
+    );
+    let joined = join(c.peers[0].advertise.clone()).await.expect("join");
+    assert_eq!(joined.status(), 200);
+    let body: serde_json::Value = joined.json().await.expect("node view");
+    // Joined (stabilizing, then member): its successor is the peer it joined through.
+    assert_ne!(body["state"], "left", "{body}");
+    assert_eq!(
+        body["successors"][0]["address"], c.peers[0].advertise,
+        "{body}"
+    );
+    wait_for("one ring again", Duration::from_secs(30), || {
+        c.rings_agree()
+    })
+    .await;
+}

@@ -281,7 +281,18 @@ def check_objects(path):
     headless = spec.get("serviceName")
     peer_port = next((p["containerPort"] for p in c.get("ports", []) if p["name"] == "peer"), None)
     m = re.fullmatch(r"\$\(POD_NAME\)\.([a-z0-9-]+)\.\$\(POD_NAMESPACE\)\.svc\.([a-z0-9.-]+):(\d+)", advertise)
-    if not m:
+    nats = env.get("CHORDNET_TRANSPORT__KIND", {}).get("value") == "nats"
+    if nats:
+        # A NATS peer's address is its subject: chordnet.<ring>.peer.<pod name>.
+        ring = env.get("CHORDNET_NATS__RING_NAME", {}).get("value", "")
+        if advertise != f"chordnet.{ring}.peer.$(POD_NAME)":
+            problems.append(f"CHORDNET_NODE__ADVERTISE {advertise!r} is not chordnet.<nats ring name>.peer.$(POD_NAME)")
+        wanted = [advertise.replace("$(POD_NAME)", f"{name}-{i}") for i in range(replicas)]
+        if (seeds.split(",") if seeds else []) != wanted:
+            problems.append(f"CHORDNET_RING__SEEDS {seeds!r} differs from the advertised subjects: want {','.join(wanted)}")
+        if not env.get("CHORDNET_NATS__URL", {}).get("value"):
+            problems.append("transport.kind nats without CHORDNET_NATS__URL")
+    elif not m:
         problems.append(f"CHORDNET_NODE__ADVERTISE {advertise!r} is not $(POD_NAME).<headless>.$(POD_NAMESPACE).svc.<domain>:<port>")
     else:
         if m.group(1) != headless:
@@ -313,8 +324,8 @@ def check_objects(path):
         problems.append("no API Service selects the peers")
     probes = {k: c.get(k, {}).get("httpGet", {}) for k in ("startupProbe", "readinessProbe", "livenessProbe")}
     kind = env.get("CHORDNET_TRANSPORT__KIND", {}).get("value")
-    if kind not in ("http", "grpc"):
-        problems.append(f"CHORDNET_TRANSPORT__KIND is {kind!r}, not http or grpc")
+    if kind not in ("http", "grpc", "nats"):
+        problems.append(f"CHORDNET_TRANSPORT__KIND is {kind!r}, not http, grpc or nats")
     grpc_probe = c.get("readinessProbe", {}).get("grpc")
     if grpc_probe is not None:
         # Kubernetes' gRPC probe asks grpc.health.v1, which only a gRPC peer port serves.
@@ -628,6 +639,49 @@ def cmd_security():
         fail("the rendered objects do not follow security.*")
 
 
+# nats.* and events.*: (name, values, {variable: value or None for absent}, mounted Secret items).
+NATS_VARIANTS = [
+    ("defaults: no broker", {}, {"CHORDNET_NATS__URL": None, "CHORDNET_EVENTS__ENABLED": None}, None),
+    ("http ring publishing events", {"events": {"enabled": True, "stream": "ring-events"}, "nats": {"url": "nats://n:4222"}},
+     {"CHORDNET_NATS__URL": "nats://n:4222", "CHORDNET_NATS__RING_NAME": "default", "CHORDNET_EVENTS__ENABLED": "true",
+      "CHORDNET_EVENTS__STREAM": "ring-events", "CHORDNET_EVENTS__MAX_AGE": "7days", "CHORDNET_EVENTS__MAX_BYTES": "1GiB",
+      "CHORDNET_TRANSPORT__KIND": "http", "CHORDNET_NATS__CREDENTIALS_FILE": None}, None),
+    ("nats transport, creds file and token", {"transport": {"kind": "nats"}, "nats": {"ringName": "r1", "credentials":
+     {"name": "nats-login", "credsKey": "user.creds", "tokenKey": "tok"}}},
+     {"CHORDNET_NODE__ADVERTISE": "chordnet.r1.peer.$(POD_NAME)", "CHORDNET_NATS__RING_NAME": "r1",
+      "CHORDNET_NATS__CREDENTIALS_FILE": "/var/run/chordnet/nats/creds", "CHORDNET_NATS__TOKEN_FILE": "/var/run/chordnet/nats/token",
+      "CHORDNET_EVENTS__ENABLED": None}, ("nats-login", [("user.creds", "creds"), ("tok", "token")])),
+    ("credentials but neither nats transport nor events", {"nats": {"credentials": {"name": "x", "tokenKey": "t"}}},
+     {"CHORDNET_NATS__TOKEN_FILE": None}, None),
+]
+
+
+def cmd_nats():
+    bad = False
+    for name, values, want, secret in NATS_VARIANTS:
+        docs = [d for t in render(values, tests=False).values() for d in yaml.safe_load_all(t) if d]
+        sts, c = peer_container(docs)
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        problems = [f"{k} = {env.get(k)!r}, want {v!r}" for k, v in want.items() if env.get(k) != v]
+        mounts = [m for m in c.get("volumeMounts", []) if m["name"] == "nats-credentials"]
+        volumes = [v for v in sts["spec"]["template"]["spec"].get("volumes", []) if v["name"] == "nats-credentials"]
+        if secret is None and (mounts or volumes):
+            problems.append("mounts the NATS credentials Secret though nothing uses it")
+        if secret is not None:
+            if not mounts or mounts[0].get("readOnly") is not True or mounts[0]["mountPath"] != "/var/run/chordnet/nats":
+                problems.append(f"the NATS credentials are not mounted read-only at /var/run/chordnet/nats: {mounts}")
+            items = [(i["key"], i["path"]) for i in (volumes[0]["secret"].get("items", []) if volumes else [])]
+            if not volumes or volumes[0]["secret"]["secretName"] != secret[0] or items != secret[1]:
+                problems.append(f"the NATS credentials volume is not Secret {secret[0]} with {secret[1]}: {volumes}")
+        for p in problems:
+            print(f"  {name}: {p}")
+        if not problems:
+            print(f"  {name}: ok")
+        bad |= bool(problems)
+    if bad:
+        fail("the rendered objects do not follow nats.* and events.*")
+
+
 def cmd_tracing_env(expect, *paths):
     bad = False
     for path in paths:
@@ -823,6 +877,7 @@ def main(argv):
         "tracing": cmd_tracing,
         "tracing-env": cmd_tracing_env,
         "security": cmd_security,
+        "nats": cmd_nats,
         "sync": cmd_sync,
         "config-toml": cmd_config_toml,
         "metric-names": cmd_metric_names,

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::Api;
 use super::problem::Problem;
 use super::views::{self, LookupView, RingWalkView};
-use crate::config::split_host_port;
+use crate::config::{Config, TransportKind, split_host_port, subject};
 use crate::id::Id;
 
 pub(super) async fn node(State(app): Api) -> Response {
@@ -38,12 +38,8 @@ pub(super) async fn join(
     body: Result<Json<JoinBody>, JsonRejection>,
 ) -> Result<Response, Problem> {
     let Json(body) = body.map_err(|e| rejected(e.status(), e.body_text()))?;
-    if split_host_port(&body.bootstrap).is_none() {
-        return Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            format!("bootstrap {:?} is not host:port", body.bootstrap),
-        ));
-    }
+    check_bootstrap(app.ring.config(), &body.bootstrap)
+        .map_err(|detail| Problem::new(StatusCode::BAD_REQUEST, detail))?;
     if body.bootstrap == app.ring.config().node.advertise {
         return Err(Problem::new(
             StatusCode::BAD_REQUEST,
@@ -52,6 +48,18 @@ pub(super) async fn join(
     }
     app.ring.join(&body.bootstrap).await?;
     Ok(Json(app.node_view()).into_response())
+}
+
+/// A bootstrap address this peer's transport can use: `host:port`, or with
+/// `transport.kind = "nats"` a peer subject of its ring (`chordnet.<ring>.peer.<node>`).
+fn check_bootstrap(config: &Config, bootstrap: &str) -> Result<(), String> {
+    if config.transport.kind == TransportKind::Nats {
+        return subject::check_peer_subject(&config.nats.ring_name, bootstrap);
+    }
+    match split_host_port(bootstrap) {
+        Some(_) => Ok(()),
+        None => Err(format!("bootstrap {bootstrap:?} is not host:port")),
+    }
 }
 
 /// A request the extractors refused: their status (413 for a body past the limit, 415 for
@@ -122,4 +130,29 @@ pub(super) async fn lookup_id(
     let r = app.ring.lookup(id).await?;
     let r = app.ring.confirm_responsible(r).await;
     Ok(Json(LookupView::new(raw, r)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bootstrap_is_host_port_or_with_nats_a_peer_subject_of_the_ring() {
+        let mut config = Config::default();
+        assert!(check_bootstrap(&config, "10.0.0.4:7000").is_ok());
+        assert!(check_bootstrap(&config, "peer-0.chordnet:7000").is_ok());
+        let refused = check_bootstrap(&config, "chordnet.default.peer.p0").unwrap_err();
+        assert!(refused.contains("is not host:port"), "{refused}");
+        config.transport.kind = TransportKind::Nats;
+        config.nats.ring_name = "r1".into();
+        assert!(check_bootstrap(&config, "chordnet.r1.peer.p0").is_ok());
+        for bad in [
+            "chordnet.r2.peer.p0",
+            "10.0.0.4:7000",
+            "chordnet.r1.peer.a.b",
+        ] {
+            let refused = check_bootstrap(&config, bad).unwrap_err();
+            assert!(refused.contains("not a peer subject of ring"), "{refused}");
+        }
+    }
 }

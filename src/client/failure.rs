@@ -6,8 +6,8 @@
 //! | 0 | done |
 //! | 1 | any other error |
 //! | 2 | usage: a bad argument (clap), an invalid file name |
-//! | 3 | not found: no such file or key (HTTP 404) |
-//! | 4 | unavailable: the peer cannot be reached, the ring is changing (HTTP 502/503/504), or a ring walk does not close |
+//! | 3 | not found: no such file or key (HTTP 404), no events stream |
+//! | 4 | unavailable: the peer (or the NATS broker) cannot be reached, the ring is changing (HTTP 502/503/504), or a ring walk does not close |
 //! | 5 | not allowed: the API needs a token, or one with a stronger role (HTTP 401/403) |
 
 use std::fmt;
@@ -50,6 +50,14 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         }
         if cause.downcast_ref::<Unavailable>().is_some() {
             return UNAVAILABLE;
+        }
+        if let Some(r) = cause.downcast_ref::<chordnet::events::reader::ReadError>() {
+            use chordnet::events::reader::ReadError;
+            return match r {
+                ReadError::NoStream { .. } => NOT_FOUND,
+                ReadError::Unreachable { .. } => UNAVAILABLE,
+                ReadError::Stream { .. } => 1,
+            };
         }
         if let Some(r) = cause.downcast_ref::<reqwest::Error>()
             && (r.is_connect() || r.is_timeout())

@@ -1,6 +1,7 @@
 //! Client subcommands: talk to any peer's REST API and print tables (or `--json`).
 //! `mod.rs` holds the arguments and the HTTP plumbing; `ring.rs` and `files.rs` the commands.
 
+mod events;
 pub mod failure;
 mod files;
 mod output;
@@ -12,6 +13,7 @@ mod ring;
 use anyhow::Context;
 use serde_json::Value;
 
+pub use events::{EventsArgs, events};
 pub use files::{get, locate, put, rm};
 pub use overview::{ls, status};
 pub use ring::{fingers, join, leave, lookup, node, ring};

@@ -15,11 +15,13 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::id::Id;
 pub use api::ApiConfig;
 use api::{default_idle_timeout, default_max_connections, default_max_transfers};
+pub use events::EventsConfig;
 pub use nats::NatsConfig;
 pub use security::SecurityConfig;
 use units::{byte_size, humantime_duration};
 
 mod api;
+mod events;
 mod nats;
 mod security;
 pub mod subject;
@@ -43,6 +45,9 @@ pub struct Config {
     pub nats: NatsConfig,
     #[serde(default)]
     pub security: SecurityConfig,
+    /// The ring events on a JetStream stream of the `[nats]` broker.
+    #[serde(default)]
+    pub events: EventsConfig,
 }
 
 /// How peers reach each other: which transport carries both planes, and the deadlines and
@@ -267,6 +272,7 @@ impl Default for Config {
             transport: TransportConfig::default(),
             nats: NatsConfig::default(),
             security: SecurityConfig::default(),
+            events: EventsConfig::default(),
         }
     }
 }
@@ -448,6 +454,7 @@ impl Config {
         if self.security.message_window < Duration::from_secs(1) {
             return rule("security.message_window", "must be at least 1s");
         }
+        self.validate_events()?;
         Ok(())
     }
 
@@ -476,6 +483,47 @@ impl Config {
                 key: "nats.url",
                 message: "must name the broker (nats://host:4222)".into(),
             });
+        }
+        Ok(())
+    }
+
+    /// With `events.enabled`: the subjects and the stream can be named, and the stream bounded.
+    fn validate_events(&self) -> Result<(), ConfigError> {
+        let e = &self.events;
+        if !e.enabled {
+            return Ok(());
+        }
+        let rule = |key: &'static str, message: String| Err(ConfigError::Rule { key, message });
+        if !subject::valid_token(&self.nats.ring_name) {
+            return rule(
+                "nats.ring_name",
+                format!(
+                    "{:?} is not a NATS subject token (no dots, spaces, * or >)",
+                    self.nats.ring_name
+                ),
+            );
+        }
+        let stream = e.stream_name(&self.nats.ring_name);
+        if !subject::valid_token(&stream) || stream.contains(['/', '\\']) {
+            return rule(
+                "events.stream",
+                format!("{stream:?} cannot name a stream (no dots, spaces, *, >, / or \\)"),
+            );
+        }
+        if self.nats.url.trim().is_empty() {
+            return rule("nats.url", "must name the broker (nats://host:4222)".into());
+        }
+        if e.queue == 0 {
+            return rule("events.queue", "must be at least 1".into());
+        }
+        if e.max_bytes < 1 << 20 {
+            return rule("events.max_bytes", "must be at least 1MiB".into());
+        }
+        if e.duplicate_window.is_zero() || e.duplicate_window > e.max_age {
+            return rule(
+                "events.duplicate_window",
+                "must be longer than zero and at most events.max_age".into(),
+            );
         }
         Ok(())
     }

@@ -256,3 +256,44 @@ fn the_ring_secret_file_comes_from_the_environment() {
         Ok(())
     });
 }
+
+#[test]
+fn events_are_off_by_default_and_come_from_env_with_any_transport() {
+    Jail::expect_with(|jail| {
+        let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+        assert!(!c.events.enabled);
+        assert_eq!(
+            c.events.stream_name(&c.nats.ring_name),
+            "chordnet-default-events"
+        );
+        jail.set_env("CHORDNET_EVENTS__ENABLED", "true");
+        jail.set_env("CHORDNET_EVENTS__MAX_AGE", "2days");
+        jail.set_env("CHORDNET_EVENTS__MAX_BYTES", "64MiB");
+        jail.set_env("CHORDNET_NATS__RING_NAME", "blue");
+        let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+        assert!(c.events.enabled);
+        assert_eq!(c.transport.kind, TransportKind::Http);
+        assert_eq!(c.events.max_age, Duration::from_secs(2 * 24 * 3600));
+        assert_eq!(c.events.max_bytes, 64 << 20);
+        assert_eq!(c.events.stream_name("blue"), "chordnet-blue-events");
+        for (key, bad, named) in [
+            ("CHORDNET_EVENTS__STREAM", "a.b", "events.stream"),
+            ("CHORDNET_EVENTS__QUEUE", "0", "events.queue"),
+            (
+                "CHORDNET_EVENTS__DUPLICATE_WINDOW",
+                "30days",
+                "events.duplicate_window",
+            ),
+            ("CHORDNET_NATS__RING_NAME", "a b", "nats.ring_name"),
+        ] {
+            jail.set_env(key, bad);
+            let err = Config::load(None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(named), "{bad}: {err}");
+            jail.clear_env();
+            jail.set_env("CHORDNET_EVENTS__ENABLED", "true");
+        }
+        Ok(())
+    });
+}

@@ -17,6 +17,7 @@ use super::shared::SharedIndex;
 use super::spool::Spooled;
 use super::store::{Store, StoreError};
 use super::{FileMeta, Layout, NameError, ProviderRecord, Version, validate_name};
+use crate::events::decide::{self, Written};
 use crate::id::Id;
 use crate::ring::{LookupResult, Peer};
 use crate::runtime::{Service, ServiceError};
@@ -295,13 +296,22 @@ impl Files {
         let node = held.first().cloned().unwrap_or_else(|| found.node.clone());
         let blocks = meta.digests().len();
         info!(%name, %id, size = meta.size, blocks, node = %node.address, copies = held.len(), "file stored");
+        let written = Written {
+            name,
+            key: id,
+            version: meta.version,
+        };
+        let replicas = held.len().saturating_sub(1);
+        self.ring
+            .events()
+            .report(decide::file_stored(written, meta.size, &node, replicas));
         Ok(Uploaded {
             name: name.to_string(),
             id,
             size: meta.size,
             sha256: meta.sha256,
             node,
-            replicas: held.len().saturating_sub(1),
+            replicas,
             replaced: replaced || current.is_some_and(|c| !c.deleted),
         })
     }
@@ -517,6 +527,11 @@ impl Files {
         };
         self.write(&tombstone, Content::None, &targets).await?;
         info!(%name, %id, "file deleted");
+        self.ring.events().report(decide::file_deleted(Written {
+            name,
+            key: id,
+            version: tombstone.version,
+        }));
         Ok(())
     }
 

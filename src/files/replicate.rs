@@ -10,6 +10,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::FileMeta;
 use super::hlc::wall_millis;
 use super::ops::Files;
+use crate::events::decide;
 use crate::id::Id;
 use crate::ring::Peer;
 use crate::runtime::ServiceError;
@@ -33,6 +34,11 @@ impl Files {
         span.record("repair.replicas_pushed", done.replicas_pushed);
         span.record("repair.keys_handed", done.keys_handed);
         span.record("repair.copies_dropped", done.copies_dropped);
+        let event =
+            decide::repair_done(done.replicas_pushed, done.keys_handed, done.copies_dropped);
+        if let Some(fact) = event {
+            self.ring.events().report(fact);
+        }
         if done.changed_anything() {
             span.in_scope(|| {
                 info!(
@@ -168,6 +174,7 @@ impl Files {
             return;
         };
         let keep = holders.iter().any(|h| h.id == me.id);
+        let (mut keys, mut bytes) = (0, 0);
         for m in metas {
             let delivered = if missing.contains(&m.id) {
                 let ok = self.push(primary, &m).await;
@@ -175,6 +182,8 @@ impl Files {
                     debug!(name = %m.name, to = %primary.address, "handed a key to the peer now responsible for it");
                     self.ring.metrics().handoff_bytes.inc_by(m.size);
                     done.keys_handed += 1;
+                    keys += 1;
+                    bytes += m.size;
                 }
                 ok
             } else {
@@ -185,6 +194,9 @@ impl Files {
                 self.remove_copy(&m).await;
                 done.copies_dropped += 1;
             }
+        }
+        if let Some(fact) = decide::range_handed_off(primary, keys, bytes) {
+            self.ring.events().report(fact);
         }
     }
 
@@ -295,6 +307,9 @@ impl Files {
             keys += handed;
             self.ring.metrics().handoff_bytes.inc_by(bytes);
             info!(keys = handed, bytes, to = %successor.address, successor = %successor.id, "key range handed off");
+            if let Some(fact) = decide::range_handed_off(&successor, handed as u64, bytes) {
+                self.ring.events().report(fact);
+            }
             pending = failed;
         }
         if !pending.is_empty() {

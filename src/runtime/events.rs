@@ -1,5 +1,5 @@
-//! What the runtime does with the ring's events: metrics, log lines, waking waiters, and
-//! remembering the ring in the store directory.
+//! What the runtime does with the ring's events: metrics, log lines, the published ring
+//! events (`crate::events`), waking waiters, and remembering the ring in the store directory.
 
 use std::sync::atomic::Ordering;
 
@@ -14,6 +14,7 @@ use crate::telemetry;
 
 impl Driver {
     pub(super) fn on_event(&mut self, event: RingEvent) {
+        self.svc.events.ring(&event);
         let m = &self.svc.metrics;
         match event {
             RingEvent::Created { ring_id, restarted } => {

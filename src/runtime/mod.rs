@@ -35,6 +35,7 @@ use crate::ring::{
 };
 use crate::telemetry::{self, TraceCarrier};
 use crate::transport::{BoxFuture, RingClient, RingHandler, TransportError, TransportFactory};
+pub use bootstrap::new_incarnation;
 use commands::{Command, JoinError, Mailbox};
 pub use merge::{MergeError, MergeReport};
 pub use status::Status;
@@ -78,6 +79,8 @@ pub struct Service {
     factory: Arc<dyn TransportFactory>,
     config: Config,
     metrics: Metrics,
+    /// Where the ring's events go (a disabled handle without `events.enabled`).
+    events: crate::events::Events,
     started: Instant,
     /// Milliseconds since start of the last tick the driver applied (liveness).
     last_tick_ms: AtomicU64,
@@ -101,6 +104,7 @@ impl Service {
         factory: Arc<dyn TransportFactory>,
         client: Arc<dyn RingClient>,
         metrics: Metrics,
+        events: crate::events::Events,
     ) -> Arc<Service> {
         let me = Peer::new(config.node_id(), Address::new(&config.node.advertise));
         let ring = RingConfig {
@@ -118,6 +122,7 @@ impl Service {
             factory,
             config,
             metrics,
+            events,
             started: Instant::now(),
             last_tick_ms: AtomicU64::new(0),
             last_stabilized_ms: AtomicU64::new(0),
@@ -136,6 +141,11 @@ impl Service {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Where this peer reports ring and file events.
+    pub fn events(&self) -> &crate::events::Events {
+        &self.events
     }
 
     /// The node's state as last published by the driver.

@@ -77,7 +77,60 @@ The advertised peer address of ordinal .ordinal; $(POD_NAMESPACE) is expanded by
 from the downward-API variable, so the objects do not depend on the release namespace.
 */}}
 {{- define "chordnet.peerAddress" -}}
+{{- if eq (include "chordnet.transportKind" .root) "nats" }}
+{{- printf "chordnet.%s.peer.%s-%v" (include "chordnet.ringName" .root) (include "chordnet.fullname" .root) .ordinal }}
+{{- else }}
 {{- printf "%s-%v.%s.$(POD_NAMESPACE).svc.%s:%v" (include "chordnet.fullname" .root) .ordinal (include "chordnet.headlessName" .root) .root.Values.clusterDomain .root.Values.ports.peer }}
+{{- end }}
+{{- end }}
+
+{{/* nats.ringName (default "default": a release made by a chart without nats.* keeps working). */}}
+{{- define "chordnet.ringName" -}}
+{{- default "default" (default dict .Values.nats).ringName }}
+{{- end }}
+
+{{/*
+The NATS broker and the ring events, as environment variables: the broker's URL, ring name
+and credential files when transport.kind is nats or events are enabled; the events' keys when
+they are enabled. Credentials come from the Secret nats.credentials.name, mounted read-only at
+/var/run/chordnet/nats.
+*/}}
+{{- define "chordnet.natsEnv" -}}
+{{- $n := default dict .Values.nats }}
+{{- $e := default dict .Values.events }}
+{{- $c := default dict $n.credentials }}
+{{- if or (eq (include "chordnet.transportKind" .) "nats") $e.enabled }}
+- name: CHORDNET_NATS__URL
+  value: {{ default "nats://nats:4222" $n.url | quote }}
+- name: CHORDNET_NATS__RING_NAME
+  value: {{ include "chordnet.ringName" . | quote }}
+{{- if and $c.name $c.credsKey }}
+- name: CHORDNET_NATS__CREDENTIALS_FILE
+  value: /var/run/chordnet/nats/creds
+{{- end }}
+{{- if and $c.name $c.tokenKey }}
+- name: CHORDNET_NATS__TOKEN_FILE
+  value: /var/run/chordnet/nats/token
+{{- end }}
+{{- end }}
+{{- if $e.enabled }}
+- name: CHORDNET_EVENTS__ENABLED
+  value: "true"
+{{- with $e.stream }}
+- name: CHORDNET_EVENTS__STREAM
+  value: {{ . | quote }}
+{{- end }}
+- name: CHORDNET_EVENTS__MAX_AGE
+  value: {{ default "7days" $e.maxAge | quote }}
+- name: CHORDNET_EVENTS__MAX_BYTES
+  value: {{ default "1GiB" $e.maxBytes | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Whether the NATS credentials Secret is mounted (used by the transport or the events). */}}
+{{- define "chordnet.natsCredentials" -}}
+{{- $c := default dict (default dict .Values.nats).credentials }}
+{{- if and $c.name (or $c.credsKey $c.tokenKey) (or (eq (include "chordnet.transportKind" .) "nats") (default dict .Values.events).enabled) }}true{{ end }}
 {{- end }}
 
 {{/* Seeds: the advertised addresses of ordinals 0..replicaCount-1, comma-separated. */}}

@@ -33,6 +33,32 @@ pub fn backoff(attempt: usize) -> Duration {
 /// A client of the broker `config` names. Returns at once: the connection is made (and
 /// remade) in the background, so a peer starts while the broker is down and reports it.
 pub async fn connect(config: &NatsConfig, role: &str) -> Result<async_nats::Client, ConnectError> {
+    let (options, servers) = options(config, role).await?;
+    options
+        .retry_on_initial_connect()
+        .connect(servers)
+        .await
+        .map_err(|e| ConnectError::Connect(e.to_string()))
+}
+
+/// A client of the broker `config` names, connected now: fails at once when the broker
+/// cannot be reached (a command line tool says so instead of waiting). Reconnects after.
+pub async fn connect_now(
+    config: &NatsConfig,
+    role: &str,
+) -> Result<async_nats::Client, ConnectError> {
+    let (options, servers) = options(config, role).await?;
+    options
+        .connect(servers)
+        .await
+        .map_err(|e| ConnectError::Connect(e.to_string()))
+}
+
+/// The connection options (credentials, back-off, log lines) and the broker URLs.
+async fn options(
+    config: &NatsConfig,
+    role: &str,
+) -> Result<(ConnectOptions, Vec<ServerAddr>), ConnectError> {
     let servers = config
         .url
         .split(',')
@@ -49,7 +75,6 @@ pub async fn connect(config: &NatsConfig, role: &str) -> Result<async_nats::Clie
     let url = config.url.clone();
     let mut options = ConnectOptions::new()
         .name(format!("chordnet-{role}"))
-        .retry_on_initial_connect()
         .max_reconnects(None)
         .reconnect_delay_callback(backoff)
         .event_callback(move |event| {
@@ -78,10 +103,7 @@ pub async fn connect(config: &NatsConfig, role: &str) -> Result<async_nats::Clie
         let token = read_token(path)?;
         options = options.token(token);
     }
-    options
-        .connect(servers)
-        .await
-        .map_err(|e| ConnectError::Connect(e.to_string()))
+    Ok((options, servers))
 }
 
 /// The first line of the token file.

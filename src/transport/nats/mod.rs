@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use client::NatsClient;
-pub use connection::connect;
+pub use connection::{ConnectError, backoff, connect, connect_now};
 
 use super::{
     AddressError, BoxFuture, Clients, Handlers, ServeError, ServeOptions, Serving, TransportError,

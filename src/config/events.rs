@@ -1,0 +1,53 @@
+//! The `[events]` section: the ring's events on a JetStream stream of the `[nats]` broker
+//! (independent of `transport.kind`: an HTTP ring can publish them too).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::units::{byte_size, humantime_duration};
+
+/// Whether and how this peer publishes ring events (docs/events.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Publish events to the stream of `nats.url`.
+    pub enabled: bool,
+    /// The JetStream stream's name; empty: `chordnet-<nats.ring_name>-events`.
+    pub stream: String,
+    /// Events older than this leave the stream.
+    #[serde(with = "humantime_duration")]
+    pub max_age: Duration,
+    /// The stream holds at most this many bytes (the oldest events leave first).
+    #[serde(with = "byte_size")]
+    pub max_bytes: u64,
+    /// How long the stream remembers a `Nats-Msg-Id`: a re-sent event within it is stored once.
+    #[serde(with = "humantime_duration")]
+    pub duplicate_window: Duration,
+    /// Events waiting for the publisher; more are dropped (and counted), the peer never waits.
+    pub queue: usize,
+}
+
+impl Default for EventsConfig {
+    fn default() -> EventsConfig {
+        EventsConfig {
+            enabled: false,
+            stream: String::new(),
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            max_bytes: 1 << 30,
+            duplicate_window: Duration::from_secs(120),
+            queue: 4096,
+        }
+    }
+}
+
+impl EventsConfig {
+    /// The stream's name for ring `ring_name`.
+    pub fn stream_name(&self, ring_name: &str) -> String {
+        if self.stream.is_empty() {
+            format!("chordnet-{ring_name}-events")
+        } else {
+            self.stream.clone()
+        }
+    }
+}
