@@ -28,16 +28,18 @@ pub struct Confirm {
 impl Confirm {
     /// Confirms `result` as seen by the node `me` (which is alive by definition).
     pub fn new(me: Id, result: LookupResult) -> Confirm {
-        let candidates = std::iter::once(result.node.clone())
+        let candidates: Vec<Peer> = std::iter::once(result.node.clone())
             .chain(result.successors.iter().cloned())
             .collect();
+        // The answer came from the responsible peer itself, just now: nothing to ask.
+        let done = result.confirmed;
         Confirm {
             me,
             result,
             candidates,
             at: 0,
             tries: 0,
-            done: false,
+            done,
         }
     }
 
@@ -147,6 +149,7 @@ mod tests {
             hops: 1,
             path: vec![],
             timeouts: 0,
+            confirmed: false,
         }
     }
 

@@ -54,6 +54,8 @@ pub struct Scenario {
     /// Stabilization periods the split lasts, with the lookups and churn of the other settings
     /// going on inside each part.
     pub partition_rounds: u64,
+    /// Most peers each node's membership table holds (0: off, lookups route by fingers).
+    pub membership_table_max: usize,
 }
 
 impl Default for Scenario {
@@ -71,6 +73,7 @@ impl Default for Scenario {
             max_rounds: 5_000,
             partition_parts: 0,
             partition_rounds: 20,
+            membership_table_max: RingConfig::default().membership_table_max,
         }
     }
 }
@@ -205,6 +208,7 @@ impl Scenario {
             seed: self.seed,
             ring: RingConfig {
                 successors: self.successors,
+                membership_table_max: self.membership_table_max,
                 ..RingConfig::default()
             },
             loss: self.loss,
