@@ -395,8 +395,8 @@ fn human_report(r: &Report) -> String {
     line(
         "scenario",
         format!(
-            "{} nodes, r = {}, {:?} joins, seed {}",
-            r.nodes, r.successors, r.join, r.seed
+            "{} nodes, r = {}, {:?} joins, seed {}, membership table max {}",
+            r.nodes, r.successors, r.join, r.seed, r.membership_table_max
         ),
     );
     line("rounds to converge", opt(r.converge_rounds));

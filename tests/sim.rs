@@ -66,7 +66,11 @@ fn small_rings_converge_from_both_join_modes() {
 #[test]
 fn a_1024_ring_converges_and_hop_counts_match_the_chord_paper() {
     for join in [JoinMode::Concurrent, JoinMode::Sequential] {
-        let s = scenario(1024, join, 11);
+        // Chord routing alone: without the membership table (tests/sim_table.rs has it on).
+        let s = Scenario {
+            membership_table_max: 0,
+            ..scenario(1024, join, 11)
+        };
         let (mut sim, rounds) = converged_ring(&s);
         run_until_fingers_right(&mut sim, 100);
         assert_eq!(finger_accuracy(&sim), 1.0);

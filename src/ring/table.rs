@@ -178,13 +178,11 @@ impl Table {
     pub fn next_partner(&mut self, me: Id) -> Option<Peer> {
         const STRIDE: Id = Id::from_parts(0x9e37_79b9, 0x7f4a_7c15_f39c_c060_5ced_c834_1082_276b);
         self.partner = self.partner.wrapping_add(STRIDE);
-        let pick = self
-            .entries
+        self.entries
             .range(self.partner..)
             .chain(self.entries.range(..self.partner))
             .find(|(id, e)| **id != me && !e.suspect)
-            .map(|(_, e)| e.peer.clone());
-        pick
+            .map(|(_, e)| e.peer.clone())
     }
 }
 
@@ -254,10 +252,10 @@ impl Node {
         if !self.table.enabled() {
             return;
         }
-        if self.ticks % 8 == 0 {
+        if self.ticks.is_multiple_of(8) {
             self.table.expire(self.ticks);
         }
-        if self.exchanging || self.ticks % EXCHANGE_EVERY != 0 {
+        if self.exchanging || !self.ticks.is_multiple_of(EXCHANGE_EVERY) {
             return;
         }
         if let Some(partner) = self.table.next_partner(self.me.id) {

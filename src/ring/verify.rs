@@ -171,6 +171,17 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_the_responsible_peer_gave_itself_costs_no_ping() {
+        let confirmed = LookupResult {
+            confirmed: true,
+            path: vec![peer(5)],
+            ..answer(5, &[6, 7])
+        };
+        let (r, pings) = run(9, confirmed.clone(), &[5, 6, 7]);
+        assert_eq!((r, pings), (confirmed, 0));
+    }
+
+    #[test]
     fn dead_answers_are_skipped_after_two_tries_each_and_reanchored() {
         let (r, pings) = run(9, answer(5, &[6, 7, 8]), &[7, 8]);
         assert_eq!(r.node.id, Id::from_parts(0, 7));

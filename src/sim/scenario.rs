@@ -86,6 +86,8 @@ pub struct Report {
     pub seed: u64,
     pub successors: usize,
     pub join: JoinMode,
+    /// Most peers each node's membership table held (0: off).
+    pub membership_table_max: usize,
     /// Fraction of the measured lookups that returned the true successor.
     pub lookup_success_rate: f64,
     /// Measured lookups that ended in an error (no route, ...).
@@ -300,6 +302,7 @@ impl Scenario {
             seed: self.seed,
             successors: self.successors,
             join: self.join,
+            membership_table_max: self.membership_table_max,
             lookup_success_rate: stats.success_rate(),
             lookups_failed: stats.failed,
             lookups_wrong: stats.count - stats.correct - stats.failed,
