@@ -1,14 +1,17 @@
 //! `cargo bench --bench ring`: the figures of the ring simulator, printed as a Markdown table.
 //!
-//! Hop counts for N = 64 … 10,000 and the wall time of 10,000 nodes with 1,000,000 lookups.
-//! Pass `quick` (`cargo bench --bench ring -- quick`) to stop at 4,096 nodes.
+//! Hop counts for N = 64 … 10,000 and the wall time of 10,000 nodes with 1,000,000 lookups, each
+//! with the membership table off (Chord routing alone) and on (`ring.membership_table_max`
+//! 4,096, the default). Pass `quick` (`cargo bench --bench ring -- quick`) to stop at 4,096
+//! nodes.
 
 use chordnet::sim::scenario::{Report, Scenario};
 
-fn run(nodes: usize, lookups: usize) -> Report {
+fn run(nodes: usize, lookups: usize, table: usize) -> Report {
     Scenario {
         nodes,
         lookups,
+        membership_table_max: table,
         ..Scenario::default()
     }
     .run(&mut |_| {})
@@ -26,14 +29,15 @@ fn main() {
         sizes.push((10_000, 1_000_000));
     }
     println!(
-        "| N | rounds to converge | hops mean | p50 | p99 | max | ½·log2 N | lookups | correct | maintenance msg/node/s | wall s |"
+        "| N | table max | rounds to converge | hops mean | p50 | p99 | max | ½·log2 N | lookups | correct | maintenance msg/node/s | wall s |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (nodes, lookups) in sizes {
-        let r = run(nodes, lookups);
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for ((nodes, lookups), table) in sizes.into_iter().flat_map(|s| [(s, 0), (s, 4096)]) {
+        let r = run(nodes, lookups, table);
         println!(
-            "| {} | {} | {:.2} | {} | {} | {} | {:.2} | {} | {:.3}% | {:.1} | {:.1} |",
+            "| {} | {} | {} | {:.2} | {} | {} | {} | {:.2} | {} | {:.3}% | {:.1} | {:.1} |",
             r.nodes,
+            r.membership_table_max,
             r.converge_rounds
                 .map_or_else(|| "-".to_string(), |v| v.to_string()),
             r.hops_mean,

@@ -159,6 +159,10 @@ struct SimArgs {
     /// Stabilization periods the split lasts (lookups and churn go on inside each part).
     #[arg(long, default_value_t = 20)]
     partition_rounds: u64,
+    /// Most peers each node's membership table holds (one-hop lookups); 0 turns it off, so
+    /// lookups route by fingers alone.
+    #[arg(long, default_value_t = 4096)]
+    membership_table_max: usize,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -355,6 +359,7 @@ fn run_sim(args: SimArgs) -> anyhow::Result<()> {
         max_rounds: args.max_rounds,
         partition_parts: args.partition_parts,
         partition_rounds: args.partition_rounds,
+        membership_table_max: args.membership_table_max,
     };
 
     let bar = std::io::stderr().is_terminal().then(|| {
@@ -394,8 +399,8 @@ fn human_report(r: &Report) -> String {
     line(
         "scenario",
         format!(
-            "{} nodes, r = {}, {:?} joins, seed {}",
-            r.nodes, r.successors, r.join, r.seed
+            "{} nodes, r = {}, {:?} joins, seed {}, membership table max {}",
+            r.nodes, r.successors, r.join, r.seed, r.membership_table_max
         ),
     );
     line("rounds to converge", opt(r.converge_rounds));

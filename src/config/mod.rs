@@ -142,7 +142,14 @@ pub struct RingSection {
     /// Pause between attempts to join the bootstrap peer.
     #[serde(with = "humantime_duration")]
     pub join_retry_interval: Duration,
+    /// Most peers the membership table holds (one-hop lookups for rings that fit; 0 turns the
+    /// table off and lookups route by fingers alone).
+    #[serde(default = "defaults::membership_table_max")]
+    pub membership_table_max: usize,
 }
+
+/// Upper bound of `ring.membership_table_max` (about 100 bytes a peer).
+pub const MAX_MEMBERSHIP_TABLE: usize = 1 << 20;
 
 /// Bounds of `files.block_size`.
 pub const MIN_BLOCK_SIZE: u64 = 64 << 10;
@@ -209,6 +216,9 @@ mod defaults {
     pub fn message_window() -> Duration {
         Duration::from_secs(30)
     }
+    pub fn membership_table_max() -> usize {
+        4096
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -252,6 +262,7 @@ impl Default for Config {
                 rpc_timeout: Duration::from_secs(1),
                 leave_timeout: Duration::from_secs(20),
                 join_retry_interval: Duration::from_secs(1),
+                membership_table_max: defaults::membership_table_max(),
             },
             files: FilesConfig {
                 shared_dir: PathBuf::from("./shared"),
@@ -394,6 +405,12 @@ impl Config {
         }
         if self.ring.replicas == 0 {
             return rule("ring.replicas", "must be at least 1");
+        }
+        if self.ring.membership_table_max > MAX_MEMBERSHIP_TABLE {
+            return rule(
+                "ring.membership_table_max",
+                "must be at most 1048576 (0 turns the table off)",
+            );
         }
         for (key, d) in [
             ("ring.stabilize_interval", self.ring.stabilize_interval),

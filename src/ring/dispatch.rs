@@ -12,12 +12,19 @@ use crate::id::{BITS, Id};
 impl Node {
     /// Answers a peer's request.
     pub fn handle_request(&mut self, request: RequestEnvelope) -> ResponseEnvelope {
+        let exchange = matches!(request.body, Request::GetNeighbors)
+            && request.ring_id.is_some()
+            && request.ring_id == self.ring_id;
         let body = self.answer(request);
-        ResponseEnvelope {
+        let mut answer = ResponseEnvelope {
             renamed_from: self.ring_alias,
             ..ResponseEnvelope::new(self.ring_id, self.me.clone(), body)
         }
-        .with_incarnation(self.incarnation)
+        .with_incarnation(self.incarnation);
+        if exchange && matches!(answer.body, Response::Neighbors { .. }) {
+            answer.members = self.table_window();
+        }
+        answer
     }
 
     fn answer(&mut self, mut request: RequestEnvelope) -> Response {
@@ -52,6 +59,7 @@ impl Node {
                 },
             };
         }
+        self.learn_from_request(&request);
         match request.body {
             Request::FindSuccessor { target } => self.answer_find(target),
             Request::GetNeighbors => Response::Neighbors {
@@ -185,6 +193,7 @@ impl Node {
             return self.failed(pending, Why::Rejected(reason));
         }
         self.note_incarnation(&response.from, response.incarnation);
+        self.learn_from_answer(&mut response);
         match pending {
             Pending::Lookup(step) => self.step_answered(step, response),
             Pending::JoinNeighbors(succ) => match response.body {
@@ -222,6 +231,7 @@ impl Node {
             Pending::Leaving => self.leave_acknowledged(),
             Pending::Probe(entry) => self.probe_answered(entry, response.incarnation),
             Pending::MergeHint => {}
+            Pending::Exchange(_) => self.exchanging = false,
         }
     }
 
@@ -304,6 +314,7 @@ impl Node {
             Pending::Leaving => self.leave_acknowledged(),
             Pending::Probe(entry) => self.probe_failed(entry, why),
             Pending::MergeHint => {}
+            Pending::Exchange(partner) => self.exchange_failed(&partner),
         }
     }
 }

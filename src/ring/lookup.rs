@@ -46,6 +46,10 @@ pub struct LookupResult {
     pub path: Vec<Peer>,
     /// Hops that did not answer and were routed around.
     pub timeouts: u32,
+    /// `node` itself gave the answer (it just answered, and says the target is its own), so
+    /// there is nothing to confirm: no ping needed before pointing a user at it.
+    #[serde(default)]
+    pub confirmed: bool,
 }
 
 /// Why a lookup failed.
@@ -96,6 +100,8 @@ pub(super) struct Lookup {
     retries: u8,
     /// Parked until this stabilization tick, then started again from the asking node.
     pub parked_until: Option<u64>,
+    /// The membership table's proposal, asked before any finger (one hop when it is right).
+    guess: Option<Peer>,
 }
 
 impl Lookup {
@@ -111,6 +117,7 @@ impl Lookup {
             failed: Vec::new(),
             retries: 0,
             parked_until: None,
+            guess: None,
         }
     }
 
@@ -174,6 +181,13 @@ impl Lookup {
         self.candidates.pop()
     }
 
+    /// Records a proposal of the membership table that answered without settling the lookup:
+    /// a hop, but its candidates (from beyond the target) make no progress.
+    pub fn guess_missed(&mut self, by: Peer) {
+        self.hops += 1;
+        self.path.push(by);
+    }
+
     /// Records a hop that did not answer.
     pub fn hop_failed(&mut self, id: Option<Id>) {
         self.timeouts += 1;
@@ -192,6 +206,8 @@ pub(super) struct Step {
     pub lookup: LookupId,
     pub to: Address,
     pub to_id: Option<Id>,
+    /// A proposal of the membership table, not a Chord hop.
+    pub guess: bool,
 }
 
 // ----- driving lookups on a node -------------------------------------------------------------
@@ -222,8 +238,13 @@ impl Node {
         match self.answer_find(target) {
             Response::Found { successors } => self.finish_found(id, successors),
             Response::Closer { candidates } => {
+                let guess = match self.lookups.get(&id) {
+                    Some(l) if l.purpose == Purpose::User => self.propose(target),
+                    _ => None,
+                };
                 if let Some(l) = self.lookups.get_mut(&id) {
                     l.add_candidates(candidates);
+                    l.guess = guess;
                 }
                 self.advance(id);
             }
@@ -238,6 +259,20 @@ impl Node {
         };
         if l.hops >= MAX_HOPS {
             return self.finish(id, Err(LookupError::TooManyHops));
+        }
+        if let Some(guess) = l.guess.take() {
+            let step = Step {
+                lookup: id,
+                to: guess.address.clone(),
+                to_id: Some(guess.id),
+                guess: true,
+            };
+            let target = l.target;
+            return self.send(
+                guess.address,
+                Request::FindSuccessor { target },
+                Pending::Lookup(step),
+            );
         }
         match l.next_hop() {
             Some(hop) => {
@@ -282,6 +317,7 @@ impl Node {
             lookup,
             to: to.clone(),
             to_id,
+            guess: false,
         };
         self.send(to, Request::FindSuccessor { target }, Pending::Lookup(step));
     }
@@ -294,6 +330,10 @@ impl Node {
             Response::Found { successors } if !successors.is_empty() => {
                 l.answered(response.from, Vec::new());
                 self.finish_found(step.lookup, successors);
+            }
+            Response::Closer { .. } if step.guess => {
+                l.guess_missed(response.from);
+                self.advance(step.lookup);
             }
             Response::Closer { candidates } => {
                 l.answered(response.from, candidates);
@@ -326,6 +366,9 @@ impl Node {
         if let Some(dead) = step.to_id {
             // Route around it now; stabilization decides about successors.
             self.forget_finger(dead);
+            if step.guess {
+                self.proposal_failed(dead);
+            }
         }
         self.advance(step.lookup);
     }
@@ -335,6 +378,7 @@ impl Node {
             return;
         };
         let node = successors.remove(0);
+        let confirmed = l.path.last().is_some_and(|p| p.id == node.id);
         let result = LookupResult {
             target: l.target,
             node,
@@ -342,6 +386,7 @@ impl Node {
             hops: l.hops,
             path: std::mem::take(&mut l.path),
             timeouts: l.timeouts,
+            confirmed,
         };
         self.finish(id, Ok(result));
     }

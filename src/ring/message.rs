@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::wire::ring::{Rejection, Request, RequestEnvelope, Response, ResponseEnvelope};
+pub use crate::wire::ring::{
+    Member, Rejection, Request, RequestEnvelope, Response, ResponseEnvelope,
+};
 pub use crate::wire::{Address, Peer, RingId};
 
 /// Correlates a response (or its absence) with the request a node sent.

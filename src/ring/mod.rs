@@ -30,6 +30,7 @@ pub mod placement;
 mod rename;
 mod routing;
 mod stabilize;
+mod table;
 mod types;
 mod unify;
 pub mod verify;
@@ -42,8 +43,8 @@ pub use lookup::{
     LookupError, LookupId, LookupResult, MAX_HOPS, NO_ROUTE_RETRIES, RETRY_AFTER_TICKS,
 };
 pub use message::{
-    Address, Peer, Rejection, Request, RequestEnvelope, RequestId, Response, ResponseEnvelope,
-    RingId,
+    Address, Member, Peer, Rejection, Request, RequestEnvelope, RequestId, Response,
+    ResponseEnvelope, RingId,
 };
 pub use node::Node;
 pub use types::{

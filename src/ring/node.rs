@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use super::bootstrap::Remembered;
 use super::lookup::{Lookup, Purpose, Step};
 use super::passive::{Entry, Passive};
+use super::table::Table;
 use super::{
     Address, Cause, LookupId, Membership, NotReady, Output, Peer, Request, RequestEnvelope,
     RequestId, RingConfig, RingEvent, RingId,
@@ -37,6 +38,8 @@ pub(super) enum Pending {
     Probe(Entry),
     /// Passing a merge hint on (the answer is only an acknowledgement).
     MergeHint,
+    /// The membership-table exchange with this peer.
+    Exchange(Peer),
 }
 
 /// One Chord node.
@@ -82,6 +85,9 @@ pub struct Node {
     pub(super) passive: Passive,
     pub(super) probing: bool,
     pub(super) merges_in_flight: usize,
+    /// Every peer of the ring this node heard of (proposes one-hop lookups).
+    pub(super) table: Table,
+    pub(super) exchanging: bool,
     pub(super) out: Vec<Output>,
 }
 
@@ -92,6 +98,7 @@ impl Node {
             lookup_candidates: config.lookup_candidates.max(1),
             ..config
         };
+        let table = Table::new(config.membership_table_max);
         Node {
             me,
             config,
@@ -124,6 +131,8 @@ impl Node {
             passive: Passive::default(),
             probing: false,
             merges_in_flight: 0,
+            table,
+            exchanging: false,
             out: Vec::new(),
         }
     }
@@ -322,6 +331,7 @@ impl Node {
             Pending::Leaving => Cause::Leave,
             Pending::Probe(_) => Cause::Probe,
             Pending::MergeHint => Cause::Merge,
+            Pending::Exchange(_) => Cause::Exchange,
         }
     }
 

@@ -34,6 +34,7 @@ fn placement_is_the_responsible_then_distinct_successors() {
         hops: 1,
         path: vec![],
         timeouts: 0,
+        confirmed: false,
     };
     assert_eq!(placement_of(&lookup, 2), vec![p(1), p(2)]);
 }

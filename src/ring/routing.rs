@@ -24,6 +24,8 @@ impl Node {
         self.passive.clear();
         self.probing = false;
         self.merges_in_flight = 0;
+        self.table.clear();
+        self.exchanging = false;
     }
 
     /// Successor list = `head` followed by `rest` (head's own list), without repeats, cut at
@@ -117,6 +119,7 @@ impl Node {
         }
         self.forget_finger(id);
         self.notifiers.remove(&id);
+        self.table.forget(id);
     }
 
     /// Every successor is gone (the last one was `old`, when known): take the closest finger

@@ -19,6 +19,7 @@ impl Node {
                 self.expire_notifiers();
                 self.resume_parked_lookups();
                 self.probe_passive();
+                self.exchange_members();
                 if !self.stabilizing {
                     self.stabilizing = true;
                     self.stabilize_step();

@@ -19,8 +19,13 @@ struct Net {
 
 impl Net {
     fn new(n: usize, r: usize) -> Net {
+        Net::with_table(n, r, RingConfig::default().membership_table_max)
+    }
+
+    fn with_table(n: usize, r: usize, table: usize) -> Net {
         let config = RingConfig {
             successors: r,
+            membership_table_max: table,
             ..RingConfig::default()
         };
         Net {
@@ -129,7 +134,16 @@ impl Net {
 }
 
 fn build(n: usize, r: usize) -> Net {
-    let mut net = Net::new(n, r);
+    settled(Net::new(n, r))
+}
+
+/// A ring routing by Chord alone (no membership table): every hop is a finger or successor.
+fn build_chord(n: usize, r: usize) -> Net {
+    settled(Net::with_table(n, r, 0))
+}
+
+fn settled(mut net: Net) -> Net {
+    let n = net.nodes.len();
     net.nodes[0].create(RingId(42)).unwrap();
     for i in 1..n {
         let bootstrap = net.nodes[0].me().address.clone();
@@ -144,7 +158,7 @@ fn build(n: usize, r: usize) -> Net {
 
 #[test]
 fn requests_say_why_they_are_sent_and_lookup_hops_are_numbered_along_the_path() {
-    let mut net = build(32, 4);
+    let mut net = build_chord(32, 4);
     let mut seen_two_hops = false;
     for k in 0..40 {
         let target = Id::hash(format!("key-{k}"));

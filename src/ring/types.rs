@@ -28,6 +28,9 @@ pub struct RingConfig {
     /// How many neighbours, in each direction, a merge hint travels past the node that found
     /// the other ring: the fan-out of ring unification (0: every node zips alone).
     pub merge_hint_ttl: u8,
+    /// Most peers the membership table holds (`ring.membership_table_max`); 0 turns it off
+    /// (lookups then route by fingers alone).
+    pub membership_table_max: usize,
 }
 
 impl Default for RingConfig {
@@ -41,6 +44,7 @@ impl Default for RingConfig {
             passive_peers: 8,
             probe_every: 2,
             merge_hint_ttl: 3,
+            membership_table_max: 4096,
         }
     }
 }
@@ -122,6 +126,8 @@ pub enum Cause {
     Probe,
     /// A lookup step of ring unification, or a merge hint to a neighbour.
     Merge,
+    /// The periodic membership-table exchange with one peer of the table.
+    Exchange,
 }
 
 /// A change worth telling the layers above (files, metrics, logs) about.

@@ -28,16 +28,18 @@ pub struct Confirm {
 impl Confirm {
     /// Confirms `result` as seen by the node `me` (which is alive by definition).
     pub fn new(me: Id, result: LookupResult) -> Confirm {
-        let candidates = std::iter::once(result.node.clone())
+        let candidates: Vec<Peer> = std::iter::once(result.node.clone())
             .chain(result.successors.iter().cloned())
             .collect();
+        // The answer came from the responsible peer itself, just now: nothing to ask.
+        let done = result.confirmed;
         Confirm {
             me,
             result,
             candidates,
             at: 0,
             tries: 0,
-            done: false,
+            done,
         }
     }
 
@@ -147,6 +149,7 @@ mod tests {
             hops: 1,
             path: vec![],
             timeouts: 0,
+            confirmed: false,
         }
     }
 
@@ -165,6 +168,17 @@ mod tests {
     fn a_live_answer_costs_one_ping_and_is_kept() {
         let (r, pings) = run(9, answer(5, &[6, 7]), &[5, 6, 7]);
         assert_eq!((r.node.id, pings, r.timeouts), (Id::from_parts(0, 5), 1, 0));
+    }
+
+    #[test]
+    fn an_answer_the_responsible_peer_gave_itself_costs_no_ping() {
+        let confirmed = LookupResult {
+            confirmed: true,
+            path: vec![peer(5)],
+            ..answer(5, &[6, 7])
+        };
+        let (r, pings) = run(9, confirmed.clone(), &[5, 6, 7]);
+        assert_eq!((r, pings), (confirmed, 0));
     }
 
     #[test]

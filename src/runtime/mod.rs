@@ -109,6 +109,7 @@ impl Service {
         let me = Peer::new(config.node_id(), Address::new(&config.node.advertise));
         let ring = RingConfig {
             successors: config.ring.successors,
+            membership_table_max: config.ring.membership_table_max,
             ..RingConfig::default()
         };
         let mut node = Node::new(me, ring);

@@ -54,6 +54,8 @@ pub struct Scenario {
     /// Stabilization periods the split lasts, with the lookups and churn of the other settings
     /// going on inside each part.
     pub partition_rounds: u64,
+    /// Most peers each node's membership table holds (0: off, lookups route by fingers).
+    pub membership_table_max: usize,
 }
 
 impl Default for Scenario {
@@ -71,6 +73,7 @@ impl Default for Scenario {
             max_rounds: 5_000,
             partition_parts: 0,
             partition_rounds: 20,
+            membership_table_max: RingConfig::default().membership_table_max,
         }
     }
 }
@@ -83,6 +86,8 @@ pub struct Report {
     pub seed: u64,
     pub successors: usize,
     pub join: JoinMode,
+    /// Most peers each node's membership table held (0: off).
+    pub membership_table_max: usize,
     /// Fraction of the measured lookups that returned the true successor.
     pub lookup_success_rate: f64,
     /// Measured lookups that ended in an error (no route, ...).
@@ -205,6 +210,7 @@ impl Scenario {
             seed: self.seed,
             ring: RingConfig {
                 successors: self.successors,
+                membership_table_max: self.membership_table_max,
                 ..RingConfig::default()
             },
             loss: self.loss,
@@ -296,6 +302,7 @@ impl Scenario {
             seed: self.seed,
             successors: self.successors,
             join: self.join,
+            membership_table_max: self.membership_table_max,
             lookup_success_rate: stats.success_rate(),
             lookups_failed: stats.failed,
             lookups_wrong: stats.count - stats.correct - stats.failed,

@@ -128,6 +128,19 @@ pub struct ResponseEnvelope {
     /// As in [`RequestEnvelope::renamed_from`]: the responder's ring had this id before a merge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renamed_from: Option<RingId>,
+    /// A window of the responder's membership table (the cheap exchange that fills every
+    /// peer's table, `ring.membership_table_max`); only on answers to `GetNeighbors`. Absent
+    /// from peers that predate it, and ignored by them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<Member>,
+}
+
+/// A peer of a membership table, with how many stabilization rounds ago its sender (or the
+/// peer it learned it from) last heard from it directly.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub peer: Peer,
+    pub age: u32,
 }
 
 impl Request {
@@ -168,6 +181,7 @@ impl ResponseEnvelope {
             incarnation: None,
             auth: None,
             renamed_from: None,
+            members: Vec::new(),
         }
     }
 

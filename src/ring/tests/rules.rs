@@ -10,7 +10,8 @@ fn peer_at(id: Id, name: String) -> Peer {
 
 #[test]
 fn a_flood_of_candidates_is_cut_before_any_is_contacted() {
-    let mut net = build(8, 2);
+    // Chord routing: the first peer asked is a finger, whose candidates the lookup follows.
+    let mut net = build_chord(8, 2);
     let order = net.live_sorted();
     let a = order[0];
     let target = net.nodes[order[5]].id();

@@ -1,0 +1,492 @@
+//! Lookup throughput and cost of real peers on 127.0.0.1, through the REST API:
+//!
+//! ```text
+//! cargo bench --bench lookups
+//! LOOKUPS_PEERS=64 cargo bench --bench lookups
+//! LOOKUPS_BASELINE=/path/to/old/chordnet LOOKUPS_TABLE_OFF=1 cargo bench --bench lookups
+//! ```
+//!
+//! Starts one ring of `LOOKUPS_PEERS` (8) `chordnet serve` processes per build under test: this
+//! build ("this"), and when asked the build at `LOOKUPS_BASELINE` ("base", e.g. main built into
+//! another target dir) and this build with the membership table off ("table-off",
+//! `CHORDNET_RING__MEMBERSHIP_TABLE_MAX=0`, with `LOOKUPS_TABLE_OFF=1`). All rings run side by
+//! side; the load goes to one at a time, the rings taking turns at going first, for
+//! `LOOKUPS_ROUNDS` (3) rounds of `LOOKUPS_SECS` (5) seconds per client count in
+//! `LOOKUPS_CLIENTS` ("1,8,32").
+//!
+//! The load generator is in this file: each client is one keep-alive HTTP/1.1 connection to one
+//! peer's API (client i to peer i mod N), sending `GET /v1/lookup/<random key>` one after the
+//! other, on a single-threaded runtime (one core at most). Printed per ring and client count
+//! (medians over the rounds): lookups/s, p50 and p99 latency, the peers' CPU time per lookup
+//! (utime + stime of every peer from /proc/<pid>/stat), the mean hops the answers report, and
+//! the generator's own CPU (percent of one core); then each ring's RSS per peer (idle, before
+//! any load, and after it), and the ratios of this build to the others.
+//!
+//! Ports: picked free by the system, or consecutive from `LOOKUPS_PORT_BASE`. Everything it
+//! starts is killed, and its directories removed, when it ends.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream as StdTcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+type Error = Box<dyn std::error::Error>;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+/// One ring of peer processes.
+struct Ring {
+    label: String,
+    apis: Vec<u16>,
+    children: Vec<Child>,
+    dir: PathBuf,
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Ports {
+    next: Option<u16>,
+}
+
+impl Ports {
+    fn take(&mut self) -> Result<u16, Error> {
+        if let Some(p) = self.next.as_mut() {
+            let port = *p;
+            *p += 1;
+            return Ok(port);
+        }
+        Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    }
+}
+
+impl Ring {
+    fn start(
+        label: &str,
+        binary: &str,
+        env: &[(&str, &str)],
+        peers: usize,
+        ports: &mut Ports,
+    ) -> Result<Ring, Error> {
+        let dir =
+            std::env::temp_dir().join(format!("chordnet-lookups-{}-{label}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let mut ring = Ring {
+            label: label.to_owned(),
+            apis: Vec::new(),
+            children: Vec::new(),
+            dir,
+        };
+        let mut first_peer = None;
+        for i in 0..peers {
+            let (peer, api) = (ports.take()?, ports.take()?);
+            let d = ring.dir.join(format!("p{i}"));
+            std::fs::create_dir_all(d.join("shared"))?;
+            let log = std::fs::File::create(ring.dir.join(format!("p{i}.log")))?;
+            let mut cmd = Command::new(binary);
+            cmd.arg("serve")
+                .arg("--advertise")
+                .arg(format!("127.0.0.1:{peer}"))
+                .arg("--api")
+                .arg(format!("127.0.0.1:{api}"))
+                .arg("--shared-dir")
+                .arg(d.join("shared"))
+                .arg("--store-dir")
+                .arg(d.join("data"))
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log);
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            if let Some(p) = first_peer {
+                cmd.arg("--bootstrap").arg(format!("127.0.0.1:{p}"));
+            }
+            first_peer.get_or_insert(peer);
+            ring.children.push(cmd.spawn()?);
+            ring.apis.push(api);
+        }
+        Ok(ring)
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
+
+    /// Waits until every peer is ready and a ring walk from the first one sees all of them.
+    fn wait_formed(&self, limit: Duration) -> Result<(), Error> {
+        let until = Instant::now() + limit;
+        for &api in &self.apis {
+            while get(api, "/readyz").map(|(s, _)| s) != Some(200) {
+                if Instant::now() > until {
+                    return Err(format!("{}: peer at API {api} not ready", self.label).into());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        loop {
+            if let Some((200, body)) = get(self.apis[0], "/v1/ring") {
+                let nodes = body.matches("\"id\"").count();
+                if body.contains("\"complete\":true") && nodes == self.apis.len() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > until {
+                return Err(format!("{}: the ring walk never saw every peer", self.label).into());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// A blocking GET on a fresh connection: (status, body).
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = StdTcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    let status = line.split_whitespace().nth(1)?.parse().ok()?;
+    let mut rest = String::new();
+    r.read_to_string(&mut rest).ok()?;
+    let body = rest
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Some((status, body))
+}
+
+/// utime + stime of `pids`, in milliseconds.
+fn cpu_ms(pids: &[u32]) -> f64 {
+    // SAFETY: sysconf only reads a constant of the system.
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    pids.iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .map(|s| {
+            // Fields after the command name (which may hold spaces), from field 3 on.
+            let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            t(11) + t(12)
+        })
+        .sum::<f64>()
+        * 1000.0
+        / tck
+}
+
+fn self_cpu_ms() -> f64 {
+    cpu_ms(&[std::process::id()])
+}
+
+/// Mean resident set size of `pids`, in MiB.
+fn rss_mib(pids: &[u32]) -> f64 {
+    let kib: Vec<f64> = pids
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .collect();
+    kib.iter().sum::<f64>() / kib.len().max(1) as f64 / 1024.0
+}
+
+/// What one run of the load measured.
+#[derive(Clone, Copy, Default)]
+struct Run {
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    peer_cpu_ms_per_lookup: f64,
+    hops: f64,
+    generator_cpu_percent: f64,
+    errors: u64,
+}
+
+/// Reads one HTTP/1.1 response (with Content-Length) from `conn`; returns (status, body).
+async fn read_response(conn: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<(u16, Vec<u8>)> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..end]).unwrap_or("");
+            let status = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            let total = end + 4 + len;
+            while buf.len() < total {
+                let mut chunk = [0u8; 4096];
+                let n = conn.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = buf[end + 4..total].to_vec();
+            buf.drain(..total);
+            return Ok((status, body));
+        }
+        let mut chunk = [0u8; 4096];
+        let n = conn.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn hops_of(body: &[u8]) -> Option<u32> {
+    let s = std::str::from_utf8(body).ok()?;
+    let at = s.find("\"hops\":")? + 7;
+    let digits: String = s[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// One client: lookups of random keys on one connection until `until`; (latencies in µs,
+/// hops total, errors).
+async fn client(port: u16, seed: u64, until: Instant) -> (Vec<u32>, u64, u64) {
+    let mut lat = Vec::new();
+    let (mut hops, mut errors) = (0u64, 0u64);
+    let mut x = seed | 1;
+    let mut conn: Option<TcpStream> = None;
+    let mut buf = Vec::with_capacity(8192);
+    while Instant::now() < until {
+        if conn.is_none() {
+            buf.clear();
+            conn = TcpStream::connect(("127.0.0.1", port)).await.ok();
+            if let Some(c) = &conn {
+                let _ = c.set_nodelay(true);
+            } else {
+                errors += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let request = format!("GET /v1/lookup/key-{x:016x} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        let started = Instant::now();
+        let answer = match c.write_all(request.as_bytes()).await {
+            Ok(()) => read_response(c, &mut buf).await,
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok((200, body)) => {
+                lat.push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                hops += u64::from(hops_of(&body).unwrap_or(0));
+            }
+            Ok(_) => errors += 1,
+            Err(_) => {
+                errors += 1;
+                conn = None;
+            }
+        }
+    }
+    (lat, hops, errors)
+}
+
+/// `clients` clients against `ring` for `secs` seconds.
+fn load(rt: &tokio::runtime::Runtime, ring: &Ring, clients: usize, secs: f64, seed: u64) -> Run {
+    let pids = ring.pids();
+    let (cpu0, me0, t0) = (cpu_ms(&pids), self_cpu_ms(), Instant::now());
+    let until = t0 + Duration::from_secs_f64(secs);
+    let results = rt.block_on(async {
+        let tasks: Vec<_> = (0..clients)
+            .map(|i| {
+                let port = ring.apis[i % ring.apis.len()];
+                tokio::spawn(client(port, seed.wrapping_mul(1_000_003) + i as u64, until))
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            if let Ok(r) = t.await {
+                out.push(r);
+            }
+        }
+        out
+    });
+    let wall = t0.elapsed().as_secs_f64();
+    let (cpu1, me1) = (cpu_ms(&pids), self_cpu_ms());
+    let mut lat: Vec<u32> = Vec::new();
+    let (mut hops, mut errors) = (0u64, 0u64);
+    for (l, h, e) in results {
+        lat.extend(l);
+        hops += h;
+        errors += e;
+    }
+    lat.sort_unstable();
+    let n = lat.len().max(1);
+    let pct = |p: f64| {
+        lat.get(((p * n as f64).ceil() as usize).clamp(1, n) - 1)
+            .map_or(0.0, |&us| f64::from(us) / 1000.0)
+    };
+    Run {
+        per_second: lat.len() as f64 / wall,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        peer_cpu_ms_per_lookup: (cpu1 - cpu0) / n as f64,
+        hops: hops as f64 / n as f64,
+        generator_cpu_percent: 100.0 * (me1 - me0) / (wall * 1000.0),
+        errors,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len().saturating_sub(1) / 2).copied().unwrap_or(0.0)
+}
+
+/// The medians of several runs, field by field.
+fn medians(runs: &[Run]) -> Run {
+    let m = |f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
+    Run {
+        per_second: m(|r| r.per_second),
+        p50_ms: m(|r| r.p50_ms),
+        p99_ms: m(|r| r.p99_ms),
+        peer_cpu_ms_per_lookup: m(|r| r.peer_cpu_ms_per_lookup),
+        hops: m(|r| r.hops),
+        generator_cpu_percent: m(|r| r.generator_cpu_percent),
+        errors: runs.iter().map(|r| r.errors).sum(),
+    }
+}
+
+fn main() -> Result<(), Error> {
+    let peers: usize = env_or("LOOKUPS_PEERS", 8).max(1);
+    let secs: f64 = env_or("LOOKUPS_SECS", 5.0);
+    let rounds: usize = env_or("LOOKUPS_ROUNDS", 3).max(1);
+    let clients: Vec<usize> = std::env::var("LOOKUPS_CLIENTS")
+        .unwrap_or_else(|_| "1,8,32".into())
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .filter(|&c| c > 0)
+        .collect();
+    let mut ports = Ports {
+        next: std::env::var("LOOKUPS_PORT_BASE")
+            .ok()
+            .and_then(|v| v.parse().ok()),
+    };
+    let this = env!("CARGO_BIN_EXE_chordnet");
+    let mut rings = vec![Ring::start("this", this, &[], peers, &mut ports)?];
+    if let Ok(base) = std::env::var("LOOKUPS_BASELINE") {
+        rings.push(Ring::start("base", &base, &[], peers, &mut ports)?);
+    }
+    if std::env::var("LOOKUPS_TABLE_OFF").is_ok_and(|v| v == "1") {
+        let off = [("CHORDNET_RING__MEMBERSHIP_TABLE_MAX", "0")];
+        rings.push(Ring::start("table-off", this, &off, peers, &mut ports)?);
+    }
+    let limit = Duration::from_secs(60 + peers as u64);
+    for r in &rings {
+        r.wait_formed(limit)?;
+    }
+    let idle: Vec<f64> = rings.iter().map(|r| rss_mib(&r.pids())).collect();
+    println!(
+        "lookups: {peers} peers per ring, rings {}, {rounds} rounds of {secs} s per client count",
+        rings
+            .iter()
+            .map(|r| r.label.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Warm up: every ring answers lookups for a moment (connections, tables, fingers).
+    for r in &rings {
+        load(&rt, r, 8, 2.0, 0);
+    }
+    let mut results: Vec<Vec<Run>> = vec![Vec::new(); rings.len()];
+    println!(
+        "{:<10} {:>7} {:>10} {:>8} {:>8} {:>14} {:>6} {:>10} {:>6}",
+        "ring",
+        "clients",
+        "lookups/s",
+        "p50 ms",
+        "p99 ms",
+        "peer CPU ms/op",
+        "hops",
+        "gen CPU %",
+        "errors"
+    );
+    for &c in &clients {
+        let mut runs: Vec<Vec<Run>> = vec![Vec::new(); rings.len()];
+        for round in 0..rounds {
+            let mut order: Vec<usize> = (0..rings.len()).collect();
+            order.rotate_left(round % rings.len());
+            for i in order {
+                runs[i].push(load(&rt, &rings[i], c, secs, (round * 7919 + c) as u64));
+            }
+        }
+        for (i, r) in rings.iter().enumerate() {
+            let m = medians(&runs[i]);
+            println!(
+                "{:<10} {:>7} {:>10.0} {:>8.3} {:>8.3} {:>14.4} {:>6.3} {:>10.1} {:>6}",
+                r.label,
+                c,
+                m.per_second,
+                m.p50_ms,
+                m.p99_ms,
+                m.peer_cpu_ms_per_lookup,
+                m.hops,
+                m.generator_cpu_percent,
+                m.errors
+            );
+            results[i].push(m);
+        }
+    }
+    for (i, r) in rings.iter().enumerate() {
+        println!(
+            "{:<10} RSS per peer: {:.1} MiB idle, {:.1} MiB after the load",
+            r.label,
+            idle[i],
+            rss_mib(&r.pids())
+        );
+    }
+    for (i, r) in rings.iter().enumerate().skip(1) {
+        for (k, &c) in clients.iter().enumerate() {
+            let (a, b) = (&results[0][k], &results[i][k]);
+            println!(
+                "this/{} at {c} clients: lookups/s {:.2}x, peer CPU per lookup {:.2}x, p50 {:.2}x, p99 {:.2}x",
+                r.label,
+                a.per_second / b.per_second.max(1e-9),
+                a.peer_cpu_ms_per_lookup / b.peer_cpu_ms_per_lookup.max(1e-9),
+                a.p50_ms / b.p50_ms.max(1e-9),
+                a.p99_ms / b.p99_ms.max(1e-9),
+            );
+        }
+    }
+    Ok(())
+}
