@@ -61,6 +61,10 @@ pub struct Metrics {
     pub auth_rejections: IntCounterVec,
     /// Re-reads of the ring secret file that changed the keys, or failed.
     pub secret_reloads: IntCounterVec,
+    /// Re-reads of the TLS files that changed the certificates, by result (`ok`, `error`).
+    pub tls_reloads: IntCounterVec,
+    /// Connections to the peer port whose TLS handshake failed or timed out.
+    pub tls_handshake_failures: IntCounter,
 }
 
 /// Why metrics could not be set up (a programming error in metric definitions).
@@ -262,6 +266,17 @@ impl Metrics {
                 ),
                 &["outcome"],
             )?,
+            tls_reloads: IntCounterVec::new(
+                Opts::new(
+                    "chordnet_tls_reloads_total",
+                    "Re-reads of the TLS files (security.tls) after they changed, by result",
+                ),
+                &["result"],
+            )?,
+            tls_handshake_failures: IntCounter::new(
+                "chordnet_peer_tls_handshake_failures_total",
+                "Connections to the peer port whose TLS handshake failed or timed out",
+            )?,
             registry,
         };
         m.register_all()?;
@@ -319,6 +334,8 @@ impl Metrics {
         r.register(Box::new(self.foreign_rings.clone()))?;
         r.register(Box::new(self.auth_rejections.clone()))?;
         r.register(Box::new(self.secret_reloads.clone()))?;
+        r.register(Box::new(self.tls_reloads.clone()))?;
+        r.register(Box::new(self.tls_handshake_failures.clone()))?;
         Ok(())
     }
 

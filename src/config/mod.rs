@@ -16,7 +16,7 @@ use crate::id::Id;
 pub use api::ApiConfig;
 use api::{default_idle_timeout, default_max_connections, default_max_transfers};
 pub use nats::NatsConfig;
-pub use security::SecurityConfig;
+pub use security::{SecurityConfig, TlsConfig, TlsFiles};
 use units::{byte_size, humantime_duration};
 
 mod api;
@@ -448,6 +448,7 @@ impl Config {
         if self.security.message_window < Duration::from_secs(1) {
             return rule("security.message_window", "must be at least 1s");
         }
+        self.validate_tls()?;
         Ok(())
     }
 
