@@ -160,8 +160,6 @@ REJECT = [
     ("TLS without a source", {"security": {"tls": {"enabled": True}}}, "exactly one of security.tls.issuerRef.name"),
     ("TLS with both sources", {"security": {"tls": {"enabled": True, "issuerRef": {"name": "ca"}, "secretName": "s"}}},
      "exactly one of security.tls.issuerRef.name"),
-    ("TLS with NATS", {"transport": {"kind": "nats"}, "config": {"nats": {"url": "nats://nats:4222"}},
-                       "security": {"tls": {"enabled": True, "secretName": "s"}}}, "transport kinds http and grpc"),
     ("TLS with the gRPC probe", {"transport": {"kind": "grpc", "grpcReadinessProbe": True},
                                  "security": {"tls": {"enabled": True, "secretName": "s"}}}, "gRPC probe"),
     ("TLS issuer of an unknown kind", {"security": {"tls": {"enabled": True, "issuerRef": {"name": "ca", "kind": "Vault"}}}},

@@ -288,6 +288,7 @@ fn tls_takes_all_three_files_or_none_from_the_environment() {
         jail.set_env("CHORDNET_SECURITY__TLS__CERT_FILE", "/tls/tls.crt");
         jail.set_env("CHORDNET_SECURITY__TLS__KEY_FILE", "/tls/tls.key");
         jail.set_env("CHORDNET_TRANSPORT__KIND", "nats");
+        jail.set_env("CHORDNET_NODE__ADVERTISE", "chordnet.default.peer.p1");
         let e = Config::load(None, &Overrides::default())
             .unwrap_err()
             .to_string();

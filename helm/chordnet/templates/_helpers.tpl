@@ -241,9 +241,6 @@ Refuses protectMetrics without API tokens: there would be no token to protect /m
 {{- $tls := default dict $s.tls }}
 {{- $issuer := default dict $tls.issuerRef }}
 {{- if $tls.enabled }}
-{{- if eq (include "chordnet.transportKind" .) "nats" }}
-{{- fail "security.tls.enabled applies to transport kinds http and grpc: NATS peers talk through the broker (use security.ringSecret)" }}
-{{- end }}
 {{- if eq (include "chordnet.grpcReadinessProbe" .) "true" }}
 {{- fail "security.tls.enabled with transport.grpcReadinessProbe: Kubernetes' gRPC probe cannot present a client certificate; turn the gRPC probe off (the /readyz probe applies the same rules)" }}
 {{- end }}
