@@ -65,6 +65,10 @@ pub struct Metrics {
     pub events_published: IntCounterVec,
     /// Ring events dropped because the publisher's queue was full.
     pub events_dropped: IntCounter,
+    /// Re-reads of the TLS files that changed the certificates, by result (`ok`, `error`).
+    pub tls_reloads: IntCounterVec,
+    /// Connections to the peer port whose TLS handshake failed or timed out.
+    pub tls_handshake_failures: IntCounter,
 }
 
 /// Why metrics could not be set up (a programming error in metric definitions).
@@ -277,6 +281,17 @@ impl Metrics {
                 "chordnet_events_dropped_total",
                 "Ring events dropped because the publisher's queue (events.queue) was full",
             )?,
+            tls_reloads: IntCounterVec::new(
+                Opts::new(
+                    "chordnet_tls_reloads_total",
+                    "Re-reads of the TLS files (security.tls) after they changed, by result",
+                ),
+                &["result"],
+            )?,
+            tls_handshake_failures: IntCounter::new(
+                "chordnet_peer_tls_handshake_failures_total",
+                "Connections to the peer port whose TLS handshake failed or timed out",
+            )?,
             registry,
         };
         m.register_all()?;
@@ -339,6 +354,8 @@ impl Metrics {
             self.events_published.with_label_values(&[kind.as_str()]);
         }
         r.register(Box::new(self.events_dropped.clone()))?;
+        r.register(Box::new(self.tls_reloads.clone()))?;
+        r.register(Box::new(self.tls_handshake_failures.clone()))?;
         Ok(())
     }
 

@@ -17,6 +17,7 @@ use crate::metrics::{Metrics, MetricsError};
 use crate::runtime::{Endpoint, Service};
 use crate::transport::auth::{KeyError, RingAuth};
 use crate::transport::layers::{Layered, serving_with};
+use crate::transport::tls::PeerTls;
 use crate::transport::{Handlers, ServeOptions, TransportError, TransportFactory, registry};
 use crate::wire::Address;
 
@@ -51,6 +52,10 @@ pub enum ServeError {
     Secret(#[from] KeyError),
     #[error("events: {0}")]
     Events(#[from] crate::transport::nats::ConnectError),
+    #[error("`security.tls`: {0}")]
+    Tls(#[from] crate::transport::tls::TlsError),
+    #[error("`security.tls`: {0}")]
+    TlsConfig(String),
 }
 
 /// A started peer: its service and the addresses it actually listens on.
@@ -90,6 +95,21 @@ pub async fn start_with(
             metrics.clone(),
         )?),
         None => None,
+    };
+    let factory = match config.security.tls.files().map_err(ServeError::TlsConfig)? {
+        None => factory,
+        Some(files) => {
+            let host = crate::config::split_host_port(&config.node.advertise)
+                .map_or(config.node.advertise.as_str(), |(h, _)| h);
+            let every = config.security.tls.reload_interval;
+            let tls = PeerTls::load(files, host, every, Some(metrics.clone()))?;
+            factory.with_tls(tls).ok_or_else(|| {
+                ServeError::TlsConfig(format!(
+                    "the {:?} transport does not speak TLS between peers",
+                    factory.kind()
+                ))
+            })?
+        }
     };
     let clients = factory.clients(config.ring.rpc_timeout)?;
     let layered = Layered::new(clients, me.clone(), &config, metrics.clone());

@@ -58,7 +58,7 @@ impl Http {
 
 impl Under for Http {
     fn factory(&self) -> Arc<dyn TransportFactory> {
-        Arc::new(HttpTransport)
+        Arc::new(HttpTransport::default())
     }
     fn endpoint(&self, i: usize) -> (SocketAddr, String) {
         let port = self.0[i];
@@ -78,7 +78,7 @@ struct Grpc(Http);
 
 impl Under for Grpc {
     fn factory(&self) -> Arc<dyn TransportFactory> {
-        Arc::new(GrpcTransport)
+        Arc::new(GrpcTransport::default())
     }
     fn endpoint(&self, i: usize) -> (SocketAddr, String) {
         self.0.endpoint(i)

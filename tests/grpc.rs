@@ -60,7 +60,7 @@ async fn a_grpc_ring_forms_moves_files_of_any_size_and_loses_nothing_to_crashes_
         .await;
 
     // The peer port speaks gRPC: a gRPC ring call reaches a peer and it answers as itself.
-    let factory = GrpcTransport;
+    let factory = GrpcTransport::default();
     let clients = factory.clients(Duration::from_secs(1)).expect("clients");
     let to = factory
         .parse_address(&c.peers[0].advertise)
@@ -268,11 +268,13 @@ async fn the_server_stops_work_when_the_grpc_timeout_passes() {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let options = ServeOptions {
         listen: address.parse().expect("socket address"),
-        advertise: GrpcTransport.parse_address(&address).expect("address"),
+        advertise: GrpcTransport::default()
+            .parse_address(&address)
+            .expect("address"),
         max_body: 1 << 20,
         ready: tokio::sync::watch::channel(true).1,
     };
-    GrpcTransport
+    GrpcTransport::default()
         .serve(options, handlers, stopped)
         .await
         .expect("serve");

@@ -16,6 +16,15 @@ FILES = {
     "CHORDNET_SECURITY__RING_SECRET_FILE": ("ringSecret", "ring-secret", "/var/run/chordnet/ring-secret/keys"),
     "CHORDNET_API__TOKENS_FILE": ("apiTokens", "api-tokens", "/var/run/chordnet/api-tokens/tokens"),
 }
+# Mutual TLS (security.tls): variable -> the file in the peer-tls volume (the Secret's key of that name).
+TLS_DIR = "/var/run/chordnet/tls"
+# The namespace check.py renders into (what $(POD_NAMESPACE) becomes in the advertised host).
+NAMESPACE = "chordnet"
+TLS_FILES = {
+    "CHORDNET_SECURITY__TLS__CA_FILE": "ca.crt",
+    "CHORDNET_SECURITY__TLS__CERT_FILE": "tls.crt",
+    "CHORDNET_SECURITY__TLS__KEY_FILE": "tls.key",
+}
 
 
 def _effective(pod_spec, container):
@@ -29,7 +38,7 @@ def secret_file_problems(pod_spec, container):
     mounts = container.get("volumeMounts", [])
     sc = _effective(pod_spec, container)
     fs_group = pod_spec.get("securityContext", {}).get("fsGroup")
-    for var in FILES:
+    for var in list(FILES) + list(TLS_FILES):
         if var not in env:
             continue
         path = env[var].get("value", "")
@@ -104,7 +113,8 @@ def expected_security(values, docs):
     protect = env.get("CHORDNET_API__PROTECT_METRICS", {}).get("value")
     if protect != ("true" if api["protectMetrics"] and api["name"] else None):
         problems.append(f"CHORDNET_API__PROTECT_METRICS is {protect!r} with protectMetrics {api['protectMetrics']}")
-    unknown = {n for n in env if n.startswith("CHORDNET_SECURITY__")} - set(FILES)
+    problems += _tls_problems(values, docs, env, volumes, mounts)
+    unknown = {n for n in env if n.startswith("CHORDNET_SECURITY__")} - set(FILES) - set(TLS_FILES)
     if unknown:
         problems.append(f"unexpected variables {sorted(unknown)}")
     problems += secret_file_problems(pspec, c)
@@ -141,6 +151,55 @@ def expected_security(values, docs):
     if values["networkPolicy"]["enabled"] != any(d["kind"] == "NetworkPolicy" for d in docs):
         problems.append(f"networkPolicy.enabled is {values['networkPolicy']['enabled']}, the NetworkPolicy is "
                         f"{'missing' if values['networkPolicy']['enabled'] else 'there'}")
+    return problems
+
+
+def _tls_problems(values, docs, env, volumes, mounts):
+    """security.tls: the three variables, the peer-tls volume and mount, and one cert-manager
+    Certificate (with issuerRef.name) whose wildcard covers every pod's advertised host."""
+    tls = values["security"]["tls"]
+    problems = []
+    certs = [d for d in docs if d["kind"] == "Certificate"]
+    if not tls["enabled"]:
+        for what, present in (("TLS variables", any(v in env for v in TLS_FILES)), ("volume peer-tls", "peer-tls" in volumes),
+                              ("mount peer-tls", "peer-tls" in mounts), ("a Certificate", bool(certs))):
+            if present:
+                problems.append(f"security.tls.enabled is false, yet the release has {what}")
+        return problems
+    for var, file in TLS_FILES.items():
+        if env.get(var, {}).get("value") != f"{TLS_DIR}/{file}":
+            problems.append(f"{var} is {env.get(var)}, want {TLS_DIR}/{file!r}")
+    sts = _first(docs, "StatefulSet")
+    fullname = sts["metadata"]["name"]
+    secret_name = tls["secretName"] or f"{fullname}-peer-tls"
+    secret = volumes.get("peer-tls", {}).get("secret")
+    want_items = [{"key": f, "path": f} for f in TLS_FILES.values()]
+    if not secret or secret.get("secretName") != secret_name or secret.get("items") != want_items:
+        problems.append(f"volume peer-tls is {volumes.get('peer-tls')}, want Secret {secret_name} with {want_items}")
+    if mounts.get("peer-tls", {}).get("mountPath") != TLS_DIR:
+        problems.append(f"volume peer-tls is mounted at {mounts.get('peer-tls', {}).get('mountPath')}, want {TLS_DIR}")
+    if not tls["issuerRef"]["name"]:
+        if certs:
+            problems.append("security.tls.secretName is set, yet the chart renders a Certificate")
+        return problems
+    if len(certs) != 1:
+        return problems + [f"{len(certs)} Certificates with security.tls.issuerRef.name, want 1"]
+    spec = certs[0]["spec"]
+    if spec.get("secretName") != secret_name:
+        problems.append(f"the Certificate writes {spec.get('secretName')}, the peers mount {secret_name}")
+    want_issuer = {k: tls["issuerRef"][k] for k in ("name", "kind", "group")}
+    if spec.get("issuerRef") != want_issuer:
+        problems.append(f"the Certificate's issuerRef is {spec.get('issuerRef')}, want {want_issuer}")
+    if not {"server auth", "client auth"} <= set(spec.get("usages", [])):
+        problems.append(f"the Certificate's usages {spec.get('usages')} lack server auth or client auth (mutual TLS)")
+    # Every pod's advertised host must match a DNS name (a wildcard covers one label).
+    c = next(c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "chordnet")
+    advertise = next(e["value"] for e in c["env"] if e["name"] == "CHORDNET_NODE__ADVERTISE")
+    host = advertise.rsplit(":", 1)[0].replace("$(POD_NAME)", f"{fullname}-0").replace("$(POD_NAMESPACE)", NAMESPACE)
+    names = spec.get("dnsNames", [])
+    covered = any(n == host or (n.startswith("*.") and host.split(".", 1)[1] == n[2:] and "*" not in host) for n in names)
+    if not covered:
+        problems.append(f"the Certificate's dnsNames {names} do not name the advertised host {host}")
     return problems
 
 

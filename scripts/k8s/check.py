@@ -157,6 +157,13 @@ REJECT = [
     ("protectMetrics without API tokens", {"security": {"apiTokens": {"protectMetrics": True}}},
      "security.apiTokens.name is empty"),
     ("tokens file in config.api", {"config": {"api": {"tokens_file": "/tokens"}}}, "additional properties"),
+    ("TLS without a source", {"security": {"tls": {"enabled": True}}}, "exactly one of security.tls.issuerRef.name"),
+    ("TLS with both sources", {"security": {"tls": {"enabled": True, "issuerRef": {"name": "ca"}, "secretName": "s"}}},
+     "exactly one of security.tls.issuerRef.name"),
+    ("TLS with the gRPC probe", {"transport": {"kind": "grpc", "grpcReadinessProbe": True},
+                                 "security": {"tls": {"enabled": True, "secretName": "s"}}}, "gRPC probe"),
+    ("TLS issuer of an unknown kind", {"security": {"tls": {"enabled": True, "issuerRef": {"name": "ca", "kind": "Vault"}}}},
+     "tls/issuerRef/kind"),
     ("zero API connections", {"config": {"api": {"max_connections": 0}}}, "max_connections"),
 ]
 
@@ -597,12 +604,16 @@ SECURITY_VARIANTS = [
     ("no fsGroup", {"security": {"ringSecret": {"name": "rs"}, "apiTokens": {"name": "t"}},
                     "podSecurityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": None}}),
     ("NetworkPolicy off", {"networkPolicy": {"enabled": False}, "security": {"apiTokens": {"name": "t"}}}),
+    ("TLS from an existing Secret", {"security": {"tls": {"enabled": True, "secretName": "peer-certs"}}}),
+    ("TLS via cert-manager, gRPC", {"transport": {"kind": "grpc"},
+                                    "security": {"tls": {"enabled": True, "issuerRef": {"name": "ring-ca", "kind": "ClusterIssuer"}}}}),
+    ("TLS off with an issuer named", {"security": {"tls": {"issuerRef": {"name": "ring-ca"}}}}),
 ]
 
 
 def cmd_security():
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
-    bad, counts = False, {"ring secret": 0, "API tokens": 0, "metrics protected": 0}
+    bad, counts = False, {"ring secret": 0, "API tokens": 0, "metrics protected": 0, "mutual TLS": 0}
     for name, values in cases() + SECURITY_VARIANTS:
         merged = deep_merge(defaults, values)
         docs = [d for t in render(values).values() for d in yaml.safe_load_all(t) if d]
@@ -613,7 +624,8 @@ def cmd_security():
         if not problems:
             s = merged["security"]
             on = [w for w, v in (("ring secret", s["ringSecret"]["name"]), ("API tokens", s["apiTokens"]["name"]),
-                                 ("metrics protected", s["apiTokens"]["protectMetrics"])) if v]
+                                 ("metrics protected", s["apiTokens"]["protectMetrics"]),
+                                 ("mutual TLS", s["tls"]["enabled"])) if v]
             for w in on:
                 counts[w] += 1
             policy = "NetworkPolicy" if merged["networkPolicy"]["enabled"] else "no NetworkPolicy"
@@ -624,7 +636,7 @@ def cmd_security():
         print(f"  too few cases with {', '.join(thin)}: the ci/ files should exercise them")
     # `helm upgrade --reuse-values` of a release made by a chart version without security.* keeps
     # that version's values: the chart's fallbacks (chordnet.security) must equal values.yaml's.
-    with chart_without("security", r"\n# -- Peer authentication.*?\n    metricsTokenKey: metrics-token\n") as old_chart:
+    with chart_without("security", r"\n# -- Peer authentication.*?\n    secretName: \"\"\n") as old_chart:
         values = {"security": {"ringSecret": {"name": "r"}, "apiTokens": {"name": "t", "protectMetrics": True}},
                   "serviceMonitor": {"enabled": True}}
         renders = [render(values, chart_dir=d) for d in (CHART, old_chart)]

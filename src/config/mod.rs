@@ -17,7 +17,7 @@ pub use api::ApiConfig;
 use api::{default_idle_timeout, default_max_connections, default_max_transfers};
 pub use events::EventsConfig;
 pub use nats::NatsConfig;
-pub use security::SecurityConfig;
+pub use security::{SecurityConfig, TlsConfig, TlsFiles};
 use units::{byte_size, humantime_duration};
 
 mod api;
@@ -472,6 +472,7 @@ impl Config {
             return rule("security.message_window", "must be at least 1s");
         }
         self.validate_events()?;
+        self.validate_tls()?;
         Ok(())
     }
 

@@ -297,3 +297,46 @@ fn events_are_off_by_default_and_come_from_env_with_any_transport() {
         Ok(())
     });
 }
+
+#[test]
+fn tls_takes_all_three_files_or_none_from_the_environment() {
+    Jail::expect_with(|jail| {
+        let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+        assert_eq!(c.security.tls.files(), Ok(None));
+        jail.set_env("CHORDNET_SECURITY__TLS__CA_FILE", "/tls/ca.crt");
+        let e = Config::load(None, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("security.tls") && e.contains("missing: cert_file, key_file"),
+            "{e}"
+        );
+        jail.set_env("CHORDNET_SECURITY__TLS__CERT_FILE", "/tls/tls.crt");
+        jail.set_env("CHORDNET_SECURITY__TLS__KEY_FILE", "/tls/tls.key");
+        jail.set_env("CHORDNET_SECURITY__TLS__RELOAD_INTERVAL", "2s");
+        let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+        let files = c.security.tls.files().map_err(|e| e.to_string())?;
+        assert_eq!(files.map(|f| f.key), Some("/tls/tls.key".into()));
+        assert_eq!(c.security.tls.reload_interval, Duration::from_secs(2));
+        // The id is the SHA-1 of the advertised address, which the certificate names.
+        jail.set_env("CHORDNET_NODE__ID", Id::hash("x").to_string());
+        let e = Config::load(None, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node.id"), "{e}");
+        jail.clear_env();
+        jail.set_env("CHORDNET_SECURITY__TLS__CA_FILE", "/tls/ca.crt");
+        jail.set_env("CHORDNET_SECURITY__TLS__CERT_FILE", "/tls/tls.crt");
+        jail.set_env("CHORDNET_SECURITY__TLS__KEY_FILE", "/tls/tls.key");
+        jail.set_env("CHORDNET_TRANSPORT__KIND", "nats");
+        jail.set_env("CHORDNET_NODE__ADVERTISE", "chordnet.default.peer.p1");
+        let e = Config::load(None, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("security.tls") && e.contains("ring secret"),
+            "{e}"
+        );
+        Ok(())
+    });
+}

@@ -26,6 +26,7 @@ pub mod nats;
 pub mod registry;
 pub mod serving;
 pub mod tcp;
+pub mod tls;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -291,6 +292,12 @@ pub trait TransportFactory: Send + Sync + 'static {
         handlers: Handlers,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> BoxFuture<'_, Result<Serving, ServeError>>;
+    /// This transport with mutual TLS on the peer port (`security.tls`); `None` for transports
+    /// that do not speak TLS between peers (NATS, memory).
+    fn with_tls(&self, tls: Arc<tls::PeerTls>) -> Option<Arc<dyn TransportFactory>> {
+        let _ = tls;
+        None
+    }
     /// Why the transport cannot carry calls now (a broker connection lost), for `/readyz`;
     /// `None` when it can (transports without a shared connection always can).
     fn not_ready(&self) -> Option<String> {

@@ -21,8 +21,8 @@ pub fn factory(kind: TransportKind) -> Arc<dyn TransportFactory> {
 /// peers share the process-wide [`MemoryNetwork::global`].
 pub fn configured(config: &Config) -> Arc<dyn TransportFactory> {
     match config.transport.kind {
-        TransportKind::Http => Arc::new(HttpTransport),
-        TransportKind::Grpc => Arc::new(GrpcTransport),
+        TransportKind::Http => Arc::new(HttpTransport::default()),
+        TransportKind::Grpc => Arc::new(GrpcTransport::default()),
         TransportKind::Memory => Arc::new(MemoryTransport::new(MemoryNetwork::global())),
         TransportKind::Nats => Arc::new(NatsTransport::new(config)),
     }

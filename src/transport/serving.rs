@@ -1,7 +1,8 @@
 //! The server-side layers every transport gets around a peer's handlers (the client side is
 //! [`super::layers`]): the protocol-version check (a clear rejection and
-//! `chordnet_peer_protocol_rejections_total`), the ring secret's authenticator check when one
-//! is set, and at most `transport.max_transfers` transfers at once.
+//! `chordnet_peer_protocol_rejections_total`), the identity mutual TLS proves (a `from` or a
+//! provider record the connection's certificate does not name is refused), the ring secret's
+//! authenticator check when one is set, and at most `transport.max_transfers` transfers at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use tracing::debug;
 
 use super::auth::RingAuth;
 use super::auth::serve::{AuthBlob, AuthRing};
+use super::tls::identity::{IdentityBlob, IdentityRing};
 use super::{
     BlobAnswer, BlobHandler, BlobQuery, Body, BoxFuture, Handlers, Object, PutReply, Refusal,
     RefusalKind, RingHandler, TraceCarrier,
@@ -41,6 +43,9 @@ pub fn serving_with(
         transfers: Arc::new(Semaphore::new(config.transport.max_transfers.max(1))),
         wait: config.transport.progress_timeout,
     });
+    // With mutual TLS, a message speaks only for the peer its connection's certificate names
+    // (a no-op on plain connections).
+    let limited: Arc<dyn BlobHandler> = Arc::new(IdentityBlob { inner: limited });
     let (ring, blob): (Arc<dyn RingHandler>, Arc<dyn BlobHandler>) = match auth {
         Some(auth) => (
             Arc::new(AuthRing {
@@ -55,6 +60,11 @@ pub fn serving_with(
         ),
         None => (handlers.ring, limited),
     };
+    let ring = Arc::new(IdentityRing {
+        inner: ring,
+        me: me.clone(),
+        metrics: metrics.clone(),
+    });
     Handlers {
         ring: Arc::new(CheckedRing {
             inner: ring,

@@ -291,6 +291,16 @@ Refuses protectMetrics without API tokens: there would be no token to protect /m
 {{- $s := default dict .Values.security }}
 {{- $ring := default dict $s.ringSecret }}
 {{- $api := default dict $s.apiTokens }}
+{{- $tls := default dict $s.tls }}
+{{- $issuer := default dict $tls.issuerRef }}
+{{- if $tls.enabled }}
+{{- if eq (include "chordnet.grpcReadinessProbe" .) "true" }}
+{{- fail "security.tls.enabled with transport.grpcReadinessProbe: Kubernetes' gRPC probe cannot present a client certificate; turn the gRPC probe off (the /readyz probe applies the same rules)" }}
+{{- end }}
+{{- if eq (empty $issuer.name) (empty $tls.secretName) }}
+{{- fail "security.tls.enabled needs exactly one of security.tls.issuerRef.name (cert-manager) and security.tls.secretName (an existing Secret)" }}
+{{- end }}
+{{- end }}
 {{- if and $api.protectMetrics (not $api.name) }}
 {{- fail "security.apiTokens.protectMetrics is true but security.apiTokens.name is empty: /metrics can only be protected with API tokens (set security.apiTokens.name to a Secret holding them)" }}
 {{- end }}
@@ -307,6 +317,16 @@ apiTokens:
   metricsTokenKey: {{ default "metrics-token" $api.metricsTokenKey | quote }}
   dir: /var/run/chordnet/api-tokens
   file: tokens
+tls:
+  enabled: {{ if $tls.enabled }}true{{ else }}false{{ end }}
+  issuerRef:
+    name: {{ default "" $issuer.name | quote }}
+    kind: {{ default "Issuer" $issuer.kind | quote }}
+    group: {{ default "cert-manager.io" $issuer.group | quote }}
+  duration: {{ default "2160h" $tls.duration | quote }}
+  renewBefore: {{ default "360h" $tls.renewBefore | quote }}
+  secretName: {{ default (printf "%s-peer-tls" (include "chordnet.fullname" .)) $tls.secretName | quote }}
+  dir: /var/run/chordnet/tls
 {{- end }}
 
 {{/*

@@ -23,7 +23,7 @@
 //!   keys (`chordnet_ring_secret_reloads_total{outcome}`), a broken one keeps the old keys.
 //!
 //! A shared secret proves "a peer of this ring sent it", not which one: a holder of the key can
-//! claim any node id. Binding ids to peers is mutual TLS's job (not built yet).
+//! claim any node id. Binding ids to peers is mutual TLS's job ([`crate::transport::tls`]).
 
 pub mod keys;
 pub mod replay;

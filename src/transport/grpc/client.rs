@@ -4,7 +4,7 @@
 
 use crate::transport::{from_json, to_json};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,6 +18,8 @@ use super::stream::{Parts, incoming, outgoing};
 use super::{MAX_META, MAX_QUERY, MAX_RPC};
 use crate::id::Id;
 use crate::transport::layers::time_left;
+use crate::transport::tls::PeerTls;
+use crate::transport::tls::connect::PeerConnector;
 use crate::transport::{
     BlobAnswer, BlobClient, BlobQuery, Body, BodyError, BoxFuture, Object, PutReply, RingClient,
     TraceCarrier, TransportError,
@@ -31,13 +33,17 @@ const MAX_CHANNELS: usize = 1024;
 
 pub struct GrpcClient {
     connect_timeout: Duration,
+    /// Dials TCP, and TLS when on (one connector for every channel).
+    connector: PeerConnector,
     channels: Mutex<HashMap<Address, Channel>>,
 }
 
 impl GrpcClient {
-    pub fn new(connect_timeout: Duration) -> GrpcClient {
+    /// A client; with `tls`, every channel is HTTP/2 over mutual TLS.
+    pub fn new(connect_timeout: Duration, tls: Option<Arc<PeerTls>>) -> GrpcClient {
         GrpcClient {
             connect_timeout,
+            connector: PeerConnector::new(tls, connect_timeout),
             channels: Mutex::new(HashMap::new()),
         }
     }
@@ -52,7 +58,7 @@ impl GrpcClient {
             .map_err(|e| TransportError::Protocol(format!("{to}: {e}")))?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true);
-        let channel = endpoint.connect_lazy();
+        let channel = endpoint.connect_with_connector_lazy(self.connector.clone());
         if channels.len() >= MAX_CHANNELS {
             channels.clear();
         }
@@ -291,7 +297,7 @@ mod tests {
             l.local_addr().expect("addr").port()
         };
         let to = Address::new(format!("127.0.0.1:{port}"));
-        let client = GrpcClient::new(Duration::from_secs(1));
+        let client = GrpcClient::new(Duration::from_secs(1), None);
         let me = crate::wire::Peer::from_address("127.0.0.1:1");
         let ping = RequestEnvelope::new(None, me, crate::wire::ring::Request::Ping);
         let answer = client.call(&to, ping, TraceCarrier::default()).await;

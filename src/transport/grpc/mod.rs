@@ -22,10 +22,12 @@ mod server;
 mod status;
 mod stream;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use client::GrpcClient;
 
+use super::tls::PeerTls;
 use super::{
     AddressError, BoxFuture, Clients, Handlers, ServeError, ServeOptions, Serving, TransportError,
     TransportFactory, TransportKind,
@@ -50,9 +52,11 @@ const MAX_META: usize = 8 << 20;
 /// How long a stopping server waits for calls in flight before it drops them.
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// The gRPC transport's factory.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct GrpcTransport;
+/// The gRPC transport's factory: h2c (`GrpcTransport::default()`), or HTTP/2 over mutual TLS.
+#[derive(Clone, Default)]
+pub struct GrpcTransport {
+    tls: Option<Arc<PeerTls>>,
+}
 
 impl TransportFactory for GrpcTransport {
     fn kind(&self) -> TransportKind {
@@ -68,9 +72,14 @@ impl TransportFactory for GrpcTransport {
     }
 
     fn clients(&self, connect_timeout: Duration) -> Result<Clients, TransportError> {
-        Ok(Clients::both(std::sync::Arc::new(GrpcClient::new(
+        Ok(Clients::both(Arc::new(GrpcClient::new(
             connect_timeout,
+            self.tls.clone(),
         ))))
+    }
+
+    fn with_tls(&self, tls: Arc<PeerTls>) -> Option<Arc<dyn TransportFactory>> {
+        Some(Arc::new(GrpcTransport { tls: Some(tls) }))
     }
 
     fn serve(
@@ -79,6 +88,6 @@ impl TransportFactory for GrpcTransport {
         handlers: Handlers,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> BoxFuture<'_, Result<Serving, ServeError>> {
-        Box::pin(server::serve(options, handlers, shutdown))
+        Box::pin(server::serve(options, handlers, shutdown, self.tls.clone()))
     }
 }

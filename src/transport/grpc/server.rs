@@ -1,6 +1,8 @@
 //! The gRPC transport's server: both services on the peer port. Each call checks what the
 //! remote party sent (sizes, metadata, order of the parts) before a handler sees it.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use tonic::transport::Server;
@@ -16,6 +18,9 @@ use super::stream::{chunks, incoming};
 use super::{DRAIN, MAX_CHUNK, MAX_META, MAX_QUERY, MAX_RPC};
 use crate::id::Id;
 use crate::transport::auth::received;
+use crate::transport::tls::PeerTls;
+use crate::transport::tls::accept::{TlsListener, TlsPeer};
+use crate::transport::tls::identity::scoped;
 use crate::transport::{BlobQuery, Body, BodyError, Handlers, ServeError, ServeOptions, Serving};
 use crate::wire::files::FileMeta;
 use crate::wire::ring::RequestEnvelope;
@@ -25,10 +30,10 @@ use crate::wire::ring::RequestEnvelope;
 pub async fn serve(
     options: ServeOptions,
     handlers: Handlers,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    tls: Option<Arc<PeerTls>>,
 ) -> Result<Serving, ServeError> {
     let (listener, local) = crate::transport::tcp::bind(options.listen).await?;
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let ring = RingServer::new(RingService {
         handlers: handlers.clone(),
     })
@@ -51,27 +56,61 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_alpha);
-    let mut stopping = shutdown.clone();
-    let task = tokio::spawn(async move {
-        let stop = async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        };
-        let served = router.serve_with_incoming_shutdown(incoming, stop);
-        let drained = async move {
-            let _ = stopping.wait_for(|s| *s).await;
-            tokio::time::sleep(DRAIN).await;
-        };
-        tokio::select! {
-            result = served => {
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "peer-protocol server stopped with an error");
-                }
-            }
-            () = drained => tracing::warn!("calls still in flight after {DRAIN:?}: dropped"),
+    let task = match tls {
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            tokio::spawn(run(router, incoming, shutdown, health_task))
         }
-        health_task.abort();
-    });
+        Some(tls) => {
+            let incoming = TlsListener::new(listener, tls).map_err(|source| ServeError {
+                what: local.clone(),
+                source,
+            })?;
+            tokio::spawn(run(router, incoming.into_stream(), shutdown, health_task))
+        }
+    };
     Ok(Serving { local, task })
+}
+
+/// Serves `router` on the connections of `incoming` until `shutdown` turns true.
+async fn run<I, IO, IE>(
+    router: tonic::transport::server::Router,
+    incoming: I,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    health_task: tokio::task::JoinHandle<()>,
+) where
+    I: futures_util::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut stopping = shutdown.clone();
+    let stop = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    let served = router.serve_with_incoming_shutdown(incoming, stop);
+    let drained = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+        tokio::time::sleep(DRAIN).await;
+    };
+    tokio::select! {
+        result = served => {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "peer-protocol server stopped with an error");
+            }
+        }
+        () = drained => tracing::warn!("calls still in flight after {DRAIN:?}: dropped"),
+    }
+    health_task.abort();
+}
+
+/// The TLS identity of the connection a call arrived on (`None` on a plain connection).
+fn identity<T>(request: &Request<T>) -> Option<TlsPeer> {
+    request.extensions().get::<TlsPeer>().cloned()
 }
 
 /// A server span for each data-plane call (the ring's handler makes its own), continuing the
@@ -113,8 +152,9 @@ pub(super) struct RingService {
 impl Ring for RingService {
     async fn call(&self, request: Request<pb::Envelope>) -> Result<Response<pb::Envelope>, Status> {
         let trace = carrier(request.metadata());
+        let peer = identity(&request);
         let envelope: RequestEnvelope = from_json(&request.into_inner().json)?;
-        let answer = self.handlers.ring.handle(envelope, trace).await;
+        let answer = scoped(peer, self.handlers.ring.handle(envelope, trace)).await;
         Ok(Response::new(pb::Envelope {
             json: to_json(&answer)?,
         }))
@@ -244,8 +284,9 @@ impl Blob for BlobService {
     async fn query(&self, request: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
         check_protocol(request.metadata())?;
         let trace = carrier(request.metadata());
+        let peer = identity(&request);
         let query: BlobQuery = from_json(&request.into_inner().json)?;
-        let answer = received(trace, self.handlers.blob.query(query))
+        let answer = scoped(peer, received(trace, self.handlers.blob.query(query)))
             .await
             .map_err(refused)?;
         Ok(Response::new(pb::Json {

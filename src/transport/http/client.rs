@@ -1,16 +1,27 @@
-//! The HTTP/JSON transport's client: pooled keep-alive connections, a connect time-out, and no
-//! total time-out (the shared layers give each call class its deadline; a transfer of any size
-//! streams for as long as it keeps moving).
+//! The HTTP/JSON transport's client: pooled keep-alive connections (hyper) dialled through the
+//! shared peer connector (plain TCP, or mutual TLS with `security.tls`), a connect time-out,
+//! and no total time-out (the shared layers give each call class its deadline; a transfer of
+//! any size streams for as long as it keeps moving).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::frame;
 use super::{OBJECTS_PATH, PROTOCOL_HEADER, QUERY_PATH, RPC_PATH, refusal_from};
 use crate::id::Id;
+use crate::transport::tls::PeerTls;
+use crate::transport::tls::connect::PeerConnector;
 use crate::transport::{
     BlobAnswer, BlobClient, BlobQuery, Body, BodyError, BoxFuture, Object, PutReply, RingClient,
     TraceCarrier, TransportError,
@@ -23,42 +34,80 @@ use crate::wire::{Address, PROTOCOL_VERSION};
 /// what a peer knows about a file whose manifest lists 65536 blocks, about 4.4 MB).
 const MAX_JSON: usize = 8 << 20;
 
+type ReqBody = UnsyncBoxBody<Bytes, BodyError>;
+type Response = hyper::Response<Incoming>;
+
 #[derive(Clone)]
 pub struct HttpClient {
-    client: reqwest::Client,
+    client: Client<PeerConnector, ReqBody>,
+    /// `https` with TLS, `http` without.
+    scheme: &'static str,
 }
 
 impl HttpClient {
-    pub fn new(connect_timeout: Duration) -> Result<HttpClient, TransportError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
+    /// A client; with `tls`, every connection is HTTPS with mutual TLS.
+    pub fn new(connect_timeout: Duration, tls: Option<Arc<PeerTls>>) -> HttpClient {
+        let connector = PeerConnector::new(tls, connect_timeout);
+        let scheme = if connector.is_tls() { "https" } else { "http" };
+        let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(8)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| TransportError::Protocol(e.to_string()))?;
-        Ok(HttpClient { client })
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        HttpClient { client, scheme }
+    }
+
+    fn request(&self, method: Method, to: &Address, path: &str) -> hyper::http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(format!("{}://{to}{path}", self.scheme))
+    }
+
+    fn empty(req: hyper::http::request::Builder) -> Result<Request<ReqBody>, TransportError> {
+        let body = Empty::new().map_err(|never| match never {}).boxed_unsync();
+        req.body(body)
+            .map_err(|e| TransportError::Protocol(e.to_string()))
+    }
+
+    fn json<T: serde::Serialize>(
+        req: hyper::http::request::Builder,
+        value: &T,
+    ) -> Result<Request<ReqBody>, TransportError> {
+        let bytes = serde_json::to_vec(value)
+            .map_err(|e| TransportError::Protocol(format!("cannot encode the request: {e}")))?;
+        let body = Full::new(Bytes::from(bytes))
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        req.header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .map_err(|e| TransportError::Protocol(e.to_string()))
     }
 
     /// Sends `req` with the trace context and protocol version; `Ok(None)` on 404.
     async fn send(
         &self,
-        req: reqwest::RequestBuilder,
+        mut req: Request<ReqBody>,
         to: &Address,
         trace: &TraceCarrier,
-    ) -> Result<Option<reqwest::Response>, TransportError> {
-        let mut req = req.header(PROTOCOL_HEADER, PROTOCOL_VERSION);
+    ) -> Result<Option<Response>, TransportError> {
+        let headers = req.headers_mut();
+        headers.insert(PROTOCOL_HEADER, HeaderValue::from(PROTOCOL_VERSION));
         for (name, value) in trace.fields() {
-            req = req.header(name, value);
+            if let (Ok(name), Ok(value)) = (
+                hyper::header::HeaderName::try_from(name),
+                HeaderValue::try_from(value),
+            ) {
+                headers.insert(name, value);
+            }
         }
-        let resp = match req.send().await {
+        let resp = match self.client.request(req).await {
             Ok(resp) => resp,
             Err(e) => return Err(first_answer_failed(e, to).await),
         };
         tracing::Span::current().record("http.response.status_code", resp.status().as_u16());
         match resp.status() {
             s if s.is_success() => Ok(Some(resp)),
-            reqwest::StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::NOT_FOUND => Ok(None),
             s => {
                 let text = read_limited(resp, 64 * 1024).await.unwrap_or_default();
                 Err(refusal_from(s.as_u16(), &text, to))
@@ -66,31 +115,35 @@ impl HttpClient {
         }
     }
 
-    async fn json<T: serde::de::DeserializeOwned>(
-        resp: reqwest::Response,
+    async fn answer<T: serde::de::DeserializeOwned>(
+        resp: Response,
         to: &Address,
     ) -> Result<T, TransportError> {
         let bytes = read_limited(resp, MAX_JSON).await?;
         serde_json::from_slice(&bytes)
             .map_err(|e| TransportError::Protocol(format!("{to} answered bad JSON: {e}")))
     }
+}
 
-    fn url(to: &Address, path: &str) -> String {
-        format!("http://{to}{path}")
-    }
+/// The length a response declares.
+fn content_length(resp: &Response) -> Option<u64> {
+    resp.headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 /// Reads at most `limit` bytes of a response body.
-async fn read_limited(resp: reqwest::Response, limit: usize) -> Result<Bytes, TransportError> {
-    if resp.content_length().is_some_and(|n| n > limit as u64) {
+async fn read_limited(resp: Response, limit: usize) -> Result<Bytes, TransportError> {
+    if content_length(&resp).is_some_and(|n| n > limit as u64) {
         return Err(TransportError::Protocol(format!(
             "answer larger than {limit} bytes"
         )));
     }
-    let mut stream = resp.bytes_stream();
+    let mut stream = resp.into_body().into_data_stream();
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(classify)?;
+        let chunk = chunk.map_err(|e| TransportError::Protocol(e.to_string()))?;
         if out.len() + chunk.len() > limit {
             return Err(TransportError::Protocol(format!(
                 "answer larger than {limit} bytes"
@@ -101,8 +154,9 @@ async fn read_limited(resp: reqwest::Response, limit: usize) -> Result<Bytes, Tr
     Ok(Bytes::from(out))
 }
 
-fn body_stream(resp: reqwest::Response) -> BoxStream<'static, Result<Bytes, BodyError>> {
-    resp.bytes_stream()
+fn body_stream(resp: Response) -> BoxStream<'static, Result<Bytes, BodyError>> {
+    resp.into_body()
+        .into_data_stream()
         .map(|c| c.map_err(|e| BodyError::Io(e.to_string())))
         .boxed()
 }
@@ -112,8 +166,8 @@ fn body_stream(resp: reqwest::Response) -> BoxStream<'static, Result<Bytes, Body
 /// shows as HTTP/2 frames where an HTTP/1.1 answer should be, or as a reset connection when the
 /// server closed first; either way a connection was made, and a fresh one tells (an
 /// HTTP/2-only server greets first).
-async fn first_answer_failed(e: reqwest::Error, to: &Address) -> TransportError {
-    let connected = !e.is_connect() && !e.is_timeout();
+async fn first_answer_failed(e: hyper_util::client::legacy::Error, to: &Address) -> TransportError {
+    let connected = !e.is_connect();
     if connected && crate::transport::tcp::greets_with_http2(to).await {
         return TransportError::Incompatible(format!(
             "{to} answered with HTTP/2 frames, not HTTP/1.1: it looks like a peer with \
@@ -124,13 +178,21 @@ async fn first_answer_failed(e: reqwest::Error, to: &Address) -> TransportError 
     classify(e)
 }
 
-fn classify(e: reqwest::Error) -> TransportError {
-    if e.is_timeout() {
+fn classify(e: hyper_util::client::legacy::Error) -> TransportError {
+    let timed_out = std::iter::successors(std::error::Error::source(&e), |s| s.source())
+        .filter_map(|s| s.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::TimedOut);
+    // The full chain: hyper's own message is only "client error (Connect)".
+    let message = std::iter::successors(Some(&e as &dyn std::error::Error), |s| s.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ");
+    if timed_out {
         TransportError::Timeout(Duration::ZERO)
-    } else if e.is_connect() || e.is_request() {
-        TransportError::Unreachable(e.to_string())
+    } else if e.is_connect() {
+        TransportError::Unreachable(message)
     } else {
-        TransportError::Protocol(e.to_string())
+        TransportError::Protocol(message)
     }
 }
 
@@ -142,9 +204,9 @@ impl RingClient for HttpClient {
         trace: TraceCarrier,
     ) -> BoxFuture<'a, Result<ResponseEnvelope, TransportError>> {
         Box::pin(async move {
-            let req = self.client.post(Self::url(to, RPC_PATH)).json(&request);
+            let req = Self::json(self.request(Method::POST, to, RPC_PATH), &request)?;
             match self.send(req, to, &trace).await? {
-                Some(resp) => Self::json(resp, to).await,
+                Some(resp) => Self::answer(resp, to).await,
                 None => Err(TransportError::Incompatible(format!(
                     "{to} answers HTTP but does not serve chordnet's peer protocol on that \
                      path: it is not a chordnet peer, or not one with transport.kind = \"http\""
@@ -164,13 +226,14 @@ impl BlobClient for HttpClient {
     ) -> BoxFuture<'a, Result<PutReply, TransportError>> {
         Box::pin(async move {
             let (len, stream) = frame::encode(&meta, body);
+            let body = StreamBody::new(stream.map(|c| c.map(Frame::data))).boxed_unsync();
             let req = self
-                .client
-                .put(Self::url(to, &format!("{OBJECTS_PATH}/{}", meta.id)))
-                .header(reqwest::header::CONTENT_LENGTH, len)
-                .body(reqwest::Body::wrap_stream(stream));
+                .request(Method::PUT, to, &format!("{OBJECTS_PATH}/{}", meta.id))
+                .header(CONTENT_LENGTH, len)
+                .body(body)
+                .map_err(|e| TransportError::Protocol(e.to_string()))?;
             match self.send(req, to, &trace).await? {
-                Some(resp) => Self::json(resp, to).await,
+                Some(resp) => Self::answer(resp, to).await,
                 None => Err(TransportError::Protocol(format!(
                     "{to} has no object store"
                 ))),
@@ -185,9 +248,7 @@ impl BlobClient for HttpClient {
         trace: TraceCarrier,
     ) -> BoxFuture<'a, Result<Option<Object>, TransportError>> {
         Box::pin(async move {
-            let req = self
-                .client
-                .get(Self::url(to, &format!("{OBJECTS_PATH}/{id}")));
+            let req = Self::empty(self.request(Method::GET, to, &format!("{OBJECTS_PATH}/{id}")))?;
             let Some(resp) = self.send(req, to, &trace).await? else {
                 return Ok(None);
             };
@@ -208,16 +269,12 @@ impl BlobClient for HttpClient {
         trace: TraceCarrier,
     ) -> BoxFuture<'a, Result<Option<Body>, TransportError>> {
         Box::pin(async move {
-            let mut url = reqwest::Url::parse(&Self::url(to, "/peer/v1/shared/"))
-                .map_err(|e| TransportError::Protocol(e.to_string()))?;
-            url.path_segments_mut()
-                .map_err(|_| TransportError::Protocol("bad peer address".into()))?
-                .pop_if_empty()
-                .push(name);
-            let Some(resp) = self.send(self.client.get(url), to, &trace).await? else {
+            let path = format!("/peer/v1/shared/{}", path_segment(name));
+            let req = Self::empty(self.request(Method::GET, to, &path))?;
+            let Some(resp) = self.send(req, to, &trace).await? else {
                 return Ok(None);
             };
-            let Some(len) = resp.content_length() else {
+            let Some(len) = content_length(&resp) else {
                 return Err(TransportError::Protocol(format!(
                     "{to} sent a shared file without its length"
                 )));
@@ -235,34 +292,51 @@ impl BlobClient for HttpClient {
         Box::pin(async move {
             // The routes of the first HTTP data plane, kept so that mixed versions interoperate.
             let req = match &query {
-                BlobQuery::Info { id } => self
-                    .client
-                    .get(Self::url(to, &format!("{OBJECTS_PATH}/{id}/info"))),
-                BlobQuery::PutProvider { record } => self
-                    .client
-                    .post(Self::url(to, "/peer/v1/providers"))
-                    .json(record),
-                BlobQuery::Missing { have } => self
-                    .client
-                    .post(Self::url(to, &format!("{OBJECTS_PATH}/missing")))
-                    .json(have),
+                BlobQuery::Info { id } => Self::empty(self.request(
+                    Method::GET,
+                    to,
+                    &format!("{OBJECTS_PATH}/{id}/info"),
+                ))?,
+                BlobQuery::PutProvider { record } => {
+                    Self::json(self.request(Method::POST, to, "/peer/v1/providers"), record)?
+                }
+                BlobQuery::Missing { have } => Self::json(
+                    self.request(Method::POST, to, &format!("{OBJECTS_PATH}/missing")),
+                    have,
+                )?,
                 BlobQuery::Referenced { .. } => {
-                    self.client.post(Self::url(to, QUERY_PATH)).json(&query)
+                    Self::json(self.request(Method::POST, to, QUERY_PATH), &query)?
                 }
             };
             let resp = self.send(req, to, &trace).await?;
             match (query, resp) {
-                (BlobQuery::Info { .. }, Some(r)) => Ok(BlobAnswer::Info(Self::json(r, to).await?)),
+                (BlobQuery::Info { .. }, Some(r)) => {
+                    Ok(BlobAnswer::Info(Self::answer(r, to).await?))
+                }
                 (BlobQuery::Info { .. }, None) => Ok(BlobAnswer::Info(Default::default())),
                 (BlobQuery::PutProvider { .. }, Some(_)) => Ok(BlobAnswer::Done),
                 (BlobQuery::Missing { .. }, Some(r)) => Ok(BlobAnswer::Missing {
-                    ids: Self::json(r, to).await?,
+                    ids: Self::answer(r, to).await?,
                 }),
-                (BlobQuery::Referenced { .. }, Some(r)) => Self::json(r, to).await,
+                (BlobQuery::Referenced { .. }, Some(r)) => Self::answer(r, to).await,
                 (_, None) => Err(TransportError::Protocol(format!(
                     "{to} has no object store"
                 ))),
             }
         })
     }
+}
+
+/// `name` as one URL path segment: unreserved characters as they are, every other byte
+/// percent-encoded (as the URL parser did for the first HTTP data plane).
+fn path_segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

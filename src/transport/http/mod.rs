@@ -6,11 +6,14 @@ mod client;
 pub mod frame;
 mod server;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use client::HttpClient;
 pub use server::router;
 
+use super::tls::PeerTls;
+use super::tls::accept::{TlsListener, TlsPeer};
 use super::{
     AddressError, BoxFuture, Clients, Handlers, Refusal, RefusalKind, ServeError, ServeOptions,
     Serving, TransportError, TransportFactory, TransportKind,
@@ -26,9 +29,12 @@ pub const QUERY_PATH: &str = "/peer/v1/query";
 /// The header that carries the sender's peer-protocol version on data-plane requests.
 pub const PROTOCOL_HEADER: &str = "chordnet-protocol";
 
-/// The HTTP transport's factory.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct HttpTransport;
+/// The HTTP transport's factory: plain HTTP (`HttpTransport::default()`), or HTTPS with mutual
+/// TLS.
+#[derive(Clone, Default)]
+pub struct HttpTransport {
+    tls: Option<Arc<PeerTls>>,
+}
 
 impl TransportFactory for HttpTransport {
     fn kind(&self) -> TransportKind {
@@ -44,9 +50,14 @@ impl TransportFactory for HttpTransport {
     }
 
     fn clients(&self, connect_timeout: Duration) -> Result<Clients, TransportError> {
-        Ok(Clients::both(std::sync::Arc::new(HttpClient::new(
+        Ok(Clients::both(Arc::new(HttpClient::new(
             connect_timeout,
-        )?)))
+            self.tls.clone(),
+        ))))
+    }
+
+    fn with_tls(&self, tls: Arc<PeerTls>) -> Option<Arc<dyn TransportFactory>> {
+        Some(Arc::new(HttpTransport { tls: Some(tls) }))
     }
 
     fn serve(
@@ -58,20 +69,48 @@ impl TransportFactory for HttpTransport {
         Box::pin(async move {
             let (listener, local) = super::tcp::bind(options.listen).await?;
             let app = router(handlers, options.max_body);
-            let task = tokio::spawn(async move {
-                let stop = async move {
-                    let _ = shutdown.wait_for(|s| *s).await;
-                };
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(stop)
-                    .await
-                {
-                    tracing::warn!(error = %e, "peer-protocol server stopped with an error");
+            let stop = async move {
+                let _ = shutdown.wait_for(|s| *s).await;
+            };
+            let task = match &self.tls {
+                None => tokio::spawn(async move {
+                    let served = axum::serve(listener, app).with_graceful_shutdown(stop);
+                    if let Err(e) = served.await {
+                        tracing::warn!(error = %e, "peer-protocol server stopped with an error");
+                    }
+                }),
+                Some(tls) => {
+                    let listener =
+                        TlsListener::new(listener, Arc::clone(tls)).map_err(|source| {
+                            ServeError {
+                                what: local.clone(),
+                                source,
+                            }
+                        })?;
+                    // Each request runs with the identity its connection's certificate proves.
+                    let app = app
+                        .layer(axum::middleware::from_fn(with_identity))
+                        .into_make_service_with_connect_info::<TlsPeer>();
+                    tokio::spawn(async move {
+                        let served = axum::serve(listener, app).with_graceful_shutdown(stop);
+                        if let Err(e) = served.await {
+                            tracing::warn!(error = %e, "peer-protocol server stopped with an error");
+                        }
+                    })
                 }
-            });
+            };
             Ok(Serving { local, task })
         })
     }
+}
+
+/// Runs the request with the TLS identity of its connection in scope (for the shared layers).
+async fn with_identity(
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<TlsPeer>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    super::tls::identity::scoped(Some(peer), next.run(req)).await
 }
 
 /// `host:port` with a numeric port; the host may be a name, an IPv4 or a bracketed IPv6.
