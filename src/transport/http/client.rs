@@ -246,7 +246,7 @@ impl BlobClient for HttpClient {
                     .client
                     .post(Self::url(to, &format!("{OBJECTS_PATH}/missing")))
                     .json(have),
-                BlobQuery::Referenced { .. } => {
+                BlobQuery::Referenced { .. } | BlobQuery::SharedManifest { .. } => {
                     self.client.post(Self::url(to, QUERY_PATH)).json(&query)
                 }
             };
@@ -258,7 +258,9 @@ impl BlobClient for HttpClient {
                 (BlobQuery::Missing { .. }, Some(r)) => Ok(BlobAnswer::Missing {
                     ids: Self::json(r, to).await?,
                 }),
-                (BlobQuery::Referenced { .. }, Some(r)) => Self::json(r, to).await,
+                (BlobQuery::Referenced { .. } | BlobQuery::SharedManifest { .. }, Some(r)) => {
+                    Self::json(r, to).await
+                }
                 (_, None) => Err(TransportError::Protocol(format!(
                     "{to} has no object store"
                 ))),
