@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chordnet::files::sha256_hex;
-use harness::{Harness, content, wait_until};
+use harness::{Harness, content};
 
 const BLOCK: usize = 64 << 10;
 
@@ -174,19 +174,24 @@ async fn collection_during_concurrent_uploads_overwrites_and_deletes_keeps_every
         .values()
         .flat_map(|d| d.chunks(BLOCK).map(sha256_hex).collect::<Vec<_>>())
         .collect();
-    wait_until(
-        "exactly the live files' blocks stay",
-        Duration::from_secs(30),
-        || async { blocks_stored(&h).await == listed.len() as u64 * 3 },
-    )
-    .await;
-    assert!(metric_sum(&h, "chordnet_blocks_collected_total").await > 0.0);
     for (name, data) in &live {
         for via in 0..5 {
             let (status, got) = h.get(via, name).await;
             assert!(status == 200 && got == *data, "{name} through peer {via}");
         }
     }
+    let want = listed.len() as u64 * 3;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut stored = blocks_stored(&h).await;
+    while stored != want && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stored = blocks_stored(&h).await;
+    }
+    assert_eq!(
+        stored, want,
+        "blocks stored vs 3 copies of the live files' blocks"
+    );
+    assert!(metric_sum(&h, "chordnet_blocks_collected_total").await > 0.0);
     println!(
         "{} live files, {} distinct blocks, {} blocks collected",
         live.len(),
