@@ -2,7 +2,10 @@
 //! (blocks of 1 MiB, 3 copies each, write quorum 2), against the physical limit measured in
 //! the same run: the same file copied by `cp` on the same disk, and up and down over loopback
 //! through a plain HTTP server. Prints a Markdown table: throughput and its ratio to the
-//! loopback copy, time to first byte of the download, peak RSS of every peer.
+//! loopback copy, time to first byte of the download, peak RSS of every peer. Then a second
+//! table: the download of the same file from that ring (every block on 3 peers, each block
+//! taken from whichever answers first) against a ring of 8 where only one peer holds and
+//! answers for each block (`ring.replicas = 1`, quorums 1), as a ratio.
 //!
 //! Sizes in MiB from `CHORDNET_BENCH_FILES_MIB` (comma-separated; default `1024`; the README
 //! also has `1024,4096`). Needs about 6 × the largest size of free disk under the temp dir.
@@ -38,9 +41,66 @@ fn main() {
         "| file | `cp` | loopback HTTP up / down | ring upload (× loopback) | ring download (× loopback) | first byte | peak RSS per peer (idle) |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---|");
+    let mut replicas = Vec::new();
     for mib in sizes {
-        rt.block_on(one(mib));
+        replicas.push(rt.block_on(one(mib)));
     }
+    println!();
+    println!("| file | download, 3 replicas answer | download, 1 replica answers | 3 / 1 |");
+    println!("|---:|---:|---:|---:|");
+    for (mib, three, single) in replicas {
+        println!(
+            "| {mib} MiB | {three:.0} MiB/s | {single:.0} MiB/s | {:.2} |",
+            three / single
+        );
+    }
+}
+
+/// Starts an 8-peer ring with `env` added to every peer, uploads `source` to it and downloads
+/// it through another peer.
+async fn through_ring(
+    http: &reqwest::Client,
+    name: &str,
+    env: Vec<(String, String)>,
+    source: &Path,
+    sha: &str,
+) -> Transfer {
+    let size = std::fs::metadata(source).expect("source").len();
+    let c = Cluster::start_each(name, 8, |_| env.clone(), false)
+        .converged()
+        .await;
+    let idle = c.pids().iter().map(|p| memory_mib(*p, "VmRSS")).collect();
+    let t = Instant::now();
+    let up = http
+        .put(c.peers[0].url("/v1/files/bench.bin"))
+        .header("content-length", size)
+        .body(file_body(source))
+        .send()
+        .await
+        .expect("ring upload");
+    let status = up.status();
+    let answer: serde_json::Value = up.json().await.unwrap_or_default();
+    assert_eq!(status, 201, "{answer}");
+    let ring_up = rate(size, t.elapsed());
+    let (n, got, first, took) = download(http, &c.peers[4].url("/v1/files/bench.bin")).await;
+    assert_eq!((n, got.as_str()), (size, sha));
+    Transfer {
+        up: ring_up,
+        down: rate(size, took),
+        first,
+        idle,
+        ring: c,
+    }
+}
+
+/// What [`through_ring`] measured, and its ring (still running: peak RSS is read from it).
+struct Transfer {
+    up: f64,
+    down: f64,
+    first: Duration,
+    /// Each peer's RSS in MiB once converged, before the transfers.
+    idle: Vec<u64>,
+    ring: Cluster,
 }
 
 fn rate(bytes: u64, took: Duration) -> f64 {
@@ -127,7 +187,8 @@ fn memory_mib(pid: u32, kind: &str) -> u64 {
     memory(pid, kind) >> 20
 }
 
-async fn one(mib: u64) {
+/// One size: prints its row of the first table; (MiB, download MiB/s with 3 replicas, with 1).
+async fn one(mib: u64) -> (u64, f64, f64) {
     let size = mib * MIB;
     let dir = std::env::temp_dir().join(format!("chordnet-bench-files-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -166,32 +227,18 @@ async fn one(mib: u64) {
     let _ = std::fs::remove_file(dir.join("plain.bin"));
 
     // The ring.
-    let limit = format!("{}MiB", mib + 64);
-    let c = Cluster::start_each(
-        "bench-files",
-        8,
-        |_| vec![("CHORDNET_FILES__MAX_FILE_SIZE".into(), limit.clone())],
-        false,
-    )
-    .converged()
-    .await;
+    let limit = (
+        "CHORDNET_FILES__MAX_FILE_SIZE".to_string(),
+        format!("{}MiB", mib + 64),
+    );
+    let Transfer {
+        up: ring_up,
+        down: ring_down,
+        first,
+        idle,
+        ring: c,
+    } = through_ring(&http, "bench-files", vec![limit.clone()], &source, &sha).await;
     let pids = c.pids();
-    let idle: Vec<u64> = pids.iter().map(|p| memory_mib(*p, "VmRSS")).collect();
-    let t = Instant::now();
-    let up = http
-        .put(c.peers[0].url("/v1/files/bench.bin"))
-        .header("content-length", size)
-        .body(file_body(&source))
-        .send()
-        .await
-        .expect("ring upload");
-    let status = up.status();
-    let answer: serde_json::Value = up.json().await.unwrap_or_default();
-    assert_eq!(status, 201, "{answer}");
-    let ring_up = rate(size, t.elapsed());
-    let (n, got, first, took) = download(&http, &c.peers[4].url("/v1/files/bench.bin")).await;
-    assert_eq!((n, got.as_str()), (size, sha.as_str()));
-    let ring_down = rate(size, took);
     let peaks: Vec<String> = pids
         .iter()
         .zip(&idle)
@@ -205,5 +252,18 @@ async fn one(mib: u64) {
         peaks.join(", ")
     );
     drop(c);
+    let one_copy = [
+        "RING__REPLICAS",
+        "FILES__WRITE_QUORUM",
+        "FILES__READ_QUORUM",
+    ]
+    .iter()
+    .map(|k| (format!("CHORDNET_{k}"), "1".to_string()))
+    .chain([limit])
+    .collect();
+    let single = through_ring(&http, "bench-files-1", one_copy, &source, &sha)
+        .await
+        .down;
     let _ = std::fs::remove_dir_all(&dir);
+    (mib, ring_down, single)
 }

@@ -41,6 +41,10 @@ pub struct Metrics {
     pub blocks_corrupt: IntCounter,
     /// Blocks no live manifest referenced any more, removed.
     pub blocks_collected: IntCounter,
+    /// Blocks of shared files this peer served as their provider.
+    pub shared_blocks_served: IntCounter,
+    /// Blocks a provider sent that failed their digest (the provider is skipped).
+    pub shared_blocks_corrupt: IntCounter,
     pub merges_started: IntCounterVec,
     pub merges_completed: IntCounterVec,
     pub merge_duration: Histogram,
@@ -198,6 +202,14 @@ impl Metrics {
                 "chordnet_blocks_collected_total",
                 "Blocks no live file referenced any more, removed by garbage collection",
             )?,
+            shared_blocks_served: IntCounter::new(
+                "chordnet_shared_blocks_served_total",
+                "Blocks of files in this peer's shared directory served to downloaders",
+            )?,
+            shared_blocks_corrupt: IntCounter::new(
+                "chordnet_shared_blocks_corrupt_total",
+                "Blocks a provider of a shared file sent that failed their SHA-256 check",
+            )?,
             merges_started: IntCounterVec::new(
                 Opts::new(
                     "chordnet_ring_merges_started_total",
@@ -343,6 +355,8 @@ impl Metrics {
         r.register(Box::new(self.blocks_stored.clone()))?;
         r.register(Box::new(self.blocks_corrupt.clone()))?;
         r.register(Box::new(self.blocks_collected.clone()))?;
+        r.register(Box::new(self.shared_blocks_served.clone()))?;
+        r.register(Box::new(self.shared_blocks_corrupt.clone()))?;
         r.register(Box::new(self.merges_started.clone()))?;
         r.register(Box::new(self.merges_completed.clone()))?;
         r.register(Box::new(self.merge_duration.clone()))?;

@@ -77,7 +77,9 @@ pub fn of_ring(me: &Peer, event: &RingEvent) -> Option<Fact> {
         | RingEvent::Stabilized { .. }
         | RingEvent::MergeStarted { .. }
         | RingEvent::MergeDone { .. }
-        | RingEvent::ForeignRing { .. } => None,
+        | RingEvent::ForeignRing { .. }
+        | RingEvent::RingRenamed { .. }
+        | RingEvent::RingsMerged { .. } => None,
     }
 }
 

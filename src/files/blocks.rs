@@ -179,7 +179,7 @@ impl Files {
 
 /// Why a copy of a block was not taken.
 #[derive(Debug, thiserror::Error)]
-enum Fetch {
+pub(super) enum Fetch {
     #[error("the transfer failed: {0}")]
     Body(String),
     #[error("the bytes do not match the block's digest")]
@@ -188,7 +188,7 @@ enum Fetch {
 
 /// Reads a block's body into memory (at most `size` bytes: the body checks its own length)
 /// and checks it against `digest`.
-async fn read_verified(mut body: Body, digest: &str, size: u64) -> Result<Bytes, Fetch> {
+pub(super) async fn read_verified(mut body: Body, digest: &str, size: u64) -> Result<Bytes, Fetch> {
     let mut buf = BytesMut::with_capacity(usize::try_from(size).unwrap_or(0));
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| Fetch::Body(e.to_string()))?;

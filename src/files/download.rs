@@ -1,8 +1,9 @@
 //! Downloads as they stream out: a file found by [`Files::download`] is either one object from
-//! a holder (inline files, files only a provider shares) or a manifest whose blocks are fetched
-//! only when the body is read — a window of them in parallel, each verified against its
-//! digest before a byte of it is handed on, in order. A byte range fetches only the blocks
-//! that hold it.
+//! a holder (inline files, small shared files) or a manifest whose blocks are fetched only
+//! when the body is read — a window of them in parallel, each verified against its digest
+//! before a byte of it is handed on, in order — from the blocks' holders on the ring, or, for
+//! a shared file, spread over the providers that share it. A byte range fetches only the
+//! blocks that hold it.
 
 use std::sync::Arc;
 
@@ -10,7 +11,8 @@ use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 
 use super::manifest::{Geometry, window};
-use super::ops::Files;
+use super::ops::{Files, FilesError};
+use super::providers::Providers;
 use super::{FileMeta, Layout};
 use crate::transport::{Body, BodyError};
 
@@ -24,7 +26,26 @@ enum Source {
     /// One object's content, as a holder or provider streams it.
     Whole(Body),
     /// The blocks of a manifest, fetched by this peer's file layer.
-    Blocks(Arc<Files>),
+    Blocks(BlockSource),
+}
+
+/// Where the blocks of a manifest come from.
+#[derive(Clone)]
+enum BlockSource {
+    /// Their holders on the ring.
+    Ring(Arc<Files>),
+    /// The providers of a shared file (each block from one of them, spread).
+    Providers(Arc<Files>, Arc<Providers>),
+}
+
+impl BlockSource {
+    /// Block `i` (`digest`, `len` bytes), verified.
+    async fn fetch(&self, i: u64, digest: &str, len: u64) -> Result<Bytes, FilesError> {
+        match self {
+            BlockSource::Ring(files) => files.fetch_block(digest, len).await,
+            BlockSource::Providers(files, set) => files.fetch_provided(set, i, digest, len).await,
+        }
+    }
 }
 
 impl Download {
@@ -38,7 +59,15 @@ impl Download {
     pub(super) fn blocks(meta: FileMeta, files: Arc<Files>) -> Download {
         Download {
             meta,
-            source: Source::Blocks(files),
+            source: Source::Blocks(BlockSource::Ring(files)),
+        }
+    }
+
+    /// A shared file in blocks, from `providers`.
+    pub(super) fn provided(meta: FileMeta, files: Arc<Files>, providers: Providers) -> Download {
+        Download {
+            meta,
+            source: Source::Blocks(BlockSource::Providers(files, Arc::new(providers))),
         }
     }
 
@@ -57,13 +86,13 @@ impl Download {
         };
         match (self.source, &self.meta.layout) {
             (
-                Source::Blocks(files),
+                Source::Blocks(from),
                 Layout::Blocks {
                     block_size,
                     digests,
                 },
             ) => block_body(
-                files,
+                from,
                 Geometry {
                     size,
                     block_size: *block_size,
@@ -84,19 +113,19 @@ impl Download {
 
 /// Bytes `first..=last` of a file in blocks: the blocks holding them, `window` at a time in
 /// parallel, verified, in order, trimmed at both ends.
-fn block_body(files: Arc<Files>, g: Geometry, digests: Vec<String>, first: u64, last: u64) -> Body {
+fn block_body(from: BlockSource, g: Geometry, digests: Vec<String>, first: u64, last: u64) -> Body {
     let digests = Arc::new(digests);
     let chunks = stream::iter(g.blocks_of(first, last))
         .map(move |i| {
-            let files = Arc::clone(&files);
+            let from = from.clone();
             let digests = Arc::clone(&digests);
             async move {
                 let digest = usize::try_from(i)
                     .ok()
                     .and_then(|i| digests.get(i))
                     .ok_or_else(|| BodyError::Io(format!("no block {i} in the manifest")))?;
-                let data = files
-                    .fetch_block(digest, g.block_len(i))
+                let data = from
+                    .fetch(i, digest, g.block_len(i))
                     .await
                     .map_err(|e| BodyError::Io(e.to_string()))?;
                 let start = i * g.block_size;

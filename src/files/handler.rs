@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
-use super::blocks::check_block_meta;
+use super::blocks::{block_meta, check_block_meta};
 use super::manifest::check_manifest;
 use super::ops::{Files, lock};
 use super::providers::MAX_PER_KEY;
 use super::shared::path_of;
 use super::spool::{check_space, hash_file, spool};
 use super::store::{PutOutcome, StoreError};
-use super::{FileMeta, ProviderRecord, Version, validate_name};
+use super::{FileMeta, Layout, ProviderRecord, Version, validate_name};
 use crate::id::Id;
 use crate::transport::{
     BlobAnswer, BlobHandler, BlobQuery, Body, BoxFuture, MAX_BATCH, Object, ObjectInfo, PutReply,
@@ -116,6 +116,7 @@ impl Files {
     async fn get_object(&self, id: Id) -> Result<Option<Object>, Refusal> {
         let store = Arc::clone(&self.store);
         match tokio::task::spawn_blocking(move || store.open_content(id)).await {
+            Ok(Ok(None)) => Ok(self.shared_block(id).await),
             Ok(Ok(found)) => Ok(found.map(|(meta, path)| Object {
                 body: Body::from_file(path, meta.size),
                 meta,
@@ -187,6 +188,56 @@ impl Files {
         (sha == expected.sha256).then(|| Body::from_file(path, size))
     }
 
+    /// The block at `id` of a file in the shared directory, as read from the file now (not
+    /// hashed again here: the downloader verifies every block, and a provider is untrusted to
+    /// it anyway).
+    async fn shared_block(&self, id: Id) -> Option<Object> {
+        let block = lock(&self.shared).block(id).cloned()?;
+        let meta = block_meta(&block.digest, block.len).ok()?;
+        let path = path_of(&self.ring.config().files.shared_dir, &block.name)?;
+        let read = tokio::task::spawn_blocking(move || read_at(&path, block.offset, block.len));
+        match read.await {
+            Ok(Ok(data)) => {
+                self.ring.metrics().shared_blocks_served.inc();
+                Some(Object {
+                    meta,
+                    body: Body::from_bytes(data.into()),
+                })
+            }
+            Ok(Err(e)) => {
+                warn!(name = %block.name, error = %e, "cannot read a block of a shared file");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// The manifest of the shared file `name` as this peer hashed it.
+    fn shared_manifest(&self, name: &str) -> Option<FileMeta> {
+        let f = lock(&self.shared).get(name).cloned()?;
+        let layout = if f.blocks.is_empty() {
+            Layout::Inline
+        } else {
+            Layout::Blocks {
+                block_size: f.block_size,
+                digests: f.blocks,
+            }
+        };
+        Some(FileMeta {
+            id: Id::hash(f.name.as_bytes()),
+            name: f.name,
+            size: f.size,
+            sha256: f.sha256,
+            version: Version {
+                millis: 0,
+                logical: 0,
+                origin: self.me().id,
+            },
+            deleted: false,
+            layout,
+        })
+    }
+
     fn missing(&self, have: Vec<(Id, Version)>) -> Vec<Id> {
         // A peer that does not take copies (leaving, not a member) keeps nothing for the ring:
         // to a hand-off or a repair everything is missing here, so they look further.
@@ -198,6 +249,16 @@ impl Files {
             .map(|(id, _)| id)
             .collect()
     }
+}
+
+/// `len` bytes of the file at `path` from `offset` (a block: at most 16 MiB).
+fn read_at(path: &std::path::Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut data = vec![0u8; usize::try_from(len).unwrap_or(0)];
+    f.read_exact(&mut data)?;
+    Ok(data)
 }
 
 /// The data plane's handler: `Arc<Files>` so the transport can hold it.
@@ -242,6 +303,9 @@ impl BlobHandler for FilesHandler {
                 self.0.store.touch(&ids);
                 BlobAnswer::Done
             }
+            BlobQuery::SharedManifest { name } => BlobAnswer::Shared {
+                meta: self.0.shared_manifest(&name),
+            },
         };
         Box::pin(std::future::ready(Ok(answer)))
     }

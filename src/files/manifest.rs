@@ -6,9 +6,11 @@
 //! Garbage collection is by reference leases: the peer responsible for a live manifest tells
 //! its blocks' holders every repair round that the blocks are still referenced
 //! ([`BlobQuery::Referenced`]); a holder drops a block nobody stored or referenced for
-//! `files.tombstone_ttl` (see `Store::expire_blocks`). Storing a block refreshes it too, so a
-//! block an upload is writing (its manifest not written yet) is never collected before the
-//! upload ends (or fails: then nothing references it and it goes after the TTL).
+//! `files.tombstone_ttl` (see `Store::expire_blocks`). Storing a block refreshes it too, and
+//! the peer running an upload refreshes the blocks it stored every round until the manifest is
+//! written (see `upload::Uploading`), so a block of an upload under way is never collected,
+//! however long the upload takes (a failed one lets them go: nothing references them and they
+//! go after the TTL).
 
 use std::ops::RangeInclusive;
 
@@ -100,9 +102,9 @@ impl Geometry {
 }
 
 impl Files {
-    /// Tells the holders of the blocks of every live manifest this peer is responsible for
-    /// that those blocks are still referenced (one lookup per holder group, one message per
-    /// holder). Returns how many block references were sent.
+    /// Tells the holders of the blocks of every live manifest this peer is responsible for,
+    /// and of the uploads under way here, that those blocks are still referenced (one lookup
+    /// per holder group, one message per holder). Returns how many block references were sent.
     pub(super) async fn refresh_block_leases(&self) -> usize {
         let mut ids: Vec<Id> = self
             .store
@@ -116,6 +118,7 @@ impl Files {
                     .collect::<Vec<_>>()
             })
             .collect();
+        ids.extend(self.uploading.ids());
         if ids.is_empty() {
             return 0;
         }

@@ -83,6 +83,8 @@ pub struct Files {
     /// A graceful leave is under way: refuse new copies.
     /// Read repairs under way (one per key and version, however many reads find it stale).
     repairing: Arc<Mutex<HashSet<(Id, Version)>>>,
+    /// The blocks of uploads whose manifest is not written yet (their leases are ours).
+    pub(super) uploading: Arc<super::upload::Uploading>,
 }
 
 pub(super) fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
@@ -115,6 +117,7 @@ impl Files {
             shared: Mutex::new(SharedIndex::default()),
             providers: Mutex::new(HashMap::new()),
             repairing: Arc::new(Mutex::new(HashSet::new())),
+            uploading: Arc::default(),
         });
         files.update_usage();
         Ok(files)

@@ -65,7 +65,17 @@ impl Files {
         let _ = tokio::task::spawn_blocking(move || store.expire_tombstones(before)).await;
         done.block_references = self.refresh_block_leases().await;
         self.collect_blocks().await;
-        let entries = self.store.list();
+        // A block nobody referenced for half the TTL is on its way out: copying it to a holder
+        // that already dropped it would give it a fresh lease there, and the copies of an
+        // unreferenced block would keep bringing each other back (repair one way, hand-off
+        // the other) instead of being collected. A block still referenced is touched every
+        // round, so it is never left out for long.
+        let fading =
+            std::time::Instant::now().checked_sub(self.ring.config().files.tombstone_ttl / 2);
+        let mut entries = self.store.list();
+        entries.retain(|m| {
+            !m.is_block() || fading.is_none_or(|f| !self.store.untouched_since(m.id, f))
+        });
         if entries.is_empty() {
             self.ring.metrics().replica_deficit.set(0);
             return done;

@@ -432,6 +432,14 @@ impl Store {
         }
     }
 
+    /// Whether `id` is a block not stored or touched since `before`.
+    pub fn untouched_since(&self, id: Id, before: Instant) -> bool {
+        lock(&self.index)
+            .touched
+            .get(&id)
+            .is_some_and(|t| *t < before)
+    }
+
     /// Drops the blocks not stored or touched since `before` (no live manifest referenced
     /// them for that long); returns how many and their bytes.
     pub fn expire_blocks(&self, before: Instant) -> (u64, u64) {

@@ -4,9 +4,15 @@
 //! stored inline, exactly as before blocks. The manifest is written only after every block
 //! reached its write quorum; any failure before leaves no visible file (the blocks already
 //! stored are referenced by nothing and are collected after `files.tombstone_ttl`).
+//!
+//! Until its manifest is written nothing references an upload's blocks, so the uploading peer
+//! holds their leases itself ([`Uploading`]): every repair round refreshes them with the live
+//! manifests' blocks, and an upload that lasts longer than `files.tombstone_ttl` (a slow
+//! client, a huge file) keeps its first blocks.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{BoxStream, StreamExt};
@@ -14,13 +20,66 @@ use sha2::Digest;
 use tokio::task::JoinHandle;
 
 use super::Layout;
+use super::blocks::block_id;
 use super::manifest::window;
-use super::ops::{Content, Files, FilesError};
+use super::ops::{Content, Files, FilesError, lock};
 use super::outcome::Uploaded;
 use super::spool::{hex, spool_bytes};
 use super::store::StoreError;
 use super::validate_name;
+use crate::id::Id;
 use crate::transport::BodyError;
+
+/// The blocks stored so far by the uploads under way on this peer, per upload.
+#[derive(Default)]
+pub struct Uploading {
+    next: AtomicU64,
+    blocks: Mutex<HashMap<u64, Vec<Id>>>,
+}
+
+impl Uploading {
+    /// A new upload's lease holder (the upload's blocks are let go when it is dropped).
+    fn begin(self: &Arc<Self>) -> UploadLeases {
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
+        lock(&self.blocks).insert(key, Vec::new());
+        UploadLeases {
+            uploading: Arc::clone(self),
+            key,
+        }
+    }
+
+    /// The ring positions of every block of every upload under way.
+    pub fn ids(&self) -> Vec<Id> {
+        lock(&self.blocks).values().flatten().copied().collect()
+    }
+}
+
+/// One upload's hold on the blocks it stored, until its manifest is written or it fails.
+#[derive(Clone)]
+struct UploadLeases {
+    uploading: Arc<Uploading>,
+    key: u64,
+}
+
+impl UploadLeases {
+    fn hold(&self, digest: &str) {
+        if let Ok(id) = block_id(digest)
+            && let Some(list) = lock(&self.uploading.blocks).get_mut(&self.key)
+        {
+            list.push(id);
+        }
+    }
+}
+
+/// Lets an upload's blocks go when the upload ends, however it ends (its manifest written, an
+/// error, its client gone).
+struct Release(UploadLeases);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        lock(&self.0.uploading.blocks).remove(&self.0.key);
+    }
+}
 
 /// Cuts a byte stream into blocks of `block_size` (the last one shorter), counting and hashing
 /// the whole content as it passes and refusing more than `limit` bytes.
@@ -119,10 +178,25 @@ impl Files {
                 .map_err(|e| FilesError::Internal(e.to_string()))??;
             return self.upload(name, spooled).await;
         };
+        let leases = self.uploading.begin();
+        let _release = Release(leases.clone());
+        self.upload_blocks(name, cutter, [second, first.unwrap_or_default()], &leases)
+            .await
+    }
+
+    /// Stores the blocks of `cutter` (`queued` first, last to first), then the manifest.
+    async fn upload_blocks(
+        self: &Arc<Self>,
+        name: &str,
+        mut cutter: Cutter,
+        queued: [Bytes; 2],
+        leases: &UploadLeases,
+    ) -> Result<Uploaded, FilesError> {
+        let block_size = self.ring.config().files.block_size;
         let window = window(block_size);
         let mut in_flight = InFlight::default();
         let mut digests = Vec::new();
-        let mut queued = vec![second, first.unwrap_or_default()];
+        let mut queued = queued.to_vec();
         loop {
             let next = match queued.pop() {
                 Some(b) => Some(b),
@@ -133,9 +207,12 @@ impl Files {
                 digests.push(in_flight.wait_first(name).await?);
             }
             let files = Arc::clone(self);
-            in_flight
-                .0
-                .push_back(tokio::spawn(async move { files.put_block(block).await }));
+            let leases = leases.clone();
+            in_flight.0.push_back(tokio::spawn(async move {
+                let digest = files.put_block(block).await?;
+                leases.hold(&digest);
+                Ok(digest)
+            }));
         }
         while !in_flight.0.is_empty() {
             digests.push(in_flight.wait_first(name).await?);

@@ -393,6 +393,7 @@ impl BlobClient for Layered {
                 BlobQuery::PutProvider { .. } => "put_provider",
                 BlobQuery::Missing { .. } => "missing",
                 BlobQuery::Referenced { .. } => "referenced",
+                BlobQuery::SharedManifest { .. } => "shared_manifest",
             };
             self.blob_call(method, to, CallClass::Control, async {
                 let trace = trace_in_span(trace);

@@ -132,6 +132,9 @@ pub enum BlobQuery {
     /// These blocks are listed by a live manifest: the peer keeps those it holds
     /// ([`BlobAnswer::Done`]).
     Referenced { ids: Vec<Id> },
+    /// The block manifest of the file `name` in the peer's shared directory:
+    /// [`BlobAnswer::Shared`].
+    SharedManifest { name: String },
 }
 
 /// The answer to a [`BlobQuery`].
@@ -140,7 +143,14 @@ pub enum BlobQuery {
 pub enum BlobAnswer {
     Info(ObjectInfo),
     Done,
-    Missing { ids: Vec<Id> },
+    Missing {
+        ids: Vec<Id>,
+    },
+    /// A shared file as its provider hashed it: [`Layout::Blocks`] with the digest of every
+    /// block when it has more than one, else [`Layout::Inline`]; `None` when not shared.
+    Shared {
+        meta: Option<FileMeta>,
+    },
 }
 
 #[cfg(test)]

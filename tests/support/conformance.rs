@@ -220,7 +220,25 @@ async fn blocks_and_manifests_round_trip(b: &Bench) {
     let info = chordnet::transport::info(&*b.client, &b.server.address, manifest.id)
         .await
         .expect("info");
-    assert_eq!(info.meta, Some(manifest));
+    assert_eq!(info.meta, Some(manifest.clone()));
+    // A shared file's block manifest travels as a query's answer.
+    let answer = b
+        .client
+        .query(
+            &b.server.address,
+            BlobQuery::SharedManifest {
+                name: manifest.name.clone(),
+            },
+            TraceCarrier::default(),
+        )
+        .await
+        .expect("shared manifest");
+    assert_eq!(
+        answer,
+        BlobAnswer::Shared {
+            meta: Some(manifest)
+        }
+    );
     let answer = b
         .client
         .query(

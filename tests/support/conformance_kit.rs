@@ -230,6 +230,18 @@ impl BlobHandler for TestBlob {
                         .extend(ids);
                     BlobAnswer::Done
                 }
+                // The manifest of a stored object of that name stands in for a shared file's.
+                BlobQuery::SharedManifest { name } => BlobAnswer::Shared {
+                    meta: self
+                        .seen
+                        .objects
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .values()
+                        .map(|(m, _)| m)
+                        .find(|m| m.name == name)
+                        .cloned(),
+                },
             })
         })
     }

@@ -304,7 +304,7 @@ impl BlobClient for HttpClient {
                     self.request(Method::POST, to, &format!("{OBJECTS_PATH}/missing")),
                     have,
                 )?,
-                BlobQuery::Referenced { .. } => {
+                BlobQuery::Referenced { .. } | BlobQuery::SharedManifest { .. } => {
                     Self::json(self.request(Method::POST, to, QUERY_PATH), &query)?
                 }
             };
@@ -318,7 +318,9 @@ impl BlobClient for HttpClient {
                 (BlobQuery::Missing { .. }, Some(r)) => Ok(BlobAnswer::Missing {
                     ids: Self::answer(r, to).await?,
                 }),
-                (BlobQuery::Referenced { .. }, Some(r)) => Self::answer(r, to).await,
+                (BlobQuery::Referenced { .. } | BlobQuery::SharedManifest { .. }, Some(r)) => {
+                    Self::answer(r, to).await
+                }
                 (_, None) => Err(TransportError::Protocol(format!(
                     "{to} has no object store"
                 ))),

@@ -1,0 +1,201 @@
+//! Garbage collection of blocks under load (issue 15): uploads, overwrites and deletes of
+//! files that share blocks, all at once while every peer collects unreferenced blocks every
+//! few hundred milliseconds; and an upload that lasts longer than `files.tombstone_ttl`.
+//! In-process 5-peer ring, 64 KiB blocks, seeded operations, bounded waits.
+
+#[path = "support/harness.rs"]
+mod harness;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use chordnet::files::sha256_hex;
+use harness::{Harness, content};
+
+const BLOCK: usize = 64 << 10;
+
+async fn ring(name: &str, ttl: Duration, repair: Duration) -> Harness {
+    let h = Harness::start(name, 5, |_, c| {
+        c.files.block_size = BLOCK as u64;
+        c.files.tombstone_ttl = ttl;
+        c.files.repair_interval = repair;
+    })
+    .await;
+    h.converged().await;
+    h
+}
+
+/// Blocks stored over all running peers, as `GET /v1/node/files` reports them.
+async fn blocks_stored(h: &Harness) -> u64 {
+    let mut sum = 0;
+    for i in h.running() {
+        let v = h.get_json(&h.url(i, "/v1/node/files")).await;
+        sum += v.and_then(|v| v["blocks"].as_u64()).unwrap_or(0);
+    }
+    sum
+}
+
+async fn metric_sum(h: &Harness, series: &str) -> f64 {
+    let mut sum = 0.0;
+    for i in h.running() {
+        sum += h.metric(i, series).await;
+    }
+    sum
+}
+
+/// A slow client: the upload's first three blocks arrive, then nothing for three times the
+/// TTL (several collection rounds on every peer), then the rest. Before the uploading peer
+/// held the leases of its blocks, the first three were collected during the pause and the
+/// manifest written after it listed blocks that no longer existed: the file could not be read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_longer_than_the_ttl_keeps_its_first_blocks() {
+    let ttl = Duration::from_secs(1);
+    let h = ring("gc-slow-upload", ttl, Duration::from_millis(200)).await;
+    let data = content(1, 0, 6 * BLOCK + 500);
+    let chunks: Vec<bytes::Bytes> = data
+        .chunks(BLOCK)
+        .map(bytes::Bytes::copy_from_slice)
+        .collect();
+    let body = futures_util::stream::unfold(0usize, move |k| {
+        let chunks = chunks.clone();
+        async move {
+            if k == 3 {
+                // The slow client's pause: the scenario itself, not a wait for a condition.
+                tokio::time::sleep(ttl * 3).await;
+            }
+            let chunk = chunks.get(k)?.clone();
+            Some((Ok::<_, std::io::Error>(chunk), k + 1))
+        }
+    });
+    let r = h
+        .http
+        .put(h.url(0, "/v1/files/slow"))
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .expect("upload answered");
+    assert_eq!(r.status().as_u16(), 201);
+    let (status, got) = h.get(3, "slow").await;
+    assert_eq!(status, 200);
+    assert!(got == data, "the slow upload lost blocks");
+    // Nothing else was uploaded: nothing may have been collected.
+    assert_eq!(metric_sum(&h, "chordnet_blocks_collected_total").await, 0.0);
+}
+
+/// A seeded xorshift: the same operations every run.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// A file of 2 to 4 blocks drawn from 4 shared pieces (so files share blocks with each
+/// other and with their own earlier versions), then a tail of its own.
+fn file(rng: &mut Rng, tag: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..2 + rng.below(3) {
+        out.extend(content(100 + rng.below(4) as usize, 0, BLOCK));
+    }
+    out.extend(content(tag, 7, 300));
+    out
+}
+
+/// Three clients at once, 14 operations each on their own four names: upload or overwrite
+/// (two in three) or delete, each checked by a download through another peer, while every
+/// peer collects blocks every 250 ms with a 1.5 s TTL. Afterwards every live file downloads
+/// intact, the deleted ones are gone, and the blocks no live file lists are collected: what
+/// stays is exactly three copies of each block the live files list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collection_during_concurrent_uploads_overwrites_and_deletes_keeps_every_live_block() {
+    let h = ring(
+        "gc-stress",
+        Duration::from_millis(1500),
+        Duration::from_millis(250),
+    )
+    .await;
+    let urls: Vec<String> = (0..5).map(|i| h.url(i, "/v1/files")).collect();
+    let worker = |w: usize| {
+        let http = h.http.clone();
+        let urls = urls.clone();
+        async move {
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (w as u64 + 1));
+            let mut live: HashMap<String, Vec<u8>> = HashMap::new();
+            for op in 0..14 {
+                let name = format!("w{w}-{}", rng.below(4));
+                let via = &urls[rng.below(5) as usize];
+                let check = &urls[rng.below(5) as usize];
+                if rng.below(3) < 2 {
+                    let data = file(&mut rng, w * 100 + op);
+                    let r = http
+                        .put(format!("{via}/{name}"))
+                        .body(data.clone())
+                        .send()
+                        .await
+                        .expect("upload answered");
+                    let want = if live.contains_key(&name) { 200 } else { 201 };
+                    assert_eq!(r.status().as_u16(), want, "{name} op {op}");
+                    live.insert(name.clone(), data);
+                } else {
+                    let r = http
+                        .delete(format!("{via}/{name}"))
+                        .send()
+                        .await
+                        .expect("delete answered");
+                    let want = if live.remove(&name).is_some() {
+                        204
+                    } else {
+                        404
+                    };
+                    assert_eq!(r.status().as_u16(), want, "{name} op {op}");
+                }
+                let r = http
+                    .get(format!("{check}/{name}"))
+                    .send()
+                    .await
+                    .expect("download answered");
+                let status = r.status().as_u16();
+                let got = r.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+                match live.get(&name) {
+                    Some(data) => assert!(status == 200 && got == *data, "{name} op {op}"),
+                    None => assert_eq!(status, 404, "{name} op {op}"),
+                }
+            }
+            live
+        }
+    };
+    let results = futures_util::future::join_all((0..3).map(worker)).await;
+    let live: HashMap<String, Vec<u8>> = results.into_iter().flatten().collect();
+    let listed: HashSet<String> = live
+        .values()
+        .flat_map(|d| d.chunks(BLOCK).map(sha256_hex).collect::<Vec<_>>())
+        .collect();
+    for (name, data) in &live {
+        for via in 0..5 {
+            let (status, got) = h.get(via, name).await;
+            assert!(status == 200 && got == *data, "{name} through peer {via}");
+        }
+    }
+    let want = listed.len() as u64 * 3;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut stored = blocks_stored(&h).await;
+    while stored != want && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stored = blocks_stored(&h).await;
+    }
+    assert_eq!(
+        stored, want,
+        "blocks stored vs 3 copies of the live files' blocks"
+    );
+    assert!(metric_sum(&h, "chordnet_blocks_collected_total").await > 0.0);
+    println!(
+        "{} live files, {} distinct blocks, {} blocks collected",
+        live.len(),
+        listed.len(),
+        metric_sum(&h, "chordnet_blocks_collected_total").await
+    );
+}
