@@ -5,6 +5,8 @@
 
 #[path = "support/cluster.rs"]
 mod cluster;
+#[path = "support/nats_server.rs"]
+mod nats_server;
 #[path = "support/otlp/mod.rs"]
 mod otlp;
 
@@ -20,6 +22,34 @@ use serde_json::Value;
 /// and logs in `<root>/peer-i.log`; waits until all are ready on one ring.
 async fn start_ring(name: &str, n: usize, env: impl Fn(usize) -> Vec<(String, String)>) -> Cluster {
     Cluster::start_each(name, n, env, true).converged().await
+}
+
+/// The same on a NATS broker: every peer's address is its subject `chordnet.<ring>.peer.peer-<i>`
+/// and no peer opens a peer port.
+async fn start_nats_ring(
+    name: &str,
+    n: usize,
+    ring: &str,
+    env: impl Fn(usize) -> Vec<(String, String)>,
+) -> Cluster {
+    let (mut c, ports) = Cluster::empty(name, n);
+    let subject = |i: usize| format!("chordnet.{ring}.peer.peer-{i}");
+    let bootstrap = subject(0);
+    for i in 0..n {
+        let api = format!("127.0.0.1:{}", ports[2 * i + 1]);
+        let vars = env(i);
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let peer = spawn_logged(
+            &subject(i),
+            &api,
+            &c.root.join(format!("peer-{i}")),
+            (i > 0).then_some(&bootstrap),
+            &vars,
+            Some(&c.root.join(format!("peer-{i}.log"))),
+        );
+        c.peers.push(peer);
+    }
+    c.converged().await
 }
 
 fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -69,14 +99,22 @@ async fn a_lookup_over_grpc_hops_is_one_trace_too() {
     lookup_is_one_trace("grpc").await;
 }
 
+/// Issue 13: over NATS the trace context travels in the message headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_over_nats_hops_is_one_trace_too() {
+    lookup_is_one_trace("nats").await;
+}
+
 /// Peers speaking `transport` to each other (the trace context travels in its metadata).
 async fn lookup_is_one_trace(transport: &str) {
     let receiver = Receiver::start().await;
     let endpoint = receiver.endpoint();
     // Peers 1 and 3 export over gRPC, the others over HTTP/protobuf.
-    let c = start_ring(&format!("otel-lookup-{transport}"), 5, |i| {
+    let broker = (transport == "nats").then(|| nats_server::NatsServer::start("otel-lookup"));
+    let broker_url = broker.as_ref().map(|b| b.url()).unwrap_or_default();
+    let env = |i: usize| {
         let protocol = if i % 2 == 1 { "grpc" } else { "http/protobuf" };
-        vars(&[
+        let mut v = vars(&[
             ("CHORDNET_TRANSPORT__KIND", transport),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
@@ -85,9 +123,21 @@ async fn lookup_is_one_trace(transport: &str) {
             ("POD_NAME", &format!("chordnet-{i}")),
             ("CHORDNET_LOG__FORMAT", "json"),
             ("RUST_LOG", "info"),
-        ])
-    })
-    .await;
+        ]);
+        if broker.is_some() {
+            v.extend(vars(&[
+                ("CHORDNET_NATS__URL", &broker_url),
+                ("CHORDNET_NATS__RING_NAME", "otel"),
+            ]));
+        }
+        v
+    };
+    let name = format!("otel-lookup-{transport}");
+    let c = if broker.is_some() {
+        start_nats_ring(&name, 5, "otel", env).await
+    } else {
+        start_ring(&name, 5, env).await
+    };
     let ring_id = c
         .get(&c.peers[0].url("/v1/node"))
         .await
