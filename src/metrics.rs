@@ -215,7 +215,8 @@ impl Metrics {
                     "chordnet_ring_merges_started_total",
                     "Ring unifications this peer started, by trigger (passive: a peer declared \
                      dead answered from outside this ring; hint: a neighbour passed one on; \
-                     explicit: asked for)",
+                     explicit: asked for; seed: a configured seed answered from outside this \
+                     ring)",
                 ),
                 &["trigger"],
             )?,

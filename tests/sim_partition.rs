@@ -256,3 +256,52 @@ fn an_operator_merges_rings_with_different_ids_into_one_ring_with_one_id() {
         absorb(n, 23);
     }
 }
+
+#[test]
+fn seeds_that_answer_from_another_ring_with_the_same_id_start_a_merge() {
+    // As in the test above, two rings with one ring id that never knew each other; this time
+    // every node has the first three nodes of the left ring as its configured seeds (on
+    // Kubernetes: the pods' DNS names), so the right ring's nodes find them by themselves.
+    let mut sim = Sim::new(chordnet::sim::SimConfig {
+        seed: 15,
+        ..Default::default()
+    });
+    let nodes: Vec<NodeIndex> = (0..24).map(|_| sim.add_node_auto()).collect();
+    let (left, right) = nodes.split_at(12);
+    for side in [left, right] {
+        assert!(sim.create_with(side[0], RingId(42)).is_ok());
+        for &i in &side[1..] {
+            sim.join(i, side[0]);
+        }
+    }
+    sim.run_for(30 * sim.config.stabilize_interval);
+    assert!(!check_ring(&sim).ring_ok());
+    assert_eq!(sim.stats.merges_started, 0);
+
+    let seeds: Vec<_> = left[..3]
+        .iter()
+        .map(|&i| sim.slot(i).node.me().address.clone())
+        .collect();
+    for &i in &nodes {
+        sim.set_merge_seeds(i, seeds.clone());
+    }
+    let rounds = converge(&mut sim, 40, "merge through seeds", &mut quiet);
+    assert!(
+        rounds.is_some_and(|r| r <= 20),
+        "{rounds:?}: {:?}",
+        check_ring(&sim)
+    );
+    assert!(sim.stats.merges_started > 0);
+    assert_eq!(check_ring(&sim).live, 24);
+    let records = lookup_from_every_node(&mut sim, 4);
+    let stats = LookupStats::from_records(&records);
+    assert_eq!(stats.correct, stats.count, "{stats:?}");
+    // Once one ring, seeds in the ring start nothing more.
+    let before = sim.stats.merges_started;
+    sim.run_for(20 * sim.config.stabilize_interval);
+    assert_eq!(
+        sim.stats.merges_started, before,
+        "a healthy ring merges with itself"
+    );
+    println!("24 nodes, two rings with one id: one ring {rounds:?} rounds after seeds were set");
+}

@@ -230,6 +230,7 @@ impl Node {
             Pending::RectifyPing(_) => self.rectify_candidate = None,
             Pending::Leaving => self.leave_acknowledged(),
             Pending::Probe(entry) => self.probe_answered(entry, response.incarnation),
+            Pending::SeedProbe(_) => self.seed_answered(response.from),
             Pending::MergeHint => {}
             Pending::Exchange(_) => self.exchanging = false,
         }
@@ -313,6 +314,7 @@ impl Node {
             }
             Pending::Leaving => self.leave_acknowledged(),
             Pending::Probe(entry) => self.probe_failed(entry, why),
+            Pending::SeedProbe(seed) => self.seed_failed(seed, why),
             Pending::MergeHint => {}
             Pending::Exchange(partner) => self.exchange_failed(&partner),
         }

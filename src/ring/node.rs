@@ -36,6 +36,8 @@ pub(super) enum Pending {
     Leaving,
     /// Pinging a passive peer.
     Probe(Entry),
+    /// Pinging a configured seed (its id is learnt from the answer).
+    SeedProbe(Address),
     /// Passing a merge hint on (the answer is only an acknowledgement).
     MergeHint,
     /// The membership-table exchange with this peer.
@@ -329,7 +331,7 @@ impl Node {
             Pending::CheckPredecessor { .. } => Cause::CheckPredecessor,
             Pending::RectifyPing(_) => Cause::Rectify,
             Pending::Leaving => Cause::Leave,
-            Pending::Probe(_) => Cause::Probe,
+            Pending::Probe(_) | Pending::SeedProbe(_) => Cause::Probe,
             Pending::MergeHint => Cause::Merge,
             Pending::Exchange(_) => Cause::Exchange,
         }

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, VecDeque};
 use super::lookup::{Lookup, Purpose};
 use super::node::Pending;
 use super::types::Why;
-use super::{LookupError, LookupResult, Node, Peer, Rejection, Request, RingEvent};
+use super::{Address, LookupError, LookupResult, Node, Peer, Rejection, Request, RingEvent};
 use crate::id::Id;
 
 /// One peer declared dead.
@@ -27,7 +27,12 @@ pub(super) struct Entry {
     pub peer: Peer,
     /// The incarnation it answered with before it was declared dead, when it said.
     pub incarnation: Option<u64>,
+    /// A configured seed that answered (not a peer declared dead): never kept on the list.
+    pub seed: bool,
 }
+
+/// Seeds probed at most (the configured list is cut to this).
+const MAX_SEEDS: usize = 64;
 
 /// A bounded list of peers declared dead, probed round-robin; the oldest goes when it is full.
 #[derive(Debug, Default)]
@@ -35,6 +40,12 @@ pub(super) struct Passive {
     entries: VecDeque<Entry>,
     /// The incarnations neighbours answered with (kept only for current neighbours).
     seen: BTreeMap<Id, u64>,
+    /// Configured seeds (`ring.seeds`), probed in turn with the passive peers: one that
+    /// answers with this ring id but is not in this ring is a merge candidate too.
+    seeds: Vec<Address>,
+    next_seed: usize,
+    /// Whose turn the next probe is: a seed's (true) or a passive peer's.
+    seed_turn: bool,
 }
 
 impl Passive {
@@ -112,6 +123,7 @@ impl Node {
         let entry = Entry {
             peer: peer.clone(),
             incarnation,
+            seed: false,
         };
         self.passive.add(entry, self.config.passive_peers);
     }
@@ -123,10 +135,35 @@ impl Node {
         }
     }
 
-    /// On a stabilization tick: every `probe_every` ticks, ping the next passive peer.
+    /// The configured seeds (`ring.seeds`): probed in turn with the passive peers, so that a
+    /// seed that answers from a ring this node's ring does not reach starts a merge (two rings
+    /// founded apart with one ring id, or a partition nobody's passive list remembers).
+    pub fn set_merge_seeds(&mut self, seeds: Vec<Address>) {
+        let me = self.me.address.clone();
+        let mut kept: Vec<Address> = Vec::new();
+        for s in seeds {
+            if s != me && !kept.contains(&s) && kept.len() < MAX_SEEDS {
+                kept.push(s);
+            }
+        }
+        self.passive.seeds = kept;
+        self.passive.next_seed = 0;
+    }
+
+    /// On a stabilization tick: every `probe_every` ticks, ping the next passive peer or,
+    /// every other time (or when no peer is passive), the next configured seed.
     pub(super) fn probe_passive(&mut self) {
         let every = self.config.probe_every.max(1);
         if self.probing || !self.ticks.is_multiple_of(every) {
+            return;
+        }
+        self.passive.seed_turn = !self.passive.seed_turn;
+        let seeds = self.passive.seeds.len();
+        if seeds > 0 && (self.passive.seed_turn || self.passive.len() == 0) {
+            let seed = self.passive.seeds[self.passive.next_seed % seeds].clone();
+            self.passive.next_seed = (self.passive.next_seed + 1) % seeds;
+            self.probing = true;
+            self.send(seed.clone(), Request::Ping, Pending::SeedProbe(seed));
             return;
         }
         let Some(entry) = self.passive.take_next() else {
@@ -158,6 +195,37 @@ impl Node {
         self.start_local(id);
     }
 
+    /// A configured seed answered (same ring id, a member): is it in this ring?
+    pub(super) fn seed_answered(&mut self, from: Peer) {
+        self.probing = false;
+        if from.id == self.me.id {
+            return;
+        }
+        let entry = Entry {
+            peer: from,
+            incarnation: None,
+            seed: true,
+        };
+        let id = self.new_lookup_id();
+        self.lookups.insert(
+            id,
+            Lookup::new(entry.peer.id, Purpose::MemberCheck(entry), self.me.id),
+        );
+        self.start_local(id);
+    }
+
+    /// A configured seed gave no usable answer: down, restarting, or of another ring id.
+    pub(super) fn seed_failed(&mut self, seed: Address, why: Why) {
+        self.probing = false;
+        if let Why::Rejected(Rejection::WrongRing { ring_id }) = why {
+            let id = Id::hash(seed.as_str().as_bytes());
+            self.emit(RingEvent::ForeignRing {
+                peer: Peer::new(id, seed),
+                ring_id,
+            });
+        }
+    }
+
     /// The probe got no usable answer.
     pub(super) fn probe_failed(&mut self, entry: Entry, why: Why) {
         self.probing = false;
@@ -187,9 +255,13 @@ impl Node {
         match outcome {
             // In this ring: it was only thought dead.
             Ok(r) if r.node.id == entry.peer.id => {}
+            Ok(_) if entry.seed => {
+                self.start_merge(entry.peer, super::MergeTrigger::Seed);
+            }
             Ok(_) => {
                 self.start_merge(entry.peer, super::MergeTrigger::Passive);
             }
+            Err(_) if entry.seed => {}
             Err(_) => self.passive.add(entry, self.config.passive_peers),
         }
     }
@@ -198,12 +270,12 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ring::Address;
 
     fn entry(n: u128) -> Entry {
         Entry {
             peer: Peer::new(Id::from_parts(0, n), Address::new(format!("p{n}"))),
             incarnation: Some(n as u64),
+            seed: false,
         }
     }
 

@@ -209,6 +209,8 @@ pub enum MergeTrigger {
     Hint,
     /// Asked for through [`Node::merge_with`](super::Node::merge_with).
     Explicit,
+    /// A configured seed answered from outside this node's ring.
+    Seed,
 }
 
 impl MergeTrigger {
@@ -217,6 +219,7 @@ impl MergeTrigger {
             MergeTrigger::Passive => "passive",
             MergeTrigger::Hint => "hint",
             MergeTrigger::Explicit => "explicit",
+            MergeTrigger::Seed => "seed",
         }
     }
 }

@@ -114,6 +114,8 @@ impl Service {
         };
         let mut node = Node::new(me, ring);
         node.set_incarnation(bootstrap::new_incarnation());
+        // Seeds that answer from outside this ring are merge candidates (DESIGN.md §11).
+        node.set_merge_seeds(config.ring.seeds.iter().map(Address::new).collect());
         let (shutdown, _) = watch::channel(false);
         let (mailbox, inbox) = Mailbox::new();
         Arc::new(Service {

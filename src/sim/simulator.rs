@@ -203,6 +203,11 @@ impl Sim {
         started
     }
 
+    /// Node `i` probes these addresses as merge candidates (`ring.seeds`).
+    pub fn set_merge_seeds(&mut self, i: NodeIndex, seeds: Vec<Address>) {
+        self.slots[i].node.set_merge_seeds(seeds);
+    }
+
     /// Node `i` asks the ring of `contact` (ring `ring_id`) to take its ring's id over and merge
     /// in (an operator's `POST /v1/ring/merge`).
     pub fn absorb_ring(&mut self, i: NodeIndex, contact: Address, ring_id: RingId) -> bool {
