@@ -161,12 +161,11 @@ fn rings_with_different_ring_ids_are_never_merged_automatically() {
     assert!(!check_ring(&sim).ring_ok(), "two rings stay two rings");
 }
 
-#[test]
-fn two_rings_founded_apart_with_one_ring_id_merge_only_when_asked() {
-    // Two rings with the same ring id that never knew each other: nobody's passive list holds
-    // a peer of the other ring, so nothing merges by itself; one explicit merge makes one ring.
+/// 24 nodes in two rings of 12 founded apart with the same ring id (nodes 0..12 and 12..24),
+/// each settled, nothing merged.
+fn two_rings_with_one_id(seed: u64) -> (Sim, Vec<NodeIndex>) {
     let mut sim = Sim::new(chordnet::sim::SimConfig {
-        seed: 14,
+        seed,
         ..Default::default()
     });
     let nodes: Vec<NodeIndex> = (0..24).map(|_| sim.add_node_auto()).collect();
@@ -182,6 +181,15 @@ fn two_rings_founded_apart_with_one_ring_id_merge_only_when_asked() {
     assert!(check_nodes(&sim, right).quiescent_ok());
     assert!(!check_ring(&sim).ring_ok());
     assert_eq!(sim.stats.merges_started, 0);
+    (sim, nodes)
+}
+
+#[test]
+fn two_rings_founded_apart_with_one_ring_id_merge_only_when_asked() {
+    // Two rings with the same ring id that never knew each other: nobody's passive list holds
+    // a peer of the other ring, so nothing merges by itself; one explicit merge makes one ring.
+    let (mut sim, nodes) = two_rings_with_one_id(14);
+    let (left, right) = nodes.split_at(12);
 
     let contact = sim.slot(right[5]).node.me().clone();
     assert!(sim.merge_with(left[3], contact));
@@ -262,21 +270,8 @@ fn seeds_that_answer_from_another_ring_with_the_same_id_start_a_merge() {
     // As in the test above, two rings with one ring id that never knew each other; this time
     // every node has the first three nodes of the left ring as its configured seeds (on
     // Kubernetes: the pods' DNS names), so the right ring's nodes find them by themselves.
-    let mut sim = Sim::new(chordnet::sim::SimConfig {
-        seed: 15,
-        ..Default::default()
-    });
-    let nodes: Vec<NodeIndex> = (0..24).map(|_| sim.add_node_auto()).collect();
-    let (left, right) = nodes.split_at(12);
-    for side in [left, right] {
-        assert!(sim.create_with(side[0], RingId(42)).is_ok());
-        for &i in &side[1..] {
-            sim.join(i, side[0]);
-        }
-    }
-    sim.run_for(30 * sim.config.stabilize_interval);
-    assert!(!check_ring(&sim).ring_ok());
-    assert_eq!(sim.stats.merges_started, 0);
+    let (mut sim, nodes) = two_rings_with_one_id(15);
+    let left = &nodes[..12];
 
     let seeds: Vec<_> = left[..3]
         .iter()
