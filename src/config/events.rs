@@ -51,3 +51,47 @@ impl EventsConfig {
         }
     }
 }
+
+impl super::Config {
+    /// With `events.enabled`: the subjects and the stream can be named, and the stream bounded.
+    pub(super) fn validate_events(&self) -> Result<(), super::ConfigError> {
+        let e = &self.events;
+        if !e.enabled {
+            return Ok(());
+        }
+        let rule =
+            |key: &'static str, message: String| Err(super::ConfigError::Rule { key, message });
+        if !super::subject::valid_token(&self.nats.ring_name) {
+            return rule(
+                "nats.ring_name",
+                format!(
+                    "{:?} is not a NATS subject token (no dots, spaces, * or >)",
+                    self.nats.ring_name
+                ),
+            );
+        }
+        let stream = e.stream_name(&self.nats.ring_name);
+        if !super::subject::valid_token(&stream) || stream.contains(['/', '\\']) {
+            return rule(
+                "events.stream",
+                format!("{stream:?} cannot name a stream (no dots, spaces, *, >, / or \\)"),
+            );
+        }
+        if self.nats.url.trim().is_empty() {
+            return rule("nats.url", "must name the broker (nats://host:4222)".into());
+        }
+        if e.queue == 0 {
+            return rule("events.queue", "must be at least 1".into());
+        }
+        if e.max_bytes < 1 << 20 {
+            return rule("events.max_bytes", "must be at least 1MiB".into());
+        }
+        if e.duplicate_window.is_zero() || e.duplicate_window > e.max_age {
+            return rule(
+                "events.duplicate_window",
+                "must be longer than zero and at most events.max_age".into(),
+            );
+        }
+        Ok(())
+    }
+}

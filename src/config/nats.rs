@@ -33,3 +33,34 @@ impl Default for NatsConfig {
         }
     }
 }
+
+impl super::Config {
+    /// With `transport.kind = "nats"`: every address is a subject of this ring.
+    pub(super) fn validate_nats(&self) -> Result<(), super::ConfigError> {
+        let ring = &self.nats.ring_name;
+        if !super::subject::valid_token(ring) {
+            return Err(super::ConfigError::Rule {
+                key: "nats.ring_name",
+                message: format!("{ring:?} is not a NATS subject token (no dots, spaces, * or >)"),
+            });
+        }
+        let check = |key: &'static str, text: &str| {
+            super::subject::check_peer_subject(ring, text)
+                .map_err(|message| super::ConfigError::Rule { key, message })
+        };
+        check("node.advertise", &self.node.advertise)?;
+        if let Some(b) = &self.ring.bootstrap {
+            check("ring.bootstrap", b)?;
+        }
+        for s in &self.ring.seeds {
+            check("ring.seeds", s)?;
+        }
+        if self.nats.url.trim().is_empty() {
+            return Err(super::ConfigError::Rule {
+                key: "nats.url",
+                message: "must name the broker (nats://host:4222)".into(),
+            });
+        }
+        Ok(())
+    }
+}
