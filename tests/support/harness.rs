@@ -162,11 +162,35 @@ impl Harness {
             };
             let complete = walk["complete"].as_bool() == Some(true);
             let size = walk["nodes"].as_array().map_or(0, Vec::len);
-            if !complete || size != running.len() {
+            if !complete || size != running.len() || !self.successors_full(*i).await {
                 return false;
             }
         }
         true
+    }
+
+    /// Whether peer `i`'s successor list starts with the true next peers, as many as it keeps
+    /// (replica placement reads it: a list still filling places copies on the wrong peers).
+    async fn successors_full(&self, i: usize) -> bool {
+        let Some(node) = self.get_json(&self.url(i, "/v1/node")).await else {
+            return false;
+        };
+        let mut ids: Vec<Id> = self.running().iter().map(|j| self.id(*j)).collect();
+        ids.sort();
+        let me = self.id(i);
+        let at = ids.iter().position(|id| *id == me).unwrap_or(0);
+        let want = self.configs[i].ring.successors.min(ids.len() - 1);
+        let truth: Vec<String> = (1..=want)
+            .map(|k| ids[(at + k) % ids.len()].to_string())
+            .collect();
+        let seen: Vec<String> = node["successors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .take(want)
+            .filter_map(|p| p["id"].as_str().map(str::to_string))
+            .collect();
+        seen == truth
     }
 
     pub async fn converged(&self) {
