@@ -58,7 +58,7 @@ pub async fn control_calls_time_out_at_the_rpc_timeout(under: &dyn Under) {
     let took = started.elapsed();
     assert_eq!(
         answer,
-        Err(TransportError::Timeout(Duration::from_millis(300)))
+        Err(TransportError::Timeout(config().ring.rpc_timeout))
     );
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }

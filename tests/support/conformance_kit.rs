@@ -280,7 +280,9 @@ impl Drop for Bench {
 
 pub fn config() -> Config {
     let mut c = Config::default();
-    c.ring.rpc_timeout = Duration::from_millis(300);
+    // Long enough that a call on a loaded CI machine (a cold connection, 4 MB of metadata)
+    // does not hit it; the time-out test waits for it once.
+    c.ring.rpc_timeout = Duration::from_millis(1500);
     c.transport.progress_timeout = Duration::from_millis(800);
     c.transport.bulk_floor = Duration::from_secs(2);
     c
