@@ -57,6 +57,8 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// One ring of peer processes.
 struct Ring {
     label: String,
+    binary: String,
+    env: Vec<(String, String)>,
     apis: Vec<u16>,
     /// The peer-protocol ports.
     peers: Vec<u16>,
@@ -82,9 +84,14 @@ struct Ports {
 impl Ports {
     fn take(&mut self) -> Result<u16, Error> {
         if let Some(p) = self.next.as_mut() {
-            let port = *p;
-            *p += 1;
-            return Ok(port);
+            // Skip ports in use (the base is in the system's ephemeral range).
+            loop {
+                let port = *p;
+                *p = p.checked_add(1).ok_or("LOOKUPS_PORT_BASE: out of ports")?;
+                if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                    return Ok(port);
+                }
+            }
         }
         Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
     }
@@ -103,44 +110,72 @@ impl Ring {
         std::fs::create_dir_all(&dir)?;
         let mut ring = Ring {
             label: label.to_owned(),
+            binary: binary.to_owned(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             apis: Vec::new(),
             peers: Vec::new(),
             children: Vec::new(),
             dir,
             started: Instant::now(),
         };
-        let mut first_peer = None;
         for i in 0..peers {
-            let (peer, api) = (ports.take()?, ports.take()?);
-            let d = ring.dir.join(format!("p{i}"));
-            std::fs::create_dir_all(d.join("shared"))?;
-            let log = std::fs::File::create(ring.dir.join(format!("p{i}.log")))?;
-            let mut cmd = Command::new(binary);
-            cmd.arg("serve")
-                .arg("--advertise")
-                .arg(format!("127.0.0.1:{peer}"))
-                .arg("--api")
-                .arg(format!("127.0.0.1:{api}"))
-                .arg("--shared-dir")
-                .arg(d.join("shared"))
-                .arg("--store-dir")
-                .arg(d.join("data"))
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log);
-            for (k, v) in env {
-                cmd.env(k, v);
-            }
-            if let Some(p) = first_peer {
-                cmd.arg("--bootstrap").arg(format!("127.0.0.1:{p}"));
-            }
-            first_peer.get_or_insert(peer);
-            ring.children.push(cmd.spawn()?);
-            ring.apis.push(api);
-            ring.peers.push(peer);
+            let child = ring.spawn(i, ports)?;
+            ring.children.push(child);
         }
         Ok(ring)
+    }
+
+    /// Starts peer `i` on two fresh ports (joining the first peer), recording them.
+    fn spawn(&mut self, i: usize, ports: &mut Ports) -> Result<Child, Error> {
+        let (peer, api) = (ports.take()?, ports.take()?);
+        let d = self.dir.join(format!("p{i}"));
+        std::fs::create_dir_all(d.join("shared"))?;
+        let log = std::fs::File::create(self.dir.join(format!("p{i}.log")))?;
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("serve")
+            .arg("--advertise")
+            .arg(format!("127.0.0.1:{peer}"))
+            .arg("--api")
+            .arg(format!("127.0.0.1:{api}"))
+            .arg("--shared-dir")
+            .arg(d.join("shared"))
+            .arg("--store-dir")
+            .arg(d.join("data"))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        if let Some(first) = self.peers.first().filter(|_| i > 0) {
+            cmd.arg("--bootstrap").arg(format!("127.0.0.1:{first}"));
+        }
+        if i < self.peers.len() {
+            (self.peers[i], self.apis[i]) = (peer, api);
+        } else {
+            self.peers.push(peer);
+            self.apis.push(api);
+        }
+        Ok(cmd.spawn()?)
+    }
+
+    /// Starts again, on fresh ports, every peer after the first that exited: between the
+    /// bench picking a free port and the peer binding it, another process's outgoing
+    /// connection may take it (both ranges are in the system's ephemeral range). Returns how
+    /// many it restarted.
+    fn restart_exited(&mut self, ports: &mut Ports) -> Result<usize, Error> {
+        let mut restarted = 0;
+        for i in 1..self.children.len() {
+            if matches!(self.children[i].try_wait(), Ok(Some(_))) {
+                self.children[i] = self.spawn(i, ports)?;
+                restarted += 1;
+            }
+        }
+        Ok(restarted)
     }
 
     fn pids(&self) -> Vec<u32> {
@@ -152,16 +187,84 @@ impl Ring {
         connections(&self.peers, &self.apis)
     }
 
-    /// Waits until every peer is ready and a ring walk from the first one sees all of them.
-    fn wait_formed(&self, limit: Duration) -> Result<(), Error> {
+    /// Whether every peer still runs and is ready, and a ring walk sees them all (each check
+    /// retried within `limit`); restarts nothing.
+    fn still_formed(&mut self, limit: Duration) -> bool {
         let until = Instant::now() + limit;
-        for &api in &self.apis {
-            while get(api, "/readyz").map(|(s, _)| s) != Some(200) {
-                if Instant::now() > until {
-                    return Err(format!("{}: peer at API {api} not ready", self.label).into());
-                }
-                std::thread::sleep(Duration::from_millis(100));
+        if self
+            .children
+            .iter_mut()
+            .any(|c| matches!(c.try_wait(), Ok(Some(_))))
+        {
+            return false;
+        }
+        let ready = |api: u16| loop {
+            if get(api, "/readyz").map(|(s, _)| s) == Some(200) {
+                return true;
             }
+            if Instant::now() > until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        self.apis.iter().all(|&api| ready(api))
+            && loop {
+                if let Some((200, body)) = get(self.apis[0], "/v1/ring") {
+                    let nodes = body.matches("\"id\"").count();
+                    if body.contains("\"complete\":true") && nodes == self.apis.len() {
+                        break true;
+                    }
+                }
+                if Instant::now() > until {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+    }
+
+    /// Waits until every peer is ready and a ring walk from the first one sees all of them;
+    /// says how many are ready every 15 s, and on failure why one is not (its `/readyz` and the
+    /// end of its log).
+    fn wait_formed(&mut self, limit: Duration, ports: &mut Ports) -> Result<(), Error> {
+        let until = Instant::now() + limit;
+        let mut waiting: Vec<usize> = (0..self.apis.len()).collect();
+        let mut said = Instant::now();
+        while !waiting.is_empty() {
+            let restarted = self.restart_exited(ports)?;
+            if restarted > 0 {
+                eprintln!("{}: restarted {restarted} peers that exited", self.label);
+            }
+            waiting.retain(|&i| get(self.apis[i], "/readyz").map(|(s, _)| s) != Some(200));
+            if waiting.is_empty() {
+                break;
+            }
+            if said.elapsed() > Duration::from_secs(15) {
+                said = Instant::now();
+                eprintln!(
+                    "{}: {} of {} peers ready after {:.0} s",
+                    self.label,
+                    self.apis.len() - waiting.len(),
+                    self.apis.len(),
+                    self.started.elapsed().as_secs_f64()
+                );
+            }
+            if Instant::now() > until {
+                let i = waiting[0];
+                let why = get(self.apis[i], "/readyz").map_or(String::new(), |(_, b)| b);
+                let log =
+                    std::fs::read_to_string(self.dir.join(format!("p{i}.log"))).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                return Err(format!(
+                    "{}: {} of {} peers not ready, e.g. peer {i} (API {}): {why}; its log ends: {}",
+                    self.label,
+                    waiting.len(),
+                    self.apis.len(),
+                    self.apis[i],
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                )
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
         loop {
             if let Some((200, body)) = get(self.apis[0], "/v1/ring") {
@@ -558,8 +661,8 @@ fn main() -> Result<(), Error> {
     }
     let limit = Duration::from_secs(60 + peers as u64);
     let mut formed = Vec::new();
-    for r in &rings {
-        r.wait_formed(limit)?;
+    for r in &mut rings {
+        r.wait_formed(limit, &mut ports)?;
         formed.push(r.started.elapsed().as_secs_f64());
     }
     let idle: Vec<Memory> = rings.iter().map(|r| memory(&r.pids())).collect();
@@ -633,10 +736,10 @@ fn main() -> Result<(), Error> {
         "(peer conns, API conns: TCP connections opened during one run; peer closed: peer-to-peer \
          connections closed during it (new in TIME_WAIT); medians)"
     );
-    for (i, r) in rings.iter().enumerate() {
+    for (i, r) in rings.iter_mut().enumerate() {
         println!("{:<10} idle: {}", r.label, idle[i]);
         println!("{:<10} after the load: {}", r.label, memory(&r.pids()));
-        let still = r.wait_formed(Duration::from_secs(30)).is_ok();
+        let still = r.still_formed(Duration::from_secs(30));
         println!(
             "{:<10} after the load: one ring of {peers} ready peers: {}; {} connections of the ring in TIME_WAIT",
             r.label,
