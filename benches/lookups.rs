@@ -9,7 +9,8 @@
 //! Starts one ring of `LOOKUPS_PEERS` (8) `chordnet serve` processes per build under test: this
 //! build ("this"), and when asked the build at `LOOKUPS_BASELINE` ("base", e.g. main built into
 //! another target dir) and this build with the membership table off ("table-off",
-//! `CHORDNET_RING__MEMBERSHIP_TABLE_MAX=0`, with `LOOKUPS_TABLE_OFF=1`). All rings run side by
+//! `CHORDNET_RING__MEMBERSHIP_TABLE_MAX=0`, with `LOOKUPS_TABLE_OFF=1`), and this build with
+//! the variables of `LOOKUPS_EXTRA_ENV` ("env", e.g. `TOKIO_WORKER_THREADS=1`). All rings run side by
 //! side; the load goes to one at a time, the rings taking turns at going first, for
 //! `LOOKUPS_ROUNDS` (3) rounds of `LOOKUPS_SECS` (5) seconds per client count in
 //! `LOOKUPS_CLIENTS` ("1,8,32").
@@ -19,12 +20,22 @@
 //! other, on a single-threaded runtime (one core at most). Printed per ring and client count
 //! (medians over the rounds): lookups/s, p50 and p99 latency, the peers' CPU time per lookup
 //! (utime + stime of every peer from /proc/<pid>/stat), the mean hops the answers report, and
-//! the generator's own CPU (percent of one core); then each ring's RSS per peer (idle, before
-//! any load, and after it), and the ratios of this build to the others.
+//! the generator's own CPU (percent of one core), and the TCP connections opened during the
+//! run (peer to peer, and to the API: the 4-tuples touching the ring's ports in
+//! /proc/net/tcp{,6} that were not there before, TIME_WAIT included) and the peer-to-peer ones
+//! closed during it (new in TIME_WAIT), so "no churn" is a figure;
+//! then each ring's time to form, its memory per peer (RSS, of it anonymous, and Pss, which
+//! shares the executable's pages among the peers that map them; idle, before any load, and
+//! after it) and in total, whether it is still one ring of ready peers after the load, and the
+//! ratios of this build to the others.
+//!
+//! `LOOKUPS_PEERS=256 LOOKUPS_CLIENTS=32 LOOKUPS_ROUNDS=1` is the large-ring check: 256 real
+//! peers on one machine, the time until they form one ring (bounded: 60 s + 1 s per peer).
 //!
 //! Ports: picked free by the system, or consecutive from `LOOKUPS_PORT_BASE`. Everything it
 //! starts is killed, and its directories removed, when it ends.
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream as StdTcpStream};
 use std::path::PathBuf;
@@ -46,9 +57,14 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// One ring of peer processes.
 struct Ring {
     label: String,
+    binary: String,
+    env: Vec<(String, String)>,
     apis: Vec<u16>,
+    /// The peer-protocol ports.
+    peers: Vec<u16>,
     children: Vec<Child>,
     dir: PathBuf,
+    started: Instant,
 }
 
 impl Drop for Ring {
@@ -68,9 +84,14 @@ struct Ports {
 impl Ports {
     fn take(&mut self) -> Result<u16, Error> {
         if let Some(p) = self.next.as_mut() {
-            let port = *p;
-            *p += 1;
-            return Ok(port);
+            // Skip ports in use (the base is in the system's ephemeral range).
+            loop {
+                let port = *p;
+                *p = p.checked_add(1).ok_or("LOOKUPS_PORT_BASE: out of ports")?;
+                if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                    return Ok(port);
+                }
+            }
         }
         Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
     }
@@ -89,57 +110,161 @@ impl Ring {
         std::fs::create_dir_all(&dir)?;
         let mut ring = Ring {
             label: label.to_owned(),
+            binary: binary.to_owned(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             apis: Vec::new(),
+            peers: Vec::new(),
             children: Vec::new(),
             dir,
+            started: Instant::now(),
         };
-        let mut first_peer = None;
         for i in 0..peers {
-            let (peer, api) = (ports.take()?, ports.take()?);
-            let d = ring.dir.join(format!("p{i}"));
-            std::fs::create_dir_all(d.join("shared"))?;
-            let log = std::fs::File::create(ring.dir.join(format!("p{i}.log")))?;
-            let mut cmd = Command::new(binary);
-            cmd.arg("serve")
-                .arg("--advertise")
-                .arg(format!("127.0.0.1:{peer}"))
-                .arg("--api")
-                .arg(format!("127.0.0.1:{api}"))
-                .arg("--shared-dir")
-                .arg(d.join("shared"))
-                .arg("--store-dir")
-                .arg(d.join("data"))
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log);
-            for (k, v) in env {
-                cmd.env(k, v);
-            }
-            if let Some(p) = first_peer {
-                cmd.arg("--bootstrap").arg(format!("127.0.0.1:{p}"));
-            }
-            first_peer.get_or_insert(peer);
-            ring.children.push(cmd.spawn()?);
-            ring.apis.push(api);
+            let child = ring.spawn(i, ports)?;
+            ring.children.push(child);
         }
         Ok(ring)
+    }
+
+    /// Starts peer `i` on two fresh ports (joining the first peer), recording them.
+    fn spawn(&mut self, i: usize, ports: &mut Ports) -> Result<Child, Error> {
+        let (peer, api) = (ports.take()?, ports.take()?);
+        let d = self.dir.join(format!("p{i}"));
+        std::fs::create_dir_all(d.join("shared"))?;
+        let log = std::fs::File::create(self.dir.join(format!("p{i}.log")))?;
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("serve")
+            .arg("--advertise")
+            .arg(format!("127.0.0.1:{peer}"))
+            .arg("--api")
+            .arg(format!("127.0.0.1:{api}"))
+            .arg("--shared-dir")
+            .arg(d.join("shared"))
+            .arg("--store-dir")
+            .arg(d.join("data"))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        if let Some(first) = self.peers.first().filter(|_| i > 0) {
+            cmd.arg("--bootstrap").arg(format!("127.0.0.1:{first}"));
+        }
+        if i < self.peers.len() {
+            (self.peers[i], self.apis[i]) = (peer, api);
+        } else {
+            self.peers.push(peer);
+            self.apis.push(api);
+        }
+        Ok(cmd.spawn()?)
+    }
+
+    /// Starts again, on fresh ports, every peer after the first that exited: between the
+    /// bench picking a free port and the peer binding it, another process's outgoing
+    /// connection may take it (both ranges are in the system's ephemeral range). Returns how
+    /// many it restarted.
+    fn restart_exited(&mut self, ports: &mut Ports) -> Result<usize, Error> {
+        let mut restarted = 0;
+        for i in 1..self.children.len() {
+            if matches!(self.children[i].try_wait(), Ok(Some(_))) {
+                self.children[i] = self.spawn(i, ports)?;
+                restarted += 1;
+            }
+        }
+        Ok(restarted)
     }
 
     fn pids(&self) -> Vec<u32> {
         self.children.iter().map(Child::id).collect()
     }
 
-    /// Waits until every peer is ready and a ring walk from the first one sees all of them.
-    fn wait_formed(&self, limit: Duration) -> Result<(), Error> {
+    /// The TCP connections (not listeners) with one end at a port of this ring.
+    fn connections(&self) -> Connections {
+        connections(&self.peers, &self.apis)
+    }
+
+    /// Whether every peer still runs and is ready, and a ring walk sees them all (each check
+    /// retried within `limit`); restarts nothing.
+    fn still_formed(&mut self, limit: Duration) -> bool {
         let until = Instant::now() + limit;
-        for &api in &self.apis {
-            while get(api, "/readyz").map(|(s, _)| s) != Some(200) {
-                if Instant::now() > until {
-                    return Err(format!("{}: peer at API {api} not ready", self.label).into());
-                }
-                std::thread::sleep(Duration::from_millis(100));
+        if self
+            .children
+            .iter_mut()
+            .any(|c| matches!(c.try_wait(), Ok(Some(_))))
+        {
+            return false;
+        }
+        let ready = |api: u16| loop {
+            if get(api, "/readyz").map(|(s, _)| s) == Some(200) {
+                return true;
             }
+            if Instant::now() > until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        self.apis.iter().all(|&api| ready(api))
+            && loop {
+                if let Some((200, body)) = get(self.apis[0], "/v1/ring") {
+                    let nodes = body.matches("\"id\"").count();
+                    if body.contains("\"complete\":true") && nodes == self.apis.len() {
+                        break true;
+                    }
+                }
+                if Instant::now() > until {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+    }
+
+    /// Waits until every peer is ready and a ring walk from the first one sees all of them;
+    /// says how many are ready every 15 s, and on failure why one is not (its `/readyz` and the
+    /// end of its log).
+    fn wait_formed(&mut self, limit: Duration, ports: &mut Ports) -> Result<(), Error> {
+        let until = Instant::now() + limit;
+        let mut waiting: Vec<usize> = (0..self.apis.len()).collect();
+        let mut said = Instant::now();
+        while !waiting.is_empty() {
+            let restarted = self.restart_exited(ports)?;
+            if restarted > 0 {
+                eprintln!("{}: restarted {restarted} peers that exited", self.label);
+            }
+            waiting.retain(|&i| get(self.apis[i], "/readyz").map(|(s, _)| s) != Some(200));
+            if waiting.is_empty() {
+                break;
+            }
+            if said.elapsed() > Duration::from_secs(15) {
+                said = Instant::now();
+                eprintln!(
+                    "{}: {} of {} peers ready after {:.0} s",
+                    self.label,
+                    self.apis.len() - waiting.len(),
+                    self.apis.len(),
+                    self.started.elapsed().as_secs_f64()
+                );
+            }
+            if Instant::now() > until {
+                let i = waiting[0];
+                let why = get(self.apis[i], "/readyz").map_or(String::new(), |(_, b)| b);
+                let log =
+                    std::fs::read_to_string(self.dir.join(format!("p{i}.log"))).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                return Err(format!(
+                    "{}: {} of {} peers not ready, e.g. peer {i} (API {}): {why}; its log ends: {}",
+                    self.label,
+                    waiting.len(),
+                    self.apis.len(),
+                    self.apis[i],
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                )
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
         loop {
             if let Some((200, body)) = get(self.apis[0], "/v1/ring") {
@@ -200,19 +325,125 @@ fn self_cpu_ms() -> f64 {
     cpu_ms(&[std::process::id()])
 }
 
-/// Mean resident set size of `pids`, in MiB.
-fn rss_mib(pids: &[u32]) -> f64 {
-    let kib: Vec<f64> = pids
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
-        .filter_map(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .collect();
-    kib.iter().sum::<f64>() / kib.len().max(1) as f64 / 1024.0
+/// The TCP connections with one end at a ring's listening port, as normalized 4-tuples, split
+/// by the kind of port the server end listens on.
+#[derive(Default)]
+struct Connections {
+    peer: HashSet<(String, String)>,
+    /// The peer-to-peer ones in TIME_WAIT (closed).
+    peer_closed: HashSet<(String, String)>,
+    api: HashSet<(String, String)>,
+    time_wait: usize,
+}
+
+impl Connections {
+    /// (peer to peer opened, peer to peer closed, to the API opened) here that `before` did
+    /// not have.
+    fn opened_since(&self, before: &Connections) -> (usize, usize, usize) {
+        (
+            self.peer.difference(&before.peer).count(),
+            self.peer_closed.difference(&before.peer_closed).count(),
+            self.api.difference(&before.api).count(),
+        )
+    }
+}
+
+/// Every TCP connection (any state but LISTEN) on this machine with one end at a port in
+/// `peers` or `apis`, from /proc/net/tcp and /proc/net/tcp6.
+fn connections(peers: &[u16], apis: &[u16]) -> Connections {
+    let peers: HashSet<u16> = peers.iter().copied().collect();
+    let apis: HashSet<u16> = apis.iter().copied().collect();
+    let mut out = Connections::default();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(remote), Some(&state)) = (f.get(1), f.get(2), f.get(3)) else {
+                continue;
+            };
+            if state == "0A" {
+                continue; // LISTEN
+            }
+            let port = |end: &str| {
+                end.rsplit_once(':')
+                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+            };
+            let (Some(lp), Some(rp)) = (port(local), port(remote)) else {
+                continue;
+            };
+            let key = if local < remote {
+                ((*local).to_owned(), (*remote).to_owned())
+            } else {
+                ((*remote).to_owned(), (*local).to_owned())
+            };
+            let to_peer = peers.contains(&lp) || peers.contains(&rp);
+            let to_api = apis.contains(&lp) || apis.contains(&rp);
+            if to_peer || to_api {
+                out.time_wait += usize::from(state == "06");
+            }
+            if to_peer && state == "06" {
+                out.peer_closed.insert(key.clone());
+            }
+            if to_peer {
+                out.peer.insert(key);
+            } else if to_api {
+                out.api.insert(key);
+            }
+        }
+    }
+    out
+}
+
+/// One field of /proc/<pid>/status or /proc/<pid>/smaps_rollup, in KiB.
+fn proc_kib(pid: u32, file: &str, field: &str) -> Option<f64> {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// The memory of a ring's peers, means per peer and totals, in MiB.
+#[derive(Clone, Copy)]
+struct Memory {
+    rss: f64,
+    anon: f64,
+    pss: f64,
+    total_rss: f64,
+    total_pss: f64,
+}
+
+fn memory(pids: &[u32]) -> Memory {
+    let sum = |file: &str, field: &str| -> (f64, usize) {
+        let v: Vec<f64> = pids
+            .iter()
+            .filter_map(|&p| proc_kib(p, file, field))
+            .collect();
+        (v.iter().sum::<f64>() / 1024.0, v.len().max(1))
+    };
+    let (rss, n) = sum("status", "VmRSS:");
+    let (anon, _) = sum("status", "RssAnon:");
+    let (pss, _) = sum("smaps_rollup", "Pss:");
+    Memory {
+        rss: rss / n as f64,
+        anon: anon / n as f64,
+        pss: pss / n as f64,
+        total_rss: rss,
+        total_pss: pss,
+    }
+}
+
+impl std::fmt::Display for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RSS {:.1} MiB (anonymous {:.1}), Pss {:.1} MiB per peer; ring total RSS {:.0} MiB, Pss {:.0} MiB",
+            self.rss, self.anon, self.pss, self.total_rss, self.total_pss
+        )
+    }
 }
 
 /// What one run of the load measured.
@@ -225,6 +456,10 @@ struct Run {
     hops: f64,
     generator_cpu_percent: f64,
     errors: u64,
+    /// TCP connections opened during the run: between peers, and from the generator.
+    peer_conns: f64,
+    peer_closed: f64,
+    api_conns: f64,
 }
 
 /// Reads one HTTP/1.1 response (with Content-Length) from `conn`; returns (status, body).
@@ -322,6 +557,7 @@ async fn client(port: u16, seed: u64, until: Instant) -> (Vec<u32>, u64, u64) {
 /// `clients` clients against `ring` for `secs` seconds.
 fn load(rt: &tokio::runtime::Runtime, ring: &Ring, clients: usize, secs: f64, seed: u64) -> Run {
     let pids = ring.pids();
+    let conns0 = ring.connections();
     let (cpu0, me0, t0) = (cpu_ms(&pids), self_cpu_ms(), Instant::now());
     let until = t0 + Duration::from_secs_f64(secs);
     let results = rt.block_on(async {
@@ -341,6 +577,7 @@ fn load(rt: &tokio::runtime::Runtime, ring: &Ring, clients: usize, secs: f64, se
     });
     let wall = t0.elapsed().as_secs_f64();
     let (cpu1, me1) = (cpu_ms(&pids), self_cpu_ms());
+    let (peer_conns, peer_closed, api_conns) = ring.connections().opened_since(&conns0);
     let mut lat: Vec<u32> = Vec::new();
     let (mut hops, mut errors) = (0u64, 0u64);
     for (l, h, e) in results {
@@ -362,6 +599,9 @@ fn load(rt: &tokio::runtime::Runtime, ring: &Ring, clients: usize, secs: f64, se
         hops: hops as f64 / n as f64,
         generator_cpu_percent: 100.0 * (me1 - me0) / (wall * 1000.0),
         errors,
+        peer_conns: peer_conns as f64,
+        peer_closed: peer_closed as f64,
+        api_conns: api_conns as f64,
     }
 }
 
@@ -381,6 +621,9 @@ fn medians(runs: &[Run]) -> Run {
         hops: m(|r| r.hops),
         generator_cpu_percent: m(|r| r.generator_cpu_percent),
         errors: runs.iter().map(|r| r.errors).sum(),
+        peer_conns: m(|r| r.peer_conns),
+        peer_closed: m(|r| r.peer_closed),
+        api_conns: m(|r| r.api_conns),
     }
 }
 
@@ -404,15 +647,25 @@ fn main() -> Result<(), Error> {
     if let Ok(base) = std::env::var("LOOKUPS_BASELINE") {
         rings.push(Ring::start("base", &base, &[], peers, &mut ports)?);
     }
+    // Another ring of this build with extra environment, e.g. `TOKIO_WORKER_THREADS=1`.
+    if let Ok(extra) = std::env::var("LOOKUPS_EXTRA_ENV") {
+        let env: Vec<(&str, &str)> = extra
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        rings.push(Ring::start("env", this, &env, peers, &mut ports)?);
+    }
     if std::env::var("LOOKUPS_TABLE_OFF").is_ok_and(|v| v == "1") {
         let off = [("CHORDNET_RING__MEMBERSHIP_TABLE_MAX", "0")];
         rings.push(Ring::start("table-off", this, &off, peers, &mut ports)?);
     }
     let limit = Duration::from_secs(60 + peers as u64);
-    for r in &rings {
-        r.wait_formed(limit)?;
+    let mut formed = Vec::new();
+    for r in &mut rings {
+        r.wait_formed(limit, &mut ports)?;
+        formed.push(r.started.elapsed().as_secs_f64());
     }
-    let idle: Vec<f64> = rings.iter().map(|r| rss_mib(&r.pids())).collect();
+    let idle: Vec<Memory> = rings.iter().map(|r| memory(&r.pids())).collect();
     println!(
         "lookups: {peers} peers per ring, rings {}, {rounds} rounds of {secs} s per client count",
         rings
@@ -429,8 +682,14 @@ fn main() -> Result<(), Error> {
         load(&rt, r, 8, 2.0, 0);
     }
     let mut results: Vec<Vec<Run>> = vec![Vec::new(); rings.len()];
+    for (r, secs) in rings.iter().zip(&formed) {
+        println!(
+            "{:<10} formed one ring of {peers} ready peers within {secs:.1} s of the first start",
+            r.label
+        );
+    }
     println!(
-        "{:<10} {:>7} {:>10} {:>8} {:>8} {:>14} {:>6} {:>10} {:>6}",
+        "{:<10} {:>7} {:>10} {:>8} {:>8} {:>14} {:>6} {:>10} {:>6} {:>10} {:>11} {:>9}",
         "ring",
         "clients",
         "lookups/s",
@@ -439,7 +698,10 @@ fn main() -> Result<(), Error> {
         "peer CPU ms/op",
         "hops",
         "gen CPU %",
-        "errors"
+        "errors",
+        "peer conns",
+        "peer closed",
+        "API conns"
     );
     for &c in &clients {
         let mut runs: Vec<Vec<Run>> = vec![Vec::new(); rings.len()];
@@ -453,7 +715,7 @@ fn main() -> Result<(), Error> {
         for (i, r) in rings.iter().enumerate() {
             let m = medians(&runs[i]);
             println!(
-                "{:<10} {:>7} {:>10.0} {:>8.3} {:>8.3} {:>14.4} {:>6.3} {:>10.1} {:>6}",
+                "{:<10} {:>7} {:>10.0} {:>8.3} {:>8.3} {:>14.4} {:>6.3} {:>10.1} {:>6} {:>10.0} {:>11.0} {:>9.0}",
                 r.label,
                 c,
                 m.per_second,
@@ -462,17 +724,27 @@ fn main() -> Result<(), Error> {
                 m.peer_cpu_ms_per_lookup,
                 m.hops,
                 m.generator_cpu_percent,
-                m.errors
+                m.errors,
+                m.peer_conns,
+                m.peer_closed,
+                m.api_conns
             );
             results[i].push(m);
         }
     }
-    for (i, r) in rings.iter().enumerate() {
+    println!(
+        "(peer conns, API conns: TCP connections opened during one run; peer closed: peer-to-peer \
+         connections closed during it (new in TIME_WAIT); medians)"
+    );
+    for (i, r) in rings.iter_mut().enumerate() {
+        println!("{:<10} idle: {}", r.label, idle[i]);
+        println!("{:<10} after the load: {}", r.label, memory(&r.pids()));
+        let still = r.still_formed(Duration::from_secs(30));
         println!(
-            "{:<10} RSS per peer: {:.1} MiB idle, {:.1} MiB after the load",
+            "{:<10} after the load: one ring of {peers} ready peers: {}; {} connections of the ring in TIME_WAIT",
             r.label,
-            idle[i],
-            rss_mib(&r.pids())
+            if still { "yes" } else { "NO" },
+            r.connections().time_wait
         );
     }
     for (i, r) in rings.iter().enumerate().skip(1) {

@@ -30,6 +30,16 @@ use crate::wire::files::FileMeta;
 use crate::wire::ring::{RequestEnvelope, ResponseEnvelope};
 use crate::wire::{Address, PROTOCOL_VERSION};
 
+/// The idle connections kept per peer. The pool opens a connection whenever a call finds none
+/// idle, so at most this many stay open per peer: an idle cap below the calls in flight to one
+/// peer closes the surplus as each call ends, and the next burst dials again (8 here made a
+/// 32-client lookup load on 8 peers open 82 connections in 3 s, each left in TIME_WAIT; see
+/// `peer conns` of `cargo bench --bench lookups`). Idle ones still close after
+/// [`IDLE_TIMEOUT`].
+const MAX_IDLE_PER_PEER: usize = 64;
+/// How long an unused connection stays open.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The largest JSON answer a client reads (ring answers and queries are small; the largest is
 /// what a peer knows about a file whose manifest lists 65536 blocks, about 4.4 MB).
 const MAX_JSON: usize = 8 << 20;
@@ -50,8 +60,8 @@ impl HttpClient {
         let connector = PeerConnector::new(tls, connect_timeout);
         let scheme = if connector.is_tls() { "https" } else { "http" };
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(8)
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_max_idle_per_host(MAX_IDLE_PER_PEER)
             .pool_timer(TokioTimer::new())
             .build(connector);
         HttpClient { client, scheme }
@@ -107,7 +117,12 @@ impl HttpClient {
         tracing::Span::current().record("http.response.status_code", resp.status().as_u16());
         match resp.status() {
             s if s.is_success() => Ok(Some(resp)),
-            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::NOT_FOUND => {
+                // Read to the end (empty, or a short message) so the connection goes back to
+                // the pool; a body dropped half read closes it.
+                let _ = read_limited(resp, 64 * 1024).await;
+                Ok(None)
+            }
             s => {
                 let text = read_limited(resp, 64 * 1024).await.unwrap_or_default();
                 Err(refusal_from(s.as_u16(), &text, to))
