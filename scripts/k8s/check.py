@@ -164,6 +164,10 @@ REJECT = [
                                  "security": {"tls": {"enabled": True, "secretName": "s"}}}, "gRPC probe"),
     ("TLS issuer of an unknown kind", {"security": {"tls": {"enabled": True, "issuerRef": {"name": "ca", "kind": "Vault"}}}},
      "tls/issuerRef/kind"),
+    ("TLS with the NATS transport", {"transport": {"kind": "nats"}, "security": {"tls": {"enabled": True, "secretName": "s"}}},
+     "transport.kind nats"),
+    ("unknown TLS certificates mode", {"security": {"tls": {"enabled": True, "issuerRef": {"name": "ca"}, "certificates": "wildcard"}}},
+     "tls/certificates"),
     ("zero API connections", {"config": {"api": {"max_connections": 0}}}, "max_connections"),
 ]
 
@@ -605,8 +609,15 @@ SECURITY_VARIANTS = [
                     "podSecurityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": None}}),
     ("NetworkPolicy off", {"networkPolicy": {"enabled": False}, "security": {"apiTokens": {"name": "t"}}}),
     ("TLS from an existing Secret", {"security": {"tls": {"enabled": True, "secretName": "peer-certs"}}}),
-    ("TLS via cert-manager, gRPC", {"transport": {"kind": "grpc"},
-                                    "security": {"tls": {"enabled": True, "issuerRef": {"name": "ring-ca", "kind": "ClusterIssuer"}}}}),
+    ("TLS via cert-manager (per pod), gRPC", {"transport": {"kind": "grpc"},
+                                              "security": {"tls": {"enabled": True, "issuerRef": {"name": "ring-ca", "kind": "ClusterIssuer"}}}}),
+    ("TLS via cert-manager, one shared wildcard", {"security": {"tls": {"enabled": True, "issuerRef": {"name": "ring-ca"},
+                                                                        "certificates": "shared"}}}),
+    ("TLS per pod, no fsGroup", {"security": {"tls": {"enabled": True, "issuerRef": {"name": "ring-ca"}, "duration": "24h",
+                                                      "renewBefore": "8h"}},
+                                 "podSecurityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": None}}),
+    ("TLS per pod, other release names", {"fullnameOverride": "ring-a", "clusterDomain": "k8s.example",
+                                          "security": {"tls": {"enabled": True, "issuerRef": {"name": "ring-ca"}}}}),
     ("TLS off with an issuer named", {"security": {"tls": {"issuerRef": {"name": "ring-ca"}}}}),
 ]
 
