@@ -112,6 +112,19 @@ they are enabled. Credentials come from the Secret nats.credentials.name, mounte
 - name: CHORDNET_NATS__TOKEN_FILE
   value: /var/run/chordnet/nats/token
 {{- end }}
+{{- with include "chordnet.natsTls" . | fromYaml }}
+{{- if .secretName }}
+# TLS to the broker (nats.tls): the broker's CA, and the peers' client certificate.
+- name: CHORDNET_NATS__TLS_CA_FILE
+  value: /var/run/chordnet/nats-tls/ca.crt
+{{- if .clientCertificate }}
+- name: CHORDNET_NATS__TLS_CERT_FILE
+  value: /var/run/chordnet/nats-tls/tls.crt
+- name: CHORDNET_NATS__TLS_KEY_FILE
+  value: /var/run/chordnet/nats-tls/tls.key
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if $e.enabled }}
 - name: CHORDNET_EVENTS__ENABLED
@@ -125,6 +138,17 @@ they are enabled. Credentials come from the Secret nats.credentials.name, mounte
 - name: CHORDNET_EVENTS__MAX_BYTES
   value: {{ default "1GiB" $e.maxBytes | quote }}
 {{- end }}
+{{- end }}
+
+{{/*
+nats.tls with its defaults, as YAML; secretName is empty unless the broker is used (the NATS
+transport or the events), so nothing is mounted for a broker nobody talks to.
+*/}}
+{{- define "chordnet.natsTls" -}}
+{{- $t := default dict (default dict .Values.nats).tls }}
+{{- $used := or (eq (include "chordnet.transportKind" .) "nats") (default dict .Values.events).enabled }}
+secretName: {{ ternary (default "" $t.secretName) "" (not (not $used)) | quote }}
+clientCertificate: {{ if $t.clientCertificate }}true{{ else }}false{{ end }}
 {{- end }}
 
 {{/* Whether the NATS credentials Secret is mounted (used by the transport or the events). */}}
