@@ -21,11 +21,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use chordnet::config::{Config, NatsConfig, Overrides};
-use chordnet::id::Id;
+use chordnet::transport::TransportFactory;
 use chordnet::transport::nats::{ConnectError, NatsTransport, connect, connect_now};
-use chordnet::transport::{BlobClient, Body, TraceCarrier, TransportFactory};
 use nats_server::{BrokerTls, NatsServer};
 use test_ca::Ca;
 
@@ -127,28 +125,7 @@ async fn peers_talk_through_a_broker_that_requires_client_certificates() {
     // An object there and back (a small one: the conformance suite's 4 MB manifest against
     // its 300 ms time-out is about the machine's load, not about TLS).
     let b = conformance_kit::bench(&under, 1, None).await;
-    let id = Id::hash("over tls");
-    let meta = conformance_kit::meta_of("over tls", id, 5);
-    let body = Body::from_bytes(Bytes::from_static(b"hello"));
-    let reply = b
-        .client
-        .put(
-            &b.server.address,
-            meta.clone(),
-            Some(body),
-            TraceCarrier::default(),
-        )
-        .await
-        .expect("put");
-    assert!(reply.holds(&meta));
-    let o = b
-        .client
-        .get(&b.server.address, id, TraceCarrier::default())
-        .await
-        .expect("get")
-        .expect("found");
-    assert_eq!(o.meta, meta);
-    assert_eq!(o.body.collect(100).await.expect("body"), &b"hello"[..]);
+    conformance::small_object_there_and_back(&b, "over tls").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
