@@ -1,8 +1,8 @@
 # What the shell benches share (sourced): waiting for a ring to be ready, and wrk's script that
 # sends GET /v1/lookup/<random key> spread over the peers' APIs (PEERS and API_BASE in its env).
 
-wait_ready() { # api_base; PEERS peers on consecutive API ports
-  local deadline=$((SECONDS + 60))
+wait_ready() { # api_base; PEERS peers on consecutive API ports; READY_SECS (60) at most
+  local deadline=$((SECONDS + ${READY_SECS:-60}))
   for ((i = 0; i < PEERS; i++)); do
     until curl -sf "http://127.0.0.1:$(($1 + i))/readyz" >/dev/null; do
       ((SECONDS < deadline)) || { echo "ring at $1 not ready" >&2; exit 1; }

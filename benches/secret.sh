@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # The cost of the ring secret and of mutual TLS, same binary, same run, same machine:
 #   bash benches/secret.sh [BINARY]        (default target/release/chordnet)
-# Three rings of PEERS (8) peers on 127.0.0.1 with the dev defaults (HTTP transport): `off`
+# Five rings of PEERS (8) peers on 127.0.0.1 with the dev defaults. Over HTTP: `off`
 # (neither), `on` (security.ring_secret_file: every peer message signed and checked with
 # HMAC-SHA256) and `tls` (security.tls: every peer connection mutual TLS, certificates made
-# here with openssl: one CA, one ECDSA P-256 certificate for IP 127.0.0.1). For ROUNDS (3)
-# rounds, rotating which goes first, wrk (Debian package `wrk`) sends GET /v1/lookup/<random
-# key> with CONNS (32) connections spread over the peers' APIs (plain HTTP) for SECS (10)
-# seconds: lookups/s, and the peers' CPU time (utime + stime from /proc, all peers) per
-# lookup. Prints every round, the medians and the ratios to `off`. Ports from PORT_BASE
-# (44100): peers at +0, +100 and +200, APIs at +300, +400 and +500. Only loopback traffic;
-# everything started here is stopped and removed here.
+# here with openssl: one CA, one ECDSA P-256 certificate for IP 127.0.0.1). Over gRPC
+# (transport.kind grpc): `grpc` (neither) and `grpc-tls` (mutual TLS). For ROUNDS (3) rounds,
+# rotating which goes first, wrk (Debian package `wrk`) sends GET /v1/lookup/<random key> with
+# CONNS (32) connections spread over the peers' APIs (plain HTTP) for SECS (10) seconds:
+# lookups/s, and the peers' CPU time (utime + stime from /proc, all peers) per lookup. Prints
+# every round, the medians and the ratios: HTTP to `off`, gRPC with TLS to `grpc`. Ports from
+# PORT_BASE (44100): peers at +0, +100, ..., +400, APIs at +500, ..., +900. Only loopback
+# traffic; everything started here is stopped and removed here.
 set -euo pipefail
 # shellcheck source=benches/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -36,11 +37,12 @@ openssl x509 -req -in "$work/peer.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" 
   -days 1 -extfile "$work/peer.ext" -out "$work/peer.crt" 2>/dev/null
 
 start_ring() { # mode peer_base api_base
-  local mode=$1 pb=$2 ab=$3 secret=()
+  local mode=$1 pb=$2 ab=$3 secret=(env)
   ring_pids[$mode]=""
-  [[ $mode == on ]] && secret=(env "CHORDNET_SECURITY__RING_SECRET_FILE=$work/ring-secret")
-  [[ $mode == tls ]] && secret=(env "CHORDNET_SECURITY__TLS__CA_FILE=$work/ca.crt"
+  [[ $mode == on ]] && secret+=("CHORDNET_SECURITY__RING_SECRET_FILE=$work/ring-secret")
+  [[ $mode == *tls ]] && secret+=("CHORDNET_SECURITY__TLS__CA_FILE=$work/ca.crt"
     "CHORDNET_SECURITY__TLS__CERT_FILE=$work/peer.crt" "CHORDNET_SECURITY__TLS__KEY_FILE=$work/peer.key")
+  [[ $mode == grpc* ]] && secret+=("CHORDNET_TRANSPORT__KIND=grpc")
   for ((i = 0; i < PEERS; i++)); do
     local d="$work/$mode-$i"; mkdir -p "$d/shared"
     local boot=(); ((i > 0)) && boot=(--bootstrap "127.0.0.1:$pb")
@@ -52,16 +54,18 @@ start_ring() { # mode peer_base api_base
 }
 
 write_lookup_lua "$work/lookup.lua"
-declare -A api=([off]=$((PORT_BASE + 300)) [on]=$((PORT_BASE + 400)) [tls]=$((PORT_BASE + 500)))
-start_ring off "$PORT_BASE" "${api[off]}"
-start_ring on "$((PORT_BASE + 100))" "${api[on]}"
-start_ring tls "$((PORT_BASE + 200))" "${api[tls]}"
-wait_ready "${api[off]}"; wait_ready "${api[on]}"; wait_ready "${api[tls]}"
-sleep 2 # let both rings finish their first stabilization rounds
+modes=(off on tls grpc grpc-tls)
+declare -A api
+for ((m = 0; m < ${#modes[@]}; m++)); do
+  api[${modes[$m]}]=$((PORT_BASE + 500 + 100 * m))
+  start_ring "${modes[$m]}" "$((PORT_BASE + 100 * m))" "${api[${modes[$m]}]}"
+  wait_ready "${api[${modes[$m]}]}" # one ring forms at a time (40 peers joining at once overload 2 cores)
+done
+sleep 2 # let the rings finish their first stabilization rounds
 
 declare -A rps cpu
 for ((r = 0; r < ROUNDS; r++)); do
-  order=(off on tls); ((r % 3 == 1)) && order=(on tls off); ((r % 3 == 2)) && order=(tls off on)
+  order=("${modes[@]:r % 5}" "${modes[@]:0:r % 5}")
   for mode in "${order[@]}"; do
     # shellcheck disable=SC2086
     read -r a b <<<"$(wrk_lookups "${api[$mode]}" "$CONNS" ${ring_pids[$mode]})"
@@ -71,13 +75,18 @@ for ((r = 0; r < ROUNDS; r++)); do
 done
 # The secret was in use: the signed ring refused nothing and the other ring signed nothing.
 rejected=$(curl -sf "http://127.0.0.1:${api[on]}/metrics" | awk '/^chordnet_peer_auth_rejections_total/ {s += $2} END {print s + 0}')
-tls_failed=$(curl -sf "http://127.0.0.1:${api[tls]}/metrics" | awk '/^chordnet_peer_tls_handshake_failures_total/ {s += $2} END {print s + 0}')
+failed() { curl -sf "http://127.0.0.1:${api[$1]}/metrics" | awk '/^chordnet_peer_tls_handshake_failures_total/ {s += $2} END {print s + 0}'; }
 
 median() { printf '%s\n' $1 | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", b / a}'; }
 echo
-printf '%-34s %10s %10s %10s %10s %10s\n' "median of $ROUNDS rounds, $PEERS peers" off on tls on/off tls/off
+printf '%-34s %10s %10s %10s %10s %10s\n' "HTTP, median of $ROUNDS rounds, $PEERS peers" off on tls on/off tls/off
 row() { printf '%-34s %10s %10s %10s %10s %10s\n' "$1" "$2" "$3" "$4" "$(ratio "$2" "$3")" "$(ratio "$2" "$4")"; }
 row "lookups/s, $CONNS connections" "$(median "${rps[off]}")" "$(median "${rps[on]}")" "$(median "${rps[tls]}")"
 row "CPU ms per lookup" "$(median "${cpu[off]}")" "$(median "${cpu[on]}")" "$(median "${cpu[tls]}")"
-echo "messages refused in the signed ring: $rejected; failed TLS handshakes in the TLS ring (peer 0): $tls_failed"
+echo
+printf '%-34s %10s %10s %10s\n' "gRPC, median of $ROUNDS rounds" grpc grpc-tls tls/plain
+row2() { printf '%-34s %10s %10s %10s\n' "$1" "$2" "$3" "$(ratio "$2" "$3")"; }
+row2 "lookups/s, $CONNS connections" "$(median "${rps[grpc]}")" "$(median "${rps[grpc-tls]}")"
+row2 "CPU ms per lookup" "$(median "${cpu[grpc]}")" "$(median "${cpu[grpc-tls]}")"
+echo "messages refused in the signed ring: $rejected; failed TLS handshakes (peer 0): HTTP $(failed tls), gRPC $(failed grpc-tls)"

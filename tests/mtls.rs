@@ -7,6 +7,8 @@
 
 #[path = "support/cluster.rs"]
 mod cluster;
+#[path = "support/test_ca.rs"]
+mod test_ca;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,54 +22,10 @@ use chordnet::transport::{
 use chordnet::wire::ring::{Rejection, Request, RequestEnvelope, Response};
 use chordnet::wire::{Address, Peer};
 use cluster::{Cluster, wait_for};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType,
-    SerialNumber,
-};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use test_ca::Ca;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A CA that signs test certificates.
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let issuer =
-            CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("ca");
-        Ca { issuer }
-    }
-
-    /// A certificate for `sans` (IP addresses or DNS names) with `serial`; `expired` ended in
-    /// 2021. Returns (certificate PEM, key PEM).
-    fn issue(&self, sans: &[&str], serial: u64, expired: bool) -> (String, String) {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        for san in sans {
-            params.subject_alt_names.push(match san.parse() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName((*san).try_into().expect("dns name")),
-            });
-        }
-        params.distinguished_name.push(DnType::CommonName, sans[0]);
-        params.serial_number = Some(SerialNumber::from(serial));
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        }
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &self.issuer).expect("sign");
-        (cert.pem(), key.serialize_pem())
-    }
-
-    fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-}
 
 /// Writes a CA file and a certificate/key pair under `dir` as `<name>.{crt,key}`.
 fn write_set(dir: &Path, name: &str, ca: &str, (cert, key): &(String, String)) -> TlsFiles {

@@ -2,9 +2,13 @@
 
     secret_file_problems(pod_spec, container)   any render: each *_FILE variable of the peer
         names a file of a read-only, whole (no subPath) Secret volume that the peer's user can read
+        (TLS files: or of a read-only csi-driver volume written for the peer's group)
     expected_security(values, docs)             one chart render against its merged values:
         the variables, volumes, test-pod tokens and ServiceMonitor authorization follow
-        security.*, and nothing is set while a Secret name is empty
+        security.*, and nothing is set while a Secret name is empty; with mutual TLS from
+        cert-manager per pod (the default), a csi-driver volume whose certificate names exactly
+        each pod's own advertised host and no Certificate object; shared, one Certificate whose
+        wildcard covers every pod
     network_policy_problems(docs)               the NetworkPolicy admits the peer port from the
         release's peers only, and the API port from the helm test pod and metricsFrom
 """
@@ -24,6 +28,16 @@ TLS_FILES = {
     "CHORDNET_SECURITY__TLS__CA_FILE": "ca.crt",
     "CHORDNET_SECURITY__TLS__CERT_FILE": "tls.crt",
     "CHORDNET_SECURITY__TLS__KEY_FILE": "tls.key",
+}
+
+
+# cert-manager's csi-driver (security.tls.certificates = perPod): the TLS file -> (attribute of
+# the file's name, the driver's default name).
+CSI_DRIVER = "csi.cert-manager.io"
+CSI_FILES = {
+    "CHORDNET_SECURITY__TLS__CA_FILE": ("ca-file", "ca.crt"),
+    "CHORDNET_SECURITY__TLS__CERT_FILE": ("certificate-file", "tls.crt"),
+    "CHORDNET_SECURITY__TLS__KEY_FILE": ("privatekey-file", "tls.key"),
 }
 
 
@@ -49,6 +63,9 @@ def secret_file_problems(pod_spec, container):
         m = max(owner, key=lambda m: len(m["mountPath"]))
         vol = volumes.get(m["name"], {})
         secret = vol.get("secret")
+        if var in TLS_FILES and "csi" in vol:
+            problems += _csi_file_problems(var, path, m, vol["csi"], pod_spec, container)
+            continue
         if secret is None:
             problems.append(f"{var} {path!r} is on volume {m['name']}, which is not a Secret")
             continue
@@ -72,6 +89,29 @@ def secret_file_problems(pod_spec, container):
         if not readable:
             problems.append(f"{var}: file mode {mode:#o} with fsGroup {fs_group} and runAsUser {sc.get('runAsUser')}: "
                             "the peer cannot read it")
+    return problems
+
+
+def _csi_file_problems(var, path, mount, csi, pod_spec, container):
+    """A TLS file on a cert-manager csi-driver volume: read-only, whole, the file is one the
+    driver writes there, and the driver writes it for the peer's group."""
+    problems = []
+    attrs = csi.get("volumeAttributes", {})
+    if csi.get("driver") != CSI_DRIVER:
+        problems.append(f"{var}: volume {mount['name']} is a CSI volume of {csi.get('driver')!r}, want {CSI_DRIVER}")
+    if csi.get("readOnly") is not True or mount.get("readOnly") is not True:
+        problems.append(f"{var}: the csi-driver volume {mount['name']} is not read-only (the driver requires it)")
+    if mount.get("subPath") or mount.get("subPathExpr"):
+        problems.append(f"{var}: volume {mount['name']} is mounted with a subPath (renewals would never reach the peer)")
+    rel = posixpath.relpath(path, mount["mountPath"])
+    written = {attrs.get(f"{CSI_DRIVER}/{k}", d) for k, d in CSI_FILES.values()}
+    if rel not in written:
+        problems.append(f"{var} names {rel!r} in volume {mount['name']}, where the driver writes {sorted(written)}")
+    sc = _effective(pod_spec, container)
+    group = attrs.get(f"{CSI_DRIVER}/fs-group")
+    if group is None or int(group) not in {sc.get("runAsGroup"), pod_spec.get("securityContext", {}).get("fsGroup")}:
+        problems.append(f"{var}: the driver writes the files for fs-group {group}, the peer runs with group "
+                        f"{sc.get('runAsGroup')} (fsGroup {pod_spec.get('securityContext', {}).get('fsGroup')})")
     return problems
 
 
@@ -154,9 +194,18 @@ def expected_security(values, docs):
     return problems
 
 
+def _advertised_host(sts, pod, namespace):
+    """The advertised host of pod `pod` (the kubelet expands $(POD_NAME), $(POD_NAMESPACE))."""
+    c = next(c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "chordnet")
+    advertise = next(e["value"] for e in c["env"] if e["name"] == "CHORDNET_NODE__ADVERTISE")
+    return advertise.rsplit(":", 1)[0].replace("$(POD_NAME)", pod).replace("$(POD_NAMESPACE)", namespace)
+
+
 def _tls_problems(values, docs, env, volumes, mounts):
-    """security.tls: the three variables, the peer-tls volume and mount, and one cert-manager
-    Certificate (with issuerRef.name) whose wildcard covers every pod's advertised host."""
+    """security.tls: the three variables, the peer-tls volume and mount; with issuerRef.name
+    either a csi-driver volume whose certificate names exactly each pod's own advertised host
+    (certificates = perPod) or one cert-manager Certificate whose wildcard covers every pod's
+    advertised host (shared)."""
     tls = values["security"]["tls"]
     problems = []
     certs = [d for d in docs if d["kind"] == "Certificate"]
@@ -169,37 +218,76 @@ def _tls_problems(values, docs, env, volumes, mounts):
     for var, file in TLS_FILES.items():
         if env.get(var, {}).get("value") != f"{TLS_DIR}/{file}":
             problems.append(f"{var} is {env.get(var)}, want {TLS_DIR}/{file!r}")
+    if mounts.get("peer-tls", {}).get("mountPath") != TLS_DIR:
+        problems.append(f"volume peer-tls is mounted at {mounts.get('peer-tls', {}).get('mountPath')}, want {TLS_DIR}")
     sts = _first(docs, "StatefulSet")
     fullname = sts["metadata"]["name"]
+    want_issuer = {k: tls["issuerRef"][k] for k in ("name", "kind", "group")}
+    if tls["issuerRef"]["name"] and tls["certificates"] == "perPod":
+        return problems + _per_pod_problems(tls, sts, certs, volumes, want_issuer)
     secret_name = tls["secretName"] or f"{fullname}-peer-tls"
     secret = volumes.get("peer-tls", {}).get("secret")
     want_items = [{"key": f, "path": f} for f in TLS_FILES.values()]
     if not secret or secret.get("secretName") != secret_name or secret.get("items") != want_items:
         problems.append(f"volume peer-tls is {volumes.get('peer-tls')}, want Secret {secret_name} with {want_items}")
-    if mounts.get("peer-tls", {}).get("mountPath") != TLS_DIR:
-        problems.append(f"volume peer-tls is mounted at {mounts.get('peer-tls', {}).get('mountPath')}, want {TLS_DIR}")
     if not tls["issuerRef"]["name"]:
         if certs:
             problems.append("security.tls.secretName is set, yet the chart renders a Certificate")
         return problems
     if len(certs) != 1:
-        return problems + [f"{len(certs)} Certificates with security.tls.issuerRef.name, want 1"]
+        return problems + [f"{len(certs)} Certificates with security.tls.certificates = shared, want 1"]
     spec = certs[0]["spec"]
     if spec.get("secretName") != secret_name:
         problems.append(f"the Certificate writes {spec.get('secretName')}, the peers mount {secret_name}")
-    want_issuer = {k: tls["issuerRef"][k] for k in ("name", "kind", "group")}
     if spec.get("issuerRef") != want_issuer:
         problems.append(f"the Certificate's issuerRef is {spec.get('issuerRef')}, want {want_issuer}")
     if not {"server auth", "client auth"} <= set(spec.get("usages", [])):
         problems.append(f"the Certificate's usages {spec.get('usages')} lack server auth or client auth (mutual TLS)")
     # Every pod's advertised host must match a DNS name (a wildcard covers one label).
-    c = next(c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "chordnet")
-    advertise = next(e["value"] for e in c["env"] if e["name"] == "CHORDNET_NODE__ADVERTISE")
-    host = advertise.rsplit(":", 1)[0].replace("$(POD_NAME)", f"{fullname}-0").replace("$(POD_NAMESPACE)", NAMESPACE)
+    host = _advertised_host(sts, f"{fullname}-0", NAMESPACE)
     names = spec.get("dnsNames", [])
     covered = any(n == host or (n.startswith("*.") and host.split(".", 1)[1] == n[2:] and "*" not in host) for n in names)
     if not covered:
         problems.append(f"the Certificate's dnsNames {names} do not name the advertised host {host}")
+    return problems
+
+
+def _expand_csi(value, pod, namespace):
+    """What the csi-driver makes of an attribute for a pod (it expands ${POD_NAME} and
+    ${POD_NAMESPACE}; the kubelet's $(VAR) stays literal in volume attributes)."""
+    return value.replace("${POD_NAME}", pod).replace("${POD_NAMESPACE}", namespace)
+
+
+def _per_pod_problems(tls, sts, certs, volumes, want_issuer):
+    """certificates = perPod: no Certificate object; a csi-driver volume whose certificate has
+    exactly one DNS name, each pod's own advertised host (checked for two pods and two
+    namespaces, so a constant or a wildcard cannot pass), the issuer, both TLS usages, and the
+    renewal settings of security.tls."""
+    problems = []
+    if certs:
+        problems.append("security.tls.certificates is perPod, yet the chart renders a Certificate (a shared one)")
+    csi = volumes.get("peer-tls", {}).get("csi")
+    if not csi:
+        return problems + [f"volume peer-tls is {volumes.get('peer-tls')}, want a {CSI_DRIVER} CSI volume (perPod)"]
+    attrs = csi.get("volumeAttributes", {})
+    got_issuer = {k: attrs.get(f"{CSI_DRIVER}/issuer-{k}") for k in ("name", "kind", "group")}
+    if got_issuer != want_issuer:
+        problems.append(f"the csi-driver volume's issuer is {got_issuer}, want {want_issuer}")
+    fullname = sts["metadata"]["name"]
+    for pod, ns in ((f"{fullname}-0", NAMESPACE), (f"{fullname}-2", "other-ns")):
+        host = _advertised_host(sts, pod, ns)
+        names = [_expand_csi(n, pod, ns) for n in attrs.get(f"{CSI_DRIVER}/dns-names", "").split(",") if n]
+        if names != [host]:
+            problems.append(f"pod {pod} in {ns}: the csi-driver certificate's DNS names are {names}, want exactly its "
+                            f"advertised host [{host!r}]")
+        if any("*" in n or "$" in n for n in names):
+            problems.append(f"pod {pod}: DNS names {names} keep a wildcard or an unexpanded variable")
+    usages = {u.strip() for u in attrs.get(f"{CSI_DRIVER}/key-usages", "").split(",")}
+    if not {"server auth", "client auth"} <= usages:
+        problems.append(f"the csi-driver key usages {sorted(usages)} lack server auth or client auth (mutual TLS)")
+    for key, want in (("duration", tls["duration"]), ("renew-before", tls["renewBefore"])):
+        if attrs.get(f"{CSI_DRIVER}/{key}") != want:
+            problems.append(f"the csi-driver {key} is {attrs.get(f'{CSI_DRIVER}/{key}')!r}, want {want!r}")
     return problems
 
 

@@ -164,6 +164,10 @@ REJECT = [
                                  "security": {"tls": {"enabled": True, "secretName": "s"}}}, "gRPC probe"),
     ("TLS issuer of an unknown kind", {"security": {"tls": {"enabled": True, "issuerRef": {"name": "ca", "kind": "Vault"}}}},
      "tls/issuerRef/kind"),
+    ("TLS with the NATS transport", {"transport": {"kind": "nats"}, "security": {"tls": {"enabled": True, "secretName": "s"}}},
+     "transport.kind nats"),
+    ("unknown TLS certificates mode", {"security": {"tls": {"enabled": True, "issuerRef": {"name": "ca"}, "certificates": "wildcard"}}},
+     "tls/certificates"),
     ("zero API connections", {"config": {"api": {"max_connections": 0}}}, "max_connections"),
 ]
 
@@ -605,8 +609,15 @@ SECURITY_VARIANTS = [
                     "podSecurityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": None}}),
     ("NetworkPolicy off", {"networkPolicy": {"enabled": False}, "security": {"apiTokens": {"name": "t"}}}),
     ("TLS from an existing Secret", {"security": {"tls": {"enabled": True, "secretName": "peer-certs"}}}),
-    ("TLS via cert-manager, gRPC", {"transport": {"kind": "grpc"},
-                                    "security": {"tls": {"enabled": True, "issuerRef": {"name": "ring-ca", "kind": "ClusterIssuer"}}}}),
+    ("TLS via cert-manager (per pod), gRPC", {"transport": {"kind": "grpc"},
+                                              "security": {"tls": {"enabled": True, "issuerRef": {"name": "ring-ca", "kind": "ClusterIssuer"}}}}),
+    ("TLS via cert-manager, one shared wildcard", {"security": {"tls": {"enabled": True, "issuerRef": {"name": "ring-ca"},
+                                                                        "certificates": "shared"}}}),
+    ("TLS per pod, no fsGroup", {"security": {"tls": {"enabled": True, "issuerRef": {"name": "ring-ca"}, "duration": "24h",
+                                                      "renewBefore": "8h"}},
+                                 "podSecurityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": None}}),
+    ("TLS per pod, other release names", {"fullnameOverride": "ring-a", "clusterDomain": "k8s.example",
+                                          "security": {"tls": {"enabled": True, "issuerRef": {"name": "ring-ca"}}}}),
     ("TLS off with an issuer named", {"security": {"tls": {"issuerRef": {"name": "ring-ca"}}}}),
 ]
 
@@ -665,7 +676,40 @@ NATS_VARIANTS = [
       "CHORDNET_EVENTS__ENABLED": None}, ("nats-login", [("user.creds", "creds"), ("tok", "token")])),
     ("credentials but neither nats transport nor events", {"nats": {"credentials": {"name": "x", "tokenKey": "t"}}},
      {"CHORDNET_NATS__TOKEN_FILE": None}, None),
+    ("nats transport, TLS to the broker with a client certificate",
+     {"transport": {"kind": "nats"}, "nats": {"url": "tls://nats:4222", "tls": {"secretName": "nats-client-tls", "clientCertificate": True}}},
+     {"CHORDNET_NATS__URL": "tls://nats:4222", "CHORDNET_NATS__TLS_CA_FILE": "/var/run/chordnet/nats-tls/ca.crt",
+      "CHORDNET_NATS__TLS_CERT_FILE": "/var/run/chordnet/nats-tls/tls.crt",
+      "CHORDNET_NATS__TLS_KEY_FILE": "/var/run/chordnet/nats-tls/tls.key"}, None),
+    ("events, TLS to the broker (CA only)", {"events": {"enabled": True}, "nats": {"tls": {"secretName": "nats-ca"}}},
+     {"CHORDNET_NATS__TLS_CA_FILE": "/var/run/chordnet/nats-tls/ca.crt", "CHORDNET_NATS__TLS_CERT_FILE": None,
+      "CHORDNET_NATS__TLS_KEY_FILE": None}, None),
+    ("broker TLS but nothing uses the broker", {"nats": {"tls": {"secretName": "nats-ca", "clientCertificate": True}}},
+     {"CHORDNET_NATS__TLS_CA_FILE": None, "CHORDNET_NATS__TLS_CERT_FILE": None}, None),
 ]
+
+# The nats-tls volume: the Secret's keys named by the TLS variables, read-only, a whole volume.
+NATS_TLS_DIR = "/var/run/chordnet/nats-tls"
+
+
+def nats_tls_problems(values, sts, c, env):
+    want_secret = ((values.get("nats") or {}).get("tls") or {}).get("secretName")
+    files = [env[k].rsplit("/", 1)[1] for k in ("CHORDNET_NATS__TLS_CA_FILE", "CHORDNET_NATS__TLS_CERT_FILE",
+                                                 "CHORDNET_NATS__TLS_KEY_FILE") if env.get(k)]
+    mounts = [m for m in c.get("volumeMounts", []) if m["name"] == "nats-tls"]
+    volumes = [v for v in sts["spec"]["template"]["spec"].get("volumes", []) if v["name"] == "nats-tls"]
+    if not files:
+        return ["mounts the broker's TLS Secret though no variable names it"] if mounts or volumes else []
+    problems = []
+    if not mounts or mounts[0].get("readOnly") is not True or mounts[0]["mountPath"] != NATS_TLS_DIR \
+            or mounts[0].get("subPath"):
+        problems.append(f"the broker's TLS files are not a whole read-only volume at {NATS_TLS_DIR}: {mounts}")
+    items = [(i["key"], i["path"]) for i in (volumes[0]["secret"].get("items", []) if volumes else [])]
+    if not volumes or volumes[0]["secret"]["secretName"] != want_secret or items != [(f, f) for f in files]:
+        problems.append(f"the nats-tls volume is not Secret {want_secret} with {files}: {volumes}")
+    if any(not env[k].startswith(NATS_TLS_DIR + "/") for k in env if k.startswith("CHORDNET_NATS__TLS_") and env[k]):
+        problems.append("a CHORDNET_NATS__TLS_* file outside the nats-tls volume")
+    return problems
 
 
 def cmd_nats():
@@ -675,6 +719,7 @@ def cmd_nats():
         sts, c = peer_container(docs)
         env = {e["name"]: e.get("value") for e in c.get("env", [])}
         problems = [f"{k} = {env.get(k)!r}, want {v!r}" for k, v in want.items() if env.get(k) != v]
+        problems += nats_tls_problems(values, sts, c, env)
         mounts = [m for m in c.get("volumeMounts", []) if m["name"] == "nats-credentials"]
         volumes = [v for v in sts["spec"]["template"]["spec"].get("volumes", []) if v["name"] == "nats-credentials"]
         if secret is None and (mounts or volumes):

@@ -26,7 +26,8 @@ pub struct EventsArgs {
     #[arg(long)]
     json: bool,
     /// A TOML configuration file for the broker's credentials and the stream's name (also
-    /// CHORDNET_CONFIG; CHORDNET_NATS__CREDENTIALS_FILE and CHORDNET_NATS__TOKEN_FILE work too).
+    /// CHORDNET_CONFIG; CHORDNET_NATS__CREDENTIALS_FILE, CHORDNET_NATS__TOKEN_FILE and the
+    /// broker TLS files CHORDNET_NATS__TLS_{CA,CERT,KEY}_FILE work too).
     #[arg(long)]
     config: Option<PathBuf>,
 }

@@ -379,6 +379,7 @@ impl Config {
                 message: message.to_string(),
             })
         };
+        self.validate_nats_tls()?;
         if self.transport.kind == TransportKind::Nats {
             // Addresses are subjects (`chordnet.<ring>.peer.<node>`), not sockets.
             self.validate_nats()?;

@@ -21,6 +21,26 @@ pub struct NatsConfig {
     /// The ring's name: the second token of every subject (`chordnet.<ring_name>.peer.<node>`),
     /// so that several rings can share one broker.
     pub ring_name: String,
+    /// TLS to the broker: the CA (PEM) its certificate must chain to. Set (or a `tls://` URL):
+    /// the connection must be TLS. Unset with a `tls://` URL: the system's roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) for a broker that verifies clients (`verify: true`); with
+    /// `tls_key_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM); with `tls_cert_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl NatsConfig {
+    /// Whether the broker connection must be TLS (a `tls://` URL or any TLS file).
+    pub fn tls(&self) -> bool {
+        self.tls_ca_file.is_some()
+            || self.tls_cert_file.is_some()
+            || self.url.split(',').any(|u| u.trim().starts_with("tls://"))
+    }
 }
 
 impl Default for NatsConfig {
@@ -30,11 +50,27 @@ impl Default for NatsConfig {
             credentials_file: None,
             token_file: None,
             ring_name: "default".into(),
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
 
 impl super::Config {
+    /// Whatever the transport (the events use the broker too): a client certificate comes
+    /// with its key.
+    pub(super) fn validate_nats_tls(&self) -> Result<(), super::ConfigError> {
+        if self.nats.tls_cert_file.is_some() != self.nats.tls_key_file.is_some() {
+            return Err(super::ConfigError::Rule {
+                key: "nats.tls_cert_file",
+                message: "nats.tls_cert_file and nats.tls_key_file go together (both or neither)"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
     /// With `transport.kind = "nats"`: every address is a subject of this ring.
     pub(super) fn validate_nats(&self) -> Result<(), super::ConfigError> {
         let ring = &self.nats.ring_name;

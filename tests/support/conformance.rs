@@ -103,10 +103,10 @@ pub async fn refusals_keep_their_kind(under: &dyn Under) {
     }
 }
 
-pub async fn objects_round_trip_with_queries(under: &dyn Under) {
-    let b = bench(under, 0, None).await;
-    let id = Id::hash("small ünïcode name");
-    let meta = meta_of("small ünïcode name", id, 5);
+/// Puts a 5-byte object named `name` on the bench's server and gets it back, unchanged.
+pub async fn small_object_there_and_back(b: &Bench, name: &str) -> FileMeta {
+    let id = Id::hash(name);
+    let meta = meta_of(name, id, 5);
     let reply = b
         .client
         .put(
@@ -126,6 +126,13 @@ pub async fn objects_round_trip_with_queries(under: &dyn Under) {
         .expect("found");
     assert_eq!(o.meta, meta);
     assert_eq!(o.body.collect(100).await.expect("body"), &b"hello"[..]);
+    meta
+}
+
+pub async fn objects_round_trip_with_queries(under: &dyn Under) {
+    let b = bench(under, 0, None).await;
+    let meta = small_object_there_and_back(&b, "small ünïcode name").await;
+    let id = meta.id;
     let none = b
         .client
         .get(&b.server.address, Id::hash("nope"), TraceCarrier::default())

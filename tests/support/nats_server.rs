@@ -1,6 +1,7 @@
 //! A real `nats-server` for tests (Debian package `nats-server`; `.ci/run` installs it): on a
 //! free 127.0.0.1 port, JetStream on, a temporary store directory, an optional small
-//! `max_payload`. Stopped by its pid when dropped (also when the test panics).
+//! `max_payload`, optionally TLS (`start_tls`). Stopped by its pid when dropped (also when the
+//! test panics).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -14,6 +15,16 @@ pub struct NatsServer {
     pub port: u16,
     pub dir: PathBuf,
     max_payload: Option<usize>,
+    /// A `tls { ... }` block for the configuration (TLS only, `start_tls`).
+    tls: Option<String>,
+}
+
+/// The broker's TLS files (PEM) and whether it requires client certificates of `ca`.
+pub struct BrokerTls<'a> {
+    pub cert: &'a str,
+    pub key: &'a str,
+    pub ca: &'a str,
+    pub verify: bool,
 }
 
 fn binary() -> &'static str {
@@ -49,13 +60,37 @@ impl NatsServer {
             port: free_port(),
             dir,
             max_payload,
+            tls: None,
         };
         server.run();
         server
     }
 
+    /// Starts a server that speaks TLS only, with `tls`'s files (written into its directory).
+    pub fn start_tls(name: &str, tls: BrokerTls<'_>) -> NatsServer {
+        let mut server = NatsServer::start(name);
+        server.stop();
+        let write = |file: &str, text: &str| {
+            let path = server.dir.join(file);
+            std::fs::write(&path, text).expect("broker tls file");
+            path.display().to_string()
+        };
+        let (cert, key, ca) = (
+            write("broker.crt", tls.cert),
+            write("broker.key", tls.key),
+            write("broker-ca.crt", tls.ca),
+        );
+        server.tls = Some(format!(
+            "tls {{\n  cert_file: {cert:?}\n  key_file: {key:?}\n  ca_file: {ca:?}\n  verify: {}\n  timeout: 2\n}}\n",
+            tls.verify
+        ));
+        server.run();
+        server
+    }
+
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "tls" } else { "nats" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The pid of the running server.
@@ -72,6 +107,9 @@ impl NatsServer {
         );
         if let Some(m) = self.max_payload {
             text.push_str(&format!("max_payload: {m}\n"));
+        }
+        if let Some(tls) = &self.tls {
+            text.push_str(tls);
         }
         std::fs::write(&conf, text).expect("nats config");
         let log = std::fs::File::create(self.dir.join("server.log")).expect("nats log");

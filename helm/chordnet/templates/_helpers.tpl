@@ -112,6 +112,19 @@ they are enabled. Credentials come from the Secret nats.credentials.name, mounte
 - name: CHORDNET_NATS__TOKEN_FILE
   value: /var/run/chordnet/nats/token
 {{- end }}
+{{- with include "chordnet.natsTls" . | fromYaml }}
+{{- if .secretName }}
+# TLS to the broker (nats.tls): the broker's CA, and the peers' client certificate.
+- name: CHORDNET_NATS__TLS_CA_FILE
+  value: /var/run/chordnet/nats-tls/ca.crt
+{{- if .clientCertificate }}
+- name: CHORDNET_NATS__TLS_CERT_FILE
+  value: /var/run/chordnet/nats-tls/tls.crt
+- name: CHORDNET_NATS__TLS_KEY_FILE
+  value: /var/run/chordnet/nats-tls/tls.key
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if $e.enabled }}
 - name: CHORDNET_EVENTS__ENABLED
@@ -125,6 +138,17 @@ they are enabled. Credentials come from the Secret nats.credentials.name, mounte
 - name: CHORDNET_EVENTS__MAX_BYTES
   value: {{ default "1GiB" $e.maxBytes | quote }}
 {{- end }}
+{{- end }}
+
+{{/*
+nats.tls with its defaults, as YAML; secretName is empty unless the broker is used (the NATS
+transport or the events), so nothing is mounted for a broker nobody talks to.
+*/}}
+{{- define "chordnet.natsTls" -}}
+{{- $t := default dict (default dict .Values.nats).tls }}
+{{- $used := or (eq (include "chordnet.transportKind" .) "nats") (default dict .Values.events).enabled }}
+secretName: {{ ternary (default "" $t.secretName) "" (not (not $used)) | quote }}
+clientCertificate: {{ if $t.clientCertificate }}true{{ else }}false{{ end }}
 {{- end }}
 
 {{/* Whether the NATS credentials Secret is mounted (used by the transport or the events). */}}
@@ -300,6 +324,9 @@ Refuses protectMetrics without API tokens: there would be no token to protect /m
 {{- if eq (empty $issuer.name) (empty $tls.secretName) }}
 {{- fail "security.tls.enabled needs exactly one of security.tls.issuerRef.name (cert-manager) and security.tls.secretName (an existing Secret)" }}
 {{- end }}
+{{- if eq (include "chordnet.transportKind" .) "nats" }}
+{{- fail "security.tls.enabled with transport.kind nats: NATS peers have no peer port (they talk through the broker); use security.ringSecret" }}
+{{- end }}
 {{- end }}
 {{- if and $api.protectMetrics (not $api.name) }}
 {{- fail "security.apiTokens.protectMetrics is true but security.apiTokens.name is empty: /metrics can only be protected with API tokens (set security.apiTokens.name to a Secret holding them)" }}
@@ -323,10 +350,21 @@ tls:
     name: {{ default "" $issuer.name | quote }}
     kind: {{ default "Issuer" $issuer.kind | quote }}
     group: {{ default "cert-manager.io" $issuer.group | quote }}
+  certificates: {{ default "perPod" $tls.certificates | quote }}
+  perPod: {{ if and $tls.enabled $issuer.name (eq (default "perPod" $tls.certificates) "perPod") }}true{{ else }}false{{ end }}
   duration: {{ default "2160h" $tls.duration | quote }}
   renewBefore: {{ default "360h" $tls.renewBefore | quote }}
   secretName: {{ default (printf "%s-peer-tls" (include "chordnet.fullname" .)) $tls.secretName | quote }}
   dir: /var/run/chordnet/tls
+{{- end }}
+
+{{/*
+The advertised host of every peer pod in the cert-manager csi-driver's own syntax: the driver
+expands ${POD_NAME} and ${POD_NAMESPACE} at mount time (the kubelet's $(VAR) is not expanded in
+volume attributes), so each pod's certificate names exactly the host its node id is the SHA-1 of.
+*/}}
+{{- define "chordnet.csiDnsName" -}}
+{{- printf "${POD_NAME}.%s.${POD_NAMESPACE}.svc.%s" (include "chordnet.headlessName" .) .Values.clusterDomain }}
 {{- end }}
 
 {{/*
