@@ -46,31 +46,52 @@ fn split_and_merge(nodes: usize, parts: usize, seed: u64) -> MergeReport {
     report
 }
 
-#[test]
-fn two_and_three_parts_of_64_nodes_merge_into_one_ring_within_a_few_rounds() {
-    for (parts, seed, bound) in [(2, 1, 10), (2, 2, 10), (3, 1, 12), (3, 3, 12)] {
-        let r = split_and_merge(64, parts, seed);
+/// The bound on the rounds from healing to one correct ring that every seeded run below meets
+/// (2 and 3 parts, 64 and 1,024 nodes, churn inside the parts).
+const MERGE_BOUND: u64 = 10;
+
+/// Runs `split_and_merge` for every seed and checks the bound; returns the slowest run's rounds.
+fn merges_within_the_bound(nodes: usize, parts: usize, seeds: &[u64]) -> u64 {
+    let mut slowest = 0;
+    for &seed in seeds {
+        let r = split_and_merge(nodes, parts, seed);
         let rounds = r.merge_rounds.unwrap_or(u64::MAX);
-        assert!(rounds <= bound, "{parts} parts, seed {seed}: {r:?}");
+        assert!(
+            rounds <= MERGE_BOUND,
+            "{nodes} nodes, {parts} parts, seed {seed}: {r:?}"
+        );
         assert!(r.merge_messages_per_node < 200.0, "{r:?}");
+        slowest = slowest.max(rounds);
     }
+    slowest
 }
 
 #[test]
-fn two_parts_of_1024_nodes_merge_into_one_ring() {
-    let r = split_and_merge(1024, 2, 1);
-    assert!(r.merge_rounds.is_some_and(|n| n <= 10), "{r:?}");
-    assert!(r.merge_messages_per_node < 200.0, "{r:?}");
+fn two_and_three_parts_of_64_nodes_merge_into_one_ring_within_the_bound() {
+    // Seeds 4 and 5 with 3 parts and seed 3 with 2 parts took 26, 66 and 13 rounds while
+    // stabilize tried only its closest candidate: a node that joined during the split, that
+    // nobody pointed at, stayed outside the ring behind a dead peer its predecessor kept
+    // trying first (README "Partitions").
+    merges_within_the_bound(64, 2, &[1, 2, 3, 4]);
+    merges_within_the_bound(64, 3, &[1, 2, 3, 4, 5]);
 }
 
 #[test]
-fn three_parts_of_1024_nodes_merge_into_one_ring() {
-    // Most nodes are zipped within a few rounds, but with churn inside the parts a few nodes
-    // are left with a far successor and walk back 4 peers a round (stabilize's MAX_CHASE):
-    // 104 rounds with this seed, 200 with seed 2 (README "Partitions", what is left).
-    let r = split_and_merge(1024, 3, 1);
-    assert!(r.merge_rounds.is_some_and(|n| n <= 120), "{r:?}");
-    assert!(r.merge_messages_per_node < 1_500.0, "{r:?}");
+fn two_parts_of_1024_nodes_merge_into_one_ring_within_the_bound() {
+    merges_within_the_bound(1024, 2, &[1, 2]);
+}
+
+#[test]
+fn three_parts_of_1024_nodes_merge_into_one_ring_within_the_bound() {
+    // Seeds 1 to 3 once took 22, 17 and over 100 rounds: a node whose successor list was lost
+    // during the split fell back to a far finger and was walked back a few peers a round
+    // (README "Partitions").
+    merges_within_the_bound(1024, 3, &[1, 2]);
+}
+
+#[test]
+fn three_parts_of_1024_nodes_merge_into_one_ring_within_the_bound_more_seeds() {
+    merges_within_the_bound(1024, 3, &[3, 4]);
 }
 
 #[test]
@@ -88,13 +109,13 @@ fn a_split_gives_random_parts_of_equal_size() {
     sim.heal();
 }
 
-#[test]
-fn ten_percent_of_the_nodes_restarting_never_starts_a_merge() {
-    let mut sim = converged(64, 11);
+/// Every tenth member (10 %) crashes and comes back at the same address with empty state and a
+/// new incarnation, after its neighbours declared it dead: no merge may start.
+fn restarts_never_start_a_merge(nodes: usize, seed: u64) {
+    let mut sim = converged(nodes, seed);
     let members = sim.live_members();
-    // Every tenth member crashes (6 of 64) and comes back at the same address with empty state
-    // and a new incarnation, after its neighbours declared it dead.
-    let victims: Vec<NodeIndex> = members.iter().copied().step_by(10).take(6).collect();
+    let victims: Vec<NodeIndex> = members.iter().copied().step_by(10).collect();
+    assert_eq!(victims.len(), nodes.div_ceil(10));
     for &v in &victims {
         sim.crash(v);
     }
@@ -112,7 +133,7 @@ fn ten_percent_of_the_nodes_restarting_never_starts_a_merge() {
     assert!(rounds.is_some(), "{:?}", check_ring(&sim));
     sim.run_for(20 * sim.config.stabilize_interval);
     assert!(check_ring(&sim).quiescent_ok());
-    assert_eq!(check_ring(&sim).live, 64);
+    assert_eq!(check_ring(&sim).live, nodes);
     assert_eq!(sim.stats.merges_started, 0, "a restart is not a partition");
     // Nobody probes a restarted peer any more: it answered with its new incarnation, or is back
     // in the routing state.
@@ -125,6 +146,16 @@ fn ten_percent_of_the_nodes_restarting_never_starts_a_merge() {
             "node {i} still probes a restarted peer"
         );
     }
+}
+
+#[test]
+fn ten_percent_of_64_nodes_restarting_never_starts_a_merge() {
+    restarts_never_start_a_merge(64, 11);
+}
+
+#[test]
+fn ten_percent_of_1024_nodes_restarting_never_starts_a_merge() {
+    restarts_never_start_a_merge(1024, 11);
 }
 
 #[test]
@@ -207,8 +238,9 @@ fn two_rings_founded_apart_with_one_ring_id_merge_only_when_asked() {
 
 /// Two rings with different ring ids, merged on an operator's word (`POST /v1/ring/merge`):
 /// the contact's ring takes the asking ring's id over, every node of it zips itself in, and the
-/// result is one correct ring with one id. Returns the rounds it took.
-fn absorb(per_side: usize, seed: u64) -> u64 {
+/// result is one correct ring with one id. Returns the rounds it took and the messages per node
+/// from the request until then (maintenance included, as in the partition figures).
+fn absorb(per_side: usize, seed: u64) -> (u64, f64) {
     let mut sim = Sim::new(chordnet::sim::SimConfig {
         seed,
         ..Default::default()
@@ -229,9 +261,11 @@ fn absorb(per_side: usize, seed: u64) -> u64 {
     assert!(!check_ring(&sim).ring_ok());
 
     let contact = sim.slot(right[per_side / 2]).node.me().address.clone();
+    let messages = sim.stats.messages;
     assert!(sim.absorb_ring(left[1], contact, RingId(2)));
     let rounds = converge(&mut sim, 60, "absorb", &mut quiet);
     let rounds = rounds.unwrap_or_else(|| panic!("no single ring: {:?}", check_ring(&sim)));
+    let per_node = (sim.stats.messages - messages) as f64 / (2 * per_side) as f64;
     assert_eq!(check_ring(&sim).live, 2 * per_side);
     for &i in &nodes {
         let node = &sim.slot(i).node;
@@ -244,19 +278,22 @@ fn absorb(per_side: usize, seed: u64) -> u64 {
     let stats = LookupStats::from_records(&records);
     assert_eq!(stats.correct, stats.count, "{stats:?}");
     println!(
-        "{per_side} + {per_side} nodes, seed {seed}: one ring with one id after {rounds} rounds"
+        "{per_side} + {per_side} nodes, seed {seed}: one ring with one id after {rounds} rounds, \
+         {per_node:.1} messages per node"
     );
-    rounds
+    (rounds, per_node)
 }
 
 #[test]
 fn an_operator_merges_rings_with_different_ids_into_one_ring_with_one_id() {
-    let small = absorb(12, 21);
+    let (small, per_node) = absorb(12, 21);
     assert!(small <= 8, "{small} rounds");
+    assert!(per_node < 100.0, "{per_node} messages per node");
     // Every node of the renamed ring zips itself in at once: a ring 20 times bigger does not
     // take anything like 20 times longer (5 rounds for 192 + 192 nodes, seed 22).
-    let big = absorb(256, 22);
+    let (big, per_node) = absorb(256, 22);
     assert!(big <= 12, "{big} rounds");
+    assert!(per_node < 200.0, "{per_node} messages per node");
     if let Ok(n) = std::env::var("CHORDNET_ABSORB_NODES") {
         // The README's figure for bigger rings: CHORDNET_ABSORB_NODES=1024 cargo test --release
         // --test sim_partition an_operator -- --nocapture

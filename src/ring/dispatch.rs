@@ -214,14 +214,22 @@ impl Node {
                     Why::Malformed,
                 ),
             },
-            Pending::StabilizeCandidate { candidate, chase } => match response.body {
+            Pending::StabilizeCandidate {
+                candidate,
+                chase,
+                rest,
+            } => match response.body {
                 Response::Neighbors {
                     predecessor,
                     successors,
                     hint,
                 } => self.candidate_answered(candidate, chase, predecessor, successors, hint),
                 _ => self.failed(
-                    Pending::StabilizeCandidate { candidate, chase },
+                    Pending::StabilizeCandidate {
+                        candidate,
+                        chase,
+                        rest,
+                    },
                     Why::Malformed,
                 ),
             },
@@ -279,9 +287,16 @@ impl Node {
                 self.forget(succ.id);
                 self.stabilize_step();
             }
-            Pending::StabilizeCandidate { candidate, .. } => {
+            Pending::StabilizeCandidate {
+                candidate,
+                chase,
+                rest,
+            } => {
                 self.forget_quietly(candidate.id);
                 if self.membership == Membership::Member {
+                    if self.ask_next_candidate(rest, chase) {
+                        return;
+                    }
                     self.notify_successor();
                 }
                 self.finish_stabilize();

@@ -23,9 +23,11 @@ pub(super) enum Pending {
         succ: Peer,
         retried: bool,
     },
+    /// `rest`: the round's other candidates, closest first, asked in turn if this one is dead.
     StabilizeCandidate {
         candidate: Peer,
         chase: u32,
+        rest: Vec<Peer>,
     },
     Notify,
     CheckPredecessor {

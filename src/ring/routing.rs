@@ -119,7 +119,9 @@ impl Node {
         }
         self.forget_finger(id);
         self.notifiers.remove(&id);
-        self.table.forget(id);
+        // Kept as a suspect rather than dropped: hearsay (other peers' tables) would bring it
+        // straight back as fresh; a suspect is proposed again only once heard from directly.
+        self.table.suspect(id);
     }
 
     /// Every successor is gone (the last one was `old`, when known): take the closest finger

@@ -68,8 +68,56 @@ impl Node {
         self.send(
             candidate.address.clone(),
             Request::GetNeighbors,
-            Pending::StabilizeCandidate { candidate, chase },
+            Pending::StabilizeCandidate {
+                candidate,
+                chase,
+                rest: Vec::new(),
+            },
         );
+    }
+
+    /// Asks the closest of `candidates` in (me, `before`); the others are asked in turn if it
+    /// is dead (a dead hint or table entry must not hide a live peer behind it: a node that
+    /// nobody points at would stay outside the ring while the closest candidate is a dead one
+    /// someone still remembers). Returns false when there is none.
+    fn ask_candidates<const N: usize>(
+        &mut self,
+        before: Peer,
+        candidates: [Option<Peer>; N],
+        chase: u32,
+    ) -> bool {
+        let me = self.me.id;
+        let mut list: Vec<Peer> = candidates
+            .into_iter()
+            .flatten()
+            .filter(|p| p.id != me && p.id.in_open(me, before.id))
+            .collect();
+        list.sort_by_key(|p| me.distance_to(p.id));
+        list.dedup_by_key(|p| p.id);
+        self.ask_next_candidate(list, chase)
+    }
+
+    /// Asks the first of `rest` (closest first) still closer than the successor.
+    pub(super) fn ask_next_candidate(&mut self, rest: Vec<Peer>, chase: u32) -> bool {
+        let me = self.me.id;
+        let succ = self.successors.first().map_or(me, |s| s.id);
+        let mut rest = rest
+            .into_iter()
+            .filter(|p| p.id != me && (succ == me || p.id.in_open(me, succ)));
+        let Some(candidate) = rest.next() else {
+            return false;
+        };
+        let rest = rest.collect();
+        self.send(
+            candidate.address.clone(),
+            Request::GetNeighbors,
+            Pending::StabilizeCandidate {
+                candidate,
+                chase,
+                rest,
+            },
+        );
+        true
     }
 
     pub(super) fn finish_stabilize(&mut self) {
@@ -180,12 +228,10 @@ impl Node {
         }
         self.set_successors(succ.clone(), &successors);
         let found = self.successor_candidate.take();
-        match self.best_between(self.me.id, succ.id, [predecessor, hint, found]) {
-            Some(candidate) => self.ask_candidate(candidate, 0),
-            None => {
-                self.notify_successor();
-                self.finish_stabilize();
-            }
+        let table = self.closer_from_table(succ.id, predecessor.as_ref());
+        if !self.ask_candidates(succ, [predecessor, hint, found, table], 0) {
+            self.notify_successor();
+            self.finish_stabilize();
         }
     }
 
@@ -205,10 +251,10 @@ impl Node {
         // It answered, so it is alive: adopt it if it is still closer than our successor.
         if candidate.id.in_open(self.me.id, succ) || succ == self.me.id {
             self.set_successors(candidate.clone(), &successors);
+            let table = self.closer_from_table(candidate.id, predecessor.as_ref());
             if chase < MAX_CHASE
-                && let Some(next) = self.best_between(self.me.id, candidate.id, [predecessor, hint])
+                && self.ask_candidates(candidate, [predecessor, hint, table], chase + 1)
             {
-                self.ask_candidate(next, chase + 1);
                 return;
             }
         }

@@ -122,10 +122,6 @@ impl Table {
         }
     }
 
-    pub fn forget(&mut self, id: Id) {
-        self.entries.remove(&id);
-    }
-
     /// Drops the entries nobody heard from for [`EXPIRE_TICKS`].
     pub fn expire(&mut self, now: u64) {
         self.entries
@@ -147,6 +143,18 @@ impl Table {
         }
         let fresh = now.saturating_sub(e.heard) <= FRESH_TICKS;
         (fresh && !e.suspect).then(|| e.peer.clone())
+    }
+
+    /// The first fresh, unsuspected entry after `from` and before `to` (clockwise): the
+    /// closest peer this node knows of in that stretch of the ring, to try as a successor.
+    pub fn first_between(&self, from: Id, to: Id, now: u64) -> Option<Peer> {
+        self.entries
+            .range(from..)
+            .chain(self.entries.range(..from))
+            .skip_while(|(id, _)| **id == from)
+            .take_while(|(id, _)| id.in_open(from, to))
+            .find(|(_, e)| now.saturating_sub(e.heard) <= FRESH_TICKS && !e.suspect)
+            .map(|(_, e)| e.peer.clone())
     }
 
     /// The next window of the table to hand a peer (the entries after the last window's, in
@@ -279,6 +287,21 @@ impl Node {
         self.table.propose(target, self.me.id, self.ticks)
     }
 
+    /// A closer successor than `succ` from the table, asked for only when `succ` itself says
+    /// a peer lies between us (its `predecessor` is in (me, succ)): then this node is out of
+    /// place, perhaps far (a successor list lost at once falls back to a far finger, and a
+    /// merged ring leaves such a node behind), and the predecessor pointers alone walk it back
+    /// a few peers a round. The table's closest peer after us jumps there at once; it is
+    /// adopted only once it answers, like any candidate. A healthy ring never asks (its
+    /// successor's predecessor is this node), so a dead table entry costs nothing there.
+    pub(super) fn closer_from_table(&self, succ: Id, predecessor: Option<&Peer>) -> Option<Peer> {
+        let me = self.me.id;
+        if !self.table.enabled() || !predecessor.is_some_and(|p| p.id.in_open(me, succ)) {
+            return None;
+        }
+        self.table.first_between(me, succ, self.ticks)
+    }
+
     /// A proposal to `id` went unanswered.
     pub(super) fn proposal_failed(&mut self, id: Id) {
         self.table.suspect(id);
@@ -324,6 +347,23 @@ mod tests {
         assert_eq!(t.propose(id(5), id(50), 101 + FRESH_TICKS), None);
         t.expire(101 + EXPIRE_TICKS);
         assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn the_first_peer_between_skips_suspects_and_stale_entries_and_wraps() {
+        let mut t = Table::new(16);
+        for n in [10, 20, 30, 40] {
+            t.learn(&peer(n), 0, 200, true);
+        }
+        t.learn(&peer(15), 0, 200 - FRESH_TICKS - 1, true);
+        assert_eq!(t.first_between(id(10), id(40), 200), Some(peer(20)));
+        t.suspect(id(20));
+        assert_eq!(t.first_between(id(10), id(40), 200), Some(peer(30)));
+        assert_eq!(t.first_between(id(10), id(30), 200), None);
+        // Wraps past the last entry; the ends themselves are never returned.
+        assert_eq!(t.first_between(id(35), id(20), 200), Some(peer(40)));
+        assert_eq!(t.first_between(id(40), id(20), 200), Some(peer(10)));
+        assert_eq!(t.first_between(id(40), id(10), 200), None);
     }
 
     #[test]
