@@ -17,7 +17,7 @@
 //! younger than [`FRESH_TICKS`], and dropped at [`EXPIRE_TICKS`]. Bounded by
 //! `ring.membership_table_max` peers (0 turns it off); when full the stalest entry goes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::message::{Member, Peer};
 use super::node::Pending;
@@ -50,6 +50,10 @@ struct Entry {
 pub(super) struct Table {
     max: usize,
     entries: BTreeMap<Id, Entry>,
+    /// The entries by the tick they were last heard from, stalest first: a full table drops
+    /// its stalest entry for each newcomer, and a scan of every entry for it made a 10,000-node
+    /// simulation spend 83 % of its time there.
+    by_heard: BTreeSet<(u64, Id)>,
     /// Where the next exchange window starts.
     window: Id,
     /// Where the next exchange partner is picked.
@@ -74,6 +78,7 @@ impl Table {
 
     pub fn clear(&mut self) {
         self.entries.clear();
+        self.by_heard.clear();
     }
 
     /// Someone heard from `peer` `age` ticks before `now`. `direct`: this node itself did (it
@@ -85,6 +90,8 @@ impl Table {
         let heard = now.saturating_sub(age);
         if let Some(e) = self.entries.get_mut(&peer.id) {
             if heard > e.heard || (direct && heard >= e.heard) {
+                self.by_heard.remove(&(e.heard, peer.id));
+                self.by_heard.insert((heard, peer.id));
                 e.heard = heard;
                 if e.peer.address != peer.address {
                     e.peer = peer.clone();
@@ -97,14 +104,16 @@ impl Table {
         }
         if self.entries.len() >= self.max {
             // Full: the stalest entry goes, unless the newcomer is staler still.
-            let Some((&stalest, e)) = self.entries.iter().min_by_key(|(_, e)| e.heard) else {
+            let Some(&(stalest_heard, stalest)) = self.by_heard.first() else {
                 return;
             };
-            if e.heard >= heard {
+            if stalest_heard >= heard {
                 return;
             }
+            self.by_heard.remove(&(stalest_heard, stalest));
             self.entries.remove(&stalest);
         }
+        self.by_heard.insert((heard, peer.id));
         self.entries.insert(
             peer.id,
             Entry {
@@ -124,8 +133,13 @@ impl Table {
 
     /// Drops the entries nobody heard from for [`EXPIRE_TICKS`].
     pub fn expire(&mut self, now: u64) {
-        self.entries
-            .retain(|_, e| now.saturating_sub(e.heard) <= EXPIRE_TICKS);
+        while let Some(&(heard, id)) = self.by_heard.first() {
+            if now.saturating_sub(heard) <= EXPIRE_TICKS {
+                break;
+            }
+            self.by_heard.remove(&(heard, id));
+            self.entries.remove(&id);
+        }
     }
 
     /// The peer the table says is responsible for `target` (the first entry at or after it,
@@ -399,5 +413,28 @@ mod tests {
         let mut off = Table::new(0);
         off.learn(&peer(1), 0, 1, true);
         assert_eq!(off.len(), 0);
+    }
+
+    #[test]
+    fn the_age_index_follows_every_change() {
+        // Seeded pseudo-random learning, hearsay, expiry and eviction on a small table: the
+        // index by age always holds exactly the entries, at the tick each was last heard.
+        let mut t = Table::new(32);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for now in 0..2_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let n = u128::from(x % 64) + 1;
+            t.learn(&peer(n), x % 300, now, x % 3 == 0);
+            if now % 50 == 0 {
+                t.expire(now);
+            }
+            assert_eq!(t.by_heard.len(), t.entries.len());
+            for (heard, id) in &t.by_heard {
+                assert_eq!(t.entries.get(id).map(|e| e.heard), Some(*heard));
+            }
+            assert!(t.len() <= 32);
+        }
     }
 }
