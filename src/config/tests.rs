@@ -24,11 +24,11 @@ fn block_size_comes_from_env_and_is_bounded() {
         for (bad, key) in [
             ("32KiB", "files.block_size"),
             ("17MiB", "files.block_size"),
-            // 64 GiB in 256 KiB blocks is more blocks than one manifest lists.
-            ("256KiB", "files.max_file_size"),
+            // 2 TiB in 64 KiB blocks is more blocks than 1,024 list blocks list.
+            ("64KiB", "files.max_file_size"),
         ] {
             jail.set_env("CHORDNET_FILES__BLOCK_SIZE", bad);
-            jail.set_env("CHORDNET_FILES__MAX_FILE_SIZE", "64GiB");
+            jail.set_env("CHORDNET_FILES__MAX_FILE_SIZE", "2TiB");
             let err = Config::load(None, &Overrides::default())
                 .unwrap_err()
                 .to_string();

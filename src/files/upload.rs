@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 
 use super::Layout;
 use super::blocks::block_id;
+use super::lists::Listed;
 use super::manifest::window;
 use super::ops::{Content, Files, FilesError, lock};
 use super::outcome::Uploaded;
@@ -195,7 +196,8 @@ impl Files {
         let block_size = self.ring.config().files.block_size;
         let window = window(block_size);
         let mut in_flight = InFlight::default();
-        let mut digests = Vec::new();
+        let mut listed = self.lists.writer();
+        let mut lists = Vec::new();
         let mut queued = queued.to_vec();
         loop {
             let next = match queued.pop() {
@@ -204,7 +206,10 @@ impl Files {
             };
             let Some(block) = next else { break };
             if in_flight.0.len() >= window {
-                digests.push(in_flight.wait_first(name).await?);
+                let digest = in_flight.wait_first(name).await?;
+                for list in listed.push(digest) {
+                    lists.push(self.store_list(name, &list, leases).await?);
+                }
             }
             let files = Arc::clone(self);
             let leases = leases.clone();
@@ -215,15 +220,44 @@ impl Files {
             }));
         }
         while !in_flight.0.is_empty() {
-            digests.push(in_flight.wait_first(name).await?);
+            let digest = in_flight.wait_first(name).await?;
+            for list in listed.push(digest) {
+                lists.push(self.store_list(name, &list, leases).await?);
+            }
         }
-        let (size, sha256) = cutter.finish();
-        let layout = Layout::Blocks {
-            block_size,
-            digests,
+        let per_list = listed.per_list;
+        let layout = match listed.finish() {
+            Listed::Inline(digests) => Layout::Blocks {
+                block_size,
+                digests,
+            },
+            Listed::Lists(rest) => {
+                for list in rest {
+                    lists.push(self.store_list(name, &list, leases).await?);
+                }
+                Layout::Lists {
+                    block_size,
+                    per_list,
+                    lists,
+                }
+            }
         };
+        let (size, sha256) = cutter.finish();
         self.write_file(name, size, sha256, layout, Content::None)
             .await
+    }
+
+    /// Stores a list block of the upload of `name` (after every block it lists reached its
+    /// write quorum, before the manifest), held like the upload's data blocks; its digest.
+    async fn store_list(
+        &self,
+        name: &str,
+        digests: &[String],
+        leases: &UploadLeases,
+    ) -> Result<String, FilesError> {
+        let digest = self.put_list(digests).await.map_err(|e| in_file(name, e))?;
+        leases.hold(&digest);
+        Ok(digest)
     }
 }
 
