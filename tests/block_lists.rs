@@ -111,6 +111,16 @@ fn the_metadata_of_a_4_gib_file_in_64_kib_blocks_shrinks_from_megabytes_to_bytes
     assert!(blocks > LIST_THRESHOLD);
 }
 
+/// Blocks stored over the running peers, as `GET /v1/node/files` reports them.
+async fn blocks_stored(h: &Harness) -> u64 {
+    let mut sum = 0;
+    for i in h.running() {
+        let v = h.get_json(&h.url(i, "/v1/node/files")).await;
+        sum += v.and_then(|v| v["blocks"].as_u64()).unwrap_or(0);
+    }
+    sum
+}
+
 /// Bytes `a..=b` of `name` through peer `via`: status and body.
 async fn range(h: &Harness, via: usize, name: &str, a: u64, b: u64) -> (u16, Vec<u8>) {
     let r = h
@@ -126,10 +136,11 @@ async fn range(h: &Harness, via: usize, name: &str, a: u64, b: u64) -> (u16, Vec
 
 /// 14 blocks in lists of 3 (past a threshold of 4): 5 list blocks. Up through one peer, down
 /// through others, whole and by ranges at the list-block boundaries; `locations` counts and
-/// lists the 14 data blocks; every data and list block has its 3 copies.
+/// lists the 14 data blocks; every data and list block has its 3 copies, also again after a
+/// peer crashed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_of_several_list_blocks_round_trips_and_ranges_cross_list_boundaries() {
-    let h = ring("lists-small", 5, Some((4, 3))).await;
+    let mut h = ring("lists-small", 5, Some((4, 3))).await;
     let data = content(3, 1, 13 * BLOCK + 777);
     let r = h.put(0, "many", data.clone()).await;
     assert_eq!(r.status().as_u16(), 201);
@@ -185,16 +196,25 @@ async fn a_file_of_several_list_blocks_round_trips_and_ranges_cross_list_boundar
     harness::wait_until(
         "3 copies of every block",
         Duration::from_secs(20),
-        || async {
-            let mut sum = 0;
-            for i in h.running() {
-                let v = h.get_json(&h.url(i, "/v1/node/files")).await;
-                sum += v.and_then(|v| v["blocks"].as_u64()).unwrap_or(0);
-            }
-            sum == copies
-        },
+        || async { blocks_stored(&h).await == copies },
     )
     .await;
+
+    // List blocks are blocks: with a holder of some of them gone, the file still reads, and
+    // repair brings every data and list block back to 3 copies on the 4 peers left.
+    h.crash(3).await;
+    let (status, got) = h.get(1, "many").await;
+    assert!(status == 200 && got == data, "after a crash");
+    harness::wait_until("3 copies again", Duration::from_secs(30), || async {
+        blocks_stored(&h).await == copies
+    })
+    .await;
+    let (a, z) = (3 * b - 1, 9 * b);
+    let (status, got) = range(&h, 4, "many", a, z).await;
+    assert!(
+        status == 206 && got == data[a as usize..=z as usize],
+        "range after a crash"
+    );
 }
 
 /// Overwrites switch between the layouts in one step: two levels, then one, then two again.

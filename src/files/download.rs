@@ -177,7 +177,7 @@ impl Listed {
                         let items: Vec<Result<(u64, String), BodyError>> = match list {
                             Err(e) => vec![Err(e)],
                             Ok((k, digests)) => {
-                                let base = k * shape.per_list;
+                                let base = k.saturating_mul(shape.per_list);
                                 digests
                                     .into_iter()
                                     .enumerate()

@@ -128,7 +128,7 @@ impl Shape {
     /// How many digests list `k` holds.
     pub fn count(&self, k: u64) -> u64 {
         self.blocks
-            .saturating_sub(k * self.per_list)
+            .saturating_sub(k.saturating_mul(self.per_list))
             .min(self.per_list)
     }
 

@@ -1,16 +1,19 @@
 //! A file's manifest: its record at successor(SHA-1(name)) with [`Layout::Blocks`], listing the
-//! digests of its blocks in order. It is written last, after every block reached its write
-//! quorum, so a reader never sees a file whose blocks are missing; an overwrite replaces the
-//! record, so readers switch from the old block list to the new one at once.
+//! digests of its blocks in order, or, past `lists::LIST_THRESHOLD` blocks, with
+//! [`Layout::Lists`], listing the list blocks that list them (see [`super::lists`]). It is
+//! written last, after every block reached its write quorum, so a reader never sees a file
+//! whose blocks are missing; an overwrite replaces the record, so readers switch from the old
+//! block list to the new one at once.
 //!
 //! Garbage collection is by reference leases: the peer responsible for a live manifest tells
 //! its blocks' holders every repair round that the blocks are still referenced
 //! ([`BlobQuery::Referenced`]); a holder drops a block nobody stored or referenced for
-//! `files.tombstone_ttl` (see `Store::expire_blocks`). Storing a block refreshes it too, and
-//! the peer running an upload refreshes the blocks it stored every round until the manifest is
-//! written (see `upload::Uploading`), so a block of an upload under way is never collected,
-//! however long the upload takes (a failed one lets them go: nothing references them and they
-//! go after the TTL).
+//! `files.tombstone_ttl` (see `Store::expire_blocks`); for a two-level manifest, its list
+//! blocks, then its data blocks one list at a time from the owner's list cache. Storing a
+//! block refreshes it too, and the peer running an upload refreshes the blocks it stored
+//! every round until the manifest is written (see `upload::Uploading`), so a block of an
+//! upload under way is never collected, however long the upload takes (a failed one lets them
+//! go: nothing references them and they go after the TTL).
 
 use std::collections::HashSet;
 use std::ops::RangeInclusive;

@@ -1,7 +1,8 @@
 //! Uploads as they stream in: the body is cut into blocks of `files.block_size` as it arrives
 //! and a bounded window of blocks is in flight to their holders, so an upload holds at most
-//! (window + 1) blocks in memory whatever the file's size. A file of at most one block is
-//! stored inline, exactly as before blocks. The manifest is written only after every block
+//! (window + 1) blocks in memory whatever the file's size, and at most one list's worth of
+//! block digests (past `lists::LIST_THRESHOLD` blocks they go into list blocks as they
+//! complete). A file of at most one block is stored inline, exactly as before blocks. The manifest is written only after every block
 //! reached its write quorum; any failure before leaves no visible file (the blocks already
 //! stored are referenced by nothing and are collected after `files.tombstone_ttl`).
 //!
