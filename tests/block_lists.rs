@@ -93,7 +93,7 @@ fn the_metadata_of_a_4_gib_file_in_64_kib_blocks_shrinks_from_megabytes_to_bytes
         Layout::Lists {
             block_size: BLOCK as u64,
             per_list: PER_LIST,
-            lists: (0..lists).map(|k| digest(1 << 40 | k)).collect(),
+            lists: (0..lists).map(|k| digest((1 << 40) | k)).collect(),
         },
     );
     check_manifest(&one_level).expect("an old one-level record still reads");

@@ -28,7 +28,7 @@ fn block_size_comes_from_env_and_is_bounded() {
             ("64KiB", "files.max_file_size"),
         ] {
             jail.set_env("CHORDNET_FILES__BLOCK_SIZE", bad);
-            jail.set_env("CHORDNET_FILES__MAX_FILE_SIZE", "2TiB");
+            jail.set_env("CHORDNET_FILES__MAX_FILE_SIZE", "2048GiB");
             let err = Config::load(None, &Overrides::default())
                 .unwrap_err()
                 .to_string();
