@@ -34,6 +34,13 @@ fn block_size_comes_from_env_and_is_bounded() {
                 .to_string();
             assert!(err.contains(key), "{bad}: {err}");
         }
+        // Past the one-level cap of 65,536 blocks: 64 GiB and 1 TiB in 64 KiB blocks.
+        for ok in ["64GiB", "1024GiB"] {
+            jail.set_env("CHORDNET_FILES__BLOCK_SIZE", "64KiB");
+            jail.set_env("CHORDNET_FILES__MAX_FILE_SIZE", ok);
+            let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(c.files.block_size, 64 << 10, "{ok}");
+        }
         Ok(())
     });
 }

@@ -361,7 +361,8 @@ mod tests {
             // Never more than max(threshold + 1, per_list) pending.
             assert!(w.pending.len() <= 5);
         }
-        // The fifth digest crosses the threshold: the first list goes at once.
+        // The fifth digest crossed the threshold and the first list went at once; three full
+        // lists went while the digests came, the short last one at the end.
         assert_eq!(written.len(), 3);
         let Listed::Lists(rest) = w.finish() else {
             panic!("more than the threshold is listed in lists")
