@@ -199,3 +199,67 @@ async fn collection_during_concurrent_uploads_overwrites_and_deletes_keeps_every
         metric_sum(&h, "chordnet_blocks_collected_total").await
     );
 }
+
+/// A file whose blocks are listed in list blocks (threshold 2, lists of 3: 8 blocks are 3 list
+/// blocks) is kept whole by its manifest's owner: its list blocks are referenced with the
+/// one-level manifests' blocks, its data blocks one list at a time from the owner's list
+/// cache, and the cache, removed from every peer, is rebuilt from the list blocks. The proof
+/// that collection ran meanwhile: a second two-level file, deleted, has its blocks collected
+/// (its 8 + 3 blocks, none shared), and then exactly 3 copies of the kept file's 8 data and 3
+/// list blocks remain, and it downloads intact through every peer. Without the second level's
+/// leases (before them) the kept file's blocks went with the other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_and_list_blocks_of_a_two_level_manifest_stay_leased() {
+    let h = ring(
+        "gc-lists",
+        Duration::from_millis(1000),
+        Duration::from_millis(200),
+    )
+    .await;
+    for i in h.running() {
+        h.peer(i).files.set_list_shape(2, 3);
+    }
+    let kept = content(21, 0, 7 * BLOCK + 99);
+    let gone = content(22, 0, 7 * BLOCK + 55);
+    assert_eq!(h.put(0, "kept", kept.clone()).await.status().as_u16(), 201);
+    assert_eq!(h.put(1, "gone", gone.clone()).await.status().as_u16(), 201);
+    let per_file = 3 * (8 + 3);
+    harness::wait_until(
+        "3 copies of both files' blocks",
+        Duration::from_secs(20),
+        || async { blocks_stored(&h).await == 2 * per_file },
+    )
+    .await;
+    // The owners rebuild their list caches from the list blocks.
+    let caches: Vec<std::path::PathBuf> = (0..5)
+        .map(|i| h.configs[i].files.store_dir.join("lists"))
+        .collect();
+    harness::wait_until("a cached list", Duration::from_secs(10), || async {
+        caches
+            .iter()
+            .any(|d| std::fs::read_dir(d).is_ok_and(|mut e| e.next().is_some()))
+    })
+    .await;
+    for d in &caches {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    assert_eq!(h.delete(2, "gone").await, 204);
+    harness::wait_until(
+        "the deleted file's blocks collected",
+        Duration::from_secs(30),
+        || async { blocks_stored(&h).await == per_file },
+    )
+    .await;
+    assert_eq!(
+        metric_sum(&h, "chordnet_blocks_collected_total").await,
+        per_file as f64
+    );
+    for via in 0..5 {
+        let (status, got) = h.get(via, "kept").await;
+        assert!(status == 200 && got == kept, "kept through peer {via}");
+    }
+    assert!(
+        caches.iter().any(|d| d.exists()),
+        "the owner's list cache was rebuilt"
+    );
+}

@@ -123,6 +123,11 @@ fn seeds() -> BTreeMap<&'static str, Vec<Vec<u8>>> {
         block_size: 1 << 20,
         digests: vec!["ab".repeat(32), "cd".repeat(32)],
     };
+    let lists = Layout::Lists {
+        block_size: 64 << 10,
+        per_list: 16_384,
+        lists: vec!["ef".repeat(32), "01".repeat(32)],
+    };
     let record = ProviderRecord {
         name: "song.mp3".into(),
         id: Id::hash("song.mp3"),
@@ -151,6 +156,10 @@ fn seeds() -> BTreeMap<&'static str, Vec<Vec<u8>>> {
             json(&BlobAnswer::Done),
             json(&meta(Layout::Block, false)),
             json(&meta(Layout::Inline, true)),
+            json(&BlobAnswer::Info(ObjectInfo {
+                meta: Some(meta(lists.clone(), false)),
+                providers: Vec::new(),
+            })),
         ],
     );
 
@@ -169,6 +178,7 @@ fn seeds() -> BTreeMap<&'static str, Vec<Vec<u8>>> {
             frame(&meta(Layout::Inline, false), b"hello", 200),
             frame(&meta(Layout::Inline, true), b"", 7),
             frame(&meta(blocks, false), b"", 64),
+            frame(&meta(lists, false), b"", 64),
         ],
     );
     s.insert(

@@ -154,8 +154,17 @@ pub const MAX_MEMBERSHIP_TABLE: usize = 1 << 20;
 /// Bounds of `files.block_size`.
 pub const MIN_BLOCK_SIZE: u64 = 64 << 10;
 pub const MAX_BLOCK_SIZE: u64 = 16 << 20;
-/// Most blocks of one file: its manifest (about 70 bytes of JSON per block) stays a few MiB.
+/// Most block digests one manifest record lists inline (about 70 bytes of JSON per block: a
+/// few MiB). New uploads list at most `files::lists::LIST_THRESHOLD` inline and put the
+/// digests of bigger files in list blocks; records of up to this many are still read.
 pub const MAX_BLOCKS: u64 = 1 << 16;
+/// Most block digests one list block holds (32 bytes each: a list block is 512 KiB).
+pub const MAX_PER_LIST: u64 = 1 << 14;
+/// Most list blocks one manifest lists (about 70 bytes each: a record under 72 KB).
+pub const MAX_LISTS: u64 = 1 << 10;
+/// Most blocks of one file: `MAX_LISTS` list blocks of `MAX_PER_LIST` digests (16,777,216:
+/// 1 TiB in 64 KiB blocks, 16 TiB in 1 MiB blocks).
+pub const MAX_FILE_BLOCKS: u64 = MAX_LISTS * MAX_PER_LIST;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -442,12 +451,15 @@ impl Config {
         if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&self.files.block_size) {
             return rule("files.block_size", "must be 64KiB..=16MiB");
         }
-        if self.files.max_file_size.div_ceil(self.files.block_size) > MAX_BLOCKS {
+        if self.files.max_file_size.div_ceil(self.files.block_size) > MAX_FILE_BLOCKS {
             return rule(
                 "files.max_file_size",
                 &format!(
-                    "a file has at most {MAX_BLOCKS} blocks (its manifest is one record): \
-                     raise files.block_size or lower files.max_file_size"
+                    "a file has at most {MAX_FILE_BLOCKS} blocks ({MAX_LISTS} list blocks of \
+                     {MAX_PER_LIST} block digests), that is {} GiB in blocks of {} KiB: raise \
+                     files.block_size or lower files.max_file_size",
+                    MAX_FILE_BLOCKS.saturating_mul(self.files.block_size) >> 30,
+                    self.files.block_size >> 10
                 ),
             );
         }

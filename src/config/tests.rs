@@ -24,15 +24,22 @@ fn block_size_comes_from_env_and_is_bounded() {
         for (bad, key) in [
             ("32KiB", "files.block_size"),
             ("17MiB", "files.block_size"),
-            // 64 GiB in 256 KiB blocks is more blocks than one manifest lists.
-            ("256KiB", "files.max_file_size"),
+            // 2 TiB in 64 KiB blocks is more blocks than 1,024 list blocks list.
+            ("64KiB", "files.max_file_size"),
         ] {
             jail.set_env("CHORDNET_FILES__BLOCK_SIZE", bad);
-            jail.set_env("CHORDNET_FILES__MAX_FILE_SIZE", "64GiB");
+            jail.set_env("CHORDNET_FILES__MAX_FILE_SIZE", "2048GiB");
             let err = Config::load(None, &Overrides::default())
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(key), "{bad}: {err}");
+        }
+        // Past the one-level cap of 65,536 blocks: 64 GiB and 1 TiB in 64 KiB blocks.
+        for ok in ["64GiB", "1024GiB"] {
+            jail.set_env("CHORDNET_FILES__BLOCK_SIZE", "64KiB");
+            jail.set_env("CHORDNET_FILES__MAX_FILE_SIZE", ok);
+            let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(c.files.block_size, 64 << 10, "{ok}");
         }
         Ok(())
     });

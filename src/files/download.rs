@@ -5,11 +5,13 @@
 //! a shared file, spread over the providers that share it. A byte range fetches only the
 //! blocks that hold it.
 
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::stream::{self, StreamExt};
+use futures_util::stream::{self, BoxStream, StreamExt};
 
+use super::lists::Shape;
 use super::manifest::{Geometry, window};
 use super::ops::{Files, FilesError};
 use super::providers::Providers;
@@ -39,6 +41,13 @@ enum BlockSource {
 }
 
 impl BlockSource {
+    /// This peer's file layer (list blocks come from the ring, whoever provides the file).
+    fn files(&self) -> Arc<Files> {
+        match self {
+            BlockSource::Ring(files) | BlockSource::Providers(files, _) => Arc::clone(files),
+        }
+    }
+
     /// Block `i` (`digest`, `len` bytes), verified.
     async fn fetch(&self, i: u64, digest: &str, len: u64) -> Result<Bytes, FilesError> {
         match self {
@@ -87,20 +96,15 @@ impl Download {
         match (self.source, &self.meta.layout) {
             (
                 Source::Blocks(from),
-                Layout::Blocks {
-                    block_size,
-                    digests,
-                },
-            ) => block_body(
-                from,
-                Geometry {
+                layout @ (Layout::Blocks { block_size, .. } | Layout::Lists { block_size, .. }),
+            ) => {
+                let g = Geometry {
                     size,
                     block_size: *block_size,
-                },
-                digests.clone(),
-                first,
-                last,
-            ),
+                };
+                let listed = Listed::of(layout, g);
+                block_body(from, g, listed, first, last)
+            }
             (Source::Whole(body), _) if range.is_none() => body,
             (Source::Whole(body), _) => slice(body, first, last),
             (Source::Blocks(_), _) => Body::new(
@@ -111,21 +115,99 @@ impl Download {
     }
 }
 
+/// Where a manifest lists its blocks' digests.
+enum Listed {
+    /// In the record itself.
+    Inline(Arc<Vec<String>>),
+    /// In list blocks.
+    Lists(Arc<Vec<String>>, Shape),
+}
+
+impl Listed {
+    fn of(layout: &Layout, g: Geometry) -> Listed {
+        match layout {
+            Layout::Lists {
+                per_list, lists, ..
+            } => Listed::Lists(
+                Arc::new(lists.clone()),
+                Shape {
+                    blocks: g.size.div_ceil(g.block_size.max(1)),
+                    per_list: *per_list,
+                },
+            ),
+            Layout::Blocks { digests, .. } => Listed::Inline(Arc::new(digests.clone())),
+            _ => Listed::Inline(Arc::default()),
+        }
+    }
+
+    /// The digests of blocks `blocks`, in order: from the record, or from the list blocks
+    /// that hold them (only those, each fetched and verified when its first block is next).
+    fn digests(self, files: Arc<Files>, blocks: RangeInclusive<u64>) -> DigestStream {
+        let no = |i: u64| BodyError::Io(format!("no block {i} in the manifest"));
+        match self {
+            Listed::Inline(digests) => stream::iter(blocks)
+                .map(move |i| {
+                    usize::try_from(i)
+                        .ok()
+                        .and_then(|k| digests.get(k))
+                        .map(|d| (i, d.clone()))
+                        .ok_or_else(|| no(i))
+                })
+                .boxed(),
+            Listed::Lists(lists, shape) => {
+                let (a, b) = (*blocks.start(), *blocks.end());
+                stream::iter(shape.list_of(a)..=shape.list_of(b))
+                    .then(move |k| {
+                        let (files, lists) = (Arc::clone(&files), Arc::clone(&lists));
+                        async move {
+                            let digest = usize::try_from(k)
+                                .ok()
+                                .and_then(|k| lists.get(k))
+                                .ok_or_else(|| {
+                                    BodyError::Io(format!("no list {k} in the manifest"))
+                                })?;
+                            let digests = files
+                                .fetch_list(digest, shape, k)
+                                .await
+                                .map_err(|e| BodyError::Io(e.to_string()))?;
+                            Ok::<_, BodyError>((k, digests))
+                        }
+                    })
+                    .flat_map(move |list| {
+                        let items: Vec<Result<(u64, String), BodyError>> = match list {
+                            Err(e) => vec![Err(e)],
+                            Ok((k, digests)) => {
+                                let base = k.saturating_mul(shape.per_list);
+                                digests
+                                    .into_iter()
+                                    .enumerate()
+                                    .map(|(j, d)| (base + j as u64, d))
+                                    .filter(|(i, _)| (a..=b).contains(i))
+                                    .map(Ok)
+                                    .collect()
+                            }
+                        };
+                        stream::iter(items)
+                    })
+                    .boxed()
+            }
+        }
+    }
+}
+
+type DigestStream = BoxStream<'static, Result<(u64, String), BodyError>>;
+
 /// Bytes `first..=last` of a file in blocks: the blocks holding them, `window` at a time in
 /// parallel, verified, in order, trimmed at both ends.
-fn block_body(from: BlockSource, g: Geometry, digests: Vec<String>, first: u64, last: u64) -> Body {
-    let digests = Arc::new(digests);
-    let chunks = stream::iter(g.blocks_of(first, last))
-        .map(move |i| {
+fn block_body(from: BlockSource, g: Geometry, listed: Listed, first: u64, last: u64) -> Body {
+    let chunks = listed
+        .digests(from.files(), g.blocks_of(first, last))
+        .map(move |entry| {
             let from = from.clone();
-            let digests = Arc::clone(&digests);
             async move {
-                let digest = usize::try_from(i)
-                    .ok()
-                    .and_then(|i| digests.get(i))
-                    .ok_or_else(|| BodyError::Io(format!("no block {i} in the manifest")))?;
+                let (i, digest) = entry?;
                 let data = from
-                    .fetch(i, digest, g.block_len(i))
+                    .fetch(i, &digest, g.block_len(i))
                     .await
                     .map_err(|e| BodyError::Io(e.to_string()))?;
                 let start = i * g.block_size;

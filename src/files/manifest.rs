@@ -1,22 +1,27 @@
 //! A file's manifest: its record at successor(SHA-1(name)) with [`Layout::Blocks`], listing the
-//! digests of its blocks in order. It is written last, after every block reached its write
-//! quorum, so a reader never sees a file whose blocks are missing; an overwrite replaces the
-//! record, so readers switch from the old block list to the new one at once.
+//! digests of its blocks in order, or, past `lists::LIST_THRESHOLD` blocks, with
+//! [`Layout::Lists`], listing the list blocks that list them (see [`super::lists`]). It is
+//! written last, after every block reached its write quorum, so a reader never sees a file
+//! whose blocks are missing; an overwrite replaces the record, so readers switch from the old
+//! block list to the new one at once.
 //!
 //! Garbage collection is by reference leases: the peer responsible for a live manifest tells
 //! its blocks' holders every repair round that the blocks are still referenced
 //! ([`BlobQuery::Referenced`]); a holder drops a block nobody stored or referenced for
-//! `files.tombstone_ttl` (see `Store::expire_blocks`). Storing a block refreshes it too, and
-//! the peer running an upload refreshes the blocks it stored every round until the manifest is
-//! written (see `upload::Uploading`), so a block of an upload under way is never collected,
-//! however long the upload takes (a failed one lets them go: nothing references them and they
-//! go after the TTL).
+//! `files.tombstone_ttl` (see `Store::expire_blocks`); for a two-level manifest, its list
+//! blocks, then its data blocks one list at a time from the owner's list cache. Storing a
+//! block refreshes it too, and the peer running an upload refreshes the blocks it stored
+//! every round until the manifest is written (see `upload::Uploading`), so a block of an
+//! upload under way is never collected, however long the upload takes (a failed one lets them
+//! go: nothing references them and they go after the TTL).
 
+use std::collections::HashSet;
 use std::ops::RangeInclusive;
 
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::blocks::{BLOCK_VERSION, check_digest};
+use super::lists::{Shape, check_shape};
 use super::ops::Files;
 use super::outcome::BlockLocation;
 use super::{FileMeta, Layout, Version};
@@ -47,34 +52,46 @@ pub enum ManifestError {
         expected: u64,
         got: u64,
     },
+    #[error("{0}")]
+    Lists(String),
     #[error(transparent)]
     Digest(#[from] super::blocks::BlockError),
 }
 
 /// Checks a manifest a peer sent: block size in bounds, as many digests as the size needs
-/// (more than one block: a smaller file is stored inline), each a well-formed digest.
+/// (more than one block: a smaller file is stored inline), each a well-formed digest; or, for
+/// a two-level manifest, as many list blocks as its blocks in lists of `per_list` need.
 pub fn check_manifest(meta: &FileMeta) -> Result<(), ManifestError> {
-    let Layout::Blocks {
-        block_size,
-        digests,
-    } = &meta.layout
-    else {
-        return Ok(());
+    let (block_size, listed) = match &meta.layout {
+        Layout::Blocks {
+            block_size,
+            digests,
+        } => (*block_size, digests),
+        Layout::Lists {
+            block_size, lists, ..
+        } => (*block_size, lists),
+        _ => return Ok(()),
     };
-    if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(block_size) {
-        return Err(ManifestError::BlockSize(*block_size));
+    if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
+        return Err(ManifestError::BlockSize(block_size));
     }
-    let expected = meta.size.div_ceil(*block_size);
-    let got = digests.len() as u64;
-    if got != expected || !(2..=MAX_BLOCKS).contains(&got) {
+    let expected = meta.size.div_ceil(block_size);
+    let got = listed.len() as u64;
+    if let Layout::Lists { per_list, .. } = &meta.layout {
+        let shape = Shape {
+            blocks: expected,
+            per_list: *per_list,
+        };
+        check_shape(shape, got).map_err(ManifestError::Lists)?;
+    } else if got != expected || !(2..=MAX_BLOCKS).contains(&got) {
         return Err(ManifestError::Count {
             size: meta.size,
-            block_size: *block_size,
+            block_size,
             expected,
             got,
         });
     }
-    for d in digests {
+    for d in listed {
         check_digest(d)?;
     }
     Ok(())
@@ -104,21 +121,56 @@ impl Geometry {
 impl Files {
     /// Tells the holders of the blocks of every live manifest this peer is responsible for,
     /// and of the uploads under way here, that those blocks are still referenced (one lookup
-    /// per holder group, one message per holder). Returns how many block references were sent.
+    /// per holder group, one message per holder). A two-level manifest's list blocks go with
+    /// the one-level manifests' blocks; then its data blocks, one list at a time (from the
+    /// list cache, rebuilt from the list blocks when missing), so a round holds at most one
+    /// list's worth of ids per big file. Returns how many block references were sent.
     pub(super) async fn refresh_block_leases(&self) -> usize {
-        let mut ids: Vec<Id> = self
+        let owned: Vec<FileMeta> = self
             .store
             .list()
             .into_iter()
-            .filter(|m| !m.deleted && self.ring.owns(m.id))
-            .flat_map(|m| {
-                m.digests()
-                    .iter()
-                    .filter_map(|d| super::blocks::block_id(d).ok())
-                    .collect::<Vec<_>>()
-            })
+            .filter(|m| !m.deleted && m.is_manifest() && self.ring.owns(m.id))
+            .collect();
+        let mut ids: Vec<Id> = owned
+            .iter()
+            .flat_map(|m| m.digests().iter().chain(m.list_digests()))
+            .filter_map(|d| super::blocks::block_id(d).ok())
             .collect();
         ids.extend(self.uploading.ids());
+        let mut sent = self.send_references(ids).await;
+        let mut keep = HashSet::new();
+        for m in &owned {
+            let Layout::Lists { per_list, .. } = &m.layout else {
+                continue;
+            };
+            let shape = Shape {
+                blocks: m.block_count(),
+                per_list: *per_list,
+            };
+            for (k, list) in m.list_digests().iter().enumerate() {
+                keep.insert(list.clone());
+                match self.cached_list(list, shape, k as u64).await {
+                    Ok(digests) => {
+                        let ids = digests
+                            .iter()
+                            .filter_map(|d| super::blocks::block_id(d).ok())
+                            .collect();
+                        sent += self.send_references(ids).await;
+                    }
+                    // The next round tries again, well within the TTL (a list block is
+                    // replicated and repaired like any block).
+                    Err(e) => warn!(name = %m.name, list = k, error = %e,
+                        "a block list is unavailable: its blocks' leases wait for the next round"),
+                }
+            }
+        }
+        self.prune_list_cache(keep).await;
+        sent
+    }
+
+    /// Sends `ids` as [`BlobQuery::Referenced`] to their holders; how many references went.
+    async fn send_references(&self, mut ids: Vec<Id>) -> usize {
         if ids.is_empty() {
             return 0;
         }

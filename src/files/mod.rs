@@ -10,6 +10,8 @@ pub mod blocks;
 pub mod download;
 pub mod handler;
 pub mod hlc;
+mod list_cache;
+pub mod lists;
 pub mod manifest;
 pub mod ops;
 pub mod outcome;

@@ -85,6 +85,8 @@ pub struct Files {
     repairing: Arc<Mutex<HashSet<(Id, Version)>>>,
     /// The blocks of uploads whose manifest is not written yet (their leases are ours).
     pub(super) uploading: Arc<super::upload::Uploading>,
+    /// When uploads here switch to list blocks (tests set smaller ones).
+    pub(super) lists: super::lists::ListKnobs,
 }
 
 pub(super) fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
@@ -118,6 +120,7 @@ impl Files {
             providers: Mutex::new(HashMap::new()),
             repairing: Arc::new(Mutex::new(HashSet::new())),
             uploading: Arc::default(),
+            lists: Default::default(),
         });
         files.update_usage();
         Ok(files)
@@ -297,7 +300,7 @@ impl Files {
         };
         let (held, replaced) = self.write(&meta, content, &targets).await?;
         let node = held.first().cloned().unwrap_or_else(|| found.node.clone());
-        let blocks = meta.digests().len();
+        let blocks = meta.block_count();
         info!(%name, %id, size = meta.size, blocks, node = %node.address, copies = held.len(), "file stored");
         let written = Written {
             name,
@@ -453,11 +456,11 @@ impl Files {
         let live =
             newest(answers.iter().flatten().filter_map(|a| a.meta.clone())).filter(|m| !m.deleted);
         let live_version = live.as_ref().map(|m| m.version);
-        let digests = live.map(|m| m.digests().to_vec()).unwrap_or_default();
-        let blocks = if with_blocks {
-            Some(self.block_holders(&digests).await)
-        } else {
-            None
+        let block_count = live.as_ref().map_or(0, |m| m.block_count());
+        let blocks = match live {
+            Some(m) if with_blocks => Some(self.block_holders(&self.all_digests(&m).await?).await),
+            _ if with_blocks => Some(Vec::new()),
+            _ => None,
         };
         let mut providers = Vec::new();
         let mut replicas = Vec::new();
@@ -491,7 +494,7 @@ impl Files {
             replicas,
             providers,
             hops: found.hops,
-            block_count: digests.len(),
+            block_count: usize::try_from(block_count).unwrap_or(usize::MAX),
             blocks,
         })
     }

@@ -1,7 +1,8 @@
 //! Uploads as they stream in: the body is cut into blocks of `files.block_size` as it arrives
 //! and a bounded window of blocks is in flight to their holders, so an upload holds at most
-//! (window + 1) blocks in memory whatever the file's size. A file of at most one block is
-//! stored inline, exactly as before blocks. The manifest is written only after every block
+//! (window + 1) blocks in memory whatever the file's size, and at most one list's worth of
+//! block digests (past `lists::LIST_THRESHOLD` blocks they go into list blocks as they
+//! complete). A file of at most one block is stored inline, exactly as before blocks. The manifest is written only after every block
 //! reached its write quorum; any failure before leaves no visible file (the blocks already
 //! stored are referenced by nothing and are collected after `files.tombstone_ttl`).
 //!
@@ -21,6 +22,7 @@ use tokio::task::JoinHandle;
 
 use super::Layout;
 use super::blocks::block_id;
+use super::lists::Listed;
 use super::manifest::window;
 use super::ops::{Content, Files, FilesError, lock};
 use super::outcome::Uploaded;
@@ -195,7 +197,8 @@ impl Files {
         let block_size = self.ring.config().files.block_size;
         let window = window(block_size);
         let mut in_flight = InFlight::default();
-        let mut digests = Vec::new();
+        let mut listed = self.lists.writer();
+        let mut lists = Vec::new();
         let mut queued = queued.to_vec();
         loop {
             let next = match queued.pop() {
@@ -204,7 +207,10 @@ impl Files {
             };
             let Some(block) = next else { break };
             if in_flight.0.len() >= window {
-                digests.push(in_flight.wait_first(name).await?);
+                let digest = in_flight.wait_first(name).await?;
+                for list in listed.push(digest) {
+                    lists.push(self.store_list(name, &list, leases).await?);
+                }
             }
             let files = Arc::clone(self);
             let leases = leases.clone();
@@ -215,15 +221,44 @@ impl Files {
             }));
         }
         while !in_flight.0.is_empty() {
-            digests.push(in_flight.wait_first(name).await?);
+            let digest = in_flight.wait_first(name).await?;
+            for list in listed.push(digest) {
+                lists.push(self.store_list(name, &list, leases).await?);
+            }
         }
-        let (size, sha256) = cutter.finish();
-        let layout = Layout::Blocks {
-            block_size,
-            digests,
+        let per_list = listed.per_list;
+        let layout = match listed.finish() {
+            Listed::Inline(digests) => Layout::Blocks {
+                block_size,
+                digests,
+            },
+            Listed::Lists(rest) => {
+                for list in rest {
+                    lists.push(self.store_list(name, &list, leases).await?);
+                }
+                Layout::Lists {
+                    block_size,
+                    per_list,
+                    lists,
+                }
+            }
         };
+        let (size, sha256) = cutter.finish();
         self.write_file(name, size, sha256, layout, Content::None)
             .await
+    }
+
+    /// Stores a list block of the upload of `name` (after every block it lists reached its
+    /// write quorum, before the manifest), held like the upload's data blocks; its digest.
+    async fn store_list(
+        &self,
+        name: &str,
+        digests: &[String],
+        leases: &UploadLeases,
+    ) -> Result<String, FilesError> {
+        let digest = self.put_list(digests).await.map_err(|e| in_file(name, e))?;
+        leases.hold(&digest);
+        Ok(digest)
     }
 }
 

@@ -49,6 +49,15 @@ pub enum Layout {
         block_size: u64,
         digests: Vec<String>,
     },
+    /// A file's manifest with two levels: its bytes are the blocks listed, in order, by the
+    /// list blocks `lists` (lowercase hex SHA-256 of ordinary content-addressed blocks, each
+    /// holding `per_list` block digests but the last; see `files::lists` for their format).
+    /// Big files keep a small record this way.
+    Lists {
+        block_size: u64,
+        per_list: u64,
+        lists: Vec<String>,
+    },
     /// A content-addressed block: `name` and `sha256` are its digest, `id` the digest's first
     /// 160 bits. Blocks are immutable, so every copy has the same version.
     Block,
@@ -64,7 +73,30 @@ impl FileMeta {
     /// Whether a live copy of this record carries content bytes (inline files and blocks do; a
     /// manifest and a tombstone do not).
     pub fn has_content(&self) -> bool {
-        !self.deleted && !matches!(self.layout, Layout::Blocks { .. })
+        !self.deleted && !self.is_manifest()
+    }
+
+    /// Whether this is a file's manifest (its bytes are blocks), at one level or two.
+    pub fn is_manifest(&self) -> bool {
+        matches!(self.layout, Layout::Blocks { .. } | Layout::Lists { .. })
+    }
+
+    /// How many data blocks a live manifest's file has (0 for anything else).
+    pub fn block_count(&self) -> u64 {
+        match &self.layout {
+            _ if self.deleted => 0,
+            Layout::Blocks { digests, .. } => digests.len() as u64,
+            Layout::Lists { block_size, .. } => self.size.div_ceil((*block_size).max(1)),
+            _ => 0,
+        }
+    }
+
+    /// The list blocks of a live two-level manifest (empty for anything else).
+    pub fn list_digests(&self) -> &[String] {
+        match &self.layout {
+            Layout::Lists { lists, .. } if !self.deleted => lists,
+            _ => &[],
+        }
     }
 
     /// Whether this is a block rather than a named file's record.
@@ -72,7 +104,8 @@ impl FileMeta {
         matches!(self.layout, Layout::Block)
     }
 
-    /// The block digests of a manifest (empty for anything else).
+    /// The block digests of a one-level manifest (empty for anything else: the blocks of a
+    /// two-level one are in its list blocks).
     pub fn digests(&self) -> &[String] {
         match &self.layout {
             Layout::Blocks { digests, .. } if !self.deleted => digests,
