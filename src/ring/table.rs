@@ -426,8 +426,8 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let n = u128::from(x % 64) + 1;
-            t.learn(&peer(n), x % 300, now, x % 3 == 0);
-            if now % 50 == 0 {
+            t.learn(&peer(n), x % 300, now, x.is_multiple_of(3));
+            if now.is_multiple_of(50) {
                 t.expire(now);
             }
             assert_eq!(t.by_heard.len(), t.entries.len());
