@@ -25,16 +25,6 @@ async fn ring(name: &str, ttl: Duration, repair: Duration) -> Harness {
     h
 }
 
-/// Blocks stored over all running peers, as `GET /v1/node/files` reports them.
-async fn blocks_stored(h: &Harness) -> u64 {
-    let mut sum = 0;
-    for i in h.running() {
-        let v = h.get_json(&h.url(i, "/v1/node/files")).await;
-        sum += v.and_then(|v| v["blocks"].as_u64()).unwrap_or(0);
-    }
-    sum
-}
-
 async fn metric_sum(h: &Harness, series: &str) -> f64 {
     let mut sum = 0.0;
     for i in h.running() {
@@ -182,10 +172,10 @@ async fn collection_during_concurrent_uploads_overwrites_and_deletes_keeps_every
     }
     let want = listed.len() as u64 * 3;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut stored = blocks_stored(&h).await;
+    let mut stored = h.blocks_stored().await;
     while stored != want && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        stored = blocks_stored(&h).await;
+        stored = h.blocks_stored().await;
     }
     assert_eq!(
         stored, want,
@@ -227,7 +217,7 @@ async fn the_data_and_list_blocks_of_a_two_level_manifest_stay_leased() {
     harness::wait_until(
         "3 copies of both files' blocks",
         Duration::from_secs(20),
-        || async { blocks_stored(&h).await == 2 * per_file },
+        || async { h.blocks_stored().await == 2 * per_file },
     )
     .await;
     // The owners rebuild their list caches from the list blocks.
@@ -247,7 +237,7 @@ async fn the_data_and_list_blocks_of_a_two_level_manifest_stay_leased() {
     harness::wait_until(
         "the deleted file's blocks collected",
         Duration::from_secs(30),
-        || async { blocks_stored(&h).await == per_file },
+        || async { h.blocks_stored().await == per_file },
     )
     .await;
     assert_eq!(

@@ -111,16 +111,6 @@ fn the_metadata_of_a_4_gib_file_in_64_kib_blocks_shrinks_from_megabytes_to_bytes
     assert!(blocks > LIST_THRESHOLD);
 }
 
-/// Blocks stored over the running peers, as `GET /v1/node/files` reports them.
-async fn blocks_stored(h: &Harness) -> u64 {
-    let mut sum = 0;
-    for i in h.running() {
-        let v = h.get_json(&h.url(i, "/v1/node/files")).await;
-        sum += v.and_then(|v| v["blocks"].as_u64()).unwrap_or(0);
-    }
-    sum
-}
-
 /// Bytes `a..=b` of `name` through peer `via`: status and body.
 async fn range(h: &Harness, via: usize, name: &str, a: u64, b: u64) -> (u16, Vec<u8>) {
     let r = h
@@ -196,7 +186,7 @@ async fn a_file_of_several_list_blocks_round_trips_and_ranges_cross_list_boundar
     harness::wait_until(
         "3 copies of every block",
         Duration::from_secs(20),
-        || async { blocks_stored(&h).await == copies },
+        || async { h.blocks_stored().await == copies },
     )
     .await;
 
@@ -206,7 +196,7 @@ async fn a_file_of_several_list_blocks_round_trips_and_ranges_cross_list_boundar
     let (status, got) = h.get(1, "many").await;
     assert!(status == 200 && got == data, "after a crash");
     harness::wait_until("3 copies again", Duration::from_secs(30), || async {
-        blocks_stored(&h).await == copies
+        h.blocks_stored().await == copies
     })
     .await;
     let (a, z) = (3 * b - 1, 9 * b);

@@ -65,13 +65,18 @@ impl Node {
 
     /// Stabilize found a peer that may be a closer successor: ask it (adopted once it answers).
     pub(super) fn ask_candidate(&mut self, candidate: Peer, chase: u32) {
+        self.send_candidate(candidate, chase, Vec::new());
+    }
+
+    /// Asks `candidate` for its neighbours; `rest` are asked in turn if it does not answer.
+    fn send_candidate(&mut self, candidate: Peer, chase: u32, rest: Vec<Peer>) {
         self.send(
             candidate.address.clone(),
             Request::GetNeighbors,
             Pending::StabilizeCandidate {
                 candidate,
                 chase,
-                rest: Vec::new(),
+                rest,
             },
         );
     }
@@ -108,15 +113,7 @@ impl Node {
             return false;
         };
         let rest = rest.collect();
-        self.send(
-            candidate.address.clone(),
-            Request::GetNeighbors,
-            Pending::StabilizeCandidate {
-                candidate,
-                chase,
-                rest,
-            },
-        );
+        self.send_candidate(candidate, chase, rest);
         true
     }
 

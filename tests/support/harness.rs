@@ -193,6 +193,16 @@ impl Harness {
         seen == truth
     }
 
+    /// Blocks stored over the running peers, as `GET /v1/node/files` reports them.
+    pub async fn blocks_stored(&self) -> u64 {
+        let mut sum = 0;
+        for i in self.running() {
+            let v = self.get_json(&self.url(i, "/v1/node/files")).await;
+            sum += v.and_then(|v| v["blocks"].as_u64()).unwrap_or(0);
+        }
+        sum
+    }
+
     pub async fn converged(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !self.settled().await {
