@@ -240,9 +240,13 @@ async fn the_data_and_list_blocks_of_a_two_level_manifest_stay_leased() {
         || async { h.blocks_stored().await == per_file },
     )
     .await;
-    assert_eq!(
-        metric_sum(&h, "chordnet_blocks_collected_total").await,
-        per_file as f64
+    // Collection removed them, and no more than them: a kept block collected (and repaired
+    // back from another holder) would count here. Fewer is fine: a copy that lay off its
+    // holders while the ring was busy goes by repair's hand-off, not by collection.
+    let collected = metric_sum(&h, "chordnet_blocks_collected_total").await;
+    assert!(
+        collected > 0.0 && collected <= per_file as f64,
+        "{collected} blocks collected, the deleted file had {per_file} copies"
     );
     for via in 0..5 {
         let (status, got) = h.get(via, "kept").await;

@@ -1,6 +1,7 @@
 //! The transport conformance suite on every transport: `memory`, `http`, `grpc` and `nats`
 //! (against a real `nats-server` each check starts for itself).
 
+#[macro_use]
 #[path = "support/conformance.rs"]
 mod conformance;
 #[path = "support/conformance_kit.rs"]

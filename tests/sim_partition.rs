@@ -296,7 +296,7 @@ fn an_operator_merges_rings_with_different_ids_into_one_ring_with_one_id() {
     assert!(per_node < 200.0, "{per_node} messages per node");
     if let Ok(n) = std::env::var("CHORDNET_ABSORB_NODES") {
         // The README's figure for bigger rings: CHORDNET_ABSORB_NODES=1024 cargo test --release
-        // --test sim_partition an_operator -- --nocapture
+        // --test suite sim_partition::an_operator -- --nocapture
         let n: usize = n.parse().expect("CHORDNET_ABSORB_NODES is a number");
         absorb(n, 23);
     }

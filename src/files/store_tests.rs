@@ -4,6 +4,7 @@ use super::*;
 use crate::files::Version;
 use crate::files::sha256_hex;
 use crate::files::spool::spool_bytes;
+use std::time::Duration;
 
 fn put(store: &Store, meta: FileMeta, data: Option<&[u8]>) -> Result<PutOutcome, StoreError> {
     let content = data.map(|d| spool_bytes(store.tmp_dir(), d).unwrap());
@@ -130,5 +131,35 @@ fn corrupt_input_is_refused_and_orphans_are_cleaned() {
     let _store = Store::open(&d).unwrap();
     assert!(!orphan.exists());
     assert!(!d.join("tmp").join("half-written").exists());
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// A block stored again (a second upload of the same content finds it here and does not
+/// write it) counts as referenced from that moment: a collection that started before the
+/// second store does not drop it. Garbage collection reads `touched` under the same lock as
+/// this check, so there is no window between "already here" and the manifest that follows.
+#[test]
+fn a_block_found_again_by_a_new_upload_is_not_collected() {
+    let d = dir("block-again");
+    let store = Store::open(&d).unwrap();
+    let data = b"the same block, uploaded twice".as_slice();
+    let block = crate::files::blocks::block_meta(&sha256_hex(data), data.len() as u64).unwrap();
+    assert_eq!(
+        put(&store, block.clone(), Some(data)).unwrap(),
+        PutOutcome::Stored { replaced: None }
+    );
+    // Collection cuts off everything untouched since `cutoff`: the first store is older.
+    let cutoff = Instant::now();
+    assert!(store.untouched_since(block.id, cutoff + Duration::from_millis(1)));
+    // The second upload of the same content finds the block here.
+    assert_eq!(store.current_touching(&block), Some(block.clone()));
+    assert_eq!(store.expire_blocks(cutoff), (0, 0), "a block just found again was dropped");
+    assert_eq!(read(&store, block.id).map(|(_, b)| b), Some(data.to_vec()));
+    // Left alone, it goes.
+    assert_eq!(
+        store.expire_blocks(Instant::now() + Duration::from_millis(1)),
+        (1, data.len() as u64)
+    );
+    assert!(read(&store, block.id).is_none());
     let _ = std::fs::remove_dir_all(&d);
 }

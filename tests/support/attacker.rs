@@ -18,7 +18,7 @@ use chordnet::wire::files::FileMeta;
 use chordnet::wire::ring::{Rejection, Request, RequestEnvelope, Response, ResponseEnvelope};
 use chordnet::wire::{Address, Peer, RingId};
 
-use crate::harness::{Harness, address};
+use super::harness::{Harness, address};
 
 pub const RING_KEY: &str = "1111111111111111111111111111111111111111111111111111111111111111";
 pub const OTHER_KEY: &str = "2222222222222222222222222222222222222222222222222222222222222222";

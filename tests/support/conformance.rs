@@ -483,8 +483,9 @@ pub async fn bad_and_oversized_messages_are_refused(under: &dyn Under) {
     );
 }
 
-/// Every check, for the `conformance!` macro.
-#[macro_export]
+/// Every check, for the `conformance!` macro (`#[macro_use]` on the `mod` that includes this
+/// file; files that include it for its helpers only do not use it).
+#[allow(unused_macros)]
 macro_rules! conformance {
     ($module:ident, $under:expr) => {
         mod $module {

@@ -5,7 +5,7 @@
 
 use std::net::TcpListener;
 
-use crate::cluster::{Cluster, PeerProcess, spawn_logged};
+use super::cluster::{Cluster, PeerProcess, spawn_logged};
 
 /// `n` ports `p` such that `p` and `p + 1` were both free.
 pub fn port_pairs(n: usize) -> Vec<u16> {
