@@ -3,8 +3,7 @@
 //! would refuse itself: `src/api/front.rs`), bodies cannot hold a peer up (issue 10, items 3
 //! and 17). Every wait is bounded.
 
-#[path = "support/cluster.rs"]
-mod cluster;
+use crate::support::cluster;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

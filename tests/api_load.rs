@@ -4,8 +4,7 @@
 //! `transport.progress_timeout` (408); past `api.max_connections` a connection is answered 503
 //! with `Retry-After` and closed. Real `chordnet serve` processes; every wait is bounded.
 
-#[path = "support/cluster.rs"]
-mod cluster;
+use crate::support::cluster;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -4,12 +4,9 @@
 //! with the line that is wrong. Real `chordnet serve` processes on 127.0.0.1; every wait is
 //! bounded.
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/cluster.rs"]
-mod cluster;
-#[path = "support/paired.rs"]
-mod paired;
+use crate::support::cli;
+use crate::support::cluster;
+use crate::support::paired;
 
 use std::time::Duration;
 

@@ -3,8 +3,7 @@
 //! (content is cut into blocks as it streams, a bounded window of them in flight, never held
 //! whole).
 
-#[path = "support/cluster.rs"]
-mod cluster;
+use crate::support::cluster;
 
 use std::time::Duration;
 

@@ -3,8 +3,7 @@
 //! few hundred milliseconds; and an upload that lasts longer than `files.tombstone_ttl`.
 //! In-process 5-peer ring, 64 KiB blocks, seeded operations, bounded waits.
 
-#[path = "support/harness.rs"]
-mod harness;
+use crate::support::harness;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

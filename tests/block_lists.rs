@@ -4,8 +4,7 @@
 //! through other peers, byte ranges across list-block boundaries, overwrites between the two
 //! layouts; and a file past the real threshold. In-process rings, 64 KiB blocks.
 
-#[path = "support/harness.rs"]
-mod harness;
+use crate::support::harness;
 
 use std::time::Duration;
 

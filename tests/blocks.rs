@@ -2,8 +2,7 @@
 //! blocks: sizes around the block boundary, spreading, ranges, a corrupted replica, a crash
 //! during a download, deduplication and garbage collection.
 
-#[path = "support/harness.rs"]
-mod harness;
+use crate::support::harness;
 
 use std::path::PathBuf;
 use std::time::Duration;

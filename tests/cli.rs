@@ -1,10 +1,8 @@
 //! The command line as a user meets it: the real `chordnet` binary's client subcommands and
 //! `dev` against real peers on 127.0.0.1 (issue 10). Every wait is bounded.
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/cluster.rs"]
-mod cluster;
+use crate::support::cli;
+use crate::support::cluster;
 
 use std::path::Path;
 use std::process::Command;

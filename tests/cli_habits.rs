@@ -3,10 +3,8 @@
 //! host:port`, `ls` and `status`, no silent overwrites, one-line join/leave, `locate` of an
 //! unknown name, `dev` saying when the ring is ready. The real binary against real peers.
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/cluster.rs"]
-mod cluster;
+use crate::support::cli;
+use crate::support::cluster;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};

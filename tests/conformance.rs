@@ -1,13 +1,9 @@
 //! The transport conformance suite on every transport: `memory`, `http`, `grpc` and `nats`
 //! (against a real `nats-server` each check starts for itself).
 
-#[macro_use]
-#[path = "support/conformance.rs"]
-mod conformance;
-#[path = "support/conformance_kit.rs"]
-mod conformance_kit;
-#[path = "support/nats_server.rs"]
-mod nats_server;
+use crate::support::conformance;
+use crate::support::conformance_kit;
+use crate::support::nats_server;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

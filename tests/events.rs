@@ -5,10 +5,8 @@
 //! re-sent event is stored once; the command fails in one line when it cannot read.
 //! The peers speak HTTP to each other: events do not depend on the transport.
 
-#[path = "support/cluster.rs"]
-mod cluster;
-#[path = "support/nats_server.rs"]
-mod nats_server;
+use crate::support::cluster;
+use crate::support::nats_server;
 
 use std::collections::BTreeMap;
 use std::process::Command;

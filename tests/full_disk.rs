@@ -4,8 +4,7 @@
 //! does not fit is 507 and never visible; afterwards nothing on the small disks is partial,
 //! orphaned or corrupt. Needs root (it mounts tmpfs).
 
-#[path = "support/harness.rs"]
-mod harness;
+use crate::support::harness;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -5,8 +5,7 @@
 //! nothing, a restarted peer comes back with its store. And a server drops the work of a call
 //! whose `grpc-timeout` passed. Every wait is bounded and polls a condition.
 
-#[path = "support/cluster.rs"]
-mod cluster;
+use crate::support::cluster;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

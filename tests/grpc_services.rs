@@ -4,8 +4,7 @@
 //! one, and a gRPC peer and an HTTP peer refuse each other with a message that says what to
 //! change. Every wait is bounded and polls a condition.
 
-#[path = "support/cluster.rs"]
-mod cluster;
+use crate::support::cluster;
 
 use std::time::Duration;
 

@@ -5,10 +5,8 @@
 //! cannot speak for an id whose host it does not name; replaced files are used by new
 //! connections without a restart, and broken ones are ignored.
 
-#[path = "support/cluster.rs"]
-mod cluster;
-#[path = "support/test_ca.rs"]
-mod test_ca;
+use crate::support::cluster;
+use crate::support::test_ca;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -6,12 +6,9 @@
 //! hands off; a broker restart in the middle of uploads loses no acknowledged upload and
 //! `/readyz` goes 503 and back. Every wait is bounded and polls a condition.
 
-#[path = "support/cluster.rs"]
-mod cluster;
-#[path = "support/conformance_kit.rs"]
-mod conformance_kit;
-#[path = "support/nats_server.rs"]
-mod nats_server;
+use crate::support::cluster;
+use crate::support::conformance_kit;
+use crate::support::nats_server;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -7,14 +7,10 @@
 //! `nats://` URL TLS-only, so a plain broker is refused rather than used in clear; the keys
 //! load from the environment and a certificate without its key stops the configuration.
 
-#[path = "support/conformance.rs"]
-mod conformance;
-#[path = "support/conformance_kit.rs"]
-mod conformance_kit;
-#[path = "support/nats_server.rs"]
-mod nats_server;
-#[path = "support/test_ca.rs"]
-mod test_ca;
+use crate::support::conformance;
+use crate::support::conformance_kit;
+use crate::support::nats_server;
+use crate::support::test_ca;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

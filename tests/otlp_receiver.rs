@@ -2,8 +2,7 @@
 //! exporters: OTLP/HTTP protobuf through the blocking reqwest client and OTLP/gRPC through
 //! tonic, each from the simple and from the batch span processor.
 
-#[path = "support/otlp/mod.rs"]
-mod otlp;
+use crate::support::otlp;
 
 use std::time::{Duration, Instant};
 

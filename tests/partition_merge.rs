@@ -5,8 +5,7 @@
 //! its newest version through every peer, and deletes stay deleted. Every wait is bounded and
 //! polls a condition.
 
-#[path = "support/cluster.rs"]
-mod cluster;
+use crate::support::cluster;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -7,10 +7,8 @@
 //! - with security off, the attacks a shared secret is needed for still succeed (the test can
 //!   fail), and the ones the ring's own rules now stop are refused there too;
 
-#[path = "support/attacker.rs"]
-mod attacker;
-#[path = "support/harness.rs"]
-mod harness;
+use crate::support::attacker;
+use crate::support::harness;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -3,8 +3,7 @@
 //! HTTP transport end to end. Ring, API and file behaviour is in `ring_files.rs` (in-process).
 //! Every wait is bounded and polls a condition; nothing sleeps blindly.
 
-#[path = "support/cluster.rs"]
-mod cluster;
+use crate::support::cluster;
 
 use std::process::Command;
 use std::time::Duration;

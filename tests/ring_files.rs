@@ -2,8 +2,7 @@
 //! REST APIs on 127.0.0.1): formation, lookups, files across crashes and leaves, write and read
 //! quorums, clock skew, stale stores, full restarts.
 
-#[path = "support/harness.rs"]
-mod harness;
+use crate::support::harness;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -4,8 +4,7 @@
 //! in: one ring of 8 that every peer walks the same way, one ring id, every file at its newest
 //! version through every peer. Bad requests get problem documents. Every wait is bounded.
 
-#[path = "support/cluster.rs"]
-mod cluster;
+use crate::support::cluster;
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use cluster::*;
 use serde_json::{Value, json};
 
 impl Cluster {
-    async fn ring_ids(&self) -> Vec<Option<String>> {
+    async fn ring_id_of_each(&self) -> Vec<Option<String>> {
         let mut ids = Vec::new();
         for p in &self.peers {
             let id = self
@@ -65,8 +64,12 @@ async fn an_operator_merges_two_rings_with_different_ids_into_one() {
         Cluster::start_converged("rmerge-a", 4),
         Cluster::start_converged("rmerge-b", 4)
     );
-    let id_a = a.ring_ids().await[0].clone().expect("ring a has an id");
-    let id_b = b.ring_ids().await[0].clone().expect("ring b has an id");
+    let id_a = a.ring_id_of_each().await[0]
+        .clone()
+        .expect("ring a has an id");
+    let id_b = b.ring_id_of_each().await[0]
+        .clone()
+        .expect("ring b has an id");
     assert_ne!(id_a, id_b, "two rings founded apart");
 
     // Files on both sides; the same name on both, written last on side a (the newer wins).
@@ -133,7 +136,7 @@ async fn an_operator_merges_two_rings_with_different_ids_into_one() {
     )
     .await;
     let one_ring = asked.elapsed();
-    let ids = all.ring_ids().await;
+    let ids = all.ring_id_of_each().await;
     assert!(
         ids.iter().all(|id| id.as_deref() == Some(id_a.as_str())),
         "{ids:?}"

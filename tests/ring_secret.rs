@@ -1,10 +1,8 @@
 //! The ring secret's life cycle on a 4-peer in-process ring: keys rotate during traffic with
 //! zero failed requests, and a key file that cannot be used stops a peer at start.
 
-#[path = "support/attacker.rs"]
-mod attacker;
-#[path = "support/harness.rs"]
-mod harness;
+use crate::support::attacker;
+use crate::support::harness;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -2,8 +2,7 @@
 //! a secret forms and serves files over HTTP and over gRPC without a single refused message,
 //! and a peer with another ring's key cannot get in.
 
-#[path = "support/cluster.rs"]
-mod cluster;
+use crate::support::cluster;
 
 use std::time::Duration;
 

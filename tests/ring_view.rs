@@ -3,10 +3,8 @@
 //! does not agree), then gone once the ring closed over it; a new peer appears. Every wait is
 //! bounded and polls a condition.
 
-#[path = "support/cluster.rs"]
-mod cluster;
-#[path = "support/paired.rs"]
-mod paired;
+use crate::support::cluster;
+use crate::support::paired;
 
 use std::time::Duration;
 

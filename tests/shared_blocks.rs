@@ -2,8 +2,7 @@
 //! block, and a download of a file several peers share comes block by block from all of them,
 //! each block verified before it is passed on. In-process 6-peer ring, 64 KiB blocks.
 
-#[path = "support/harness.rs"]
-mod harness;
+use crate::support::harness;
 
 use std::time::Duration;
 

@@ -1,8 +1,7 @@
 //! Shared directories as a user meets them on real peers: a file a peer shares stays
 //! downloadable while the ring changes around it (issue 10, item 4). Every wait is bounded.
 
-#[path = "support/cluster.rs"]
-mod cluster;
+use crate::support::cluster;
 
 use std::time::Duration;
 

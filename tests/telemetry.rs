@@ -3,12 +3,9 @@
 //! OTLP/HTTP and OTLP/gRPC); no exporter without the OTEL variables; an unreachable collector
 //! does not slow lookups down.
 
-#[path = "support/cluster.rs"]
-mod cluster;
-#[path = "support/nats_server.rs"]
-mod nats_server;
-#[path = "support/otlp/mod.rs"]
-mod otlp;
+use crate::support::cluster;
+use crate::support::nats_server;
+use crate::support::otlp;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};

@@ -8,12 +8,8 @@
 //! Without Chromium the tests print SKIP, unless CI=true or CHORDNET_REQUIRE_BROWSER=1 (then
 //! they fail; `.ci/run` installs Chromium). Figures are printed, never asserted.
 
-#[path = "support/cluster.rs"]
-mod cluster;
-#[path = "support/paired.rs"]
-mod paired;
-#[path = "support/webdriver.rs"]
-mod webdriver;
+use crate::support::paired;
+use crate::support::webdriver;
 
 use std::time::{Duration, Instant};
 

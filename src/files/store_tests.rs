@@ -153,7 +153,11 @@ fn a_block_found_again_by_a_new_upload_is_not_collected() {
     assert!(store.untouched_since(block.id, cutoff + Duration::from_millis(1)));
     // The second upload of the same content finds the block here.
     assert_eq!(store.current_touching(&block), Some(block.clone()));
-    assert_eq!(store.expire_blocks(cutoff), (0, 0), "a block just found again was dropped");
+    assert_eq!(
+        store.expire_blocks(cutoff),
+        (0, 0),
+        "a block just found again was dropped"
+    );
     assert_eq!(read(&store, block.id).map(|(_, b)| b), Some(data.to_vec()));
     // Left alone, it goes.
     assert_eq!(

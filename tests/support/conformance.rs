@@ -483,9 +483,8 @@ pub async fn bad_and_oversized_messages_are_refused(under: &dyn Under) {
     );
 }
 
-/// Every check, for the `conformance!` macro (`#[macro_use]` on the `mod` that includes this
-/// file; files that include it for its helpers only do not use it).
-#[allow(unused_macros)]
+/// Every check, for the `conformance!` macro (in scope for the tests through `#[macro_use]` in
+/// tests/suite.rs).
 macro_rules! conformance {
     ($module:ident, $under:expr) => {
         mod $module {
