@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 use super::blocks::{block_meta, check_block_meta};
+use super::lists::encode_raw;
 use super::manifest::check_manifest;
 use super::ops::{Files, lock};
 use super::providers::MAX_PER_KEY;
-use super::shared::path_of;
+use super::shared::{Served, path_of};
 use super::spool::{check_space, hash_file, spool};
 use super::store::{PutOutcome, StoreError};
 use super::{FileMeta, Layout, ProviderRecord, Version, validate_name};
@@ -190,9 +191,25 @@ impl Files {
 
     /// The block at `id` of a file in the shared directory, as read from the file now (not
     /// hashed again here: the downloader verifies every block, and a provider is untrusted to
-    /// it anyway).
+    /// it anyway), or a list block of a shared file's manifest, made from the index.
     async fn shared_block(&self, id: Id) -> Option<Object> {
-        let block = lock(&self.shared).block(id).cloned()?;
+        let served = lock(&self.shared).block(id)?;
+        let block = match served {
+            Served::Data(block) => block,
+            Served::List {
+                digest,
+                digests,
+                range,
+            } => {
+                let data = encode_raw(digests.get(range)?).ok()?;
+                let meta = block_meta(&digest, data.len() as u64).ok()?;
+                self.ring.metrics().shared_list_blocks_served.inc();
+                return Some(Object {
+                    meta,
+                    body: Body::from_bytes(data),
+                });
+            }
+        };
         let meta = block_meta(&block.digest, block.len).ok()?;
         let path = path_of(&self.ring.config().files.shared_dir, &block.name)?;
         let read = tokio::task::spawn_blocking(move || read_at(&path, block.offset, block.len));
@@ -212,22 +229,31 @@ impl Files {
         }
     }
 
-    /// The manifest of the shared file `name` as this peer hashed it.
+    /// The manifest of the shared file `name` as this peer hashed it: its block digests, or,
+    /// past the list threshold, its list blocks (which this peer serves from its index), so
+    /// the answer is small whatever the file's size.
     fn shared_manifest(&self, name: &str) -> Option<FileMeta> {
-        let f = lock(&self.shared).get(name).cloned()?;
+        let shared = lock(&self.shared);
+        let f = shared.get(name)?;
         let layout = if f.blocks.is_empty() {
             Layout::Inline
+        } else if !f.lists.is_empty() {
+            Layout::Lists {
+                block_size: f.block_size,
+                per_list: f.per_list,
+                lists: f.lists.clone(),
+            }
         } else {
             Layout::Blocks {
                 block_size: f.block_size,
-                digests: f.blocks,
+                digests: (0..f.blocks.len()).filter_map(|i| f.digest(i)).collect(),
             }
         };
         Some(FileMeta {
             id: Id::hash(f.name.as_bytes()),
-            name: f.name,
+            name: f.name.clone(),
             size: f.size,
-            sha256: f.sha256,
+            sha256: f.sha256.clone(),
             version: Version {
                 millis: 0,
                 logical: 0,
