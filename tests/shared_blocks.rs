@@ -27,6 +27,25 @@ async fn providers(h: &Harness, via: usize) -> usize {
         .unwrap_or(0)
 }
 
+/// Flips a byte of every block of peer `CORRUPT`'s copy and puts its modification time back,
+/// so that its rescans do not notice.
+fn damage(h: &Harness) {
+    let path = h.configs[CORRUPT].files.shared_dir.join(NAME);
+    let modified = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    let mut bad = data();
+    for b in 0..bad.len().div_ceil(BLOCK) {
+        bad[b * BLOCK + 7] ^= 0x55;
+    }
+    std::fs::write(&path, &bad).expect("corrupt it");
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_modified(modified))
+        .expect("mtime back");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_three_peers_share_comes_from_several_and_a_corrupt_one_is_skipped() {
     let h = Harness::start("shared-blocks", 6, |i, c| {
@@ -45,20 +64,7 @@ async fn a_file_three_peers_share_comes_from_several_and_a_corrupt_one_is_skippe
     .await;
     // Peer 3's disk changes under it once it indexed the file: a byte of every block flips,
     // and the modification time is put back so that its rescans do not notice.
-    let path = h.configs[CORRUPT].files.shared_dir.join(NAME);
-    let modified = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .expect("mtime");
-    let mut bad = data();
-    for b in 0..bad.len().div_ceil(BLOCK) {
-        bad[b * BLOCK + 7] ^= 0x55;
-    }
-    std::fs::write(&path, &bad).expect("corrupt it");
-    std::fs::File::options()
-        .write(true)
-        .open(&path)
-        .and_then(|f| f.set_modified(modified))
-        .expect("mtime back");
+    damage(&h);
 
     let (status, got) = h.get(0, NAME).await;
     assert_eq!(status, 200);
@@ -162,20 +168,7 @@ async fn a_shared_file_past_the_list_threshold_comes_through_its_list_blocks() {
     assert!(bytes < 1000, "{bytes} bytes");
 
     // Peer 3's copy is damaged once indexed (its lists, made from its index, stay right).
-    let path = h.configs[CORRUPT].files.shared_dir.join(NAME);
-    let modified = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .expect("mtime");
-    let mut bad = data();
-    for b in 0..bad.len().div_ceil(BLOCK) {
-        bad[b * BLOCK + 7] ^= 0x55;
-    }
-    std::fs::write(&path, &bad).expect("corrupt it");
-    std::fs::File::options()
-        .write(true)
-        .open(&path)
-        .and_then(|f| f.set_modified(modified))
-        .expect("mtime back");
+    damage(&h);
 
     let (status, got) = h.get(0, NAME).await;
     assert_eq!(status, 200);

@@ -9,9 +9,9 @@
 //! `lists::LIST_THRESHOLD` blocks the digests of its list blocks instead, which come from the
 //! providers like data blocks, so the manifest stays small and a file of any size is verified
 //! block by block) comes from the first provider that gives one matching its record, then
-//! block `i` is asked of
-//! provider `i mod n`, verified before a byte of it is passed on, and a provider that fails or
-//! sends a block that fails its digest is skipped for the rest of the download (counted in
+//! block `i` is asked of provider `i mod n`, verified before a byte of it is passed on, and a
+//! provider that fails or sends a block that fails its digest is skipped for the rest of the
+//! download (counted in
 //! `chordnet_shared_blocks_corrupt_total` and logged) while another sends the block. The whole
 //! file's SHA-256 is checked again as it leaves the API, so a lying manifest fails too. A file
 //! of at most one block comes whole from one provider and is checked before it is served.
