@@ -14,7 +14,7 @@ use super::providers::MAX_PER_KEY;
 use super::shared::{Served, path_of};
 use super::spool::{check_space, hash_file, spool};
 use super::store::{PutOutcome, StoreError};
-use super::{FileMeta, Layout, ProviderRecord, Version, validate_name};
+use super::{FileMeta, ProviderRecord, Version, validate_name};
 use crate::id::Id;
 use crate::transport::{
     BlobAnswer, BlobHandler, BlobQuery, Body, BoxFuture, MAX_BATCH, Object, ObjectInfo, PutReply,
@@ -229,39 +229,11 @@ impl Files {
         }
     }
 
-    /// The manifest of the shared file `name` as this peer hashed it: its block digests, or,
-    /// past the list threshold, its list blocks (which this peer serves from its index), so
-    /// the answer is small whatever the file's size.
+    /// The manifest of the shared file `name` as this peer hashed it (see
+    /// [`super::shared::SharedFile::manifest`]).
     fn shared_manifest(&self, name: &str) -> Option<FileMeta> {
-        let shared = lock(&self.shared);
-        let f = shared.get(name)?;
-        let layout = if f.blocks.is_empty() {
-            Layout::Inline
-        } else if !f.lists.is_empty() {
-            Layout::Lists {
-                block_size: f.block_size,
-                per_list: f.per_list,
-                lists: f.lists.clone(),
-            }
-        } else {
-            Layout::Blocks {
-                block_size: f.block_size,
-                digests: (0..f.blocks.len()).filter_map(|i| f.digest(i)).collect(),
-            }
-        };
-        Some(FileMeta {
-            id: Id::hash(f.name.as_bytes()),
-            name: f.name.clone(),
-            size: f.size,
-            sha256: f.sha256.clone(),
-            version: Version {
-                millis: 0,
-                logical: 0,
-                origin: self.me().id,
-            },
-            deleted: false,
-            layout,
-        })
+        let origin = self.me().id;
+        lock(&self.shared).get(name).map(|f| f.manifest(origin))
     }
 
     fn missing(&self, have: Vec<(Id, Version)>) -> Vec<Id> {

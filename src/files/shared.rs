@@ -5,8 +5,12 @@
 //! its whole-file SHA-256 and, for a file of more than one block, the SHA-256 of each block of
 //! `files.block_size`: the file's block manifest, which a downloader fetches (see
 //! [`super::providers`]) to verify a provider's bytes block by block and to spread the blocks
-//! over every provider of the same content. Only regular files directly in the directory whose
-//! names are valid file names are shared (no recursion, no symlinks out of the directory).
+//! over every provider of the same content. A file of more than `lists::LIST_THRESHOLD` blocks
+//! also gets list blocks (the format uploads use, see [`super::lists`]), computed from its
+//! digests when it is indexed: its manifest lists those, and the provider serves them by digest
+//! from the index like blocks, so a manifest stays small whatever the file's size. Only regular
+//! files directly in the directory whose names are valid file names are shared (no recursion,
+//! no symlinks out of the directory).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -18,7 +22,7 @@ use sha2::Digest;
 
 use super::lists::{Cut, encode_raw};
 use super::spool::hex;
-use super::validate_name;
+use super::{FileMeta, Layout, Version, validate_name};
 use crate::id::Id;
 
 /// A block digest as bytes (an index of a big file keeps 32 bytes a block, not 64 of hex).
@@ -56,6 +60,41 @@ impl SharedFile {
         let per_list = usize::try_from(self.per_list).ok().filter(|n| *n > 0)?;
         let from = k.checked_mul(per_list).filter(|f| *f < self.blocks.len())?;
         Some(&self.blocks[from..(from + per_list).min(self.blocks.len())])
+    }
+
+    /// The file's manifest as a provider sends it (`shared_manifest`), a version of its own
+    /// from `origin`: its block digests, or, past the list threshold, its list blocks (which
+    /// the provider serves from its index), so the answer lists at most
+    /// `max(LIST_THRESHOLD, MAX_LISTS)` digests whatever the file's size; inline for a file
+    /// of at most one block.
+    pub fn manifest(&self, origin: Id) -> FileMeta {
+        let layout = if self.blocks.is_empty() {
+            Layout::Inline
+        } else if !self.lists.is_empty() {
+            Layout::Lists {
+                block_size: self.block_size,
+                per_list: self.per_list,
+                lists: self.lists.clone(),
+            }
+        } else {
+            Layout::Blocks {
+                block_size: self.block_size,
+                digests: self.blocks.iter().map(|d| hex(d)).collect(),
+            }
+        };
+        FileMeta {
+            id: Id::hash(self.name.as_bytes()),
+            name: self.name.clone(),
+            size: self.size,
+            sha256: self.sha256.clone(),
+            version: Version {
+                millis: 0,
+                logical: 0,
+                origin,
+            },
+            deleted: false,
+            layout,
+        }
     }
 
     /// Computes the list blocks of this file's digests as `cut` says (none for a file that
@@ -293,7 +332,7 @@ pub fn path_of(dir: &Path, name: &str) -> Option<PathBuf> {
 mod tests {
     use super::*;
     use crate::files::blocks::block_id;
-    use crate::files::lists::{decode, encode};
+    use crate::files::lists::{LIST_THRESHOLD, decode, encode};
     use crate::files::sha256_hex;
 
     #[test]
@@ -433,5 +472,72 @@ mod tests {
             Cut::default().per_list_for(most),
             Some(crate::config::MAX_PER_LIST)
         );
+    }
+
+    /// A file of `blocks` blocks of 64 KiB, as the index holds it (digests made up).
+    fn indexed(blocks: u64, cut: Cut) -> SharedFile {
+        let digests: Vec<Raw> = (0..blocks)
+            .map(|k| sha2::Sha256::digest(k.to_be_bytes()).into())
+            .collect();
+        let mut f = SharedFile {
+            name: "disk.img".into(),
+            size: blocks * (64 << 10),
+            sha256: sha256_hex(b"the whole file"),
+            block_size: 64 << 10,
+            blocks: digests.into(),
+            lists: Vec::new(),
+            per_list: 0,
+            cut,
+            modified: None,
+        };
+        f.list_with(cut);
+        f
+    }
+
+    #[test]
+    fn a_manifest_past_65536_blocks_is_a_valid_one_of_a_few_list_blocks() {
+        use crate::config::MAX_BLOCKS;
+        use crate::files::manifest::check_manifest;
+        let blocks = MAX_BLOCKS + 4_464; // 70,000 blocks: 4.3 GiB in 64 KiB blocks
+        let json = |m: &FileMeta| serde_json::to_vec(m).unwrap().len();
+        // One level (what a provider sent before): every digest, and refused past MAX_BLOCKS.
+        let one = indexed(
+            blocks,
+            Cut {
+                threshold: u64::MAX,
+                ..Cut::default()
+            },
+        )
+        .manifest(Id::ZERO);
+        assert!(check_manifest(&one).is_err());
+        // Two levels: 5 list blocks of 16,384 digests, valid, and its list blocks decode to
+        // the file's digests.
+        let f = indexed(blocks, Cut::default());
+        let two = f.manifest(Id::ZERO);
+        check_manifest(&two).unwrap();
+        let Layout::Lists {
+            per_list, lists, ..
+        } = &two.layout
+        else {
+            panic!("past the threshold: lists")
+        };
+        assert_eq!((*per_list, lists.len()), (crate::config::MAX_PER_LIST, 5));
+        let last = encode_raw(f.list(4).unwrap()).unwrap();
+        assert_eq!(sha256_hex(&last), lists[4]);
+        assert_eq!(
+            decode(&last, blocks - 4 * per_list).unwrap().last(),
+            f.digest(blocks as usize - 1).as_ref()
+        );
+        println!(
+            "shared_manifest of {blocks} blocks: {} bytes one level (refused), {} bytes in {} \
+             list blocks",
+            json(&one),
+            json(&two),
+            lists.len()
+        );
+        assert!(json(&two) < 1_000);
+        // At the threshold the manifest stays one level, as before.
+        let at = indexed(LIST_THRESHOLD, Cut::default()).manifest(Id::ZERO);
+        assert!(matches!(at.layout, Layout::Blocks { ref digests, .. } if digests.len() == 1024));
     }
 }
