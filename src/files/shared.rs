@@ -147,8 +147,9 @@ enum At {
 pub struct SharedIndex {
     files: BTreeMap<String, SharedFile>,
     /// The blocks and list blocks of every shared file by ring position (a block two files
-    /// share: either).
-    blocks: HashMap<Id, At>,
+    /// share: either). Shared by the index's copies (each scan works on a copy): rebuilt only
+    /// when a file changed.
+    blocks: Arc<HashMap<Id, At>>,
 }
 
 /// The ring position of a block with digest `d` (its first 160 bits).
@@ -200,19 +201,19 @@ impl SharedIndex {
     pub fn rescan(&mut self, dir: &Path, max_size: u64, block_size: u64, cut: Cut) -> bool {
         let changed = self.rescan_files(dir, max_size, block_size, cut);
         if changed {
-            self.blocks.clear();
+            let mut blocks = HashMap::new();
             for f in self.files.values() {
                 let name: Arc<str> = Arc::from(f.name.as_str());
                 for (i, d) in f.blocks.iter().enumerate() {
-                    self.blocks
-                        .insert(raw_id(d), At::Data(Arc::clone(&name), i));
+                    blocks.insert(raw_id(d), At::Data(Arc::clone(&name), i));
                 }
                 for (k, d) in f.lists.iter().enumerate() {
                     if let Ok(id) = super::blocks::block_id(d) {
-                        self.blocks.insert(id, At::List(Arc::clone(&name), k));
+                        blocks.insert(id, At::List(Arc::clone(&name), k));
                     }
                 }
             }
+            self.blocks = Arc::new(blocks);
         }
         changed
     }
