@@ -45,6 +45,8 @@ pub struct Metrics {
     pub shared_blocks_served: IntCounter,
     /// Blocks a provider sent that failed their digest (the provider is skipped).
     pub shared_blocks_corrupt: IntCounter,
+    /// List blocks of shared files' manifests this peer served as their provider.
+    pub shared_list_blocks_served: IntCounter,
     pub merges_started: IntCounterVec,
     pub merges_completed: IntCounterVec,
     pub merge_duration: Histogram,
@@ -210,6 +212,10 @@ impl Metrics {
                 "chordnet_shared_blocks_corrupt_total",
                 "Blocks a provider of a shared file sent that failed their SHA-256 check",
             )?,
+            shared_list_blocks_served: IntCounter::new(
+                "chordnet_shared_list_blocks_served_total",
+                "List blocks of the manifests of files in this peer's shared directory served",
+            )?,
             merges_started: IntCounterVec::new(
                 Opts::new(
                     "chordnet_ring_merges_started_total",
@@ -358,6 +364,7 @@ impl Metrics {
         r.register(Box::new(self.blocks_collected.clone()))?;
         r.register(Box::new(self.shared_blocks_served.clone()))?;
         r.register(Box::new(self.shared_blocks_corrupt.clone()))?;
+        r.register(Box::new(self.shared_list_blocks_served.clone()))?;
         r.register(Box::new(self.merges_started.clone()))?;
         r.register(Box::new(self.merges_completed.clone()))?;
         r.register(Box::new(self.merge_duration.clone()))?;

@@ -26,6 +26,25 @@ async fn providers(h: &Harness, via: usize) -> usize {
         .unwrap_or(0)
 }
 
+/// Flips a byte of every block of peer `CORRUPT`'s copy and puts its modification time back,
+/// so that its rescans do not notice.
+fn damage(h: &Harness) {
+    let path = h.configs[CORRUPT].files.shared_dir.join(NAME);
+    let modified = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    let mut bad = data();
+    for b in 0..bad.len().div_ceil(BLOCK) {
+        bad[b * BLOCK + 7] ^= 0x55;
+    }
+    std::fs::write(&path, &bad).expect("corrupt it");
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_modified(modified))
+        .expect("mtime back");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_three_peers_share_comes_from_several_and_a_corrupt_one_is_skipped() {
     let h = Harness::start("shared-blocks", 6, |i, c| {
@@ -44,20 +63,7 @@ async fn a_file_three_peers_share_comes_from_several_and_a_corrupt_one_is_skippe
     .await;
     // Peer 3's disk changes under it once it indexed the file: a byte of every block flips,
     // and the modification time is put back so that its rescans do not notice.
-    let path = h.configs[CORRUPT].files.shared_dir.join(NAME);
-    let modified = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .expect("mtime");
-    let mut bad = data();
-    for b in 0..bad.len().div_ceil(BLOCK) {
-        bad[b * BLOCK + 7] ^= 0x55;
-    }
-    std::fs::write(&path, &bad).expect("corrupt it");
-    std::fs::File::options()
-        .write(true)
-        .open(&path)
-        .and_then(|f| f.set_modified(modified))
-        .expect("mtime back");
+    damage(&h);
 
     let (status, got) = h.get(0, NAME).await;
     assert_eq!(status, 200);
@@ -93,4 +99,100 @@ async fn a_file_three_peers_share_comes_from_several_and_a_corrupt_one_is_skippe
         body[..] == data()[BLOCK - 5..=3 * BLOCK + 4],
         "range bytes differ"
     );
+}
+
+/// Past the list threshold (lowered here to 8 blocks, 16 digests a list: the 41 blocks are 3
+/// list blocks) a provider's manifest lists list blocks, which the providers serve from their
+/// index like blocks: the manifest stays small whatever the file's size (one level, a file of
+/// more than 65,536 blocks was refused and came whole from one provider, unverified block by
+/// block), and the download is still verified block by block and spread over the providers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_file_past_the_list_threshold_comes_through_its_list_blocks() {
+    use chordnet::files::handler::FilesHandler;
+    use chordnet::transport::BlobHandler;
+    use chordnet::wire::files::{BlobAnswer, BlobQuery, Layout};
+
+    let h = Harness::start("shared-lists", 5, |i, c| {
+        c.files.block_size = BLOCK as u64;
+        if PROVIDERS.contains(&i) {
+            std::fs::write(c.files.shared_dir.join(NAME), data()).expect("shared file");
+        }
+    })
+    .await;
+    for i in h.running() {
+        h.peer(i).files.set_list_shape(8, 16);
+    }
+    h.converged().await;
+    // Each provider lists the file in list blocks at its next scan.
+    let listed = |p: usize| {
+        h.peer(p)
+            .files
+            .node_files()
+            .shared
+            .iter()
+            .any(|f| f.name == NAME && f.lists.len() == 3)
+    };
+    wait_until(
+        "three providers listed the file in list blocks and published it",
+        Duration::from_secs(30),
+        || async { PROVIDERS.iter().all(|p| listed(*p)) && providers(&h, 0).await == 3 },
+    )
+    .await;
+
+    // What a downloader gets from `shared_manifest` on the data plane: 3 list blocks of 16
+    // digests, checked like any manifest, and a few hundred bytes instead of 41 digests.
+    let query = BlobQuery::SharedManifest { name: NAME.into() };
+    let answer = FilesHandler(std::sync::Arc::clone(&h.peer(1).files))
+        .query(query)
+        .await
+        .expect("answered");
+    let BlobAnswer::Shared { meta: Some(meta) } = &answer else {
+        panic!("peer 1 shares {NAME}: {answer:?}")
+    };
+    let Layout::Lists {
+        block_size,
+        per_list,
+        lists,
+    } = &meta.layout
+    else {
+        panic!(
+            "past the threshold a provider lists list blocks: {:?}",
+            meta.layout
+        )
+    };
+    assert_eq!((*block_size, *per_list, lists.len()), (BLOCK as u64, 16, 3));
+    chordnet::files::manifest::check_manifest(meta).expect("a valid manifest");
+    let bytes = serde_json::to_vec(&answer).expect("json").len();
+    println!("shared_manifest answer for 41 blocks in 3 list blocks: {bytes} bytes");
+    assert!(bytes < 1000, "{bytes} bytes");
+
+    // Peer 3's copy is damaged once indexed (its lists, made from its index, stay right).
+    damage(&h);
+
+    let (status, got) = h.get(0, NAME).await;
+    assert_eq!(status, 200);
+    assert!(got == data(), "the download differs from the shared file");
+    let corrupt = h.metric(0, "chordnet_shared_blocks_corrupt_total").await;
+    let (mut served, mut lists_served) = (Vec::new(), 0.0);
+    for p in PROVIDERS {
+        served.push(h.metric(p, "chordnet_shared_blocks_served_total").await);
+        lists_served += h
+            .metric(p, "chordnet_shared_list_blocks_served_total")
+            .await;
+    }
+    println!(
+        "blocks served per provider {served:?}, list blocks served {lists_served}, corrupt \
+         blocks seen {corrupt}"
+    );
+    assert!(corrupt >= 1.0, "the damaged provider went unnoticed");
+    assert!(
+        lists_served >= 3.0,
+        "the 3 list blocks came from the providers"
+    );
+    assert!(
+        served[..2].iter().all(|n| *n > 0.0),
+        "both good providers sent blocks: {served:?}"
+    );
+    // Every block of peer 3 is damaged: the good ones sent all 41 between them.
+    assert!(served[0] + served[1] >= 41.0, "{served:?}");
 }

@@ -41,10 +41,19 @@ enum BlockSource {
 }
 
 impl BlockSource {
-    /// This peer's file layer (list blocks come from the ring, whoever provides the file).
-    fn files(&self) -> Arc<Files> {
+    /// List `k` (`digest`) of a manifest of `shape`, verified and decoded: from the ring, or
+    /// from the providers of a shared file (which serve their manifests' lists).
+    async fn fetch_list(
+        &self,
+        digest: &str,
+        shape: Shape,
+        k: u64,
+    ) -> Result<Vec<String>, FilesError> {
         match self {
-            BlockSource::Ring(files) | BlockSource::Providers(files, _) => Arc::clone(files),
+            BlockSource::Ring(files) => files.fetch_list(digest, shape, k).await,
+            BlockSource::Providers(files, set) => {
+                files.fetch_provided_list(set, digest, shape, k).await
+            }
         }
     }
 
@@ -142,7 +151,7 @@ impl Listed {
 
     /// The digests of blocks `blocks`, in order: from the record, or from the list blocks
     /// that hold them (only those, each fetched and verified when its first block is next).
-    fn digests(self, files: Arc<Files>, blocks: RangeInclusive<u64>) -> DigestStream {
+    fn digests(self, from: BlockSource, blocks: RangeInclusive<u64>) -> DigestStream {
         let no = |i: u64| BodyError::Io(format!("no block {i} in the manifest"));
         match self {
             Listed::Inline(digests) => stream::iter(blocks)
@@ -158,7 +167,7 @@ impl Listed {
                 let (a, b) = (*blocks.start(), *blocks.end());
                 stream::iter(shape.list_of(a)..=shape.list_of(b))
                     .then(move |k| {
-                        let (files, lists) = (Arc::clone(&files), Arc::clone(&lists));
+                        let (from, lists) = (from.clone(), Arc::clone(&lists));
                         async move {
                             let digest = usize::try_from(k)
                                 .ok()
@@ -166,7 +175,7 @@ impl Listed {
                                 .ok_or_else(|| {
                                     BodyError::Io(format!("no list {k} in the manifest"))
                                 })?;
-                            let digests = files
+                            let digests = from
                                 .fetch_list(digest, shape, k)
                                 .await
                                 .map_err(|e| BodyError::Io(e.to_string()))?;
@@ -201,7 +210,7 @@ type DigestStream = BoxStream<'static, Result<(u64, String), BodyError>>;
 /// parallel, verified, in order, trimmed at both ends.
 fn block_body(from: BlockSource, g: Geometry, listed: Listed, first: u64, last: u64) -> Body {
     let chunks = listed
-        .digests(from.files(), g.blocks_of(first, last))
+        .digests(from.clone(), g.blocks_of(first, last))
         .map(move |entry| {
             let from = from.clone();
             async move {

@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 use super::blocks::{block_meta, check_block_meta};
+use super::lists::encode_raw;
 use super::manifest::check_manifest;
 use super::ops::{Files, lock};
 use super::providers::MAX_PER_KEY;
-use super::shared::path_of;
+use super::shared::{Served, path_of};
 use super::spool::{check_space, hash_file, spool};
 use super::store::{PutOutcome, StoreError};
-use super::{FileMeta, Layout, ProviderRecord, Version, validate_name};
+use super::{FileMeta, ProviderRecord, Version, validate_name};
 use crate::id::Id;
 use crate::transport::{
     BlobAnswer, BlobHandler, BlobQuery, Body, BoxFuture, MAX_BATCH, Object, ObjectInfo, PutReply,
@@ -190,9 +191,25 @@ impl Files {
 
     /// The block at `id` of a file in the shared directory, as read from the file now (not
     /// hashed again here: the downloader verifies every block, and a provider is untrusted to
-    /// it anyway).
+    /// it anyway), or a list block of a shared file's manifest, made from the index.
     async fn shared_block(&self, id: Id) -> Option<Object> {
-        let block = lock(&self.shared).block(id).cloned()?;
+        let served = lock(&self.shared).block(id)?;
+        let block = match served {
+            Served::Data(block) => block,
+            Served::List {
+                digest,
+                digests,
+                range,
+            } => {
+                let data = encode_raw(digests.get(range)?).ok()?;
+                let meta = block_meta(&digest, data.len() as u64).ok()?;
+                self.ring.metrics().shared_list_blocks_served.inc();
+                return Some(Object {
+                    meta,
+                    body: Body::from_bytes(data),
+                });
+            }
+        };
         let meta = block_meta(&block.digest, block.len).ok()?;
         let path = path_of(&self.ring.config().files.shared_dir, &block.name)?;
         let read = tokio::task::spawn_blocking(move || read_at(&path, block.offset, block.len));
@@ -212,30 +229,11 @@ impl Files {
         }
     }
 
-    /// The manifest of the shared file `name` as this peer hashed it.
+    /// The manifest of the shared file `name` as this peer hashed it (see
+    /// [`super::shared::SharedFile::manifest`]).
     fn shared_manifest(&self, name: &str) -> Option<FileMeta> {
-        let f = lock(&self.shared).get(name).cloned()?;
-        let layout = if f.blocks.is_empty() {
-            Layout::Inline
-        } else {
-            Layout::Blocks {
-                block_size: f.block_size,
-                digests: f.blocks,
-            }
-        };
-        Some(FileMeta {
-            id: Id::hash(f.name.as_bytes()),
-            name: f.name,
-            size: f.size,
-            sha256: f.sha256,
-            version: Version {
-                millis: 0,
-                logical: 0,
-                origin: self.me().id,
-            },
-            deleted: false,
-            layout,
-        })
+        let origin = self.me().id;
+        lock(&self.shared).get(name).map(|f| f.manifest(origin))
     }
 
     fn missing(&self, have: Vec<(Id, Version)>) -> Vec<Id> {

@@ -62,6 +62,20 @@ pub fn list_len(count: u64) -> u64 {
 
 /// The content of a list block listing `digests` (lowercase hex SHA-256 each).
 pub fn encode(digests: &[String]) -> Result<Bytes, ListError> {
+    let mut raw = Vec::with_capacity(digests.len());
+    for d in digests {
+        check_digest(d)?;
+        let mut digest = [0u8; 32];
+        for (b, pair) in digest.iter_mut().zip(d.as_bytes().chunks(2)) {
+            *b = (nibble(pair[0]) << 4) | nibble(pair[1]);
+        }
+        raw.push(digest);
+    }
+    encode_raw(&raw)
+}
+
+/// The content of a list block listing `digests` (SHA-256 each, as bytes).
+pub fn encode_raw(digests: &[[u8; 32]]) -> Result<Bytes, ListError> {
     let count = digests.len() as u64;
     if count == 0 || count > MAX_PER_LIST {
         return Err(ListError::TooMany(count));
@@ -71,10 +85,7 @@ pub fn encode(digests: &[String]) -> Result<Bytes, ListError> {
     out.extend_from_slice(&[FORMAT, 0, 0, 0]);
     out.extend_from_slice(&(count as u32).to_be_bytes());
     for d in digests {
-        check_digest(d)?;
-        for pair in d.as_bytes().chunks(2) {
-            out.push((nibble(pair[0]) << 4) | nibble(pair[1]));
-        }
+        out.extend_from_slice(d);
     }
     Ok(Bytes::from(out))
 }
@@ -154,7 +165,48 @@ impl Default for ListKnobs {
     }
 }
 
+/// When a file's digests go into list blocks (more than `threshold` of them) and how many
+/// each list holds: what uploads through a peer and its shared-directory index use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cut {
+    pub threshold: u64,
+    pub per_list: u64,
+}
+
+impl Default for Cut {
+    fn default() -> Self {
+        Cut {
+            threshold: LIST_THRESHOLD,
+            per_list: PER_LIST,
+        }
+    }
+}
+
+impl Cut {
+    /// The digests per list for a file of `blocks` blocks, or `None` when it stays one level:
+    /// `per_list`, raised (up to [`MAX_PER_LIST`]) when that many would need more than
+    /// [`MAX_LISTS`] list blocks.
+    pub fn per_list_for(&self, blocks: u64) -> Option<u64> {
+        if blocks <= self.threshold || blocks < 2 {
+            return None;
+        }
+        let per_list = self
+            .per_list
+            .max(blocks.div_ceil(MAX_LISTS))
+            .clamp(2, MAX_PER_LIST);
+        Some(per_list)
+    }
+}
+
 impl ListKnobs {
+    /// The cut uploads through this peer use now.
+    pub(super) fn cut(&self) -> Cut {
+        Cut {
+            threshold: self.threshold.load(Ordering::Relaxed),
+            per_list: self.per_list.load(Ordering::Relaxed).clamp(2, MAX_PER_LIST),
+        }
+    }
+
     pub(super) fn writer(&self) -> ListWriter {
         ListWriter {
             threshold: self.threshold.load(Ordering::Relaxed),

@@ -5,10 +5,13 @@
 //!
 //! A file of more than one block comes block by block, spread over every provider of the same
 //! content (same size and whole-file SHA-256; the group most providers agree on first): the
-//! manifest (the digest of each block, as the provider hashed it when it indexed the file) comes
-//! from the first provider that gives one matching its record, then block `i` is asked of
-//! provider `i mod n`, verified before a byte of it is passed on, and a provider that fails or
-//! sends a block that fails its digest is skipped for the rest of the download (counted in
+//! manifest (the digest of each block, as the provider hashed it when it indexed the file; past
+//! `lists::LIST_THRESHOLD` blocks the digests of its list blocks instead, which come from the
+//! providers like data blocks, so the manifest stays small and a file of any size is verified
+//! block by block) comes from the first provider that gives one matching its record, then
+//! block `i` is asked of provider `i mod n`, verified before a byte of it is passed on, and a
+//! provider that fails or sends a block that fails its digest is skipped for the rest of the
+//! download (counted in
 //! `chordnet_shared_blocks_corrupt_total` and logged) while another sends the block. The whole
 //! file's SHA-256 is checked again as it leaves the API, so a lying manifest fails too. A file
 //! of at most one block comes whole from one provider and is checked before it is served.
@@ -21,6 +24,7 @@ use tracing::{debug, warn};
 
 use super::blocks::{Fetch, block_meta, read_verified};
 use super::download::Download;
+use super::lists::{Shape, decode, list_len};
 use super::manifest::check_manifest;
 use super::ops::{Files, FilesError, lock};
 use super::{FileMeta, Layout, ProviderRecord, Version};
@@ -119,8 +123,9 @@ impl Files {
     }
 
     /// The block list of a shared file of more than one block, from the first of `members`
-    /// whose manifest matches its record; `None` when the file is one block (or the providers
-    /// predate manifests).
+    /// whose manifest matches its record (its block digests, or past the list threshold its
+    /// list blocks, which the providers serve too); `None` when the file is one block (or the
+    /// providers predate manifests).
     async fn manifest_from_providers(
         &self,
         name: &str,
@@ -144,7 +149,7 @@ impl Files {
             };
             let matches = meta.name == name && meta.size == p.size && meta.sha256 == p.sha256;
             match (&meta.layout, matches && check_manifest(&meta).is_ok()) {
-                (Layout::Blocks { .. }, true) => return Some(meta.layout),
+                (Layout::Blocks { .. } | Layout::Lists { .. }, true) => return Some(meta.layout),
                 (Layout::Inline, true) => return None,
                 _ => debug!(peer = %p.peer, "a provider's manifest does not match its record"),
             }
@@ -225,6 +230,24 @@ impl Files {
                 "no provider could send block {i} ({}); try again",
                 errors.join("; ")
             ),
+        })
+    }
+
+    /// List block `k` of a shared file's manifest of `shape` (`digest`) from `set`, like a
+    /// data block (verified against its digest, spread: list `k` first from provider
+    /// `k mod n`), then checked and decoded.
+    pub(super) async fn fetch_provided_list(
+        &self,
+        set: &Providers,
+        digest: &str,
+        shape: Shape,
+        k: u64,
+    ) -> Result<Vec<String>, FilesError> {
+        let count = shape.count(k);
+        let data = self.fetch_provided(set, k, digest, list_len(count)).await?;
+        decode(&data, count).map_err(|e| FilesError::Unavailable {
+            name: digest.to_string(),
+            detail: format!("list block {k} is not a valid list: {e}"),
         })
     }
 

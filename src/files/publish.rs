@@ -91,17 +91,18 @@ impl Files {
     /// the peer responsible for it.
     pub async fn publish_shared(&self) {
         let config = &self.ring.config().files;
-        let (dir, max, block) = (
+        let (dir, max, block, cut) = (
             config.shared_dir.clone(),
             config.max_file_size,
             config.block_size,
+            self.lists.cut(),
         );
         let files = {
             // Rescan a copy: the index in use keeps serving the shared files meanwhile (hashing
             // a large new file takes a while), and a scan that fails leaves it as it was.
             let mut index = lock(&self.shared).clone();
             match tokio::task::spawn_blocking(move || {
-                index.rescan(&dir, max, block);
+                index.rescan(&dir, max, block, cut);
                 index
             })
             .await
