@@ -99,17 +99,36 @@ fn check_protocol(headers: &HeaderMap) -> Result<(), String> {
     }
 }
 
-async fn rpc(
-    State(s): State<Served>,
-    headers: HeaderMap,
-    body: Result<Json<RequestEnvelope>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    match body {
-        Ok(Json(request)) => {
-            let trace = carrier_from_headers(&headers);
+/// `POST /peer/v1/rpc`: one ring request as JSON, answered with its envelope. The headers are
+/// read in place (the `HeaderMap` extractor would copy them for every request).
+async fn rpc(State(s): State<Served>, req: axum::extract::Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !json {
+        return (
+            StatusCode::BAD_REQUEST,
+            "Expected request with `Content-Type: application/json`",
+        )
+            .into_response();
+    }
+    let bytes = match axum::body::to_bytes(body, MAX_RPC).await {
+        Ok(bytes) => bytes,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    match serde_json::from_slice::<RequestEnvelope>(&bytes) {
+        Ok(request) => {
+            let trace = carrier_from_headers(&parts.headers);
             Json(s.handlers.ring.handle(request, trace).await).into_response()
         }
-        Err(e) => (StatusCode::BAD_REQUEST, e.body_text()).into_response(),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            format!("Failed to deserialize the JSON body into the target type: {e}"),
+        )
+            .into_response(),
     }
 }
 
