@@ -52,6 +52,9 @@ pub struct HttpClient {
     client: Client<PeerConnector, ReqBody>,
     /// `https` with TLS, `http` without.
     scheme: &'static str,
+    /// This build's peer-protocol version, made once (a copy is a reference count, not a
+    /// new allocation per request).
+    protocol: HeaderValue,
 }
 
 impl HttpClient {
@@ -64,7 +67,11 @@ impl HttpClient {
             .pool_max_idle_per_host(MAX_IDLE_PER_PEER)
             .pool_timer(TokioTimer::new())
             .build(connector);
-        HttpClient { client, scheme }
+        HttpClient {
+            client,
+            scheme,
+            protocol: HeaderValue::from(PROTOCOL_VERSION),
+        }
     }
 
     fn request(&self, method: Method, to: &Address, path: &str) -> hyper::http::request::Builder {
@@ -101,7 +108,7 @@ impl HttpClient {
         trace: &TraceCarrier,
     ) -> Result<Option<Response>, TransportError> {
         let headers = req.headers_mut();
-        headers.insert(PROTOCOL_HEADER, HeaderValue::from(PROTOCOL_VERSION));
+        headers.insert(PROTOCOL_HEADER, self.protocol.clone());
         for (name, value) in trace.fields() {
             if let (Ok(name), Ok(value)) = (
                 hyper::header::HeaderName::try_from(name),
