@@ -508,8 +508,8 @@ fn main() -> Result<(), Error> {
     };
     // `LOOKUPS_THIS`: another executable in the place of this build (benches/lookups/counts.sh
     // of an older build).
-    let this = std::env::var("LOOKUPS_THIS")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_chordnet").to_owned());
+    let this =
+        std::env::var("LOOKUPS_THIS").unwrap_or_else(|_| env!("CARGO_BIN_EXE_chordnet").to_owned());
     let mut rings = vec![Ring::start("this", &this, &[], peers, &mut ports)?];
     if let Ok(base) = std::env::var("LOOKUPS_BASELINE") {
         rings.push(Ring::start("base", &base, &[], peers, &mut ports)?);
