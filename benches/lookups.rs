@@ -29,6 +29,10 @@
 //! after it) and in total, whether it is still one ring of ready peers after the load, and the
 //! ratios of this build to the others.
 //!
+//! `LOOKUPS_THIS=<binary>` runs that executable as "this" (to count an older build's costs with
+//! `benches/lookups/counts.sh`, which divides the peers' malloc calls, system calls, context
+//! switches and CPU under this bench's load by their lookups).
+//!
 //! `LOOKUPS_PEERS=256 LOOKUPS_CLIENTS=32 LOOKUPS_ROUNDS=1` is the large-ring check: 256 real
 //! peers on one machine, the time until they form one ring (bounded: 60 s + 1 s per peer).
 //!
@@ -502,8 +506,11 @@ fn main() -> Result<(), Error> {
             .ok()
             .and_then(|v| v.parse().ok()),
     };
-    let this = env!("CARGO_BIN_EXE_chordnet");
-    let mut rings = vec![Ring::start("this", this, &[], peers, &mut ports)?];
+    // `LOOKUPS_THIS`: another executable in the place of this build (benches/lookups/counts.sh
+    // of an older build).
+    let this =
+        std::env::var("LOOKUPS_THIS").unwrap_or_else(|_| env!("CARGO_BIN_EXE_chordnet").to_owned());
+    let mut rings = vec![Ring::start("this", &this, &[], peers, &mut ports)?];
     if let Ok(base) = std::env::var("LOOKUPS_BASELINE") {
         rings.push(Ring::start("base", &base, &[], peers, &mut ports)?);
     }
@@ -513,11 +520,11 @@ fn main() -> Result<(), Error> {
             .split_whitespace()
             .filter_map(|kv| kv.split_once('='))
             .collect();
-        rings.push(Ring::start("env", this, &env, peers, &mut ports)?);
+        rings.push(Ring::start("env", &this, &env, peers, &mut ports)?);
     }
     if std::env::var("LOOKUPS_TABLE_OFF").is_ok_and(|v| v == "1") {
         let off = [("CHORDNET_RING__MEMBERSHIP_TABLE_MAX", "0")];
-        rings.push(Ring::start("table-off", this, &off, peers, &mut ports)?);
+        rings.push(Ring::start("table-off", &this, &off, peers, &mut ports)?);
     }
     let limit = Duration::from_secs(60 + peers as u64);
     let mut formed = Vec::new();

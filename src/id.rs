@@ -219,9 +219,24 @@ impl Serialize for Id {
 }
 
 impl<'de> Deserialize<'de> for Id {
+    /// Parses the text where it is (a `Cow<str>` is always copied into a new `String` first:
+    /// a peer message carries dozens of ids).
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Id, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
+        deserializer.deserialize_str(IdVisitor)
+    }
+}
+
+struct IdVisitor;
+
+impl serde::de::Visitor<'_> for IdVisitor {
+    type Value = Id;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an identifier of 40 hex characters")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Id, E> {
+        s.parse().map_err(E::custom)
     }
 }
 

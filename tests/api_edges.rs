@@ -225,3 +225,39 @@ async fn a_body_held_open_times_out_and_does_not_hold_shutdown_up() {
     );
     drop(held);
 }
+
+/// Issue 17: `GET /v1/lookup/{key}` with a plain key is answered before the router (no
+/// routing, no middleware); a key the router must decode, a path that is not the route and a
+/// method the route does not take still go through the router, and the answers agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lookup_fast_path_answers_as_the_router_does() {
+    let c = Cluster::start_converged("edges-fast-lookup", 2).await;
+    let p = &c.peers[0];
+    let (status, fast) = c.get(&p.url("/v1/lookup/hello")).await.expect("fast");
+    assert_eq!(status, 200, "{fast}");
+    // "%6F" is "o": the router decodes it, the fast path leaves such keys to it.
+    let (status, routed) = c.get(&p.url("/v1/lookup/hell%6F")).await.expect("routed");
+    assert_eq!(status, 200, "{routed}");
+    assert_eq!(fast["key"], "hello");
+    for field in ["key", "id", "node"] {
+        assert_eq!(fast[field], routed[field], "{field}: {fast} {routed}");
+    }
+    // A key with an encoded slash is one key; a raw slash is no route.
+    let (status, slash) = c.get(&p.url("/v1/lookup/a%2Fb")).await.expect("slash");
+    assert_eq!(
+        (status, slash["key"].as_str()),
+        (200, Some("a/b")),
+        "{slash}"
+    );
+    let (status, none) = c.get(&p.url("/v1/lookup/a/b")).await.expect("no route");
+    assert_eq!(status, 404, "{none}");
+    let (status, _) = c.get(&p.url("/v1/lookup/")).await.expect("empty key");
+    assert_eq!(status, 404);
+    let r = c
+        .http
+        .post(p.url("/v1/lookup/hello"))
+        .send()
+        .await
+        .expect("the API answers");
+    assert_eq!(r.status().as_u16(), 405);
+}

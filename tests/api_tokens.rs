@@ -86,7 +86,14 @@ async fn roles_decide_what_a_token_may_do() {
     use reqwest::Method;
 
     // No token: 401 problem documents with a challenge, even for a route that does not exist.
-    for path in ["/v1/node", "/v1/ring", "/v1/files/a.txt", "/no/such/route"] {
+    // (`/v1/lookup/k`: the lookup fast path refuses alike.)
+    for path in [
+        "/v1/node",
+        "/v1/ring",
+        "/v1/files/a.txt",
+        "/no/such/route",
+        "/v1/lookup/k",
+    ] {
         let (status, kind, challenge, body) =
             call(http, Method::GET, &p0.url(path), None, None).await;
         assert_eq!(status, 401, "{path}: {body}");
@@ -123,6 +130,9 @@ async fn roles_decide_what_a_token_may_do() {
     let file_url = p0.url("/v1/files/report.txt");
     let (status, ..) = call(http, Method::GET, &p0.url("/v1/node"), Some(READ), None).await;
     assert_eq!(status, 200);
+    let (status, _, _, body) =
+        call(http, Method::GET, &p0.url("/v1/lookup/k"), Some(READ), None).await;
+    assert_eq!(status, 200, "{body}");
     for (method, url) in [
         (Method::PUT, file_url.clone()),
         (Method::DELETE, file_url.clone()),

@@ -5,6 +5,7 @@
 //! mapping; `files.rs`, `ring.rs` and `probes.rs` the handlers; `views.rs` the JSON shapes.
 
 pub mod auth;
+mod fast;
 mod files;
 pub mod front;
 pub mod limit;
@@ -65,8 +66,21 @@ impl App {
 
 type Api = State<App>;
 
-/// The API routes, behind `access` (bearer tokens, when configured).
+/// The API routes, behind `access` (bearer tokens, when configured), with the lookup route's
+/// fast path ([`fast`]) in front.
 pub fn router(service: Arc<Service>, files: Arc<Files>, access: Access) -> Router {
+    let app = App {
+        ring: service,
+        files,
+        views: Arc::new(ring_view::Cache::new()),
+    };
+    let full = routes(app.clone(), access.clone());
+    Router::new().fallback_service(fast::Fast { full, app, access })
+}
+
+/// Every route, with its layers.
+fn routes(app: App, access: Access) -> Router {
+    let service = &app.ring;
     let transfers = limit::Transfers::new(service.config().api.max_transfers, service.metrics());
     Router::new()
         .route("/v1/node", get(ring::node))
@@ -114,11 +128,7 @@ pub fn router(service: Arc<Service>, files: Arc<Files>, access: Access) -> Route
         .layer(axum::middleware::from_fn(problem::problems_only))
         // Outermost: a request without the right token learns nothing, not even which routes exist.
         .layer(axum::middleware::from_fn_with_state(access, auth::require))
-        .with_state(App {
-            ring: service,
-            files,
-            views: Arc::new(ring_view::Cache::new()),
-        })
+        .with_state(app)
 }
 
 /// The OpenAPI 3.1 description of this API (kept beside the code; a test checks that it

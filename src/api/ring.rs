@@ -103,6 +103,11 @@ pub(super) async fn lookup_key(
     State(app): Api,
     Path(key): Path<String>,
 ) -> Result<Response, Problem> {
+    lookup(&app, key).await
+}
+
+/// `GET /v1/lookup/{key}` for a decoded key (the route's handler, and [`super::fast`]).
+pub(super) async fn lookup(app: &super::App, key: String) -> Result<Response, Problem> {
     let r = app.ring.lookup(Id::hash(key.as_bytes())).await?;
     let r = app.ring.confirm_responsible(r).await;
     Ok(Json(LookupView::new(key, r)).into_response())

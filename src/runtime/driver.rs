@@ -6,21 +6,39 @@
 //! every command the driver publishes a [`Status`](super::status::Status) snapshot for readers,
 //! *before* it wakes anyone waiting on that command's effects, so a caller woken by "joined"
 //! reads a joined node.
+//!
+//! The node's requests to other peers run inside this task too ([`InFlight`]): each is a
+//! future the loop polls beside the mailbox, and its answer is applied as soon as it arrives.
+//! (They were a spawned task each, whose answer came back through the mailbox: a spawn and a
+//! channel send per peer RPC, two more task wake-ups on every lookup hop.)
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{Instrument, Span};
 
 use super::commands::{Command, JoinError, Ticket};
 use super::remember::Remember;
 use super::{Service, rpc_client_span};
-use crate::ring::{LookupError, LookupId, LookupResult, Node, Output};
+use crate::ring::{LookupError, LookupId, LookupResult, Node, Output, RequestId, ResponseEnvelope};
 use crate::transport::TransportError;
 
 type LookupReply = oneshot::Sender<Result<LookupResult, LookupError>>;
+
+/// A request the node sent, still in flight: it ends with the answer (or the transport's
+/// failure) and the span the node sent it from, in which the answer is applied.
+type Call = Pin<
+    Box<dyn Future<Output = (RequestId, Result<ResponseEnvelope, TransportError>, Span)> + Send>,
+>;
+
+/// The node's requests in flight, polled by the driver's loop.
+type InFlight = FuturesUnordered<Call>;
 
 pub(super) struct Driver {
     pub(super) node: Node,
@@ -31,6 +49,8 @@ pub(super) struct Driver {
     pub(super) leaves: Vec<oneshot::Sender<()>>,
     pub(super) remember: Remember,
     outputs: Vec<Output>,
+    /// The node's requests to other peers, until they are answered or fail.
+    in_flight: InFlight,
     /// Ring unifications under way, by contact, with when they started.
     pub(super) merges: std::collections::BTreeMap<crate::id::Id, std::time::Instant>,
 }
@@ -48,6 +68,7 @@ impl Driver {
             leaves: Vec::new(),
             remember: Remember::start(svc.config.files.store_dir.clone()),
             outputs: Vec::new(),
+            in_flight: InFlight::new(),
             merges: std::collections::BTreeMap::new(),
             svc,
         }
@@ -63,15 +84,22 @@ impl Driver {
     ) {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
+            // Answers first: each finishes work already started (and their number is bounded
+            // by the requests the commands made), so a busy mailbox cannot starve them.
             tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => break,
+                Some((request, answer, context)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    context.in_scope(|| self.apply(Command::Answer { request, answer }));
+                }
                 n = mailbox.recv_many(&mut batch, BATCH) => if n == 0 { break },
             }
             for (command, span) in batch.drain(..) {
                 span.in_scope(|| self.apply(command));
             }
         }
+        // Requests still in flight are dropped: nobody needs their answers now.
+        self.in_flight.clear();
         // The waiters go first (they learn at once), then the disk.
         let remember = {
             let Driver { remember, .. } = self;
@@ -176,16 +204,14 @@ impl Driver {
                 } else {
                     span
                 };
-                tokio::spawn(async move {
+                self.in_flight.push(Box::pin(async move {
                     let answer = svc.call(&to, message).instrument(span.clone()).await;
                     if answer.is_err() {
                         span.record("otel.status_code", "ERROR");
                     }
                     drop(span);
-                    let answer = Command::Answer { request, answer };
-                    // A closed mailbox: the peer is stopping, nobody needs the answer.
-                    let _ = svc.mailbox.send(answer).instrument(context).await;
-                });
+                    (request, answer, context)
+                }));
             }
             Output::LookupDone { lookup, outcome } => {
                 if let Some((ticket, reply)) = self.lookups.remove(&lookup) {

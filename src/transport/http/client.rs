@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use http_body_util::{BodyExt, Empty, Full, LengthLimitError, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, StatusCode};
@@ -52,6 +52,9 @@ pub struct HttpClient {
     client: Client<PeerConnector, ReqBody>,
     /// `https` with TLS, `http` without.
     scheme: &'static str,
+    /// This build's peer-protocol version, made once (a copy is a reference count, not a
+    /// new allocation per request).
+    protocol: HeaderValue,
 }
 
 impl HttpClient {
@@ -64,7 +67,11 @@ impl HttpClient {
             .pool_max_idle_per_host(MAX_IDLE_PER_PEER)
             .pool_timer(TokioTimer::new())
             .build(connector);
-        HttpClient { client, scheme }
+        HttpClient {
+            client,
+            scheme,
+            protocol: HeaderValue::from(PROTOCOL_VERSION),
+        }
     }
 
     fn request(&self, method: Method, to: &Address, path: &str) -> hyper::http::request::Builder {
@@ -101,7 +108,7 @@ impl HttpClient {
         trace: &TraceCarrier,
     ) -> Result<Option<Response>, TransportError> {
         let headers = req.headers_mut();
-        headers.insert(PROTOCOL_HEADER, HeaderValue::from(PROTOCOL_VERSION));
+        headers.insert(PROTOCOL_HEADER, self.protocol.clone());
         for (name, value) in trace.fields() {
             if let (Ok(name), Ok(value)) = (
                 hyper::header::HeaderName::try_from(name),
@@ -148,25 +155,18 @@ fn content_length(resp: &Response) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Reads at most `limit` bytes of a response body.
+/// Reads at most `limit` bytes of a response body. A body that arrives as one chunk (every
+/// ring answer) is handed on as it is, without copying it into a new buffer.
 async fn read_limited(resp: Response, limit: usize) -> Result<Bytes, TransportError> {
+    let too_large = || TransportError::Protocol(format!("answer larger than {limit} bytes"));
     if content_length(&resp).is_some_and(|n| n > limit as u64) {
-        return Err(TransportError::Protocol(format!(
-            "answer larger than {limit} bytes"
-        )));
+        return Err(too_large());
     }
-    let mut stream = resp.into_body().into_data_stream();
-    let mut out = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| TransportError::Protocol(e.to_string()))?;
-        if out.len() + chunk.len() > limit {
-            return Err(TransportError::Protocol(format!(
-                "answer larger than {limit} bytes"
-            )));
-        }
-        out.extend_from_slice(&chunk);
+    match Limited::new(resp.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(TransportError::Protocol(e.to_string())),
     }
-    Ok(Bytes::from(out))
 }
 
 fn body_stream(resp: Response) -> BoxStream<'static, Result<Bytes, BodyError>> {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use client::HttpClient;
-pub use server::router;
+pub use server::{PeerService, router, service};
 
 use super::tls::PeerTls;
 use super::tls::accept::{TlsListener, TlsPeer};
@@ -68,12 +68,15 @@ impl TransportFactory for HttpTransport {
     ) -> BoxFuture<'_, Result<Serving, ServeError>> {
         Box::pin(async move {
             let (listener, local) = super::tcp::bind(options.listen).await?;
-            let app = router(handlers, options.max_body);
             let stop = async move {
                 let _ = shutdown.wait_for(|s| *s).await;
             };
             let task = match &self.tls {
                 None => tokio::spawn(async move {
+                    // Plain HTTP: the ring messages' fast path. With TLS every request runs
+                    // through the router, inside its connection's identity (`with_identity`).
+                    let app = service(handlers, options.max_body);
+                    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
                     let served = axum::serve(listener, app).with_graceful_shutdown(stop);
                     if let Err(e) = served.await {
                         tracing::warn!(error = %e, "peer-protocol server stopped with an error");
@@ -88,7 +91,7 @@ impl TransportFactory for HttpTransport {
                             }
                         })?;
                     // Each request runs with the identity its connection's certificate proves.
-                    let app = app
+                    let app = router(handlers, options.max_body)
                         .layer(axum::middleware::from_fn(with_identity))
                         .into_make_service_with_connect_info::<TlsPeer>();
                     tokio::spawn(async move {
