@@ -145,12 +145,9 @@ impl Table {
 
     /// Drops the entries nobody heard from for [`EXPIRE_TICKS`].
     pub fn expire(&mut self, now: u64) {
-        let before = self.entries.len();
+        // The stalest index needs no telling: pairs of removed entries are stale, and skipped.
         self.entries
             .retain(|_, e| now.saturating_sub(e.heard) <= EXPIRE_TICKS);
-        if self.entries.len() != before {
-            self.stalest.reset();
-        }
     }
 
     /// The peer the table says is responsible for `target` (the first entry at or after it,

@@ -3,48 +3,51 @@
 //! An index of every entry by age (a `BTreeSet<(heard, id)>` beside the table) did this exactly,
 //! but cost a removal and an insertion in a second tree for nearly every `learn` (the table is
 //! refreshed far more often than it evicts): with 10,000 simulated nodes a third of the run went
-//! there, and the second tree half the memory. This keeps only the stalest few: every entry
-//! heard at or before a threshold, as (heard, id) pairs, rebuilt from one pass over the table
-//! when they run out. The answer is the same as the full index's.
+//! there, and the second tree half the memory. This keeps only the stalest part of the table
+//! (a sixteenth, at least [`MIN_BATCH`] entries) as sorted (heard, id) pairs, collected in one
+//! pass over the table when they run out. The answer is the same as the full index's.
 
 use std::collections::BTreeMap;
 
 use crate::id::Id;
 
-/// How many of the stalest entries a rebuild collects (more when several share a tick).
-const BATCH: usize = 64;
+/// The fewest entries a collection takes (a sixteenth of the table when that is more).
+const MIN_BATCH: usize = 64;
 
 /// The stalest entries of a table, to evict from (module docs).
 #[derive(Debug, Default)]
 pub(super) struct Stalest {
-    /// The pairs are complete: every entry heard at or before `upto` has its (heard, id) pair
-    /// in `pairs`. When false, the next [`Stalest::first`] rebuilds.
+    /// The pairs are complete: every entry whose (heard, id) is at or before `upto` has that
+    /// pair in `pairs[next..]`. When false, the next [`Stalest::first`] collects again.
     ready: bool,
-    upto: u64,
-    /// (heard, id), stalest last. Pairs go stale (the entry was heard from again, or removed);
-    /// a pair counts only while the table still holds `id` heard at exactly `heard`.
+    upto: (u64, Id),
+    /// (heard, id), stalest first from `next` on (those before `next` are used up). Pairs go
+    /// stale (the entry was heard from again, or removed): a pair counts only while the table
+    /// still holds `id` heard at exactly `heard`.
     pairs: Vec<(u64, Id)>,
-    /// More pairs than this (stale ones piling up) and the next `first` starts over.
+    next: usize,
+    /// More pairs than this (stale ones piling up) and the next `first` collects again.
     cap: usize,
 }
 
 impl Stalest {
-    /// Forget everything: the next [`Stalest::first`] rebuilds from the table.
+    /// Forget everything: the next [`Stalest::first`] collects from the table.
     pub fn reset(&mut self) {
         self.ready = false;
-        self.pairs.clear();
+        self.pairs = Vec::new();
+        self.next = 0;
     }
 
     /// Entry `id` is now heard at `heard` (new, or heard from again).
     pub fn heard(&mut self, id: Id, heard: u64) {
-        if !self.ready || heard > self.upto {
+        let pair = (heard, id);
+        if !self.ready || pair > self.upto {
             return;
         }
-        let pair = (heard, id);
-        let at = self.pairs.partition_point(|p| *p > pair);
+        let at = self.next + self.pairs[self.next..].partition_point(|p| *p < pair);
         self.pairs.insert(at, pair);
-        if self.pairs.len() > self.cap {
-            // Many stale entries heard from again by hearsay that is stale too: start over.
+        if self.pairs.len() - self.next > self.cap {
+            // Stale entries heard from again by hearsay that is stale too, over and over.
             self.reset();
         }
     }
@@ -57,39 +60,33 @@ impl Stalest {
     ) -> Option<(u64, Id)> {
         for _ in 0..2 {
             if !self.ready {
-                self.rebuild(entries, &heard_of);
+                self.collect(entries, &heard_of);
             }
-            while let Some(&(heard, id)) = self.pairs.last() {
+            while let Some(&(heard, id)) = self.pairs.get(self.next) {
                 if entries.get(&id).map(&heard_of) == Some(heard) {
                     return Some((heard, id));
                 }
-                self.pairs.pop();
+                self.next += 1;
             }
-            // Every pair was stale: no entry is heard at or before `upto` any more.
-            self.ready = false;
+            // Every pair was stale: no entry is at or before `upto` any more.
+            self.reset();
         }
         None
     }
 
-    fn rebuild<E>(&mut self, entries: &BTreeMap<Id, E>, heard_of: &impl Fn(&E) -> u64) {
-        self.pairs.clear();
-        self.ready = true;
-        let mut ticks: Vec<u64> = entries.values().map(heard_of).collect();
-        if ticks.is_empty() {
-            self.upto = 0;
-            self.ready = false;
+    fn collect<E>(&mut self, entries: &BTreeMap<Id, E>, heard_of: &impl Fn(&E) -> u64) {
+        let mut all: Vec<(u64, Id)> = entries.iter().map(|(id, e)| (heard_of(e), *id)).collect();
+        let Some(k) = MIN_BATCH.max(all.len() / 16).min(all.len()).checked_sub(1) else {
+            self.reset();
             return;
-        }
-        let k = BATCH.min(ticks.len()) - 1;
-        let (_, upto, _) = ticks.select_nth_unstable(k);
+        };
+        let (_, upto, _) = all.select_nth_unstable(k);
         self.upto = *upto;
-        self.pairs.extend(
-            entries
-                .iter()
-                .map(|(id, e)| (heard_of(e), *id))
-                .filter(|(heard, _)| *heard <= self.upto),
-        );
-        self.pairs.sort_unstable_by(|a, b| b.cmp(a));
-        self.cap = 2 * self.pairs.len() + 4 * BATCH;
+        all.truncate(k + 1);
+        all.sort_unstable();
+        self.cap = 2 * all.len() + MIN_BATCH;
+        self.pairs = all;
+        self.next = 0;
+        self.ready = true;
     }
 }
