@@ -9,28 +9,26 @@
 
 use std::collections::BTreeMap;
 
-use crate::id::Id;
-
 /// The fewest entries a collection takes (a sixteenth of the table when that is more).
 const MIN_BATCH: usize = 64;
 
 /// The stalest entries of a table, to evict from (module docs).
 #[derive(Debug, Default)]
-pub(super) struct Stalest {
+pub(super) struct Stalest<K> {
     /// The pairs are complete: every entry whose (heard, id) is at or before `upto` has that
     /// pair in `pairs[next..]`. When false, the next [`Stalest::first`] collects again.
     ready: bool,
-    upto: (u64, Id),
+    upto: (u64, K),
     /// (heard, id), stalest first from `next` on (those before `next` are used up). Pairs go
     /// stale (the entry was heard from again, or removed): a pair counts only while the table
     /// still holds `id` heard at exactly `heard`.
-    pairs: Vec<(u64, Id)>,
+    pairs: Vec<(u64, K)>,
     next: usize,
     /// More pairs than this (stale ones piling up) and the next `first` collects again.
     cap: usize,
 }
 
-impl Stalest {
+impl<K: Ord + Copy> Stalest<K> {
     /// Forget everything: the next [`Stalest::first`] collects from the table.
     pub fn reset(&mut self) {
         self.ready = false;
@@ -39,7 +37,7 @@ impl Stalest {
     }
 
     /// Entry `id` is now heard at `heard` (new, or heard from again).
-    pub fn heard(&mut self, id: Id, heard: u64) {
+    pub fn heard(&mut self, id: K, heard: u64) {
         let pair = (heard, id);
         if !self.ready || pair > self.upto {
             return;
@@ -55,9 +53,9 @@ impl Stalest {
     /// The stalest entry of `entries` (smallest tick last heard, then smallest id).
     pub fn first<E>(
         &mut self,
-        entries: &BTreeMap<Id, E>,
+        entries: &BTreeMap<K, E>,
         heard_of: impl Fn(&E) -> u64,
-    ) -> Option<(u64, Id)> {
+    ) -> Option<(u64, K)> {
         for _ in 0..2 {
             if !self.ready {
                 self.collect(entries, &heard_of);
@@ -74,8 +72,8 @@ impl Stalest {
         None
     }
 
-    fn collect<E>(&mut self, entries: &BTreeMap<Id, E>, heard_of: &impl Fn(&E) -> u64) {
-        let mut all: Vec<(u64, Id)> = entries.iter().map(|(id, e)| (heard_of(e), *id)).collect();
+    fn collect<E>(&mut self, entries: &BTreeMap<K, E>, heard_of: &impl Fn(&E) -> u64) {
+        let mut all: Vec<(u64, K)> = entries.iter().map(|(id, e)| (heard_of(e), *id)).collect();
         let Some(k) = MIN_BATCH.max(all.len() / 16).min(all.len()).checked_sub(1) else {
             self.reset();
             return;
