@@ -35,7 +35,7 @@ awk -v oc="$oc" -v nc="$nc" -v om="$om" -v nm="$nm" 'BEGIN {
   printf "median: old %.2f CPU s, %d MiB; new %.2f CPU s, %d MiB\n", oc, om, nc, nm
   printf "ratio old/new: CPU %.2fx, peak RSS %.2fx\n", oc / nc, om / nm }'
 strip() { sed -E 's/"wall_seconds":[0-9.e+-]+//' "$1"; }
-if [[ $(strip "$work/old.1.json") == $(strip "$work/new.1.json") ]]; then
+if [[ "$(strip "$work/old.1.json")" == "$(strip "$work/new.1.json")" ]]; then
   echo "reports: identical (but wall_seconds)"
 else
   echo "reports: DIFFER"; echo "old: $(cat "$work/old.1.json")"; echo "new: $(cat "$work/new.1.json")"
