@@ -45,15 +45,20 @@ fn damage(h: &Harness) {
         .expect("mtime back");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_file_three_peers_share_comes_from_several_and_a_corrupt_one_is_skipped() {
-    let h = Harness::start("shared-blocks", 6, |i, c| {
+/// `peers` peers with `BLOCK`-sized blocks, the ones in `PROVIDERS` sharing the file.
+async fn ring_of_providers(name: &str, peers: usize) -> Harness {
+    Harness::start(name, peers, |i, c| {
         c.files.block_size = BLOCK as u64;
         if PROVIDERS.contains(&i) {
             std::fs::write(c.files.shared_dir.join(NAME), data()).expect("shared file");
         }
     })
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_three_peers_share_comes_from_several_and_a_corrupt_one_is_skipped() {
+    let h = ring_of_providers("shared-blocks", 6).await;
     h.converged().await;
     wait_until(
         "three providers published",
@@ -112,13 +117,7 @@ async fn a_shared_file_past_the_list_threshold_comes_through_its_list_blocks() {
     use chordnet::transport::BlobHandler;
     use chordnet::wire::files::{BlobAnswer, BlobQuery, Layout};
 
-    let h = Harness::start("shared-lists", 5, |i, c| {
-        c.files.block_size = BLOCK as u64;
-        if PROVIDERS.contains(&i) {
-            std::fs::write(c.files.shared_dir.join(NAME), data()).expect("shared file");
-        }
-    })
-    .await;
+    let h = ring_of_providers("shared-lists", 5).await;
     for i in h.running() {
         h.peer(i).files.set_list_shape(8, 16);
     }

@@ -336,6 +336,14 @@ mod tests {
     use crate::files::lists::{LIST_THRESHOLD, decode, encode};
     use crate::files::sha256_hex;
 
+    /// An empty directory of its own for one test.
+    fn fresh_dir(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("chordnet-shared-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
     #[test]
     fn scans_regular_files_with_valid_names_only() {
         let d = std::env::temp_dir().join(format!("chordnet-shared-{}", std::process::id()));
@@ -367,9 +375,7 @@ mod tests {
 
     #[test]
     fn files_of_several_blocks_keep_a_digest_per_block_and_find_them_by_position() {
-        let d = std::env::temp_dir().join(format!("chordnet-shared-b-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
+        let d = fresh_dir("b");
         let data: Vec<u8> = (0..10u8).collect();
         std::fs::write(d.join("ten"), &data).unwrap();
         std::fs::write(d.join("four"), &data[..4]).unwrap();
@@ -403,9 +409,7 @@ mod tests {
 
     #[test]
     fn files_past_the_threshold_list_their_digests_in_list_blocks_served_from_the_index() {
-        let d = std::env::temp_dir().join(format!("chordnet-shared-l-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
+        let d = fresh_dir("l");
         let data: Vec<u8> = (0..10u8).collect();
         std::fs::write(d.join("ten"), &data).unwrap();
         let expected: Vec<String> = data.chunks(2).map(sha256_hex).collect();
