@@ -163,6 +163,10 @@ struct SimArgs {
     /// lookups route by fingers alone.
     #[arg(long, default_value_t = 4096)]
     membership_table_max: usize,
+    /// The lookups reuse what responsible peers said during the current period, as the API's
+    /// lookups do with `ring.reuse_lookup_answers` (off by default here: Chord's own figures).
+    #[arg(long)]
+    reuse_lookup_answers: bool,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -360,6 +364,7 @@ fn run_sim(args: SimArgs) -> anyhow::Result<()> {
         partition_parts: args.partition_parts,
         partition_rounds: args.partition_rounds,
         membership_table_max: args.membership_table_max,
+        reuse_lookup_answers: args.reuse_lookup_answers,
     };
 
     let bar = std::io::stderr().is_terminal().then(|| {
@@ -399,8 +404,17 @@ fn human_report(r: &Report) -> String {
     line(
         "scenario",
         format!(
-            "{} nodes, r = {}, {:?} joins, seed {}, membership table max {}",
-            r.nodes, r.successors, r.join, r.seed, r.membership_table_max
+            "{} nodes, r = {}, {:?} joins, seed {}, membership table max {}{}",
+            r.nodes,
+            r.successors,
+            r.join,
+            r.seed,
+            r.membership_table_max,
+            if r.reuse_lookup_answers {
+                ", answers reused"
+            } else {
+                ""
+            }
         ),
     );
     line("rounds to converge", opt(r.converge_rounds));

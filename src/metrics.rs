@@ -13,6 +13,8 @@ pub struct Metrics {
     pub lookup_hops: Histogram,
     pub lookup_duration: Histogram,
     pub lookups: IntCounterVec,
+    /// API lookups answered from what the responsible peer said this period (no message).
+    pub lookups_reused: IntCounter,
     pub joins: IntCounter,
     pub leaves: IntCounter,
     pub peer_failures: IntCounter,
@@ -104,6 +106,10 @@ impl Metrics {
             lookups: IntCounterVec::new(
                 Opts::new("chordnet_lookups_total", "Lookups by outcome"),
                 &["outcome"],
+            )?,
+            lookups_reused: IntCounter::new(
+                "chordnet_lookup_answers_reused_total",
+                "Lookups answered from what the responsible peer said this stabilization period",
             )?,
             joins: IntCounter::new("chordnet_joins_total", "Times this peer joined a ring")?,
             leaves: IntCounter::new("chordnet_leaves_total", "Graceful leaves of this peer")?,
@@ -331,6 +337,7 @@ impl Metrics {
         r.register(Box::new(self.api_transfers_shed.clone()))?;
         r.register(Box::new(self.lookup_duration.clone()))?;
         r.register(Box::new(self.lookups.clone()))?;
+        r.register(Box::new(self.lookups_reused.clone()))?;
         r.register(Box::new(self.joins.clone()))?;
         r.register(Box::new(self.leaves.clone()))?;
         r.register(Box::new(self.peer_failures.clone()))?;

@@ -420,3 +420,62 @@ async fn a_full_restart_without_the_founder_forms_one_ring_with_the_same_id() {
     })
     .await;
 }
+
+/// Lookups of `keys` from peer `from`; each must name the true successor.
+async fn lookups_agree(c: &Harness, from: usize, keys: impl Iterator<Item = String>) {
+    for key in keys {
+        let (status, answer) = c
+            .status_json(&c.url(from, &format!("/v1/lookup/{key}")))
+            .await
+            .expect("lookup");
+        assert_eq!(status, 200, "{answer}");
+        let id = Id::hash(key.as_bytes());
+        assert_eq!(
+            answer["node"]["id"],
+            c.true_successor(id).to_string(),
+            "{key}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_lookups_reuse_what_the_owner_said_this_period_and_a_crash_ends_it() {
+    const REUSED: &str = "chordnet_lookup_answers_reused_total";
+    let mut c = Harness::start("reuse", 8, |_, _| {}).await;
+    c.converged().await;
+    lookups_agree(&c, 0, (0..300).map(|k| format!("r{k}"))).await;
+    let reused = c.metric(0, REUSED).await;
+    assert!(reused >= 30.0, "{reused} of 300 lookups reused");
+
+    // A crash: within at most a period (100 ms here) and the failure that ends every reuse,
+    // lookups of the dead peer's keys name the live peer after it again.
+    let victim = 5;
+    let key = (0..)
+        .map(|k| format!("v{k}"))
+        .find(|k| c.true_successor(Id::hash(k.as_bytes())) == c.id(victim))
+        .expect("a key of the victim");
+    lookups_agree(&c, 0, std::iter::once(key.clone())).await;
+    c.crash(victim).await;
+    let id = Id::hash(key.as_bytes());
+    wait_until(
+        "lookups name a live peer",
+        Duration::from_secs(5),
+        || async {
+            let Some((200, answer)) = c.status_json(&c.url(0, &format!("/v1/lookup/{key}"))).await
+            else {
+                return false;
+            };
+            answer["node"]["id"] == c.true_successor(id).to_string()
+        },
+    )
+    .await;
+
+    // Turned off, nothing is reused and every answer is still right.
+    let strict = Harness::start("reuse-off", 4, |_, config| {
+        config.ring.reuse_lookup_answers = false;
+    })
+    .await;
+    strict.converged().await;
+    lookups_agree(&strict, 0, (0..100).map(|k| format!("s{k}"))).await;
+    assert_eq!(strict.metric(0, REUSED).await, 0.0);
+}

@@ -108,7 +108,7 @@ pub(super) async fn lookup_key(
 
 /// `GET /v1/lookup/{key}` for a decoded key (the route's handler, and [`super::fast`]).
 pub(super) async fn lookup(app: &super::App, key: String) -> Result<Response, Problem> {
-    let r = app.ring.lookup(Id::hash(key.as_bytes())).await?;
+    let r = app.ring.lookup_for_user(Id::hash(key.as_bytes())).await?;
     let r = app.ring.confirm_responsible(r).await;
     Ok(Json(LookupView::new(key, r)).into_response())
 }
@@ -132,7 +132,7 @@ pub(super) async fn lookup_id(
     let id: Id = raw
         .parse()
         .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, format!("id: {e}")))?;
-    let r = app.ring.lookup(id).await?;
+    let r = app.ring.lookup_for_user(id).await?;
     let r = app.ring.confirm_responsible(r).await;
     Ok(Json(LookupView::new(raw, r)).into_response())
 }

@@ -146,6 +146,10 @@ pub struct RingSection {
     /// table off and lookups route by fingers alone).
     #[serde(default = "defaults::membership_table_max")]
     pub membership_table_max: usize,
+    /// API lookups reuse what a responsible peer said of its keys during the current
+    /// stabilization period (no message; at most one period old). Off: every one asks.
+    #[serde(default = "defaults::reuse_lookup_answers")]
+    pub reuse_lookup_answers: bool,
 }
 
 /// Upper bound of `ring.membership_table_max` (about 100 bytes a peer).
@@ -228,6 +232,9 @@ mod defaults {
     pub fn membership_table_max() -> usize {
         4096
     }
+    pub fn reuse_lookup_answers() -> bool {
+        true
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -272,6 +279,7 @@ impl Default for Config {
                 leave_timeout: Duration::from_secs(20),
                 join_retry_interval: Duration::from_secs(1),
                 membership_table_max: defaults::membership_table_max(),
+                reuse_lookup_answers: defaults::reuse_lookup_answers(),
             },
             files: FilesConfig {
                 shared_dir: PathBuf::from("./shared"),

@@ -261,6 +261,8 @@ impl Node {
     }
 
     fn failed(&mut self, pending: Pending, why: Why) {
+        // Something did not go as expected: reuse no answer until asked again.
+        self.recent.clear();
         match pending {
             Pending::Lookup(step) => self.step_failed(step, why),
             Pending::JoinNeighbors(succ) => {

@@ -230,6 +230,35 @@ impl Node {
         id
     }
 
+    /// [`Node::lookup`], answered at once, without a message, when the responsible peer the
+    /// membership table proposes for `target` said during this period that `target` is its
+    /// own (see [`super::recent`]): such an answer has no hops and is `confirmed`.
+    pub fn lookup_reusing(&mut self, target: Id) -> LookupId {
+        let reused = match self.propose(target) {
+            Some(owner) if self.is_member() => self.recent.answer(target, owner.id),
+            _ => None,
+        };
+        let Some((node, successors)) = reused.and_then(<[Peer]>::split_first) else {
+            return self.lookup(target);
+        };
+        let (node, successors) = (node.clone(), successors.to_vec());
+        let id = self.new_lookup_id();
+        let result = LookupResult {
+            target,
+            node,
+            successors,
+            hops: 0,
+            path: Vec::new(),
+            timeouts: 0,
+            confirmed: true,
+        };
+        self.out.push(Output::LookupDone {
+            lookup: id,
+            outcome: Ok(result),
+        });
+        id
+    }
+
     /// Starts a lookup at this node: answer locally, then go remote if needed.
     pub(super) fn start_local(&mut self, id: LookupId) {
         let Some(target) = self.lookups.get(&id).map(|l| l.target) else {
@@ -328,10 +357,14 @@ impl Node {
         };
         match response.body {
             Response::Found { successors } if !successors.is_empty() => {
+                if successors[0].id == response.from.id {
+                    self.recent.record(l.target, &successors);
+                }
                 l.answered(response.from, Vec::new());
                 self.finish_found(step.lookup, successors);
             }
             Response::Closer { .. } if step.guess => {
+                self.recent.forget(response.from.id);
                 l.guess_missed(response.from);
                 self.advance(step.lookup);
             }

@@ -27,6 +27,7 @@ mod message;
 mod node;
 mod passive;
 pub mod placement;
+mod recent;
 mod rename;
 mod routing;
 mod stabilize;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use super::bootstrap::Remembered;
 use super::lookup::{Lookup, Purpose, Step};
 use super::passive::{Entry, Passive};
+use super::recent::Recent;
 use super::table::Table;
 use super::{
     Address, Cause, LookupId, Membership, NotReady, Output, Peer, Request, RequestEnvelope,
@@ -92,6 +93,8 @@ pub struct Node {
     /// Every peer of the ring this node heard of (proposes one-hop lookups).
     pub(super) table: Table,
     pub(super) exchanging: bool,
+    /// What responsible peers said of their own keys this period (reused by API lookups).
+    pub(super) recent: Recent,
     pub(super) out: Vec<Output>,
 }
 
@@ -137,6 +140,7 @@ impl Node {
             merges_in_flight: 0,
             table,
             exchanging: false,
+            recent: Recent::default(),
             out: Vec::new(),
         }
     }

@@ -10,6 +10,10 @@ const MAX_CHASE: u32 = 4;
 impl Node {
     /// A periodic timer fired.
     pub fn tick(&mut self, timer: Timer) {
+        if matches!(timer, Timer::Stabilize) {
+            // Answers are reused for one period at most.
+            self.recent.clear();
+        }
         if self.membership != Membership::Member {
             return;
         }

@@ -576,5 +576,7 @@ fn lookups_on_a_non_member_fail_at_once() {
     );
 }
 
+/// Answers reused within a period.
+mod reuse;
 /// Who may say what, and how much: rules against a peer that lies.
 mod rules;

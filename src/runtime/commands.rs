@@ -36,6 +36,8 @@ pub(super) enum Command {
     Lookup {
         ticket: Ticket,
         target: Id,
+        /// May be answered from what the responsible peer said this period.
+        reuse: bool,
         reply: oneshot::Sender<Result<LookupResult, LookupError>>,
     },
     /// The caller of a lookup stopped waiting (time-out, client gone).

@@ -130,9 +130,14 @@ impl Driver {
             Command::Lookup {
                 ticket,
                 target,
+                reuse,
                 reply,
             } => {
-                let id = self.node.lookup(target);
+                let id = if reuse {
+                    self.node.lookup_reusing(target)
+                } else {
+                    self.node.lookup(target)
+                };
                 self.tickets.insert(ticket, id);
                 self.lookups.insert(id, (ticket, reply));
             }

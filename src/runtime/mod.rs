@@ -278,6 +278,18 @@ impl Service {
     /// Looks up the peer responsible for `target`. A caller that stops waiting (its future
     /// dropped, or the time-out) cancels the lookup in the node.
     pub async fn lookup(&self, target: Id) -> Result<LookupResult, ServiceError> {
+        self.lookup_with(target, false).await
+    }
+
+    /// [`Service::lookup`] for a user's lookup (the API's): with `ring.reuse_lookup_answers`,
+    /// answered from what the responsible peer said of its keys this period when it covers
+    /// `target` (see `ring::recent`), without a message.
+    pub async fn lookup_for_user(&self, target: Id) -> Result<LookupResult, ServiceError> {
+        self.lookup_with(target, self.config.ring.reuse_lookup_answers)
+            .await
+    }
+
+    async fn lookup_with(&self, target: Id, reuse: bool) -> Result<LookupResult, ServiceError> {
         let span = info_span!(
             "chord.lookup",
             lookup.target = %target,
@@ -298,6 +310,7 @@ impl Service {
         let asked = self.mailbox.ask(|reply| Command::Lookup {
             ticket,
             target,
+            reuse,
             reply,
         });
         let limit = self.config.ring.rpc_timeout * 16;
@@ -315,6 +328,10 @@ impl Service {
         drop(cancel);
         let label = match &outcome {
             Ok(r) => {
+                // Only a reused answer is confirmed without anyone on its path.
+                if r.confirmed && r.path.is_empty() {
+                    self.metrics.lookups_reused.inc();
+                }
                 self.metrics.lookup_hops.observe(f64::from(r.hops));
                 span.record("lookup.hops", r.hops);
                 span.record("lookup.timeouts", r.timeouts);

@@ -56,6 +56,8 @@ pub struct Scenario {
     pub partition_rounds: u64,
     /// Most peers each node's membership table holds (0: off, lookups route by fingers).
     pub membership_table_max: usize,
+    /// The measured lookups reuse what responsible peers said this period (as API lookups do).
+    pub reuse_lookup_answers: bool,
 }
 
 impl Default for Scenario {
@@ -74,6 +76,7 @@ impl Default for Scenario {
             partition_parts: 0,
             partition_rounds: 20,
             membership_table_max: RingConfig::default().membership_table_max,
+            reuse_lookup_answers: false,
         }
     }
 }
@@ -88,6 +91,8 @@ pub struct Report {
     pub join: JoinMode,
     /// Most peers each node's membership table held (0: off).
     pub membership_table_max: usize,
+    /// The lookups reused what responsible peers said during the period.
+    pub reuse_lookup_answers: bool,
     /// Fraction of the measured lookups that returned the true successor.
     pub lookup_success_rate: f64,
     /// Measured lookups that ended in an error (no route, ...).
@@ -214,6 +219,7 @@ impl Scenario {
                 ..RingConfig::default()
             },
             loss: self.loss,
+            reuse_lookup_answers: self.reuse_lookup_answers,
             ..SimConfig::default()
         }
     }
@@ -303,6 +309,7 @@ impl Scenario {
             successors: self.successors,
             join: self.join,
             membership_table_max: self.membership_table_max,
+            reuse_lookup_answers: self.reuse_lookup_answers,
             lookup_success_rate: stats.success_rate(),
             lookups_failed: stats.failed,
             lookups_wrong: stats.count - stats.correct - stats.failed,

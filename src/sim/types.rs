@@ -22,6 +22,9 @@ pub struct SimConfig {
     pub stabilize_interval: Micros,
     pub fix_fingers_interval: Micros,
     pub check_predecessor_interval: Micros,
+    /// User lookups reuse what responsible peers said this period (as the API's lookups do,
+    /// `ring.reuse_lookup_answers`); off, every lookup asks the ring.
+    pub reuse_lookup_answers: bool,
 }
 
 impl Default for SimConfig {
@@ -36,6 +39,7 @@ impl Default for SimConfig {
             stabilize_interval: 500_000,
             fix_fingers_interval: 500_000,
             check_predecessor_interval: 500_000,
+            reuse_lookup_answers: false,
         }
     }
 }
