@@ -93,6 +93,7 @@ fn seeds() -> BTreeMap<&'static str, Vec<Vec<u8>>> {
     let responses = [
         Response::Found {
             successors: vec![peer(3), peer(4)],
+            owns_after: Some(peer(2).id),
         },
         Response::Closer {
             candidates: vec![peer(6)],

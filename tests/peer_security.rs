@@ -417,6 +417,7 @@ impl RingHandler for Lure {
         let body = match r.body {
             Request::FindSuccessor { .. } => Response::Found {
                 successors: vec![self.me.clone()],
+                owns_after: None,
             },
             Request::GetNeighbors => Response::Neighbors {
                 predecessor: Some(self.me.clone()),

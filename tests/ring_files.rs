@@ -447,6 +447,56 @@ async fn api_lookups_reuse_what_the_owner_said_this_period_and_a_crash_ends_it()
     let reused = c.metric(0, REUSED).await;
     assert!(reused >= 30.0, "{reused} of 300 lookups reused");
 
+    // The same key twice in a row: the second is reused (0 hops), unless the client asks for
+    // a fresh answer with `Cache-Control: no-cache`.
+    // A key neither peer 0 nor its successor owns (peer 0 answers those without a hop).
+    let next = c.true_successor(c.id(0).wrapping_add(Id::from_parts(0, 1)));
+    let key = (0..)
+        .map(|k| format!("f{k}"))
+        .find(|k| ![c.id(0), next].contains(&c.true_successor(Id::hash(k.as_bytes()))))
+        .expect("a key of another peer");
+    let url = c.url(0, &format!("/v1/lookup/{key}"));
+    let ask = |fresh: bool| {
+        let req = c.http.get(&url);
+        let req = if fresh {
+            req.header("cache-control", "no-cache")
+        } else {
+            req
+        };
+        async move {
+            let answer: serde_json::Value = req
+                .send()
+                .await
+                .expect("lookup")
+                .json()
+                .await
+                .expect("json");
+            (
+                answer["hops"].as_u64().expect("hops"),
+                answer["node"]["id"].clone(),
+            )
+        }
+    };
+    let owner = serde_json::Value::from(c.true_successor(Id::hash(key.as_bytes())).to_string());
+    // (A stabilization tick between the two ends the period: then try again, a few times.)
+    let mut reused_second = false;
+    for _ in 0..20 {
+        assert_eq!(ask(false).await.1, owner);
+        let (hops, second) = ask(false).await;
+        assert_eq!(second, owner);
+        if hops == 0 {
+            reused_second = true;
+            break;
+        }
+    }
+    assert!(
+        reused_second,
+        "the second of two lookups in a row is reused"
+    );
+    let (fresh_hops, fresh) = ask(true).await;
+    assert_eq!(fresh, owner);
+    assert!(fresh_hops >= 1, "a fresh lookup asks the owner");
+
     // A crash: within at most a period (100 ms here) and the failure that ends every reuse,
     // lookups of the dead peer's keys name the live peer after it again.
     let victim = 5;

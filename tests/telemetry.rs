@@ -57,8 +57,10 @@ fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 /// `GET` with an optional W3C `traceparent`; the status and JSON body.
+/// Lookups here ask for a fresh answer (`Cache-Control: no-cache`): a reused one has no path,
+/// and these follow a lookup's path across peers.
 async fn get_traced(c: &Cluster, url: &str, traceparent: Option<&str>) -> (u16, Value) {
-    let mut req = c.http.get(url);
+    let mut req = c.http.get(url).header("cache-control", "no-cache");
     if let Some(tp) = traceparent {
         req = req.header("traceparent", tp);
     }

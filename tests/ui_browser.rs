@@ -178,10 +178,18 @@ async fn the_ring_page_shows_the_ring_a_lookup_a_crash_and_a_join() {
         .split_whitespace()
         .map(str::to_string)
         .collect();
-    let (_, rest) = c
-        .get(&c.peers[0].url(&format!("/v1/lookup/{name}")))
+    // The page's lookups ask for fresh answers (its fetches use `cache: "no-store"`, so the
+    // browser sends `Cache-Control: no-cache`); so does this one, else it may be reused.
+    let rest: serde_json::Value = c
+        .http
+        .get(c.peers[0].url(&format!("/v1/lookup/{name}")))
+        .header("cache-control", "no-cache")
+        .send()
         .await
-        .expect("REST lookup");
+        .expect("REST lookup")
+        .json()
+        .await
+        .expect("a lookup");
     let reported: Vec<String> = rest["path"]
         .as_array()
         .into_iter()

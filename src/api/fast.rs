@@ -4,7 +4,8 @@
 //! [`Fast`] answers such a request at once when nothing the router's layers do would change
 //! the answer: tracing is off (no server span to make), the access check passes (the same
 //! [`Access::check`] the `auth::require` layer runs), and the key is one plain path segment
-//! (no `%` to decode, no `/`). The handler's errors are problem documents already, so
+//! (no `%` to decode, no `/`), and no `Cache-Control` or `Pragma` asks for a fresh answer.
+//! The handler's errors are problem documents already, so
 //! `problems_only` would pass them as they are. Every other request goes to the router.
 
 use std::convert::Infallible;
@@ -34,6 +35,11 @@ impl Fast {
         if req.method() != Method::GET || crate::telemetry::enabled() {
             return None;
         }
+        // A client asking for a fresh answer: the router's handler reads what it asks.
+        let headers = req.headers();
+        if headers.contains_key(header::CACHE_CONTROL) || headers.contains_key(header::PRAGMA) {
+            return None;
+        }
         let path = req.uri().path();
         let key = path.strip_prefix(LOOKUP_PREFIX)?;
         if key.is_empty() || key.contains(['/', '%']) {
@@ -58,7 +64,7 @@ impl tower_service::Service<Request> for Fast {
         if let Some(key) = self.lookup_key(&req) {
             let app = self.app.clone();
             return Box::pin(async move {
-                Ok(match ring::lookup(&app, key).await {
+                Ok(match ring::lookup(&app, key, true).await {
                     Ok(answer) => answer,
                     Err(problem) => problem.into_response(),
                 })

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -102,13 +102,38 @@ pub(super) async fn leave(State(app): Api) -> Result<Response, Problem> {
 pub(super) async fn lookup_key(
     State(app): Api,
     Path(key): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    lookup(&app, key).await
+    lookup(&app, key, may_reuse(&headers)).await
+}
+
+/// Whether a lookup may be answered from what the responsible peer said this period
+/// (`ring.reuse_lookup_answers`): not when the client asks for a fresh answer, as HTTP clients
+/// do, with `Cache-Control: no-cache` or `no-store` (browsers send it for `fetch` with
+/// `cache: "no-store"`, as the ring page does) or `Pragma: no-cache`.
+pub(super) fn may_reuse(headers: &HeaderMap) -> bool {
+    let says_no = |name, directives: &[&str]| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str().unwrap_or("").split(',').any(|d| {
+                let d = d.trim();
+                directives.iter().any(|no| d.eq_ignore_ascii_case(no))
+            })
+        })
+    };
+    !says_no(header::CACHE_CONTROL, &["no-cache", "no-store"])
+        && !says_no(header::PRAGMA, &["no-cache"])
 }
 
 /// `GET /v1/lookup/{key}` for a decoded key (the route's handler, and [`super::fast`]).
-pub(super) async fn lookup(app: &super::App, key: String) -> Result<Response, Problem> {
-    let r = app.ring.lookup_for_user(Id::hash(key.as_bytes())).await?;
+pub(super) async fn lookup(
+    app: &super::App,
+    key: String,
+    may_reuse: bool,
+) -> Result<Response, Problem> {
+    let r = app
+        .ring
+        .lookup_for_user(Id::hash(key.as_bytes()), may_reuse)
+        .await?;
     let r = app.ring.confirm_responsible(r).await;
     Ok(Json(LookupView::new(key, r)).into_response())
 }
@@ -121,6 +146,7 @@ pub(super) struct IdQuery {
 pub(super) async fn lookup_id(
     State(app): Api,
     query: Result<Query<IdQuery>, QueryRejection>,
+    headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let Query(q) = query.map_err(|e| rejected(e.status(), e.body_text()))?;
     let Some(raw) = q.id else {
@@ -132,7 +158,7 @@ pub(super) async fn lookup_id(
     let id: Id = raw
         .parse()
         .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, format!("id: {e}")))?;
-    let r = app.ring.lookup_for_user(id).await?;
+    let r = app.ring.lookup_for_user(id, may_reuse(&headers)).await?;
     let r = app.ring.confirm_responsible(r).await;
     Ok(Json(LookupView::new(raw, r)).into_response())
 }
@@ -140,6 +166,26 @@ pub(super) async fn lookup_id(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_asking_for_a_fresh_answer_gets_no_reused_one() {
+        let with = |pairs: &[(header::HeaderName, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (name, value) in pairs {
+                h.append(name, header::HeaderValue::from_static(value));
+            }
+            may_reuse(&h)
+        };
+        assert!(with(&[]));
+        assert!(with(&[(header::CACHE_CONTROL, "max-age=60")]));
+        assert!(!with(&[(header::CACHE_CONTROL, "no-cache")]));
+        assert!(!with(&[(header::CACHE_CONTROL, "max-age=0, No-Store")]));
+        assert!(!with(&[
+            (header::CACHE_CONTROL, "max-age=0"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ]));
+        assert!(!with(&[(header::PRAGMA, "no-cache")]));
+    }
 
     #[test]
     fn a_bootstrap_is_host_port_or_with_nats_a_peer_subject_of_the_ring() {

@@ -34,7 +34,7 @@ impl Node {
     /// Cuts an answer's lists to the protocol's bounds.
     pub(super) fn bound_response(&self, body: &mut Response) {
         match body {
-            Response::Found { successors } => cut(successors, self.max_successors()),
+            Response::Found { successors, .. } => cut(successors, self.max_successors()),
             Response::Closer { candidates } => cut(candidates, self.max_candidates()),
             Response::Neighbors { successors, .. } => cut(successors, self.max_successors()),
             Response::Ack | Response::Rejected { .. } => {}

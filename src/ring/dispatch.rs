@@ -106,12 +106,16 @@ impl Node {
                     .take(self.config.successors.saturating_sub(1))
                     .cloned(),
             );
-            return Response::Found { successors };
+            return Response::Found {
+                successors,
+                owns_after: Some(p.id),
+            };
         }
         let succ = &self.successors[0];
         if target.in_half_open(self.me.id, succ.id) {
             return Response::Found {
                 successors: self.successors.clone(),
+                owns_after: None,
             };
         }
         Response::Closer {

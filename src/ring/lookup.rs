@@ -265,7 +265,7 @@ impl Node {
             return;
         };
         match self.answer_find(target) {
-            Response::Found { successors } => self.finish_found(id, successors),
+            Response::Found { successors, .. } => self.finish_found(id, successors),
             Response::Closer { candidates } => {
                 let guess = match self.lookups.get(&id) {
                     Some(l) if l.purpose == Purpose::User => self.propose(target),
@@ -356,9 +356,12 @@ impl Node {
             return;
         };
         match response.body {
-            Response::Found { successors } if !successors.is_empty() => {
+            Response::Found {
+                successors,
+                owns_after,
+            } if !successors.is_empty() => {
                 if successors[0].id == response.from.id {
-                    self.recent.record(l.target, &successors);
+                    self.recent.record(l.target, owns_after, &successors);
                 }
                 l.answered(response.from, Vec::new());
                 self.finish_found(step.lookup, successors);

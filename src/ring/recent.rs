@@ -34,12 +34,25 @@ pub struct Recent {
 }
 
 impl Recent {
-    /// `successors[0]` answered, just now, that `target` is its own; `successors` is its answer.
-    pub fn record(&mut self, target: Id, successors: &[Peer]) {
+    /// `successors[0]` answered, just now, that `target` is its own, and with `owns_after` that
+    /// every key after that id is (its predecessor); `successors` is its answer.
+    pub fn record(&mut self, target: Id, owns_after: Option<Id>, successors: &[Peer]) {
         let Some(owner) = successors.first() else {
             return;
         };
-        let reach = target.distance_to(owner.id);
+        let mut reach = target.distance_to(owner.id);
+        // A claim that does not even cover the target it answered for is ignored. How far a
+        // claim reaches is bounded where it is used: only while the membership table proposes
+        // this owner for the key, so never past the member before it in the table.
+        if let Some(after) = owns_after
+            && target.in_half_open(after, owner.id)
+        {
+            reach = reach.max(
+                after
+                    .distance_to(owner.id)
+                    .wrapping_sub(Id::from_parts(0, 1)),
+            );
+        }
         let room = self.by_owner.len() < MAX_KEPT;
         match self.by_owner.get_mut(&owner.id) {
             Some(said) => {
@@ -102,7 +115,7 @@ mod tests {
     #[test]
     fn an_answer_covers_the_keys_from_its_target_up_to_the_owner_and_grows() {
         let mut r = Recent::default();
-        r.record(id(80), &[peer(100), peer(120)]);
+        r.record(id(80), None, &[peer(100), peer(120)]);
         assert_eq!(r.answer(id(90), id(100)), Some(&[peer(100), peer(120)][..]));
         assert_eq!(r.answer(id(100), id(100)).map(<[Peer]>::len), Some(2));
         assert_eq!(r.answer(id(80), id(100)).map(<[Peer]>::len), Some(2));
@@ -111,17 +124,30 @@ mod tests {
         assert_eq!(r.answer(id(101), id(100)), None);
         assert_eq!(r.answer(id(90), id(120)), None);
         // A farther target widens the stretch; a nearer one keeps it.
-        r.record(id(60), &[peer(100), peer(130)]);
-        r.record(id(95), &[peer(100), peer(130)]);
+        r.record(id(60), None, &[peer(100), peer(130)]);
+        r.record(id(95), None, &[peer(100), peer(130)]);
         assert_eq!(r.answer(id(61), id(100)), Some(&[peer(100), peer(130)][..]));
         r.forget(id(100));
         assert_eq!(r.answer(id(90), id(100)), None);
     }
 
     #[test]
+    fn the_owner_s_predecessor_extends_the_stretch_unless_it_contradicts_the_answer() {
+        let mut r = Recent::default();
+        r.record(id(90), Some(id(50)), &[peer(100)]);
+        assert!(r.answer(id(51), id(100)).is_some());
+        assert!(r.answer(id(50), id(100)).is_none());
+        // A predecessor the target is not after: the claim is ignored, the target still counts.
+        r.clear();
+        r.record(id(90), Some(id(95)), &[peer(100)]);
+        assert!(r.answer(id(90), id(100)).is_some());
+        assert!(r.answer(id(89), id(100)).is_none());
+    }
+
+    #[test]
     fn the_stretch_wraps_past_zero() {
         let mut r = Recent::default();
-        r.record(Id::MAX, &[peer(5)]);
+        r.record(Id::MAX, None, &[peer(5)]);
         assert!(r.answer(id(0), id(5)).is_some());
         assert!(r.answer(Id::MAX, id(5)).is_some());
         assert!(r.answer(id(6), id(5)).is_none());
@@ -133,7 +159,7 @@ mod tests {
     fn it_keeps_at_most_max_kept_owners() {
         let mut r = Recent::default();
         for n in 0..(MAX_KEPT as u128 + 10) {
-            r.record(id(n * 10), &[peer(n * 10 + 5)]);
+            r.record(id(n * 10), None, &[peer(n * 10 + 5)]);
         }
         assert_eq!(r.len(), MAX_KEPT);
     }

@@ -328,7 +328,7 @@ impl Node {
                 successors,
                 ..
             } => (predecessor.iter().chain(successors).collect(), 1),
-            Response::Found { successors } => (successors.iter().collect(), 1),
+            Response::Found { successors, .. } => (successors.iter().collect(), 1),
             Response::Closer { candidates } => (candidates.iter().collect(), FRESH_TICKS / 2),
             _ => (Vec::new(), 0),
         };

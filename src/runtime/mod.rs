@@ -281,12 +281,16 @@ impl Service {
         self.lookup_with(target, false).await
     }
 
-    /// [`Service::lookup`] for a user's lookup (the API's): with `ring.reuse_lookup_answers`,
-    /// answered from what the responsible peer said of its keys this period when it covers
-    /// `target` (see `ring::recent`), without a message.
-    pub async fn lookup_for_user(&self, target: Id) -> Result<LookupResult, ServiceError> {
-        self.lookup_with(target, self.config.ring.reuse_lookup_answers)
-            .await
+    /// [`Service::lookup`] for a user's lookup (the API's): with `may_reuse` and
+    /// `ring.reuse_lookup_answers`, answered from what the responsible peer said of its keys
+    /// this period when it covers `target` (see `ring::recent`), without a message.
+    pub async fn lookup_for_user(
+        &self,
+        target: Id,
+        may_reuse: bool,
+    ) -> Result<LookupResult, ServiceError> {
+        let reuse = may_reuse && self.config.ring.reuse_lookup_answers;
+        self.lookup_with(target, reuse).await
     }
 
     async fn lookup_with(&self, target: Id, reuse: bool) -> Result<LookupResult, ServiceError> {

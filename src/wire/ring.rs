@@ -59,6 +59,12 @@ pub enum Response {
     /// of the responder's list follows it.
     Found {
         successors: Vec<Peer>,
+        /// When `successors[0]` is the responder itself: its predecessor. Every key after it,
+        /// up to the responder, is the responder's own as of this answer (an asker reuses that
+        /// for the rest of its stabilization period; see `ring::recent`). Absent from older
+        /// peers and when the answer names the responder's successor.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owns_after: Option<Id>,
     },
     /// The target is further on; these known peers precede it, closest to it first.
     Closer {

@@ -41,7 +41,8 @@ pub async fn request_response(under: &dyn Under) {
     assert_eq!(
         answer.body,
         Response::Found {
-            successors: vec![me, b.server.clone()]
+            successors: vec![me, b.server.clone()],
+            owns_after: None,
         }
     );
 }

@@ -78,6 +78,7 @@ impl RingHandler for TestRing {
                 }
                 Request::FindSuccessor { .. } => Response::Found {
                     successors: vec![request.from.clone(), self.me.clone()],
+                    owns_after: None,
                 },
                 _ => Response::Ack,
             };

@@ -1,5 +1,6 @@
 //! Answers reused within a stabilization period ([`Node::lookup_reusing`]): exact while the
-//! ring stands still, never past the next tick, dropped at the first failure.
+//! ring stands still, the owner's whole range after one answer, never past the next tick,
+//! dropped at the first failure.
 
 use super::*;
 
@@ -56,13 +57,17 @@ fn a_second_lookup_in_the_same_stretch_needs_no_message_until_the_next_tick() {
     assert_eq!(net.lookup(asker, near).unwrap().hops, 1);
     assert_eq!(net.sent.len(), 1);
 
-    // Farther from the owner than anything it said: not covered, so asked.
+    // The owner named its predecessor: its whole range is covered, and nothing past it.
+    let pred = net.nodes[order[3]].id();
     net.sent.clear();
-    let farther = below(&net, owner, 100_000);
-    if net.true_successor(farther) == net.nodes[owner].id() {
-        assert_eq!(reusing(&mut net, asker, farther).hops, 1);
-        assert_eq!(net.sent.len(), 1);
-    }
+    let first_key = reusing(&mut net, asker, pred.wrapping_add(Id::from_parts(0, 1)));
+    assert!(net.sent.is_empty(), "{:?}", net.sent);
+    assert_eq!(
+        (first_key.node.id, first_key.hops),
+        (net.nodes[owner].id(), 0)
+    );
+    let before = reusing(&mut net, asker, pred);
+    assert_eq!((before.node.id, before.hops), (pred, 1));
 
     // The next stabilization tick ends the period: asked again.
     net.nodes[asker].tick(Timer::Stabilize);
