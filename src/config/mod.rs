@@ -21,6 +21,7 @@ pub use security::{SecurityConfig, TlsConfig, TlsFiles};
 use units::{byte_size, humantime_duration};
 
 mod api;
+mod defaults;
 mod events;
 mod nats;
 mod security;
@@ -206,35 +207,6 @@ pub struct FilesConfig {
     /// so that tombstones and metadata still fit and deletes work on a full disk.
     #[serde(default = "defaults::reserve", with = "byte_size")]
     pub reserve: u64,
-}
-
-mod defaults {
-    use std::time::Duration;
-
-    pub fn write_quorum() -> usize {
-        2
-    }
-    pub fn read_quorum() -> usize {
-        2
-    }
-    pub fn max_clock_skew() -> Duration {
-        Duration::from_secs(60)
-    }
-    pub fn reserve() -> u64 {
-        16 << 20
-    }
-    pub fn block_size() -> u64 {
-        1 << 20
-    }
-    pub fn message_window() -> Duration {
-        Duration::from_secs(30)
-    }
-    pub fn membership_table_max() -> usize {
-        4096
-    }
-    pub fn reuse_lookup_answers() -> bool {
-        true
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

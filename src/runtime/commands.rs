@@ -9,9 +9,8 @@ use tracing::Span;
 use crate::id::Id;
 use crate::ring::{
     Address, CommandError, JoinFailure, LookupError, LookupResult, Peer, RequestEnvelope,
-    RequestId, ResponseEnvelope, RingId, Timer,
+    ResponseEnvelope, RingId, Timer,
 };
-use crate::transport::TransportError;
 
 /// How many commands may wait for the driver before senders wait too (back-pressure on peers'
 /// requests, answers and API calls alike).
@@ -27,11 +26,6 @@ pub(super) enum Command {
     Request {
         request: RequestEnvelope,
         reply: oneshot::Sender<ResponseEnvelope>,
-    },
-    /// The answer to (or failure of) a request the node sent.
-    Answer {
-        request: RequestId,
-        answer: Result<ResponseEnvelope, TransportError>,
     },
     Lookup {
         ticket: Ticket,

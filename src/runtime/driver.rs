@@ -90,7 +90,7 @@ impl Driver {
                 biased;
                 _ = stop.wait_for(|s| *s) => break,
                 Some((request, answer, context)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
-                    context.in_scope(|| self.apply(Command::Answer { request, answer }));
+                    context.in_scope(|| self.answered(request, answer));
                 }
                 n = mailbox.recv_many(&mut batch, BATCH) => if n == 0 { break },
             }
@@ -108,6 +108,18 @@ impl Driver {
         remember.close().await;
     }
 
+    /// Feeds the node the answer to (or failure of) a request it sent, then as [`Self::apply`].
+    fn answered(&mut self, request: RequestId, answer: Result<ResponseEnvelope, TransportError>) {
+        match answer {
+            Ok(response) => self.node.handle_response(request, response),
+            Err(TransportError::Incompatible(detail)) => {
+                self.node.handle_incompatible(request, detail)
+            }
+            Err(_) => self.node.handle_failure(request),
+        }
+        self.publish_and_execute();
+    }
+
     /// Applies one command, publishes the new state, then executes the node's outputs.
     fn apply(&mut self, command: Command) {
         match command {
@@ -120,13 +132,6 @@ impl Driver {
             Command::Request { request, reply } => {
                 let _ = reply.send(self.node.handle_request(request));
             }
-            Command::Answer { request, answer } => match answer {
-                Ok(response) => self.node.handle_response(request, response),
-                Err(TransportError::Incompatible(detail)) => {
-                    self.node.handle_incompatible(request, detail)
-                }
-                Err(_) => self.node.handle_failure(request),
-            },
             Command::Lookup {
                 ticket,
                 target,
@@ -178,6 +183,11 @@ impl Driver {
                 }
             }
         }
+        self.publish_and_execute();
+    }
+
+    /// Publishes the node's state, then executes its outputs.
+    fn publish_and_execute(&mut self) {
         self.svc.status.update(&self.node);
         self.node.drain_outputs(&mut self.outputs);
         let mut outputs = std::mem::take(&mut self.outputs);
