@@ -24,6 +24,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("file_name", file_name),
     ("range_header", range_header),
     ("request_head", request_head),
+    ("list_block", list_block),
 ];
 
 /// A JSON value that decodes must encode to JSON that decodes to the same value.
@@ -119,6 +120,24 @@ pub fn range_header(data: &[u8]) {
 pub fn request_head(data: &[u8]) {
     if let Ok(Some((len, _))) = crate::api::front::head::check_head(data) {
         assert!(len <= data.len());
+    }
+}
+
+/// A list block of a two-level manifest (the digests of up to `MAX_PER_LIST` blocks), after two
+/// bytes (little-endian) giving how many digests the manifest says it lists. What decodes has
+/// exactly that many lowercase hex SHA-256 digests and encodes back to the same bytes.
+pub fn list_block(data: &[u8]) {
+    let Some((count, block)) = data.split_first_chunk::<2>() else {
+        return;
+    };
+    let expected = u64::from(u16::from_le_bytes(*count));
+    if let Ok(digests) = crate::files::lists::decode(block, expected) {
+        assert_eq!(digests.len() as u64, expected);
+        for d in &digests {
+            assert!(d.len() == 64 && d.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+        }
+        let again = crate::files::lists::encode(&digests).ok();
+        assert_eq!(again.as_deref(), Some(block));
     }
 }
 

@@ -220,6 +220,20 @@ fn seeds() -> BTreeMap<&'static str, Vec<Vec<u8>>> {
             range(u64::MAX, "bytes=18446744073709551614-"),
         ],
     );
+    let list = |digests: &[[u8; 32]]| {
+        let mut out = (digests.len() as u16).to_le_bytes().to_vec();
+        let block = chordnet::files::lists::encode_raw(digests).expect("a list block");
+        out.extend_from_slice(&block);
+        out
+    };
+    s.insert(
+        "list_block",
+        vec![
+            list(&[[0u8; 32]]),
+            list(&[[0xab; 32], [0x01; 32], [0xff; 32]]),
+            list(&(0..40u8).map(|k| [k; 32]).collect::<Vec<_>>()),
+        ],
+    );
     s.insert(
         "request_head",
         vec![
@@ -342,6 +356,11 @@ fn the_seeds_decode() {
     for input in &s["config_toml"] {
         let text = std::str::from_utf8(input).expect("utf-8");
         chordnet::config::Config::from_toml_str(text).expect("config seed");
+    }
+    for input in &s["list_block"] {
+        let (count, block) = input.split_at(2);
+        let expected = u64::from(u16::from_le_bytes([count[0], count[1]]));
+        chordnet::files::lists::decode(block, expected).expect("list seed");
     }
     for input in &s["file_name"] {
         chordnet::files::validate_name(std::str::from_utf8(input).expect("utf-8"))
