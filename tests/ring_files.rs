@@ -38,19 +38,9 @@ async fn an_8_peer_ring_forms_and_lookups_node_fingers_and_metrics_agree_with_th
     for k in 0..500 {
         let from = rng.index(8);
         let key = format!("file-{k}.txt");
-        let (status, answer) = c
-            .status_json(&c.url(from, &format!("/v1/lookup/{key}")))
-            .await
-            .expect("lookup");
-        assert_eq!(status, 200, "{answer}");
-        let id = Id::hash(key.as_bytes());
-        assert_eq!(answer["id"], id.to_string());
+        let answer = lookup_agrees(&c, from, &key).await;
+        assert_eq!(answer["id"], Id::hash(key.as_bytes()).to_string());
         assert_eq!(answer["key"], key);
-        assert_eq!(
-            answer["node"]["id"],
-            c.true_successor(id).to_string(),
-            "lookup of {key} from peer {from}"
-        );
         let hops = answer["hops"].as_u64().expect("hops");
         assert_eq!(
             answer["path"].as_array().map(|p| p.len() as u64),
@@ -421,20 +411,26 @@ async fn a_full_restart_without_the_founder_forms_one_ring_with_the_same_id() {
     .await;
 }
 
+/// A lookup of `key` from peer `from`, which must answer 200 and name the true successor.
+async fn lookup_agrees(c: &Harness, from: usize, key: &str) -> serde_json::Value {
+    let (status, answer) = c
+        .status_json(&c.url(from, &format!("/v1/lookup/{key}")))
+        .await
+        .expect("lookup");
+    assert_eq!(status, 200, "{answer}");
+    let id = Id::hash(key.as_bytes());
+    assert_eq!(
+        answer["node"]["id"],
+        c.true_successor(id).to_string(),
+        "lookup of {key} from peer {from}"
+    );
+    answer
+}
+
 /// Lookups of `keys` from peer `from`; each must name the true successor.
 async fn lookups_agree(c: &Harness, from: usize, keys: impl Iterator<Item = String>) {
     for key in keys {
-        let (status, answer) = c
-            .status_json(&c.url(from, &format!("/v1/lookup/{key}")))
-            .await
-            .expect("lookup");
-        assert_eq!(status, 200, "{answer}");
-        let id = Id::hash(key.as_bytes());
-        assert_eq!(
-            answer["node"]["id"],
-            c.true_successor(id).to_string(),
-            "{key}"
-        );
+        lookup_agrees(c, from, &key).await;
     }
 }
 

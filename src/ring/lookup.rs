@@ -230,12 +230,13 @@ impl Node {
         id
     }
 
-    /// [`Node::lookup`], answered at once, without a message, when the responsible peer the
-    /// membership table proposes for `target` said during this period that `target` is its
-    /// own (see [`super::recent`]): such an answer has no hops and is `confirmed`.
-    pub fn lookup_reusing(&mut self, target: Id) -> LookupId {
+    /// [`Node::lookup`]; with `reuse`, answered at once, without a message, when the
+    /// responsible peer the membership table proposes for `target` said during this period
+    /// that `target` is its own (see [`super::recent`]): such an answer has no hops and is
+    /// `confirmed`.
+    pub fn lookup_with(&mut self, target: Id, reuse: bool) -> LookupId {
         let reused = match self.propose(target) {
-            Some(owner) if self.is_member() => self.recent.answer(target, owner.id),
+            Some(owner) if reuse && self.is_member() => self.recent.answer(target, owner.id),
             _ => None,
         };
         let Some((node, successors)) = reused.and_then(<[Peer]>::split_first) else {

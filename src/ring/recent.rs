@@ -1,16 +1,18 @@
 //! Answers reused within a stabilization period: when a peer answers a lookup for a target and
 //! says the target is its own (it is the responsible peer, and it just answered), every key
-//! from that target up to the peer is its own too. Until the node's next stabilization tick, a
-//! user lookup for a key in such a stretch is answered from here, without a message: the
-//! answer is at most one period old, the same bound within which a ring's own successor
-//! pointers notice a crash.
+//! from that target up to the peer is its own too, and with `owns_after` (its predecessor)
+//! every key after that predecessor. Until the node's next stabilization tick, a user lookup
+//! for a key in such a stretch is answered from here, without a message: the answer is at
+//! most one period old, the same bound within which a ring's own successor pointers notice a
+//! crash.
 //!
-//! Only a lookup that asks for it reuses an answer ([`Node::lookup_reusing`]: the API's
+//! Only a lookup that asks for it reuses an answer ([`super::Node::lookup_with`]: the API's
 //! lookups); the file layer's lookups, which place and fetch data, always ask the ring. Any
 //! request that fails, is refused or goes unanswered drops every kept answer; so does a peer
 //! saying a target is not its own, and every tick.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use super::message::Peer;
 use crate::id::Id;
@@ -54,26 +56,18 @@ impl Recent {
             );
         }
         let room = self.by_owner.len() < MAX_KEPT;
-        match self.by_owner.get_mut(&owner.id) {
-            Some(said) => {
-                // Both claims hold for this period; the farther one covers the nearer one.
-                if reach > said.reach {
-                    said.reach = reach;
-                }
-                said.successors.clear();
-                said.successors.extend_from_slice(successors);
-            }
-            None if room => {
-                self.by_owner.insert(
-                    owner.id,
-                    Said {
-                        reach,
-                        successors: successors.to_vec(),
-                    },
-                );
-            }
-            None => {}
-        }
+        let said = match self.by_owner.entry(owner.id) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) if room => e.insert(Said {
+                reach,
+                successors: Vec::new(),
+            }),
+            Entry::Vacant(_) => return,
+        };
+        // Both claims hold for this period; the farther one covers the nearer one.
+        said.reach = said.reach.max(reach);
+        said.successors.clear();
+        said.successors.extend_from_slice(successors);
     }
 
     /// What `owner` said this period, when it covers `target`: `owner` first, then its

@@ -138,11 +138,7 @@ impl Driver {
                 reuse,
                 reply,
             } => {
-                let id = if reuse {
-                    self.node.lookup_reusing(target)
-                } else {
-                    self.node.lookup(target)
-                };
+                let id = self.node.lookup_with(target, reuse);
                 self.tickets.insert(ticket, id);
                 self.lookups.insert(id, (ticket, reply));
             }

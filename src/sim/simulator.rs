@@ -228,12 +228,8 @@ impl Sim {
 
     /// Starts a lookup of `target` at node `i`; the result lands in [`Sim::lookups`].
     pub fn lookup(&mut self, i: NodeIndex, target: Id) -> LookupId {
-        let node = &mut self.slots[i].node;
-        let id = if self.config.reuse_lookup_answers {
-            node.lookup_reusing(target)
-        } else {
-            node.lookup(target)
-        };
+        let reuse = self.config.reuse_lookup_answers;
+        let id = self.slots[i].node.lookup_with(target, reuse);
         self.pending_lookups.insert((i, id), (target, self.now));
         self.flush(i);
         id

@@ -1,4 +1,4 @@
-//! Answers reused within a stabilization period ([`Node::lookup_reusing`]): exact while the
+//! Answers reused within a stabilization period ([`Node::lookup_with`]): exact while the
 //! ring stands still, the owner's whole range after one answer, never past the next tick,
 //! dropped at the first failure.
 
@@ -7,7 +7,7 @@ use super::*;
 /// Runs a reusing lookup from `from` to the end.
 fn reusing(net: &mut Net, from: usize, target: Id) -> LookupResult {
     net.done.clear();
-    net.nodes[from].lookup_reusing(target);
+    net.nodes[from].lookup_with(target, true);
     net.settle();
     net.done
         .pop()
