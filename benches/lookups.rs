@@ -13,7 +13,9 @@
 //! the variables of `LOOKUPS_EXTRA_ENV` ("env", e.g. `TOKIO_WORKER_THREADS=1`). All rings run side by
 //! side; the load goes to one at a time, the rings taking turns at going first, for
 //! `LOOKUPS_ROUNDS` (3) rounds of `LOOKUPS_SECS` (5) seconds per client count in
-//! `LOOKUPS_CLIENTS` ("1,8,32").
+//! `LOOKUPS_CLIENTS` ("1,8,32"). While one ring is under load the others are stopped (SIGSTOP),
+//! so their maintenance takes no CPU from it; a continued ring must be one ring of ready peers
+//! again before its load starts.
 //!
 //! The load generator is in lookups/load.rs: each client is one keep-alive HTTP/1.1 connection to one
 //! peer's API (client i to peer i mod N), sending `GET /v1/lookup/<random key>` one after the
@@ -187,6 +189,39 @@ impl Ring {
 
     fn pids(&self) -> Vec<u32> {
         self.children.iter().map(Child::id).collect()
+    }
+
+    /// Stops (SIGSTOP) or continues (SIGCONT) every peer of the ring: only the ring under load
+    /// runs, so the others' maintenance takes no CPU from it.
+    fn pause(&self, stop: bool) {
+        let mut kill = Command::new("kill");
+        kill.arg(if stop { "-STOP" } else { "-CONT" });
+        kill.args(self.pids().iter().map(u32::to_string));
+        if !kill.status().is_ok_and(|s| s.success()) {
+            eprintln!(
+                "{}: kill -{} failed",
+                self.label,
+                if stop { "STOP" } else { "CONT" }
+            );
+        }
+    }
+
+    /// Continues the ring and every other one stops; waits (bounded) until it is one ring of
+    /// ready peers again (a continued peer's timers fire at once, and a check in flight when it
+    /// stopped may have timed out).
+    fn run_alone(rings: &mut [Ring], i: usize) {
+        for (j, r) in rings.iter().enumerate() {
+            if j != i {
+                r.pause(true);
+            }
+        }
+        rings[i].pause(false);
+        if !rings[i].still_formed(Duration::from_secs(20)) {
+            eprintln!(
+                "{}: not one ring of ready peers after continuing",
+                rings[i].label
+            );
+        }
     }
 
     /// The TCP connections (not listeners) with one end at a port of this ring.
@@ -364,8 +399,9 @@ fn main() -> Result<(), Error> {
         .enable_all()
         .build()?;
     // Warm up: every ring answers lookups for a moment (connections, tables, fingers).
-    for r in &rings {
-        load(&rt, r, 8, 2.0, 0);
+    for i in 0..rings.len() {
+        Ring::run_alone(&mut rings, i);
+        load(&rt, &rings[i], 8, 2.0, 0);
     }
     let mut results: Vec<Vec<Run>> = vec![Vec::new(); rings.len()];
     for (r, secs) in rings.iter().zip(&formed) {
@@ -395,6 +431,7 @@ fn main() -> Result<(), Error> {
             let mut order: Vec<usize> = (0..rings.len()).collect();
             order.rotate_left(round % rings.len());
             for i in order {
+                Ring::run_alone(&mut rings, i);
                 runs[i].push(load(&rt, &rings[i], c, secs, (round * 7919 + c) as u64));
             }
         }
@@ -422,6 +459,9 @@ fn main() -> Result<(), Error> {
         "(peer conns, API conns: TCP connections opened during one run; peer closed: peer-to-peer \
          connections closed during it (new in TIME_WAIT); medians)"
     );
+    for r in &rings {
+        r.pause(false);
+    }
     for (i, r) in rings.iter_mut().enumerate() {
         println!("{:<10} idle: {}", r.label, idle[i]);
         println!("{:<10} after the load: {}", r.label, memory(&r.pids()));
