@@ -331,6 +331,7 @@ mod tests {
             predecessor: Some(a.clone()),
             successors: vec![a.clone()],
             fingers: vec![None; 2].into(),
+            fingers_changed: 0,
             stabilize_rounds: 3,
             readiness: vec![],
             ring_size_estimate: 1.0,

@@ -32,12 +32,12 @@ impl Node {
             let i = self.next_finger;
             let start = self.me.id.add_pow2(i);
             if succ.id != self.me.id && start.in_half_open(self.me.id, succ.id) {
-                self.fingers[i] = Some(succ.clone());
+                self.set_finger(i, Some(&succ));
                 self.next_finger = (i + 1) % BITS;
                 continue;
             }
             if succ.id == self.me.id {
-                self.fingers[i] = None;
+                self.set_finger(i, None);
                 self.next_finger = (i + 1) % BITS;
                 continue;
             }
@@ -63,17 +63,39 @@ impl Node {
             if j > i && !(s.in_half_open(start, node.id)) {
                 break;
             }
-            self.fingers[j] = Some(node.clone());
+            self.set_finger(j, Some(&node));
             j += 1;
         }
         self.next_finger = j % BITS;
     }
 
     pub(super) fn forget_finger(&mut self, id: Id) {
-        for f in self.fingers.iter_mut() {
-            if f.as_ref().is_some_and(|p| p.id == id) {
-                *f = None;
+        for i in 0..self.fingers.len() {
+            if self.fingers[i].as_ref().is_some_and(|p| p.id == id) {
+                self.set_finger(i, None);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::{Address, RingConfig};
+
+    #[test]
+    fn only_a_change_of_peer_counts_as_a_change_of_fingers() {
+        let peer = |n: u128| Peer::new(Id::from_parts(0, n), Address::new(format!("p{n}")));
+        let mut node = Node::new(peer(1), RingConfig::default());
+        let at_start = node.fingers_changed();
+        node.set_finger(3, Some(&peer(7)));
+        assert_eq!(node.fingers_changed(), at_start + 1);
+        node.set_finger(3, Some(&peer(7)));
+        assert_eq!(node.fingers_changed(), at_start + 1, "the same peer again");
+        node.forget_finger(Id::from_parts(0, 9));
+        assert_eq!(node.fingers_changed(), at_start + 1, "nothing to forget");
+        node.forget_finger(Id::from_parts(0, 7));
+        assert_eq!(node.fingers_changed(), at_start + 2);
+        assert!(node.fingers()[3].is_none());
     }
 }

@@ -62,7 +62,10 @@ pub struct Node {
     pub(super) predecessor: Option<Peer>,
     /// Never empty while a member; ends with `me` when the ring is shorter than r.
     pub(super) successors: Vec<Peer>,
+    /// Changed only through [`Node::set_finger`] (which counts the changes).
     pub(super) fingers: Vec<Option<Peer>>,
+    /// How many times a finger changed: a reader that saw this count has seen these fingers.
+    pub(super) fingers_changed: u64,
     pub(super) next_finger: usize,
     /// Recent notifiers, the closest ones preceding this node, with the tick they were seen.
     pub(super) notifiers: BTreeMap<Id, (Peer, u64)>,
@@ -117,6 +120,7 @@ impl Node {
             predecessor: None,
             successors: Vec::new(),
             fingers: vec![None; BITS],
+            fingers_changed: 0,
             next_finger: 0,
             notifiers: BTreeMap::new(),
             ticks: 0,
@@ -186,6 +190,20 @@ impl Node {
     /// Finger `i` points at the successor of `id + 2^i`, once known.
     pub fn fingers(&self) -> &[Option<Peer>] {
         &self.fingers
+    }
+
+    /// Changes when any finger does (a cheap "did the fingers change?" for readers).
+    pub fn fingers_changed(&self) -> u64 {
+        self.fingers_changed
+    }
+
+    /// Points finger `i` at `peer`, counting a change of peer.
+    pub(super) fn set_finger(&mut self, i: usize, peer: Option<&Peer>) {
+        let slot = &mut self.fingers[i];
+        if slot.as_ref().map(|p| p.id) != peer.map(|p| p.id) {
+            *slot = peer.cloned();
+            self.fingers_changed += 1;
+        }
     }
 
     pub fn stabilize_rounds(&self) -> u64 {

@@ -7,7 +7,9 @@ impl Node {
     pub(super) fn reset_routing(&mut self) {
         self.predecessor = None;
         self.successors.clear();
-        self.fingers.iter_mut().for_each(|f| *f = None);
+        for i in 0..self.fingers.len() {
+            self.set_finger(i, None);
+        }
         self.next_finger = 0;
         self.notifiers.clear();
         self.clear_alias();

@@ -20,6 +20,8 @@ pub struct Status {
     pub predecessor: Option<Peer>,
     pub successors: Vec<Peer>,
     pub fingers: Arc<[Option<Peer>]>,
+    /// [`Node::fingers_changed`] when `fingers` was taken.
+    pub fingers_changed: u64,
     pub stabilize_rounds: u64,
     /// Empty when ready (DESIGN.md §6).
     pub readiness: Vec<NotReady>,
@@ -38,6 +40,7 @@ impl Status {
             predecessor: n.predecessor().cloned(),
             successors: n.successors().to_vec(),
             fingers: n.fingers().into(),
+            fingers_changed: n.fingers_changed(),
             stabilize_rounds: n.stabilize_rounds(),
             readiness: n.readiness(),
             ring_size_estimate: n.ring_size_estimate(),
@@ -59,11 +62,7 @@ impl Status {
                 .iter()
                 .zip(n.successors())
                 .all(|(a, b)| a.id == b.id)
-            && self
-                .fingers
-                .iter()
-                .zip(n.fingers())
-                .all(|(a, b)| same(a.as_ref(), b.as_ref()))
+            && self.fingers_changed == n.fingers_changed()
     }
 
     /// Whether `key` is in this node's range (predecessor, self].
