@@ -15,7 +15,7 @@
 //! `LOOKUPS_ROUNDS` (3) rounds of `LOOKUPS_SECS` (5) seconds per client count in
 //! `LOOKUPS_CLIENTS` ("1,8,32"). While one ring is under load the others are stopped (SIGSTOP),
 //! so their maintenance takes no CPU from it; a continued ring must be one ring of ready peers
-//! again before its load starts.
+//! again before its load starts (`LOOKUPS_SIDE_BY_SIDE=1`: all keep running, as before).
 //!
 //! The load generator is in lookups/load.rs: each client is one keep-alive HTTP/1.1 connection to one
 //! peer's API (client i to peer i mod N), sending `GET /v1/lookup/<random key>` one after the
@@ -210,6 +210,9 @@ impl Ring {
     /// ready peers again (a continued peer's timers fire at once, and a check in flight when it
     /// stopped may have timed out).
     fn run_alone(rings: &mut [Ring], i: usize) {
+        if std::env::var("LOOKUPS_SIDE_BY_SIDE").is_ok_and(|v| v == "1") {
+            return;
+        }
         for (j, r) in rings.iter().enumerate() {
             if j != i {
                 r.pause(true);
