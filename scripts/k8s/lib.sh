@@ -24,19 +24,23 @@ pinned_venv() {
 }
 
 APT_UPDATED=0
+# Bounded waits for the package index: a source the machine cannot reach (a vendor repository
+# left in sources.list.d on a machine that reaches only Debian's mirrors) is skipped after one
+# short try instead of apt's default 120 s time-out with three retries, per run of update.
+APT_OPTS=(-o Acquire::http::Timeout=20 -o Acquire::https::Timeout=20 -o Acquire::Retries=1)
 # apt_packages PACKAGE...: installs Debian packages without starting the daemons they bring
 # (prometheus on :9090, dockerd, containerd: a policy-rc.d refuses them for the time of the
 # install). The log goes to $WORK/apt.log; on failure its tail is printed and it returns 1.
 apt_packages() {
   if ((APT_UPDATED == 0)); then
-    apt-get update -qq
+    apt-get "${APT_OPTS[@]}" update -qq
     APT_UPDATED=1
   fi
   local policy=/usr/sbin/policy-rc.d made=0 rc=0
   if [[ ! -e $policy ]]; then
     printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made=1
   fi
-  apt-get install -y -qq --no-install-recommends "$@" >"$WORK/apt.log" 2>&1 || rc=$?
+  apt-get "${APT_OPTS[@]}" install -y -qq --no-install-recommends "$@" >"$WORK/apt.log" 2>&1 || rc=$?
   ((made)) && rm -f "$policy"
   if ((rc != 0)); then
     tail -20 "$WORK/apt.log"
