@@ -10,7 +10,7 @@
 //! build ("this"), and when asked the build at `LOOKUPS_BASELINE` ("base", e.g. main built into
 //! another target dir) and this build with the membership table off ("table-off",
 //! `CHORDNET_RING__MEMBERSHIP_TABLE_MAX=0`, with `LOOKUPS_TABLE_OFF=1`), and this build with
-//! the variables of `LOOKUPS_EXTRA_ENV` ("env", e.g. `TOKIO_WORKER_THREADS=1`). All rings run side by
+//! the variables of `LOOKUPS_EXTRA_ENV` ("env", e.g. `TOKIO_WORKER_THREADS=1`). All rings start side by
 //! side; the load goes to one at a time, the rings taking turns at going first, for
 //! `LOOKUPS_ROUNDS` (3) rounds of `LOOKUPS_SECS` (5) seconds per client count in
 //! `LOOKUPS_CLIENTS` ("1,8,32"). While one ring is under load the others are stopped (SIGSTOP),

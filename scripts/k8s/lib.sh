@@ -33,14 +33,14 @@ APT_OPTS=(-o Acquire::http::Timeout=20 -o Acquire::https::Timeout=20 -o Acquire:
 # install). The log goes to $WORK/apt.log; on failure its tail is printed and it returns 1.
 apt_packages() {
   if ((APT_UPDATED == 0)); then
-    apt-get "${APT_OPTS[@]}" update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get "${APT_OPTS[@]}" update -qq
     APT_UPDATED=1
   fi
   local policy=/usr/sbin/policy-rc.d made=0 rc=0
   if [[ ! -e $policy ]]; then
     printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made=1
   fi
-  apt-get "${APT_OPTS[@]}" install -y -qq --no-install-recommends "$@" >"$WORK/apt.log" 2>&1 || rc=$?
+  DEBIAN_FRONTEND=noninteractive apt-get "${APT_OPTS[@]}" install -y -qq --no-install-recommends "$@" >"$WORK/apt.log" 2>&1 || rc=$?
   ((made)) && rm -f "$policy"
   if ((rc != 0)); then
     tail -20 "$WORK/apt.log"

@@ -84,7 +84,7 @@ mod tests {
     use crate::ring::{Address, RingConfig};
 
     #[test]
-    fn only_a_change_of_peer_counts_as_a_change_of_fingers() {
+    fn only_a_change_of_peer_or_address_counts_as_a_change_of_fingers() {
         let peer = |n: u128| Peer::new(Id::from_parts(0, n), Address::new(format!("p{n}")));
         let mut node = Node::new(peer(1), RingConfig::default());
         let at_start = node.fingers_changed();
@@ -92,10 +92,15 @@ mod tests {
         assert_eq!(node.fingers_changed(), at_start + 1);
         node.set_finger(3, Some(&peer(7)));
         assert_eq!(node.fingers_changed(), at_start + 1, "the same peer again");
-        node.forget_finger(Id::from_parts(0, 9));
-        assert_eq!(node.fingers_changed(), at_start + 1, "nothing to forget");
-        node.forget_finger(Id::from_parts(0, 7));
+        // The same id at a new address (a peer restarted elsewhere): taken, and counted.
+        let moved = Peer::new(Id::from_parts(0, 7), Address::new("p7-moved"));
+        node.set_finger(3, Some(&moved));
         assert_eq!(node.fingers_changed(), at_start + 2);
+        assert_eq!(node.fingers()[3].as_ref(), Some(&moved));
+        node.forget_finger(Id::from_parts(0, 9));
+        assert_eq!(node.fingers_changed(), at_start + 2, "nothing to forget");
+        node.forget_finger(Id::from_parts(0, 7));
+        assert_eq!(node.fingers_changed(), at_start + 3);
         assert!(node.fingers()[3].is_none());
     }
 }

@@ -197,10 +197,10 @@ impl Node {
         self.fingers_changed
     }
 
-    /// Points finger `i` at `peer`, counting a change of peer.
+    /// Points finger `i` at `peer`, counting a change (of peer, or of its address).
     pub(super) fn set_finger(&mut self, i: usize, peer: Option<&Peer>) {
         let slot = &mut self.fingers[i];
-        if slot.as_ref().map(|p| p.id) != peer.map(|p| p.id) {
+        if slot.as_ref() != peer {
             *slot = peer.cloned();
             self.fingers_changed += 1;
         }
