@@ -230,8 +230,14 @@ impl Node {
         self.set_successors(succ.clone(), &successors);
         let found = self.successor_candidate.take();
         let table = self.closer_from_table(succ.id, predecessor.as_ref());
+        // A successor that already names us, at our address, as its predecessor would do
+        // nothing with a notify but refresh us in its notifier cache, and it offers its
+        // predecessor as a hint anyway: in a steady ring that is one request per period saved.
+        let names_us = predecessor.as_ref() == Some(&self.me);
         if !self.ask_candidates(succ, [predecessor, hint, found, table], 0) {
-            self.notify_successor();
+            if !names_us {
+                self.notify_successor();
+            }
             self.finish_stabilize();
         }
     }

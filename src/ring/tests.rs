@@ -197,12 +197,23 @@ fn requests_say_why_they_are_sent_and_lookup_hops_are_numbered_along_the_path() 
         seen_two_hops |= r.hops >= 2;
     }
     assert!(seen_two_hops);
-    net.sent.clear();
-    net.nodes[0].tick(Timer::Stabilize);
-    net.settle();
-    let causes: Vec<Cause> = net.sent.iter().map(|(_, _, c)| *c).collect();
-    assert_eq!(causes.first(), Some(&Cause::Stabilize), "{causes:?}");
-    assert!(causes.contains(&Cause::Notify), "{causes:?}");
+    // A successor that already names node 0 as its predecessor is not notified again; one
+    // that does not (it lost its predecessor, say) is.
+    let succ = net.nodes[0].successors()[0].address.clone();
+    let s = net.index(&succ).unwrap();
+    assert_eq!(net.nodes[s].predecessor(), Some(net.nodes[0].me()));
+    for forgotten in [false, true, false] {
+        if forgotten {
+            net.nodes[s].predecessor = None;
+        }
+        net.sent.clear();
+        net.nodes[0].tick(Timer::Stabilize);
+        net.settle();
+        let causes: Vec<Cause> = net.sent.iter().map(|(_, _, c)| *c).collect();
+        assert_eq!(causes.first(), Some(&Cause::Stabilize), "{causes:?}");
+        assert_eq!(causes.contains(&Cause::Notify), forgotten, "{causes:?}");
+        assert_eq!(net.nodes[s].predecessor(), Some(net.nodes[0].me()));
+    }
 }
 
 #[test]

@@ -160,7 +160,7 @@ impl Fleet {
     /// Starts every pod after a random delay in [0, `max_start_delay`].
     pub fn start_all(&mut self) {
         for pod in 0..self.pods.len() {
-            let delay = self.sim.rng.range(0, self.config.max_start_delay);
+            let delay = self.sim.workload.range(0, self.config.max_start_delay);
             self.start_in(pod, delay);
         }
     }

@@ -55,7 +55,7 @@ pub fn split(sim: &mut Sim, parts: usize) -> Vec<Vec<NodeIndex>> {
     let mut members = sim.live_members();
     // Fisher-Yates, then deal: random members, equal sizes.
     for k in (1..members.len()).rev() {
-        let j = sim.rng.index(k + 1);
+        let j = sim.workload.index(k + 1);
         members.swap(k, j);
     }
     let mut groups = vec![Vec::new(); parts];

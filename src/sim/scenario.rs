@@ -421,7 +421,7 @@ fn rejoin_idle(sim: &mut Sim) {
         if members.is_empty() {
             break;
         }
-        let bootstrap = members[sim.rng.index(members.len())];
+        let bootstrap = members[sim.workload.index(members.len())];
         sim.join(i, bootstrap);
     }
 }
@@ -446,7 +446,7 @@ pub fn crash_fraction(sim: &mut Sim, fraction: f64) -> usize {
     let count = ((members.len() as f64) * fraction.clamp(0.0, 1.0)).round() as usize;
     let count = count.min(members.len().saturating_sub(1));
     for k in 0..count {
-        let j = k + sim.rng.index(members.len() - k);
+        let j = k + sim.workload.index(members.len() - k);
         members.swap(k, j);
         sim.crash(members[k]);
     }
@@ -471,7 +471,8 @@ pub fn spread_lookups(
     let end = start + window;
     let first_record = sim.lookups.len();
     let mut issued = 0usize;
-    let mut churn_rng: Rng = sim.rng.fork();
+    let mut churn_rng: Rng = sim.workload.fork();
+    let mut lookup_rng: Rng = sim.workload.fork();
     let mut next_churn = if churn_rate > 0.0 {
         start + (churn_rng.exponential(period as f64 / churn_rate)) as Micros
     } else {
@@ -500,9 +501,9 @@ pub fn spread_lookups(
             ((count as u128 * u128::from(t - start)) / u128::from(window.max(1))) as usize
         };
         while issued < due && !members.is_empty() {
-            let origin = members[sim.rng.index(members.len())];
+            let origin = members[lookup_rng.index(members.len())];
             if sim.is_member(origin) {
-                let key = sim.rng.id();
+                let key = lookup_rng.id();
                 sim.lookup(origin, key);
                 issued += 1;
             } else {
@@ -549,7 +550,7 @@ pub fn lookup_from_every_node(sim: &mut Sim, per_node: usize) -> Vec<LookupRecor
     let first_record = sim.lookups.len();
     for origin in sim.live_members() {
         for _ in 0..per_node {
-            let key = sim.rng.id();
+            let key = sim.workload.id();
             sim.lookup(origin, key);
         }
     }

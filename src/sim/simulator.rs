@@ -13,7 +13,13 @@ use crate::ring::{
 /// The simulator.
 pub struct Sim {
     pub config: SimConfig,
+    /// The network's draws: start delays, latencies, losses. How many it makes depends on the
+    /// traffic, so a change to the protocol changes every draw after it.
     pub rng: Rng,
+    /// The scenario's draws: churn schedules, victims, lookup origins and keys. A stream of its
+    /// own, from the seed alone, so that two builds of the protocol face the same churn and the
+    /// same lookups (an A/B comparison in the simulator compares like with like).
+    pub workload: Rng,
     pub(super) now: Micros,
     pub(super) seq: u64,
     pub(super) queue: BinaryHeap<Queued>,
@@ -31,13 +37,18 @@ pub struct Sim {
     pub(super) outputs: Vec<Output>,
 }
 
+/// Mixed into the seed for [`Sim::workload`] (any constant that is not 0 gives another stream).
+const WORKLOAD_STREAM: u64 = 0x776f_726b_6c6f_6164;
+
 impl Sim {
     pub fn new(config: SimConfig) -> Sim {
         let mut rng = Rng::new(config.seed);
         let ring_id = RingId((u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64()));
+        let workload = Rng::new(config.seed ^ WORKLOAD_STREAM);
         Sim {
             config,
             rng,
+            workload,
             now: 0,
             seq: 0,
             queue: BinaryHeap::new(),
