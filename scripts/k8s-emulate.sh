@@ -3,7 +3,7 @@
 #
 #   tools     installs what is missing (Debian's docker.io, python3-venv; the venv of
 #             scripts/k8s-check.sh with the same pins and cache, for helm-python-sdk)
-#   binary    a static chordnet (RUSTFLAGS=-C target-feature=+crt-static cargo build --release
+#   binary    a static chordnet (RUSTFLAGS=-C target-feature=+crt-static cargo build --profile dist
 #             --target <arch>-unknown-linux-gnu), or CHORDNET_STATIC_BIN when given; or, with
 #             CHORDNET_BIN, the binary `cargo test --release` already built (dynamically linked:
 #             its loader and libraries from ldd go into the image beside it; CI does this to
@@ -288,17 +288,16 @@ else
     die "cargo is missing: install Rust (1.88 or newer, e.g. with rustup) or set CHORDNET_STATIC_BIN to a static chordnet binary"
   TRIPLE="$(uname -m)-unknown-linux-gnu"
   TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-  log "  RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target $TRIPLE --bin chordnet (target dir $TARGET_DIR)"
-  # Built like the Dockerfile's builder stage: static, no debug info, stripped.
+  log "  RUSTFLAGS='-C target-feature=+crt-static' cargo build --profile dist --target $TRIPLE --bin chordnet (target dir $TARGET_DIR)"
+  # Built like the Dockerfile's builder stage: static, the dist profile (no debug info, stripped).
   if ! run env RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR="$TARGET_DIR" \
-    CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=symbols \
-    cargo build --release --manifest-path "$ROOT/Cargo.toml" --target "$TRIPLE" --bin chordnet \
+    cargo build --profile dist --manifest-path "$ROOT/Cargo.toml" --target "$TRIPLE" --bin chordnet \
     >"$WORK/cargo.log" 2>&1; then
     tail -30 "$WORK/cargo.log" | sed 's/^/  | /'
     die "cargo build failed"
   fi
   grep -E '^\s+Finished' "$WORK/cargo.log" | sed 's/^ */  /' || true
-  BIN="$TARGET_DIR/$TRIPLE/release/chordnet"
+  BIN="$TARGET_DIR/$TRIPLE/dist/chordnet"
 fi
 if ((DYNAMIC)); then
   log "  $BIN: dynamically linked, $("$BIN" --version), $(du -h "$BIN" | cut -f1); the image gets its loader and libraries:"
