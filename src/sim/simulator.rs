@@ -13,12 +13,13 @@ use crate::ring::{
 /// The simulator.
 pub struct Sim {
     pub config: SimConfig,
-    /// The network's draws: start delays, latencies, losses. How many it makes depends on the
+    /// The network's draws: latencies and losses (and ring ids). How many it makes depends on the
     /// traffic, so a change to the protocol changes every draw after it.
     pub rng: Rng,
-    /// The scenario's draws: churn schedules, victims, lookup origins and keys. A stream of its
-    /// own, from the seed alone, so that two builds of the protocol face the same churn and the
-    /// same lookups (an A/B comparison in the simulator compares like with like).
+    /// The scenario's draws: churn schedules and victims, lookup origins and keys, rejoins'
+    /// bootstraps, crash and partition picks, pods' start delays. A stream of its own, from the
+    /// seed alone, so that two builds of the protocol face the same churn and the same lookups
+    /// (an A/B comparison in the simulator compares like with like).
     pub workload: Rng,
     pub(super) now: Micros,
     pub(super) seq: u64,
