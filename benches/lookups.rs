@@ -27,8 +27,8 @@
 //! /proc/net/tcp{,6} that were not there before, TIME_WAIT included) and the peer-to-peer ones
 //! closed during it (new in TIME_WAIT), so "no churn" is a figure;
 //! then each ring's time to form, its memory per peer (RSS, of it anonymous, and Pss, which
-//! shares the executable's pages among the peers that map them; idle, before any load, and
-//! after it) and in total, whether it is still one ring of ready peers after the load, and the
+//! shares the executable's pages among the peers that map them; idle, `LOOKUPS_IDLE_SECS` (30)
+//! after the rings formed and before any load, and after the load) and in total, whether it is still one ring of ready peers after the load, and the
 //! ratios of this build to the others.
 //!
 //! `LOOKUPS_THIS=<binary>` runs that executable as "this" (to count an older build's costs with
@@ -389,6 +389,11 @@ fn main() -> Result<(), Error> {
         r.wait_formed(limit, &mut ports)?;
         formed.push(r.started.elapsed().as_secs_f64());
     }
+    // Idle memory once start-up is over: a peer gives back its start-up pages 5 s after it is
+    // first ready and again 15 s later (`memory.release_code_interval`), so the rings idle
+    // `LOOKUPS_IDLE_SECS` (30) after the last one formed.
+    let idle_secs: f64 = env_or("LOOKUPS_IDLE_SECS", 30.0);
+    std::thread::sleep(Duration::from_secs_f64(idle_secs.max(0.0)));
     let idle: Vec<Memory> = rings.iter().map(|r| memory(&r.pids())).collect();
     println!(
         "lookups: {peers} peers per ring, rings {}, {rounds} rounds of {secs} s per client count",
@@ -466,7 +471,10 @@ fn main() -> Result<(), Error> {
         r.pause(false);
     }
     for (i, r) in rings.iter_mut().enumerate() {
-        println!("{:<10} idle: {}", r.label, idle[i]);
+        println!(
+            "{:<10} idle ({idle_secs:.0} s after forming): {}",
+            r.label, idle[i]
+        );
         println!("{:<10} after the load: {}", r.label, memory(&r.pids()));
         let still = r.still_formed(Duration::from_secs(30));
         println!(

@@ -34,6 +34,7 @@ pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod id;
+pub mod memory;
 pub mod metrics;
 pub mod peer;
 pub mod persist;

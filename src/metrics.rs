@@ -77,6 +77,8 @@ pub struct Metrics {
     pub tls_reloads: IntCounterVec,
     /// Connections to the peer port whose TLS handshake failed or timed out.
     pub tls_handshake_failures: IntCounter,
+    /// Resident bytes of executable code given back to the page cache (`memory.*`).
+    pub code_released_bytes: IntCounter,
 }
 
 /// Why metrics could not be set up (a programming error in metric definitions).
@@ -317,6 +319,12 @@ impl Metrics {
                 "chordnet_peer_tls_handshake_failures_total",
                 "Connections to the peer port whose TLS handshake failed or timed out",
             )?,
+            code_released_bytes: IntCounter::new(
+                "chordnet_code_released_bytes_total",
+                "Resident bytes of the executable's code unmapped after start-up and every \
+                 memory.release_code_interval (clean page-cache pages; code maps them again as \
+                 it runs)",
+            )?,
             registry,
         };
         m.register_all()?;
@@ -385,6 +393,7 @@ impl Metrics {
         r.register(Box::new(self.events_dropped.clone()))?;
         r.register(Box::new(self.tls_reloads.clone()))?;
         r.register(Box::new(self.tls_handshake_failures.clone()))?;
+        r.register(Box::new(self.code_released_bytes.clone()))?;
         Ok(())
     }
 

@@ -240,8 +240,21 @@ impl RunningPeer {
 }
 
 /// Runs a peer until `signal` completes, then leaves gracefully and returns.
+///
+/// The peer owns the process here, so it also gives the process's memory back when start-up is
+/// over and while quiet (`memory.release_code_interval`, [`crate::memory`]); peers that share
+/// a process ([`start`]: `chordnet dev`, the tests' harness) leave that to their host.
 pub async fn serve(config: Config, signal: impl Future<Output = ()>) -> Result<(), ServeError> {
+    let release_every = config.memory.release_code_every();
     let peer = start(config).await?;
+    if let Some(every) = release_every {
+        tokio::spawn(crate::memory::keep_releasing(
+            peer.service.ready(),
+            every,
+            peer.service.metrics().code_released_bytes.clone(),
+            peer.stop.subscribe(),
+        ));
+    }
     signal.await;
     info!("shutdown requested");
     peer.shutdown().await;

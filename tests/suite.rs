@@ -39,6 +39,7 @@ mod fuzz_corpus;
 mod grpc;
 mod grpc_services;
 mod http_pool;
+mod memory_release;
 mod mtls;
 mod nats;
 mod nats_tls;

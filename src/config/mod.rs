@@ -16,6 +16,7 @@ use crate::id::Id;
 pub use api::ApiConfig;
 use api::{default_idle_timeout, default_max_connections, default_max_transfers};
 pub use events::EventsConfig;
+pub use memory::MemoryConfig;
 pub use nats::NatsConfig;
 pub use security::{SecurityConfig, TlsConfig, TlsFiles};
 use units::{byte_size, humantime_duration};
@@ -23,6 +24,7 @@ use units::{byte_size, humantime_duration};
 mod api;
 mod defaults;
 mod events;
+mod memory;
 mod nats;
 mod security;
 pub mod subject;
@@ -49,6 +51,9 @@ pub struct Config {
     /// The ring events on a JetStream stream of the `[nats]` broker.
     #[serde(default)]
     pub events: EventsConfig,
+    /// What the peer gives back to the system while it runs.
+    #[serde(default)]
+    pub memory: MemoryConfig,
 }
 
 /// How peers reach each other: which transport carries both planes, and the deadlines and
@@ -273,6 +278,7 @@ impl Default for Config {
             nats: NatsConfig::default(),
             security: SecurityConfig::default(),
             events: EventsConfig::default(),
+            memory: MemoryConfig::default(),
         }
     }
 }
