@@ -3,20 +3,21 @@
 # small upload and download run, in that order. build.rs hands the list to the linker of the
 # image's build (static, the dist profile), which lays those functions out first and together
 # in .text: the kernel maps code in 64 KiB windows (and reads executables ahead 128 KiB around
-# a fault), so a few hundred KiB of hot code scattered over 13 MiB kept ~6 MiB resident.
+# a fault), so about 1 MB of idle code scattered over 13 MiB kept ~6 MiB resident.
 #
 #   1. builds the image's binary (RUSTFLAGS='-C target-feature=+crt-static' cargo build
 #      --profile dist --target <arch>-unknown-linux-gnu), or takes HOT_SYMBOLS_BIN; it must
 #      have its symbol table (the dist profile keeps it) and be built exactly as the image is,
 #      since a symbol's name carries a hash of the build's settings
 #   2. a ring of HOT_SYMBOLS_PEERS (8) peers on 127.0.0.1 (ports from HOT_SYMBOLS_PORT_BASE,
-#      default 46900: peer i on +i, its API on +50+i), peer 1 under valgrind's callgrind
-#      (Debian: apt-get install valgrind); a larger ring routes more (fingers, the table)
+#      default 46900: peer i on +i, its API on +50+i), the peers of HOT_SYMBOLS_PROFILE ("0 1":
+#      the founder and one joiner) under valgrind's callgrind (Debian: apt-get install
+#      valgrind); a larger ring routes more (fingers, the table)
 #   3. once the ring is ready and start-up is over: callgrind's counters zeroed, HOT_SYMBOLS_IDLE
-#      (120) seconds idle (stabilization, fingers, the files' repair and republish, a memory
-#      release every 20 s), counters dumped; zeroed again, lookups and one upload and download
-#      through the profiled peer's API, dumped
-#   4. the names of the functions with cost in each dump, idle first, one per line
+#      (150) seconds idle (stabilization, fingers, the files' repair and republish, a memory
+#      release every 20 s), counters dumped (a dump zeroes them); 200 lookups and one upload and
+#      download through peer 1's API, dumped again
+#   4. the names of the functions with cost in the dumps, the idle ones first, one per line
 #
 # A list made for an older build still links (names it does not find are ignored; the order is
 # only a hint): run this again after updating dependencies or the toolchain, and compare the
@@ -25,7 +26,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PORT="${HOT_SYMBOLS_PORT_BASE:-46900}"
-IDLE="${HOT_SYMBOLS_IDLE:-120}"
+IDLE="${HOT_SYMBOLS_IDLE:-150}"
+PROFILE="${HOT_SYMBOLS_PROFILE:-0 1}"
 PEERS="${HOT_SYMBOLS_PEERS:-8}"
 [ "$PEERS" -ge 3 ] && [ "$PEERS" -le 50 ] || die_early=1
 OUT="$ROOT/link/hot-symbols.txt"
@@ -74,19 +76,26 @@ peer() { # index, bootstrap port or "", then a command prefix
   PIDS+=($!)
 }
 
-log "ring of $PEERS on 127.0.0.1:$PORT..$((PORT + PEERS - 1)), peer 1 under callgrind"
-peer 0 ""
-wait_ready $((PORT + 50)) 30
-peer 1 "$PORT" valgrind --tool=callgrind --demangle=no --callgrind-out-file="$WORK/cg.out"
-PROFILED=${PIDS[1]}
-for i in $(seq 2 $((PEERS - 1))); do peer "$i" "$PORT"; done
+log "ring of $PEERS on 127.0.0.1:$PORT..$((PORT + PEERS - 1)), peers $PROFILE under callgrind"
+profiled() { case " $PROFILE " in *" $1 "*) return 0 ;; esac; return 1; }
+CG=()
+for i in $(seq 0 $((PEERS - 1))); do
+  boot=""; [ "$i" -gt 0 ] && boot=$PORT
+  if profiled "$i"; then
+    peer "$i" "$boot" valgrind --tool=callgrind --demangle=no --callgrind-out-file="$WORK/cg.$i.out"
+    CG+=("${PIDS[-1]}")
+  else
+    peer "$i" "$boot"
+  fi
+  [ "$i" -eq 0 ] && wait_ready $((PORT + 50)) 60
+done
 for i in $(seq 0 $((PEERS - 1))); do wait_ready $((PORT + 50 + i)) 120; done
 # Start-up is over (the first memory release comes 5 s after ready).
 sleep 10
-callgrind_control -z "$PROFILED" >/dev/null 2>&1
+for p in "${CG[@]}"; do callgrind_control -z "$p" >/dev/null 2>&1; done
 log "idle for ${IDLE}s"
 sleep "$IDLE"
-callgrind_control --dump=idle "$PROFILED" >/dev/null 2>&1
+for p in "${CG[@]}"; do callgrind_control --dump=idle "$p" >/dev/null 2>&1; done
 log "lookups, an upload and a download"
 API="http://127.0.0.1:$((PORT + 51))"
 for k in $(seq 1 200); do curl -fs -o /dev/null "$API/v1/lookup/key-$k" || die "lookup $k failed"; done
@@ -94,7 +103,7 @@ head -c 300000 /dev/urandom >"$WORK/file"
 curl -fs -o /dev/null -T "$WORK/file" "$API/v1/files/hot-symbols" || die "upload failed"
 curl -fs -o "$WORK/back" "$API/v1/files/hot-symbols" || die "download failed"
 cmp -s "$WORK/file" "$WORK/back" || die "the download differs from the upload"
-callgrind_control --dump=load "$PROFILED" >/dev/null 2>&1
+for p in "${CG[@]}"; do callgrind_control --dump=load "$p" >/dev/null 2>&1; done
 
 # Function names with cost in a callgrind dump: a name is written once, on the `fn=` or
 # `cfn=` line that first mentions it, then referred to by its id; `fn=` opens a function's costs.
@@ -106,16 +115,14 @@ names() {
          if ($0 ~ /^fn=/ && (id in name) && !(name[id] in seen)) { seen[name[id]] = 1; print name[id] }
        }' "$1"
 }
-idle_dump=$(ls "$WORK"/cg.out.* | sort -t. -k3 -n | sed -n 1p)
-load_dump=$(ls "$WORK"/cg.out.* | sort -t. -k3 -n | sed -n 2p)
-[ -n "$idle_dump" ] && [ -n "$load_dump" ] || die "callgrind wrote no dumps"
-# Only names the binary defines (callgrind also names addresses and valgrind's own stubs).
+# Each profiled peer's first dump is its idle part, the second its load part.
+dumps() { for i in $PROFILE; do ls "$WORK/cg.$i.out.$1" 2>/dev/null || die "peer $i wrote no dump $1"; done; }
 awk '$2 ~ /^[tTwW]$/ { print $3 }' "$WORK/nm" | sort -u >"$WORK/defined"
-{
-  names "$idle_dump"
-  names "$load_dump"
-} | awk '!seen[$0]++' | grep -Fxf "$WORK/defined" >"$WORK/list" || true
-n_idle=$(names "$idle_dump" | grep -Fxcf "$WORK/defined" || true)
+# Only names the binary defines (callgrind also names addresses and valgrind's own stubs).
+for d in $(dumps 1); do names "$d"; done | awk '!seen[$0]++' | grep -Fxf "$WORK/defined" >"$WORK/idle" || true
+for d in $(dumps 2); do names "$d"; done | grep -Fxf "$WORK/defined" >"$WORK/load" || true
+cat "$WORK/idle" "$WORK/load" | awk '!seen[$0]++' >"$WORK/list"
+n_idle=$(wc -l <"$WORK/idle")
 [ -s "$WORK/list" ] || die "no function names found in the dumps"
 {
   echo "# The functions an idle chordnet peer runs, then those of lookups and a transfer: the"
