@@ -28,7 +28,8 @@
 //! closed during it (new in TIME_WAIT), so "no churn" is a figure;
 //! then each ring's time to form, its memory per peer (RSS, of it anonymous, and Pss, which
 //! shares the executable's pages among the peers that map them; idle, `LOOKUPS_IDLE_SECS` (30)
-//! after the rings formed and before any load, and after the load) and in total, whether it is still one ring of ready peers after the load, and the
+//! after the rings formed and before any load, and after the load) and in total, whether it is
+//! still one ring of ready peers after the load, and the
 //! ratios of this build to the others.
 //!
 //! `LOOKUPS_THIS=<binary>` runs that executable as "this" (to count an older build's costs with

@@ -3,27 +3,31 @@
 //! pages.
 //!
 //! A peer's executable holds 12–15 MiB of machine code and 3 MiB of read-only data. The kernel
-//! maps them on demand, but on every fault it reads ahead around the page and maps up to 64 KiB
-//! of neighbouring cached pages, so code that ran once at start (configuration, the command
-//! line, TLS and transport set-up, the join) and whatever happens to lie next to the few
-//! functions the idle loop runs stays counted in the resident set: about 10 MiB of an idle
-//! peer's 12–16 MiB, against 1.6 MiB of the peer's own (anonymous) memory.
+//! maps them on demand, but on every fault it maps the cached pages of the 64 KiB around the
+//! page, and for executable mappings it also reads 128 KiB around it into the cache. So code
+//! that ran once at start (configuration, the command line, TLS and transport set-up, the join)
+//! and whatever lies next to the few functions the idle loop runs stays counted in the resident
+//! set: about 10 MiB of an idle peer's 12–16 MiB, against 1.6 MiB of the peer's own (anonymous)
+//! memory.
 //!
 //! A release, for every read-only private mapping of a file that holds no private page:
-//! - `MADV_RANDOM`: later faults read and map the one page they need, not its neighbours;
+//! - `MADV_RANDOM`: later faults of read-only data read the one page they need, not its
+//!   neighbours (the kernel ignores it for executable mappings: there the image's build lays the
+//!   code an idle peer runs out together instead, `build.rs`);
 //! - `MADV_DONTNEED`: unmaps the pages from this process (they are clean copies of the file;
 //!   the next access maps the same contents again);
 //! - `POSIX_FADV_DONTNEED` on the file's range: drops the pages no process maps any more from
-//!   the page cache, so what the next faults bring back is only what runs.
+//!   the page cache, so what later faults find cached around a page is what runs.
 //!
 //! Then `malloc_trim` hands the allocator's free pages back. Nothing is lost: a page a debugger
 //! patched, or one written by start-up relocations (the executable's `.data.rel.ro`, read-only
 //! after them), is private, and its mapping is left alone. The price is paid once per page by
 //! the code that runs next: a page fault, and a read from disk or the host's cache.
 //!
-//! [`keep_releasing`] does it once start-up is over, then whenever the process was quiet (under
-//! [`QUIET_CPU`] of one core) for a whole `memory.release_code_interval`: a busy peer keeps its
-//! pages, so a release never stalls a loaded one.
+//! [`keep_releasing`] does it once start-up is over, once more shortly after, then whenever the
+//! process was quiet (under [`QUIET_CPU`] of one core) for a whole
+//! `memory.release_code_interval`: a busy peer keeps its pages, so a release never stalls a
+//! loaded one.
 
 use std::io;
 use std::time::Duration;
@@ -156,9 +160,9 @@ pub fn release() -> io::Result<Released> {
         let (addr, len) = (m.start as *mut libc::c_void, m.end - m.start);
         // SAFETY: the range is one whole mapping of this process, private, read-only and
         // backed by a file, with no private page (checked just above): MADV_RANDOM changes
-        // only how later faults read, and MADV_DONTNEED only unmaps clean page-cache pages,
-        // which the next access maps again with the same contents. No memory Rust owns or
-        // writes is affected.
+        // only how later faults read (advice: its result does not matter), and MADV_DONTNEED
+        // only unmaps clean page-cache pages, which the next access maps again with the same
+        // contents. No memory Rust owns or writes is affected.
         let rc = unsafe {
             libc::madvise(addr, len, libc::MADV_RANDOM);
             libc::madvise(addr, len, libc::MADV_DONTNEED)

@@ -71,17 +71,8 @@ async fn get_traced(c: &Cluster, url: &str, traceparent: Option<&str>) -> (u16, 
 
 /// The value of an unlabelled metric in a peer's `/metrics`.
 async fn metric(c: &Cluster, p: &PeerProcess, name: &str) -> f64 {
-    let text = c
-        .http
-        .get(p.url("/metrics"))
-        .send()
+    c.metric(p, name)
         .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or_else(|| panic!("{name} missing from /metrics"))
 }
 

@@ -180,6 +180,15 @@ impl Cluster {
         Some((status, body))
     }
 
+    /// The value of an unlabelled metric in `p`'s `/metrics`; `None` when the peer does not
+    /// answer or does not have it.
+    pub async fn metric(&self, p: &PeerProcess, name: &str) -> Option<f64> {
+        let r = self.http.get(p.url("/metrics")).send().await.ok()?;
+        let text = r.text().await.ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
     pub fn running(&self) -> Vec<&PeerProcess> {
         self.peers.iter().filter(|p| p.child.is_some()).collect()
     }
