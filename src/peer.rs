@@ -18,7 +18,9 @@ use crate::runtime::{Endpoint, Service};
 use crate::transport::auth::{KeyError, RingAuth};
 use crate::transport::layers::{Layered, serving_with};
 use crate::transport::tls::PeerTls;
-use crate::transport::{Handlers, ServeOptions, TransportError, TransportFactory, registry};
+use crate::transport::{
+    ClientOptions, Handlers, ServeOptions, TransportError, TransportFactory, registry,
+};
 use crate::wire::Address;
 
 /// How long open requests may take to finish once a peer stops serving.
@@ -111,7 +113,7 @@ pub async fn start_with(
             })?
         }
     };
-    let clients = factory.clients(config.ring.rpc_timeout)?;
+    let clients = factory.clients(ClientOptions::from_config(&config))?;
     let layered = Layered::new(clients, me.clone(), &config, metrics.clone());
     if let Some(auth) = &auth {
         layered.set_auth(Arc::clone(auth));

@@ -107,6 +107,6 @@ impl Under for Nats {
 }
 
 conformance!(memory, Memory::new());
-conformance!(http, Http::new());
-conformance!(grpc, Grpc(Http::new()));
+conformance!(http, Http::new(), unused_connections_close);
+conformance!(grpc, Grpc(Http::new()), unused_connections_close);
 conformance!(nats, Nats(nats_server::NatsServer::start("conformance")));

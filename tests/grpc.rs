@@ -17,8 +17,8 @@ use chordnet::transport::grpc::GrpcTransport;
 use chordnet::transport::grpc::pb;
 use chordnet::transport::grpc::pb::ring_client::RingClient as RingGrpc;
 use chordnet::transport::{
-    BlobAnswer, BlobHandler, BlobQuery, Body, BoxFuture, Handlers, Object, PutReply, Refusal,
-    RefusalKind, RingHandler, ServeOptions, TraceCarrier, TransportFactory,
+    BlobAnswer, BlobHandler, BlobQuery, Body, BoxFuture, ClientOptions, Handlers, Object, PutReply,
+    Refusal, RefusalKind, RingHandler, ServeOptions, TraceCarrier, TransportFactory,
 };
 use chordnet::wire::Peer;
 use chordnet::wire::files::FileMeta;
@@ -60,7 +60,9 @@ async fn a_grpc_ring_forms_moves_files_of_any_size_and_loses_nothing_to_crashes_
 
     // The peer port speaks gRPC: a gRPC ring call reaches a peer and it answers as itself.
     let factory = GrpcTransport::default();
-    let clients = factory.clients(Duration::from_secs(1)).expect("clients");
+    let clients = factory
+        .clients(ClientOptions::connect_within(Duration::from_secs(1)))
+        .expect("clients");
     let to = factory
         .parse_address(&c.peers[0].advertise)
         .expect("address");

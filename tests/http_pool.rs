@@ -10,9 +10,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::post;
 use chordnet::id::Id;
-use chordnet::transport::RingClient;
 use chordnet::transport::TraceCarrier;
 use chordnet::transport::http::HttpClient;
+use chordnet::transport::{ClientOptions, RingClient};
 use chordnet::wire::ring::{Request, RequestEnvelope, Response, ResponseEnvelope};
 use chordnet::wire::{Address, Peer};
 
@@ -62,7 +62,7 @@ async fn bursts_of_calls_reuse_the_connections_of_the_first() {
         }
     });
 
-    let client = HttpClient::new(Duration::from_secs(5), None);
+    let client = HttpClient::new(ClientOptions::connect_within(Duration::from_secs(5)), None);
     let me = Peer::new(Id::hash(b"client"), Address::new("127.0.0.1:9"));
     for burst in 0..BURSTS {
         let calls = (0..CONCURRENT).map(|_| {

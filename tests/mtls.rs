@@ -15,7 +15,7 @@ use std::time::Duration;
 use chordnet::config::TlsFiles;
 use chordnet::transport::tls::PeerTls;
 use chordnet::transport::{
-    TraceCarrier, TransportFactory, grpc::GrpcTransport, http::HttpTransport,
+    ClientOptions, TraceCarrier, TransportFactory, grpc::GrpcTransport, http::HttpTransport,
 };
 use chordnet::wire::ring::{Rejection, Request, RequestEnvelope, Response};
 use chordnet::wire::{Address, Peer};
@@ -139,7 +139,9 @@ fn ring_client(kind: &str, files: TlsFiles, host: &str) -> chordnet::transport::
     } else {
         GrpcTransport::default().with_tls(tls).expect("tls")
     };
-    factory.clients(Duration::from_secs(2)).expect("clients")
+    factory
+        .clients(ClientOptions::connect_within(Duration::from_secs(2)))
+        .expect("clients")
 }
 
 async fn ping_from(

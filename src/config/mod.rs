@@ -76,6 +76,12 @@ pub struct TransportConfig {
     pub progress_timeout: Duration,
     /// File transfers this peer runs at once (as client, and as server); more wait their turn.
     pub max_transfers: usize,
+    /// A connection to another peer that carried nothing for this long is closed (HTTP's
+    /// pooled connections, gRPC's channels). The periodic traffic to the successors and
+    /// fingers keeps theirs open; a peer met once (an exchange partner, a lookup's hop) does
+    /// not hold memory and a socket on both sides for long.
+    #[serde(with = "humantime_duration")]
+    pub idle_timeout: Duration,
 }
 
 /// The transports a peer can speak. `transport/registry.rs` maps each to its implementation.
@@ -97,6 +103,7 @@ impl Default for TransportConfig {
             bulk_floor: Duration::from_secs(10),
             progress_timeout: Duration::from_secs(10),
             max_transfers: 16,
+            idle_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -463,6 +470,9 @@ impl Config {
         }
         if self.transport.max_transfers == 0 {
             return rule("transport.max_transfers", "must be at least 1");
+        }
+        if self.transport.idle_timeout.is_zero() {
+            return rule("transport.idle_timeout", "must be longer than zero");
         }
         if self.transport.progress_timeout.is_zero() {
             return rule("transport.progress_timeout", "must be longer than zero");

@@ -265,6 +265,26 @@ fn the_ring_secret_file_comes_from_the_environment() {
 }
 
 #[test]
+fn unused_peer_connections_close_after_the_idle_timeout_from_file_or_env() {
+    Jail::expect_with(|jail| {
+        let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+        assert_eq!(c.transport.idle_timeout, Duration::from_secs(10));
+        jail.create_file("c.toml", "[transport]\nidle_timeout = \"3s\"\n")?;
+        let c = Config::load(Some("c.toml".into()), &Overrides::default())
+            .map_err(|e| e.to_string())?;
+        assert_eq!(c.transport.idle_timeout, Duration::from_secs(3));
+        jail.set_env("CHORDNET_TRANSPORT__IDLE_TIMEOUT", "500ms");
+        let c = Config::load(Some("c.toml".into()), &Overrides::default())
+            .map_err(|e| e.to_string())?;
+        assert_eq!(c.transport.idle_timeout, Duration::from_millis(500));
+        jail.set_env("CHORDNET_TRANSPORT__IDLE_TIMEOUT", "0s");
+        let e = Config::load(None, &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("transport.idle_timeout"), "{e}");
+        Ok(())
+    });
+}
+
+#[test]
 fn events_are_off_by_default_and_come_from_env_with_any_transport() {
     Jail::expect_with(|jail| {
         let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;

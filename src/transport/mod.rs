@@ -225,6 +225,34 @@ pub struct Handlers {
     pub blob: Arc<dyn BlobHandler>,
 }
 
+/// How a transport's clients treat their connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Bounds connection set-up only; deadlines are the layers' job.
+    pub connect_timeout: Duration,
+    /// A connection that carried nothing for this long is closed (`transport.idle_timeout`).
+    pub idle_timeout: Duration,
+}
+
+impl ClientOptions {
+    /// A peer's: connections set up within `ring.rpc_timeout`, closed after
+    /// `transport.idle_timeout` unused.
+    pub fn from_config(config: &crate::config::Config) -> ClientOptions {
+        ClientOptions {
+            connect_timeout: config.ring.rpc_timeout,
+            idle_timeout: config.transport.idle_timeout,
+        }
+    }
+
+    /// `connect_timeout`, with the default idle time-out (tests, tools).
+    pub fn connect_within(connect_timeout: Duration) -> ClientOptions {
+        ClientOptions {
+            connect_timeout,
+            idle_timeout: crate::config::TransportConfig::default().idle_timeout,
+        }
+    }
+}
+
 /// A transport's clients for both planes.
 #[derive(Clone)]
 pub struct Clients {
@@ -282,9 +310,8 @@ pub trait TransportFactory: Send + Sync + 'static {
     /// Whether `address` still names a peer that may exist (a DNS name that resolves): the
     /// founder rule's "this seed is gone" input.
     fn resolves<'a>(&'a self, address: &'a Address) -> BoxFuture<'a, bool>;
-    /// Clients for both planes. `connect_timeout` bounds connection set-up only; deadlines
-    /// are the layers' job.
-    fn clients(&self, connect_timeout: Duration) -> Result<Clients, TransportError>;
+    /// Clients for both planes.
+    fn clients(&self, options: ClientOptions) -> Result<Clients, TransportError>;
     /// Serves both planes until `shutdown` turns true.
     fn serve(
         &self,

@@ -12,7 +12,8 @@ use chordnet::transport::auth::serve::method;
 use chordnet::transport::auth::{FIELD, Keyring, RingAuth, digest_json, digest_put};
 use chordnet::transport::memory::MemoryTransport;
 use chordnet::transport::{
-    BlobAnswer, BlobQuery, Body, Clients, PutReply, TraceCarrier, TransportError, TransportFactory,
+    BlobAnswer, BlobQuery, Body, ClientOptions, Clients, PutReply, TraceCarrier, TransportError,
+    TransportFactory,
 };
 use chordnet::wire::files::FileMeta;
 use chordnet::wire::ring::{Rejection, Request, RequestEnvelope, Response, ResponseEnvelope};
@@ -83,7 +84,7 @@ pub struct Attacker {
 impl Attacker {
     pub fn new(h: &Harness) -> Attacker {
         let clients = MemoryTransport::new(h.network.clone())
-            .clients(Duration::from_secs(2))
+            .clients(ClientOptions::connect_within(Duration::from_secs(2)))
             .expect("clients");
         Attacker { clients }
     }

@@ -484,10 +484,44 @@ pub async fn bad_and_oversized_messages_are_refused(under: &dyn Under) {
     );
 }
 
+/// A connection that carried nothing for `transport.idle_timeout` is closed, and the next
+/// call connects again (transports with a connection per peer: HTTP, gRPC).
+pub async fn unused_connections_close(under: &dyn Under) {
+    let mut config = config();
+    config.transport.idle_timeout = Duration::from_millis(300);
+    let b = bench_with(under, 0, None, config).await;
+    let port = under.endpoint(0).0.port();
+    let me = Peer::from_address(&b.nobody);
+    for round in ["first", "second"] {
+        let answer = b
+            .client
+            .call(&b.server.address, ping(&me), TraceCarrier::default())
+            .await
+            .unwrap_or_else(|e| panic!("{round} call: {e}"));
+        assert_eq!(answer.body, Response::Ack);
+        assert!(
+            connections_to(port) >= 1,
+            "no connection to port {port} after the {round} call"
+        );
+        let started = Instant::now();
+        while connections_to(port) > 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "a connection unused for 300 ms still open after 10 s ({round} call)"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        println!(
+            "{round} call: connection closed {:?} after it",
+            started.elapsed()
+        );
+    }
+}
+
 /// Every check, for the `conformance!` macro (in scope for the tests through `#[macro_use]` in
 /// tests/suite.rs).
 macro_rules! conformance {
-    ($module:ident, $under:expr) => {
+    ($module:ident, $under:expr $(, $extra:ident)*) => {
         mod $module {
             use super::*;
             macro_rules! check {
@@ -510,6 +544,7 @@ macro_rules! conformance {
             check!(stalled_transfers_fail_after_the_progress_timeout);
             check!(trace_context_reaches_the_handler);
             check!(bad_and_oversized_messages_are_refused);
+            $(check!($extra);)*
         }
     };
 }

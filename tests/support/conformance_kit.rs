@@ -14,8 +14,9 @@ use chordnet::id::Id;
 use chordnet::metrics::Metrics;
 use chordnet::transport::layers::{Layered, serving};
 use chordnet::transport::{
-    BlobAnswer, BlobHandler, BlobQuery, Body, BodyError, BoxFuture, Handlers, Object, ObjectInfo,
-    PutReply, Refusal, RefusalKind, RingHandler, ServeOptions, TraceCarrier, TransportFactory,
+    BlobAnswer, BlobHandler, BlobQuery, Body, BodyError, BoxFuture, ClientOptions, Handlers,
+    Object, ObjectInfo, PutReply, Refusal, RefusalKind, RingHandler, ServeOptions, TraceCarrier,
+    TransportFactory,
 };
 use chordnet::wire::Peer;
 use chordnet::wire::files::{FileMeta, Version};
@@ -291,12 +292,21 @@ pub fn config() -> Config {
 
 /// Starts a test server on `under` (its `slot`-th endpoint), and a client.
 pub async fn bench(under: &dyn Under, slot: usize, slow: Option<Duration>) -> Bench {
+    bench_with(under, slot, slow, config()).await
+}
+
+/// [`bench`] with a configuration of the test's own.
+pub async fn bench_with(
+    under: &dyn Under,
+    slot: usize,
+    slow: Option<Duration>,
+    config: Config,
+) -> Bench {
     let factory = under.factory();
     let (listen, advertise) = under.endpoint(slot);
     let address = factory.parse_address(&advertise).expect("valid address");
     let server = Peer::new(Id::hash(advertise.as_bytes()), address.clone());
     let seen = Arc::new(Seen::default());
-    let config = config();
     let metrics = Metrics::new().expect("metrics");
     let handlers = Handlers {
         ring: Arc::new(TestRing {
@@ -317,7 +327,9 @@ pub async fn bench(under: &dyn Under, slot: usize, slow: Option<Duration>) -> Be
         ready: tokio::sync::watch::channel(true).1,
     };
     factory.serve(options, handlers, rx).await.expect("serve");
-    let clients = factory.clients(config.ring.rpc_timeout).expect("clients");
+    let clients = factory
+        .clients(ClientOptions::from_config(&config))
+        .expect("clients");
     // The client's own address differs from the server's: no loopback shortcut.
     let me = factory.parse_address(&under.nobody()).expect("address");
     let client = Layered::new(clients, me, &config, metrics);
@@ -332,4 +344,25 @@ pub async fn bench(under: &dyn Under, slot: usize, slow: Option<Duration>) -> Be
 
 pub fn ping(from: &Peer) -> RequestEnvelope {
     RequestEnvelope::new(None, from.clone(), Request::Ping)
+}
+
+/// Established TCP connections (IPv4 or IPv6) whose remote end is `port` on this machine: a
+/// client's connections to a server listening there.
+pub fn connections_to(port: u16) -> usize {
+    let established = |table: &str| {
+        std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .filter(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let remote_port = fields
+                    .get(2)
+                    .and_then(|remote| remote.rsplit(':').next())
+                    .and_then(|hex| u16::from_str_radix(hex, 16).ok());
+                remote_port == Some(port) && fields.get(3) == Some(&"01")
+            })
+            .count()
+    };
+    established("/proc/net/tcp") + established("/proc/net/tcp6")
 }

@@ -1,15 +1,15 @@
-//! The gRPC transport's client: one HTTP/2 channel per peer address, made on first use and
-//! rebuilt after the peer was unreachable (a DNS name may point to a restarted pod's new
-//! address); a connect time-out, `grpc-timeout` on control calls.
+//! The gRPC transport's client: one HTTP/2 channel per peer address ([`Channels`]: made on
+//! first use, rebuilt after the peer was unreachable, dropped when idle); a connect time-out,
+//! `grpc-timeout` on control calls.
 
 use crate::transport::{from_json, to_json};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tonic::transport::{Channel, Endpoint};
 
+use super::channels::Channels;
 use super::pb::blob_client::BlobClient as PbBlobClient;
 use super::pb::ring_client::RingClient as PbRingClient;
 use super::pb::{self, object_part, put_part};
@@ -21,59 +21,46 @@ use crate::transport::layers::time_left;
 use crate::transport::tls::PeerTls;
 use crate::transport::tls::connect::PeerConnector;
 use crate::transport::{
-    BlobAnswer, BlobClient, BlobQuery, Body, BodyError, BoxFuture, Object, PutReply, RingClient,
-    TraceCarrier, TransportError,
+    BlobAnswer, BlobClient, BlobQuery, Body, BodyError, BoxFuture, ClientOptions, Object, PutReply,
+    RingClient, TraceCarrier, TransportError,
 };
 use crate::wire::Address;
 use crate::wire::files::FileMeta;
 use crate::wire::ring::{RequestEnvelope, ResponseEnvelope};
 
-/// Channels kept at most (a ring member talks to its fingers and successors: far fewer).
-const MAX_CHANNELS: usize = 1024;
-
 pub struct GrpcClient {
     connect_timeout: Duration,
     /// Dials TCP, and TLS when on (one connector for every channel).
     connector: PeerConnector,
-    channels: Mutex<HashMap<Address, Channel>>,
+    channels: Channels,
 }
 
 impl GrpcClient {
     /// A client; with `tls`, every channel is HTTP/2 over mutual TLS.
-    pub fn new(connect_timeout: Duration, tls: Option<Arc<PeerTls>>) -> GrpcClient {
+    pub fn new(options: ClientOptions, tls: Option<Arc<PeerTls>>) -> GrpcClient {
         GrpcClient {
-            connect_timeout,
-            connector: PeerConnector::new(tls, connect_timeout),
-            channels: Mutex::new(HashMap::new()),
+            connect_timeout: options.connect_timeout,
+            connector: PeerConnector::new(tls, options.connect_timeout),
+            channels: Channels::new(options.idle_timeout),
         }
     }
 
     /// The channel to `to` (connects lazily, on the first call).
     fn channel(&self, to: &Address) -> Result<Channel, TransportError> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = channels.get(to) {
-            return Ok(c.clone());
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{to}"))
-            .map_err(|e| TransportError::Protocol(format!("{to}: {e}")))?
-            .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true);
-        let channel = endpoint.connect_with_connector_lazy(self.connector.clone());
-        if channels.len() >= MAX_CHANNELS {
-            channels.clear();
-        }
-        channels.insert(to.clone(), channel.clone());
-        Ok(channel)
+        self.channels.get_or_make(to, || {
+            let endpoint = Endpoint::from_shared(format!("http://{to}"))
+                .map_err(|e| TransportError::Protocol(format!("{to}: {e}")))?
+                .connect_timeout(self.connect_timeout)
+                .tcp_nodelay(true);
+            Ok(endpoint.connect_with_connector_lazy(self.connector.clone()))
+        })
     }
 
     /// What a failed call means to the caller; a connection failure drops the channel, so the
     /// next call resolves the name and connects again.
     fn failed(&self, to: &Address, status: &tonic::Status) -> TransportError {
         if connection_failed(status) {
-            self.channels
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(to);
+            self.channels.forget(to);
         }
         failure(to, status)
     }
@@ -297,7 +284,7 @@ mod tests {
             l.local_addr().expect("addr").port()
         };
         let to = Address::new(format!("127.0.0.1:{port}"));
-        let client = GrpcClient::new(Duration::from_secs(1), None);
+        let client = GrpcClient::new(ClientOptions::connect_within(Duration::from_secs(1)), None);
         let me = crate::wire::Peer::from_address("127.0.0.1:1");
         let ping = RequestEnvelope::new(None, me, crate::wire::ring::Request::Ping);
         let answer = client.call(&to, ping, TraceCarrier::default()).await;
@@ -305,7 +292,6 @@ mod tests {
             matches!(answer, Err(TransportError::Unreachable(_))),
             "{answer:?}"
         );
-        let channels = client.channels.lock().unwrap_or_else(|p| p.into_inner());
-        assert!(channels.is_empty(), "the channel was kept");
+        assert_eq!(client.channels.len(), 0, "the channel was kept");
     }
 }

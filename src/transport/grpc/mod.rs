@@ -15,6 +15,7 @@
 //! - Also on the peer port: `grpc.health.v1` (SERVING exactly when the peer is ready) and
 //!   server reflection (`grpc.reflection.v1` and `v1alpha`).
 
+mod channels;
 mod client;
 mod health;
 pub mod reflection;
@@ -29,8 +30,8 @@ pub use client::GrpcClient;
 
 use super::tls::PeerTls;
 use super::{
-    AddressError, BoxFuture, Clients, Handlers, ServeError, ServeOptions, Serving, TransportError,
-    TransportFactory, TransportKind,
+    AddressError, BoxFuture, ClientOptions, Clients, Handlers, ServeError, ServeOptions, Serving,
+    TransportError, TransportFactory, TransportKind,
 };
 use crate::wire::Address;
 
@@ -71,9 +72,9 @@ impl TransportFactory for GrpcTransport {
         Box::pin(super::tcp::resolves(address))
     }
 
-    fn clients(&self, connect_timeout: Duration) -> Result<Clients, TransportError> {
+    fn clients(&self, options: ClientOptions) -> Result<Clients, TransportError> {
         Ok(Clients::both(Arc::new(GrpcClient::new(
-            connect_timeout,
+            options,
             self.tls.clone(),
         ))))
     }

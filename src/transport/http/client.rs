@@ -23,8 +23,8 @@ use crate::id::Id;
 use crate::transport::tls::PeerTls;
 use crate::transport::tls::connect::PeerConnector;
 use crate::transport::{
-    BlobAnswer, BlobClient, BlobQuery, Body, BodyError, BoxFuture, Object, PutReply, RingClient,
-    TraceCarrier, TransportError,
+    BlobAnswer, BlobClient, BlobQuery, Body, BodyError, BoxFuture, ClientOptions, Object, PutReply,
+    RingClient, TraceCarrier, TransportError,
 };
 use crate::wire::files::FileMeta;
 use crate::wire::ring::{RequestEnvelope, ResponseEnvelope};
@@ -35,10 +35,8 @@ use crate::wire::{Address, PROTOCOL_VERSION};
 /// peer closes the surplus as each call ends, and the next burst dials again (8 here made a
 /// 32-client lookup load on 8 peers open 82 connections in 3 s, each left in TIME_WAIT; see
 /// `peer conns` of `cargo bench --bench lookups`). Idle ones still close after
-/// [`IDLE_TIMEOUT`].
+/// `transport.idle_timeout`.
 const MAX_IDLE_PER_PEER: usize = 64;
-/// How long an unused connection stays open.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The largest JSON answer a client reads (ring answers and queries are small; the largest is
 /// what a peer knows about a file whose manifest lists 65536 blocks, about 4.4 MB).
@@ -58,12 +56,13 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    /// A client; with `tls`, every connection is HTTPS with mutual TLS.
-    pub fn new(connect_timeout: Duration, tls: Option<Arc<PeerTls>>) -> HttpClient {
-        let connector = PeerConnector::new(tls, connect_timeout);
+    /// A client; with `tls`, every connection is HTTPS with mutual TLS. A pooled connection
+    /// that carried nothing for `options.idle_timeout` is closed.
+    pub fn new(options: ClientOptions, tls: Option<Arc<PeerTls>>) -> HttpClient {
+        let connector = PeerConnector::new(tls, options.connect_timeout);
         let scheme = if connector.is_tls() { "https" } else { "http" };
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_idle_timeout(options.idle_timeout)
             .pool_max_idle_per_host(MAX_IDLE_PER_PEER)
             .pool_timer(TokioTimer::new())
             .build(connector);

@@ -7,7 +7,6 @@ pub mod frame;
 mod server;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use client::HttpClient;
 pub use server::{PeerService, router, service};
@@ -15,8 +14,8 @@ pub use server::{PeerService, router, service};
 use super::tls::PeerTls;
 use super::tls::accept::{TlsListener, TlsPeer};
 use super::{
-    AddressError, BoxFuture, Clients, Handlers, Refusal, RefusalKind, ServeError, ServeOptions,
-    Serving, TransportError, TransportFactory, TransportKind,
+    AddressError, BoxFuture, ClientOptions, Clients, Handlers, Refusal, RefusalKind, ServeError,
+    ServeOptions, Serving, TransportError, TransportFactory, TransportKind,
 };
 use crate::wire::Address;
 
@@ -49,9 +48,9 @@ impl TransportFactory for HttpTransport {
         Box::pin(super::tcp::resolves(address))
     }
 
-    fn clients(&self, connect_timeout: Duration) -> Result<Clients, TransportError> {
+    fn clients(&self, options: ClientOptions) -> Result<Clients, TransportError> {
         Ok(Clients::both(Arc::new(HttpClient::new(
-            connect_timeout,
+            options,
             self.tls.clone(),
         ))))
     }

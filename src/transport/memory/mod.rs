@@ -5,15 +5,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
 
 use futures_util::StreamExt;
 
 use super::auth::{self, received};
 use super::{
-    AddressError, BlobAnswer, BlobClient, BlobQuery, Body, BoxFuture, Clients, Handlers, Object,
-    PutReply, RingClient, ServeError, ServeOptions, Serving, TraceCarrier, TransportError,
-    TransportFactory, TransportKind,
+    AddressError, BlobAnswer, BlobClient, BlobQuery, Body, BoxFuture, ClientOptions, Clients,
+    Handlers, Object, PutReply, RingClient, ServeError, ServeOptions, Serving, TraceCarrier,
+    TransportError, TransportFactory, TransportKind,
 };
 use crate::id::Id;
 use crate::wire::Address;
@@ -146,7 +145,7 @@ impl TransportFactory for MemoryTransport {
         Box::pin(std::future::ready(known))
     }
 
-    fn clients(&self, _connect_timeout: Duration) -> Result<Clients, TransportError> {
+    fn clients(&self, _options: ClientOptions) -> Result<Clients, TransportError> {
         Ok(Clients::both(Arc::new(MemoryClient {
             network: self.network.clone(),
         })))

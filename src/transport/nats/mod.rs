@@ -28,8 +28,8 @@ pub use client::NatsClient;
 pub use connection::{ConnectError, backoff, connect, connect_now};
 
 use super::{
-    AddressError, BoxFuture, Clients, Handlers, ServeError, ServeOptions, Serving, TransportError,
-    TransportFactory, TransportKind,
+    AddressError, BoxFuture, ClientOptions, Clients, Handlers, ServeError, ServeOptions, Serving,
+    TransportError, TransportFactory, TransportKind,
 };
 use crate::config::{Config, NatsConfig, subject};
 use crate::wire::Address;
@@ -131,7 +131,7 @@ impl TransportFactory for NatsTransport {
         Box::pin(async move { self.parse_address(address.as_str()).is_ok() })
     }
 
-    fn clients(&self, _connect_timeout: Duration) -> Result<Clients, TransportError> {
+    fn clients(&self, _options: ClientOptions) -> Result<Clients, TransportError> {
         Ok(Clients::both(Arc::new(NatsClient::new(self.clone()))))
     }
 
