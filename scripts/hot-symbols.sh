@@ -10,9 +10,10 @@
 #      have its symbol table (the dist profile keeps it) and be built exactly as the image is,
 #      since a symbol's name carries a hash of the build's settings
 #   2. a ring of HOT_SYMBOLS_PEERS (8) peers on 127.0.0.1 (ports from HOT_SYMBOLS_PORT_BASE,
-#      default 46900: peer i on +i, its API on +50+i), the peers of HOT_SYMBOLS_PROFILE ("0 1":
-#      the founder and one joiner) under valgrind's callgrind (Debian: apt-get install
-#      valgrind); a larger ring routes more (fingers, the table)
+#      default 26900, below Linux's ephemeral ports: peer i on +i, its API on +50+i), the
+#      peers of HOT_SYMBOLS_PROFILE ("0 1": the founder and one joiner) under valgrind's
+#      callgrind (Debian: apt-get install valgrind); a larger ring routes more (fingers, the
+#      table)
 #   3. once the ring is ready and start-up is over: callgrind's counters zeroed, HOT_SYMBOLS_IDLE
 #      (150) seconds idle (stabilization, fingers, the files' repair and republish, a memory
 #      release every 20 s), counters dumped (a dump zeroes them); 200 lookups and one upload and
@@ -25,7 +26,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PORT="${HOT_SYMBOLS_PORT_BASE:-46900}"
+PORT="${HOT_SYMBOLS_PORT_BASE:-26900}"
 IDLE="${HOT_SYMBOLS_IDLE:-150}"
 PROFILE="${HOT_SYMBOLS_PROFILE:-0 1}"
 PEERS="${HOT_SYMBOLS_PEERS:-8}"
