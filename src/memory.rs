@@ -11,9 +11,11 @@
 //! memory.
 //!
 //! A release, for every read-only private mapping of a file that holds no private page:
-//! - `MADV_RANDOM`: later faults of read-only data read the one page they need, not its
-//!   neighbours (the kernel ignores it for executable mappings: there the image's build lays the
-//!   code an idle peer runs out together instead, `build.rs`);
+//! - `MADV_RANDOM`: later faults of read-only data read the one page they need from the file,
+//!   not its neighbours (the kernel ignores it for executable mappings: there the image's build
+//!   lays the code an idle peer runs out together instead, `build.rs`); neighbours already in
+//!   the page cache are still mapped with it (the kernel's fault-around), so read-only data that
+//!   other peers of the executable touch stays counted too;
 //! - `MADV_DONTNEED`: unmaps the pages from this process (they are clean copies of the file;
 //!   the next access maps the same contents again);
 //! - `POSIX_FADV_DONTNEED` on the file's range: drops the pages no process maps any more from
