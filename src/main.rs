@@ -250,10 +250,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         store_dir: args.store_dir,
     };
     let config = Config::load(args.config, &overrides)?;
-    chordnet::memory::one_arena();
+    let one_arena = chordnet::memory::one_arena();
     let rt = runtime()?;
     let node_id = config.node_id().to_string();
     let exporting = init_telemetry(&rt, config.log.format, "info", Some(&node_id));
+    tracing::debug!(
+        one_arena,
+        "allocator: one arena for every thread (memory::one_arena)"
+    );
     open_files_limit(config.api.max_connections);
     let result = rt.block_on(async move {
         chordnet::peer::serve(config, shutdown_signal()).await?;

@@ -6,6 +6,7 @@
 //! call short: the connection closes when the last call on it ends.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ pub struct Channels {
     idle_timeout: Duration,
     /// Whether the task that drops idle channels runs (started with the first channel: a
     /// client may be made outside a runtime).
-    sweeping: Mutex<bool>,
+    sweeping: AtomicBool,
 }
 
 impl Channels {
@@ -38,7 +39,7 @@ impl Channels {
         Channels {
             map: Arc::new(Mutex::new(HashMap::new())),
             idle_timeout,
-            sweeping: Mutex::new(false),
+            sweeping: AtomicBool::new(false),
         }
     }
 
@@ -88,12 +89,13 @@ impl Channels {
     }
 
     fn start_sweeping(&self) {
-        let mut sweeping = self.sweeping.lock().unwrap_or_else(|p| p.into_inner());
-        if *sweeping {
+        if self.sweeping.load(Ordering::Acquire) {
             return;
         }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            *sweeping = true;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !self.sweeping.swap(true, Ordering::AcqRel) {
             runtime.spawn(sweep(Arc::downgrade(&self.map), self.idle_timeout));
         }
     }
