@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::files::handler::FilesHandler;
@@ -250,6 +250,13 @@ pub async fn serve(config: Config, signal: impl Future<Output = ()>) -> Result<(
     let release_every = config.memory.release_code_every();
     let peer = start(config).await?;
     if let Some(every) = release_every {
+        // Start-up ran its deepest calls on this thread (the main thread under `chordnet
+        // serve`), which from here on only waits for `signal`.
+        #[cfg(target_os = "linux")]
+        match crate::memory::stack::trim_this_stack() {
+            Ok(bytes) => debug!(bytes, "gave back the start-up stack below this frame"),
+            Err(e) => debug!(error = %e, "cannot give back the start-up stack"),
+        }
         tokio::spawn(crate::memory::keep_releasing(
             peer.service.ready(),
             every,

@@ -103,7 +103,7 @@ impl Default for TransportConfig {
             bulk_floor: Duration::from_secs(10),
             progress_timeout: Duration::from_secs(10),
             max_transfers: 16,
-            idle_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(5),
         }
     }
 }

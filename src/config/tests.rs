@@ -268,7 +268,7 @@ fn the_ring_secret_file_comes_from_the_environment() {
 fn unused_peer_connections_close_after_the_idle_timeout_from_file_or_env() {
     Jail::expect_with(|jail| {
         let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
-        assert_eq!(c.transport.idle_timeout, Duration::from_secs(10));
+        assert_eq!(c.transport.idle_timeout, Duration::from_secs(5));
         jail.create_file("c.toml", "[transport]\nidle_timeout = \"3s\"\n")?;
         let c = Config::load(Some("c.toml".into()), &Overrides::default())
             .map_err(|e| e.to_string())?;

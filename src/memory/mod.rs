@@ -21,6 +21,10 @@
 //! - `POSIX_FADV_DONTNEED` on the file's range: drops the pages no process maps any more from
 //!   the page cache, so what later faults find cached around a page is what runs.
 //!
+//! The first release also cuts the executable's `.rodata` into one mapping per page
+//! ([`rodata`]): fault-around never crosses a mapping's edge, so a peer then maps the constants
+//! it reads and not the cached ones around them.
+//!
 //! Then `malloc_trim` hands the allocator's free pages back. Nothing is lost: a page a debugger
 //! patched, or one written by start-up relocations (the executable's `.data.rel.ro`, read-only
 //! after them), is private, and its mapping is left alone. The price is paid once per page by
@@ -30,6 +34,9 @@
 //! process was quiet (under [`QUIET_CPU`] of one core) for a whole
 //! `memory.release_code_interval`: a busy peer keeps its pages, so a release never stalls a
 //! loaded one.
+//!
+//! A thread's stack pages below what it uses now can be given back too ([`stack`]; the peer
+//! does it for the thread that ran its start-up, once it has started).
 
 use std::io;
 use std::time::Duration;
@@ -37,6 +44,16 @@ use std::time::Duration;
 use prometheus::IntCounter;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
+
+#[cfg(target_os = "linux")]
+pub mod rodata;
+mod smaps;
+#[cfg(target_os = "linux")]
+pub mod stack;
+
+#[cfg(target_os = "linux")]
+use smaps::read_file_mappings;
+pub use smaps::{FileMapping, file_mappings};
 
 /// How long after the peer is first ready the first release waits: the join's last steps
 /// (fingers, the first hand-offs) are start-up code too.
@@ -48,39 +65,15 @@ pub const AFTER_START: Duration = Duration::from_secs(5);
 /// pages while the others still hold theirs, so the first release leaves more than the second.
 pub const SECOND_AFTER: Duration = Duration::from_secs(15);
 
+/// How often a quiet process hands the allocator's free pages back between releases: glibc
+/// keeps what a freed connection or request used, and an idle peer of a ring of 64 grew its heap
+/// by ~140 KiB in the 10 s after a release. (jemalloc purges unused pages after 10 s the same
+/// way.)
+pub const TRIM_HEAP_EVERY: Duration = Duration::from_secs(5);
+
 /// The share of one core under which the process counts as quiet (an idle peer's maintenance
 /// takes well under 1 %).
 pub const QUIET_CPU: f64 = 0.02;
-
-/// One mapping of a file, as `/proc/self/smaps` describes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FileMapping {
-    pub start: usize,
-    pub end: usize,
-    /// `r-xp`, `r--p`, `rw-p`...
-    pub perms: String,
-    /// Where in the file the mapping starts.
-    pub offset: u64,
-    pub path: String,
-    /// Bytes of the mapping resident in this process.
-    pub resident: u64,
-    /// Bytes of the mapping that are private copies (a mapping with any is never released).
-    pub anonymous: u64,
-}
-
-impl FileMapping {
-    /// Whether dropping the mapping's pages loses nothing: a private, read-only mapping of a
-    /// file with no private page (code, read-only data).
-    pub fn releasable(&self) -> bool {
-        let p = self.perms.as_bytes();
-        p.len() == 4
-            && p[0] == b'r'
-            && p[1] == b'-'
-            && p[3] == b'p'
-            && self.anonymous == 0
-            && self.end > self.start
-    }
-}
 
 /// What one [`release`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -94,64 +87,21 @@ pub struct Released {
     /// Mappings whose file could not be opened to drop its cached pages (a deleted or replaced
     /// executable): unmapped all the same.
     pub not_evicted: usize,
-}
-
-/// The mappings of files (those with an absolute path) in an smaps text.
-pub fn file_mappings(smaps: &str) -> Vec<FileMapping> {
-    let mut out = Vec::new();
-    let mut current: Option<FileMapping> = None;
-    for line in smaps.lines() {
-        if let Some(header) = mapping_header(line) {
-            out.extend(current.take());
-            current = header;
-            continue;
-        }
-        let Some(m) = current.as_mut() else { continue };
-        if let Some(kib) = field_kib(line, "Rss:") {
-            m.resident = kib * 1024;
-        } else if let Some(kib) = field_kib(line, "Anonymous:") {
-            m.anonymous = kib * 1024;
-        }
-    }
-    out.extend(current);
-    out
-}
-
-/// `Some(None)` for a mapping header that is not of a file, `Some(Some(_))` for one that is,
-/// `None` for a field line.
-fn mapping_header(line: &str) -> Option<Option<FileMapping>> {
-    let mut parts = line.split_ascii_whitespace();
-    let (start, end) = parts.next()?.split_once('-')?;
-    let start = usize::from_str_radix(start, 16).ok()?;
-    let end = usize::from_str_radix(end, 16).ok()?;
-    let perms = parts.next()?;
-    let offset = u64::from_str_radix(parts.next()?, 16).ok()?;
-    let (_device, _inode) = (parts.next()?, parts.next()?);
-    // The path may hold spaces.
-    let path = parts.collect::<Vec<_>>().join(" ");
-    Some(path.starts_with('/').then(|| FileMapping {
-        start,
-        end,
-        perms: perms.to_owned(),
-        offset,
-        path,
-        resident: 0,
-        anonymous: 0,
-    }))
-}
-
-fn field_kib(line: &str, name: &str) -> Option<u64> {
-    let rest = line.strip_prefix(name)?;
-    rest.trim().strip_suffix("kB")?.trim().parse().ok()
+    /// Pages of the executable's read-only data this release put in mappings of their own
+    /// ([`rodata`]; the first release does it).
+    pub split_pages: usize,
 }
 
 /// Gives back this process's resident pages of read-only file mappings, and the allocator's
 /// free pages. Code runs on meanwhile: what it needs next faults back in.
 #[cfg(target_os = "linux")]
 pub fn release() -> io::Result<Released> {
-    let smaps = std::fs::read_to_string("/proc/self/smaps")?;
-    let mut done = Released::default();
-    for m in file_mappings(&smaps) {
+    let mappings = read_file_mappings("/proc/self/smaps")?;
+    let mut done = Released {
+        split_pages: split_rodata_once(&mappings),
+        ..Released::default()
+    };
+    for m in mappings {
         if !m.releasable() {
             done.kept += usize::from(m.perms.starts_with("r-"));
             continue;
@@ -170,7 +120,13 @@ pub fn release() -> io::Result<Released> {
             libc::madvise(addr, len, libc::MADV_DONTNEED)
         };
         if rc != 0 {
-            return Err(io::Error::last_os_error());
+            let e = io::Error::last_os_error();
+            // ENOMEM: the mapping went away after smaps was read (another thread unmapped
+            // it); nothing to give back there.
+            if e.raw_os_error() == Some(libc::ENOMEM) {
+                continue;
+            }
+            return Err(e);
         }
         done.mappings += 1;
         done.bytes += m.resident;
@@ -178,12 +134,38 @@ pub fn release() -> io::Result<Released> {
             done.not_evicted += 1;
         }
     }
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only returns free memory of the allocator's arenas to the system.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    trim_heap();
     Ok(done)
+}
+
+/// Splits the executable's `.rodata` into a mapping per page ([`rodata`]) the first time it
+/// is called; the number of pages (0 after the first call, or when it cannot).
+#[cfg(target_os = "linux")]
+fn split_rodata_once(mappings: &[FileMapping]) -> usize {
+    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if DONE.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return 0;
+    }
+    let Some(range) = rodata::this_rodata() else {
+        debug!("read-only data left in one mapping: its section is not found");
+        return 0;
+    };
+    // Only inside a read-only private file mapping without private pages (the relocated
+    // `.data.rel.ro` is not .rodata, but a linker may put them next to each other).
+    let Some(inside) = mappings.iter().find_map(|m| {
+        let (start, end) = (range.start.max(m.start), range.end.min(m.end));
+        (m.releasable() && !m.perms.contains('x') && start < end).then_some(start..end)
+    }) else {
+        debug!("read-only data left in one mapping: no read-only mapping holds it");
+        return 0;
+    };
+    match rodata::split(inside) {
+        Ok(pages) => pages,
+        Err(e) => {
+            warn!(error = %e, "cannot split the read-only data into pages; left as it is");
+            0
+        }
+    }
 }
 
 /// Makes the allocator serve every thread from one arena (glibc's default: a new arena for each
@@ -255,6 +237,43 @@ fn process_cpu() -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// Whether `used` CPU time over `over` is under [`QUIET_CPU`] of one core.
+fn quiet(used: Duration, over: Duration) -> bool {
+    used.as_secs_f64() < QUIET_CPU * over.as_secs_f64()
+}
+
+/// Waits until the process was quiet through a whole `interval`, handing the allocator's free
+/// pages back after every quiet [`TRIM_HEAP_EVERY`] meanwhile.
+async fn wait_quiet(interval: Duration) {
+    let tick = TRIM_HEAP_EVERY.min(interval);
+    let mut start = process_cpu();
+    let mut waited = Duration::ZERO;
+    loop {
+        let before = process_cpu();
+        tokio::time::sleep(tick).await;
+        let now = process_cpu();
+        if quiet(now.saturating_sub(before), tick) {
+            trim_heap();
+        }
+        waited += tick;
+        if waited >= interval {
+            if quiet(now.saturating_sub(start), waited) {
+                return;
+            }
+            (start, waited) = (now, Duration::ZERO);
+        }
+    }
+}
+
+/// Hands the allocator's free pages back to the system.
+fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free memory of the allocator's arenas to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Releases [`AFTER_START`] after `ready` first turns true, then after [`SECOND_AFTER`] and
 /// after every `every` through which the process was quiet, until `stop`. A failing release is
 /// logged and not tried again.
@@ -276,7 +295,7 @@ pub async fn keep_releasing(
                     released.inc_by(r.bytes);
                     let mib = r.bytes as f64 / f64::from(1 << 20);
                     if n == 0 {
-                        info!(mappings = r.mappings, kept = r.kept, not_evicted = r.not_evicted, released_mib = format_args!("{mib:.1}"), every = ?every, "gave back start-up pages");
+                        info!(mappings = r.mappings, kept = r.kept, not_evicted = r.not_evicted, rodata_pages = r.split_pages, released_mib = format_args!("{mib:.1}"), every = ?every, "gave back start-up pages");
                     } else {
                         debug!(
                             mappings = r.mappings,
@@ -298,14 +317,7 @@ pub async fn keep_releasing(
             } else {
                 every
             };
-            loop {
-                let before = process_cpu();
-                tokio::time::sleep(wait).await;
-                let used = process_cpu().saturating_sub(before);
-                if used.as_secs_f64() < QUIET_CPU * wait.as_secs_f64() {
-                    break;
-                }
-            }
+            wait_quiet(wait).await;
         }
     };
     tokio::select! {
@@ -318,93 +330,49 @@ pub async fn keep_releasing(
 mod tests {
     use super::*;
 
-    const SMAPS: &str = "\
-5581a0000000-5581a0200000 r--p 00000000 fd:01 42                         /usr/local/bin/chord net
-Size:               2048 kB
-Rss:                 512 kB
-Anonymous:             0 kB
-5581a0200000-5581a1000000 r-xp 00200000 fd:01 42                         /usr/local/bin/chord net
-Size:              14336 kB
-Rss:               10240 kB
-Pss:                1280 kB
-Anonymous:             0 kB
-5581a1000000-5581a1100000 r--p 01000000 fd:01 42                         /usr/local/bin/chord net
-Rss:                 432 kB
-Anonymous:           432 kB
-5581a1100000-5581a1108000 rw-p 01100000 fd:01 42                         /usr/local/bin/chord net
-Rss:                  32 kB
-Anonymous:            32 kB
-7f0000000000-7f0000001000 r-xp 00000000 00:00 0                          [vdso]
-Rss:                   4 kB
-Anonymous:             0 kB
-7f0000002000-7f0000004000 r-xp 00000000 fd:01 77                         /lib/patched.so
-Rss:                   8 kB
-Anonymous:             4 kB
-7f0000004000-7f0000005000 r--s 00000000 fd:01 78                         /dev/shm/shared
-Rss:                   4 kB
-Anonymous:             0 kB
-7f0000005000-7f0000006000 rw-p 00000000 00:00 0 
-Rss:                   4 kB
-Anonymous:             4 kB
-";
-
-    #[test]
-    fn only_clean_read_only_private_file_mappings_are_released() {
-        let files = file_mappings(SMAPS);
-        let paths: Vec<(&str, &str)> = files
-            .iter()
-            .map(|m| (m.perms.as_str(), m.path.as_str()))
-            .collect();
-        assert_eq!(
-            paths,
-            [
-                ("r--p", "/usr/local/bin/chord net"),
-                ("r-xp", "/usr/local/bin/chord net"),
-                ("r--p", "/usr/local/bin/chord net"),
-                ("rw-p", "/usr/local/bin/chord net"),
-                ("r-xp", "/lib/patched.so"),
-                ("r--s", "/dev/shm/shared"),
-            ]
-        );
-        assert_eq!(
-            files[1],
-            FileMapping {
-                start: 0x5581a0200000,
-                end: 0x5581a1000000,
-                perms: "r-xp".into(),
-                offset: 0x200000,
-                path: "/usr/local/bin/chord net".into(),
-                resident: 10240 * 1024,
-                anonymous: 0,
-            }
-        );
-        let releasable: Vec<bool> = files.iter().map(FileMapping::releasable).collect();
-        // Read-only data and code: yes. Relocated read-only data (private pages), writable
-        // data, a patched library, a shared mapping: no.
-        assert_eq!(releasable, [true, true, false, false, false, false]);
-    }
-
-    #[test]
-    fn garbage_lines_are_skipped() {
-        assert!(file_mappings("").is_empty());
-        assert!(file_mappings("Rss: 4 kB\nnot a header\n").is_empty());
-        assert!(file_mappings("zz-yy r-xp 0 0 0 /x\nRss: 4 kB\n").is_empty());
-        assert!(file_mappings("10-20 r-xp zz 0 0 /x\n").is_empty());
-    }
+    /// Held by tests that count a mapping's resident pages while others may release them.
+    pub(crate) static RELEASING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     /// The process keeps running code from the pages it gave back: they fault back in.
     #[cfg(target_os = "linux")]
     #[test]
     fn released_code_runs_again() {
+        let _alone = RELEASING.lock().unwrap_or_else(|e| e.into_inner());
         let first = release().expect("release");
         assert!(first.mappings >= 1, "{first:?}");
+        // The first release of the process cut the executable's .rodata into pages.
+        let rodata = rodata::this_rodata().expect(".rodata");
+        assert_eq!(
+            first.split_pages,
+            rodata.len() / rodata::page_size(),
+            "{first:?}"
+        );
+        assert_eq!(release().expect("again").split_pages, 0);
         assert!(first.bytes > 0, "{first:?}");
         // Code, read-only data and formatting machinery run again after the release.
-        let text = format!("{:?}", file_mappings(SMAPS));
-        assert!(text.contains("chord net"));
+        assert!(format!("{first:?}").contains("split_pages"));
         let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
         assert!(file_mappings(&smaps).iter().any(FileMapping::releasable));
         assert!(process_cpu() > Duration::ZERO);
+    }
+
+    #[test]
+    fn quiet_is_under_two_percent_of_a_core() {
+        let five = Duration::from_secs(5);
+        assert!(quiet(Duration::from_millis(99), five));
+        assert!(!quiet(Duration::from_millis(100), five));
+        assert!(!quiet(Duration::from_millis(1), Duration::ZERO));
+    }
+
+    /// A quiet process gets through one interval of waiting; a busy one does not.
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_quiet_ends_after_a_quiet_interval() {
+        let interval = Duration::from_secs(30);
+        let started = tokio::time::Instant::now();
+        // This test's process is nearly idle while the paused clock advances.
+        wait_quiet(interval).await;
+        assert!(started.elapsed() >= interval);
+        assert!(started.elapsed() < interval * 3, "{:?}", started.elapsed());
     }
 
     #[test]
