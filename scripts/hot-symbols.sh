@@ -9,8 +9,9 @@
 #      --profile dist --target <arch>-unknown-linux-gnu), or takes HOT_SYMBOLS_BIN; it must
 #      have its symbol table (the dist profile keeps it) and be built exactly as the image is,
 #      since a symbol's name carries a hash of the build's settings
-#   2. a ring of HOT_SYMBOLS_PEERS (8) peers on 127.0.0.1 (ports from HOT_SYMBOLS_PORT_BASE,
-#      default 26900, below Linux's ephemeral ports: peer i on +i, its API on +50+i), the
+#   2. a ring of HOT_SYMBOLS_PEERS (8; up to 64) peers on 127.0.0.1 (ports from
+#      HOT_SYMBOLS_PORT_BASE, default 26900, below Linux's ephemeral ports: peer i on +i, its
+#      API on +100+i), the
 #      peers of HOT_SYMBOLS_PROFILE ("0 1": the founder and one joiner) under valgrind's
 #      callgrind (Debian: apt-get install valgrind); a larger ring routes more (fingers, the
 #      table)
@@ -18,7 +19,10 @@
 #      (150) seconds idle (stabilization, fingers, the files' repair and republish, a memory
 #      release every 20 s), counters dumped (a dump zeroes them); 200 lookups and one upload and
 #      download through peer 1's API, dumped again
-#   4. the names of the functions with cost in the dumps, the idle ones first, one per line
+#   4. the names of the functions with cost in the dumps, the idle ones first, one per line,
+#      each C library function that comes in variants for several CPUs (__memcpy_avx2_..,
+#      __strlen_evex..) followed by its other variants: valgrind's CPU lacks AVX-512, so the
+#      profile names variants other than those a server's CPU runs
 #
 # A list made for an older build still links (names it does not find are ignored; the order is
 # only a hint): run this again after updating dependencies or the toolchain, and compare the
@@ -30,7 +34,7 @@ PORT="${HOT_SYMBOLS_PORT_BASE:-26900}"
 IDLE="${HOT_SYMBOLS_IDLE:-150}"
 PROFILE="${HOT_SYMBOLS_PROFILE:-0 1}"
 PEERS="${HOT_SYMBOLS_PEERS:-8}"
-[ "$PEERS" -ge 3 ] && [ "$PEERS" -le 50 ] || die_early=1
+[ "$PEERS" -ge 3 ] && [ "$PEERS" -le 64 ] || die_early=1
 OUT="$ROOT/link/hot-symbols.txt"
 WORK="$(mktemp -d)"
 PIDS=()
@@ -43,7 +47,7 @@ trap cleanup EXIT
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-[ -z "${die_early:-}" ] || die "HOT_SYMBOLS_PEERS must be 3 to 50"
+[ -z "${die_early:-}" ] || die "HOT_SYMBOLS_PEERS must be 3 to 64"
 command -v valgrind >/dev/null || die "valgrind is missing (apt-get install valgrind)"
 command -v curl >/dev/null || die "curl is missing"
 
@@ -69,7 +73,7 @@ wait_ready() {
 peer() { # index, bootstrap port or "", then a command prefix
   local i=$1 boot=$2; shift 2
   mkdir -p "$WORK/$i/shared"
-  local args=(serve --advertise "127.0.0.1:$((PORT + i))" --api "127.0.0.1:$((PORT + 50 + i))"
+  local args=(serve --advertise "127.0.0.1:$((PORT + i))" --api "127.0.0.1:$((PORT + 100 + i))"
     --shared-dir "$WORK/$i/shared" --store-dir "$WORK/$i/data")
   [ -n "$boot" ] && args+=(--bootstrap "127.0.0.1:$boot")
   RUST_LOG=warn CHORDNET_MEMORY__RELEASE_CODE_INTERVAL=20s "$@" "$BIN" "${args[@]}" \
@@ -88,9 +92,9 @@ for i in $(seq 0 $((PEERS - 1))); do
   else
     peer "$i" "$boot"
   fi
-  [ "$i" -eq 0 ] && wait_ready $((PORT + 50)) 60
+  [ "$i" -eq 0 ] && wait_ready $((PORT + 100)) 60
 done
-for i in $(seq 0 $((PEERS - 1))); do wait_ready $((PORT + 50 + i)) 120; done
+for i in $(seq 0 $((PEERS - 1))); do wait_ready $((PORT + 100 + i)) 120; done
 # Start-up is over (the first memory release comes 5 s after ready).
 sleep 10
 for p in "${CG[@]}"; do callgrind_control -z "$p" >/dev/null 2>&1; done
@@ -98,7 +102,7 @@ log "idle for ${IDLE}s"
 sleep "$IDLE"
 for p in "${CG[@]}"; do callgrind_control --dump=idle "$p" >/dev/null 2>&1; done
 log "lookups, an upload and a download"
-API="http://127.0.0.1:$((PORT + 51))"
+API="http://127.0.0.1:$((PORT + 101))"
 for k in $(seq 1 200); do curl -fs -o /dev/null "$API/v1/lookup/key-$k" || die "lookup $k failed"; done
 head -c 300000 /dev/urandom >"$WORK/file"
 curl -fs -o /dev/null -T "$WORK/file" "$API/v1/files/hot-symbols" || die "upload failed"
@@ -122,8 +126,24 @@ awk '$2 ~ /^[tTwW]$/ { print $3 }' "$WORK/nm" | sort -u >"$WORK/defined"
 # Only names the binary defines (callgrind also names addresses and valgrind's own stubs).
 for d in $(dumps 1); do names "$d"; done | awk '!seen[$0]++' | grep -Fxf "$WORK/defined" >"$WORK/idle" || true
 for d in $(dumps 2); do names "$d"; done | grep -Fxf "$WORK/defined" >"$WORK/load" || true
-cat "$WORK/idle" "$WORK/load" | awk '!seen[$0]++' >"$WORK/list"
-n_idle=$(wc -l <"$WORK/idle")
+# A C library function the list names in one CPU variant (glibc's __<name>_<isa>...), then
+# its other variants the binary defines.
+variants() {
+  awk -v defined="$WORK/defined" '
+    BEGIN { while ((getline d < defined) > 0) all[++n] = d }
+    function isa(rest) { return rest ~ /^(sse|ssse|avx|evex|erms)/ }
+    { print }
+    /^__[a-z0-9]+_/ {
+      base = substr($0, 1, index(substr($0, 3), "_") + 2)
+      if (!isa(substr($0, length(base) + 1)) || (base in done)) next
+      done[base] = 1
+      for (i = 1; i <= n; i++)
+        if (index(all[i], base) == 1 && isa(substr(all[i], length(base) + 1))) print all[i]
+    }' "$1"
+}
+cat "$WORK/idle" "$WORK/load" | awk '!seen[$0]++' >"$WORK/profiled"
+n_idle=$(variants "$WORK/idle" | awk '!seen[$0]++' | wc -l)
+variants "$WORK/profiled" | awk '!seen[$0]++' >"$WORK/list"
 [ -s "$WORK/list" ] || die "no function names found in the dumps"
 {
   echo "# The functions an idle chordnet peer runs, then those of lookups and a transfer: the"
