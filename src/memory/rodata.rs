@@ -36,9 +36,11 @@ pub struct Layout {
     pub section: Section,
 }
 
-/// Most section headers an executable may have for [`section`] to read them (a Rust executable
-/// has about 40).
+/// Most program or section headers an executable may have for [`section`] to read them (a Rust
+/// executable has about 40 sections and 12 program headers).
 const MAX_SECTIONS: u16 = 4096;
+/// Largest program or section header entry [`section`] accepts (64-bit ELF's are 56 and 64).
+const MAX_ENTRY: u16 = 256;
 /// Longest section-name table [`section`] reads.
 const MAX_NAMES: u64 = 1 << 20;
 
@@ -61,7 +63,12 @@ pub fn section(path: &Path, name: &str) -> io::Result<Option<Layout>> {
         u16_at(&header, 0x3c),
         u16_at(&header, 0x3e),
     );
-    if phentsize < 56 || shentsize < 64 || shnum > MAX_SECTIONS || shstrndx >= shnum {
+    if !(56..=MAX_ENTRY).contains(&phentsize)
+        || !(64..=MAX_ENTRY).contains(&shentsize)
+        || phnum > MAX_SECTIONS
+        || shnum > MAX_SECTIONS
+        || shstrndx >= shnum
+    {
         return Ok(None);
     }
     let Some(program_headers) = program_headers_address(&file, phoff, phentsize, phnum)? else {
@@ -126,8 +133,12 @@ fn program_headers_address(
         if kind == PT_PHDR {
             return Ok(Some(vaddr));
         }
-        if kind == PT_LOAD && offset <= phoff && phoff < offset.saturating_add(filesz) {
-            through_load.get_or_insert(vaddr + (phoff - offset));
+        if kind == PT_LOAD
+            && offset <= phoff
+            && phoff < offset.saturating_add(filesz)
+            && let Some(at) = vaddr.checked_add(phoff - offset)
+        {
+            through_load.get_or_insert(at);
         }
     }
     Ok(through_load)
