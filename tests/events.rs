@@ -122,6 +122,26 @@ async fn a_scripted_scenario_puts_exactly_its_events_on_the_stream_and_the_cli_r
         .expect("delete");
     assert!(deleted.status().is_success(), "{}", deleted.status());
 
+    // Events leave a peer through its own queue, after the fact (a publish racing the
+    // stream's creation is retried after a back-off): wait until the stream holds every
+    // peer's `joined`, the uploads and the delete before the kill, or the killed peer's
+    // `joined` may die in its queue with it.
+    wait_for(
+        "every peer's joined, three uploads and the delete on the stream",
+        Duration::from_secs(30),
+        || {
+            let (url, stream, ids) = (url.clone(), stream.clone(), ids.clone());
+            async move {
+                let events = stored(&url, &stream).await;
+                let joined = of(&events, EventKind::Joined);
+                ids.iter().all(|id| joined.iter().any(|e| &e.node.id == id))
+                    && of(&events, EventKind::FileStored).len() >= names.len()
+                    && !of(&events, EventKind::FileDeleted).is_empty()
+            }
+        },
+    )
+    .await;
+
     // kill -9 of peer 2: a survivor reports it.
     c.peers[2].kill();
     let killed = ids[2].clone();

@@ -11,7 +11,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, Context, publish::PublishAck, stream};
 use prometheus::IntCounterVec;
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::event::{Event, all_subjects};
 use super::sink::{Events, Pending};
@@ -105,6 +105,12 @@ pub async fn start(config: &Config, me: &Peer, metrics: &Metrics) -> Result<Even
     Ok(events)
 }
 
+/// Failures of one event in a row before the log says events are not getting out. One is
+/// routine when a ring starts: peers bind the stream while one of them is still creating it,
+/// and the broker may answer a publish with "no stream found" for a moment after saying the
+/// stream exists; the retry 100 ms later gets through.
+const WARN_AFTER_FAILURES: usize = 2;
+
 struct Publisher {
     js: Context,
     ring_name: String,
@@ -120,7 +126,7 @@ impl Publisher {
             loop {
                 match self.try_once(&mut bound, &event).await {
                     Ok(()) => {
-                        if attempt > 0 {
+                        if attempt >= WARN_AFTER_FAILURES {
                             info!(kind = %event.kind, "ring events reach the broker again");
                         }
                         self.published
@@ -133,8 +139,10 @@ impl Publisher {
                         break;
                     }
                     Err(e) => {
-                        if attempt == 0 {
+                        if attempt + 1 == WARN_AFTER_FAILURES {
                             warn!(kind = %event.kind, error = %e, "ring events are not reaching the broker; retrying with back-off (the peer goes on)");
+                        } else if attempt + 1 < WARN_AFTER_FAILURES {
+                            debug!(kind = %event.kind, error = %e, "event not published yet; retrying");
                         }
                         tokio::time::sleep(backoff(attempt)).await;
                         attempt += 1;

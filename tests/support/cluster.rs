@@ -99,7 +99,32 @@ impl Drop for Cluster {
         for p in &mut self.peers {
             p.kill();
         }
+        if std::thread::panicking() {
+            self.print_log_tails();
+        }
         let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// How much of each peer's log a failing test prints.
+const LOG_TAIL_LINES: usize = 40;
+
+impl Cluster {
+    /// The last lines of every peer log this cluster wrote (see [`Cluster::start_each`]), on
+    /// stderr: a test that fails in CI shows what its peers said, since their directory goes.
+    fn print_log_tails(&self) {
+        for i in 0..self.peers.len() {
+            let path = self.root.join(format!("peer-{i}.log"));
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(LOG_TAIL_LINES);
+            eprintln!("---- peer {i}'s log, last {} lines", lines.len() - from);
+            for line in &lines[from..] {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 
