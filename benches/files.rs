@@ -66,7 +66,7 @@ async fn through_ring(
     sha: &str,
 ) -> Transfer {
     let size = std::fs::metadata(source).expect("source").len();
-    let c = Cluster::start_each(name, 8, |_| env.clone(), false)
+    let c = Cluster::start_each(name, 8, |_| env.clone())
         .converged()
         .await;
     let idle = c.pids().iter().map(|p| memory_mib(*p, "VmRSS")).collect();

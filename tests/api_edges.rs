@@ -182,7 +182,7 @@ async fn a_body_held_open_times_out_and_does_not_hold_shutdown_up() {
             "1s".to_string(),
         )]
     };
-    let mut c = Cluster::start_each("edges-slow-body", 1, env, false)
+    let mut c = Cluster::start_each("edges-slow-body", 1, env)
         .converged()
         .await;
     let api = c.peers[0].api.clone();

@@ -91,17 +91,12 @@ async fn thousands_of_idle_and_slow_connections_do_not_stop_the_api() {
         "this test needs {} open files; the hard limit is {limit}",
         IDLE + SLOW + 500
     );
-    let c = Cluster::start_each(
-        "api-load",
-        1,
-        |_| {
-            vec![
-                ("CHORDNET_API__IDLE_TIMEOUT".into(), "10m".into()),
-                ("CHORDNET_TRANSPORT__PROGRESS_TIMEOUT".into(), "10m".into()),
-            ]
-        },
-        false,
-    )
+    let c = Cluster::start_each("api-load", 1, |_| {
+        vec![
+            ("CHORDNET_API__IDLE_TIMEOUT".into(), "10m".into()),
+            ("CHORDNET_TRANSPORT__PROGRESS_TIMEOUT".into(), "10m".into()),
+        ]
+    })
     .converged()
     .await;
     let peer = &c.peers[0];
@@ -164,17 +159,12 @@ async fn thousands_of_idle_and_slow_connections_do_not_stop_the_api() {
 async fn idle_connections_and_slow_heads_are_closed_by_their_time_outs() {
     const IDLE: usize = 200;
     const SLOW: usize = 50;
-    let c = Cluster::start_each(
-        "api-timeouts",
-        1,
-        |_| {
-            vec![
-                ("CHORDNET_API__IDLE_TIMEOUT".into(), "2s".into()),
-                ("CHORDNET_TRANSPORT__PROGRESS_TIMEOUT".into(), "2s".into()),
-            ]
-        },
-        false,
-    )
+    let c = Cluster::start_each("api-timeouts", 1, |_| {
+        vec![
+            ("CHORDNET_API__IDLE_TIMEOUT".into(), "2s".into()),
+            ("CHORDNET_TRANSPORT__PROGRESS_TIMEOUT".into(), "2s".into()),
+        ]
+    })
     .converged()
     .await;
     let api = c.peers[0].api.clone();
@@ -208,12 +198,9 @@ async fn idle_connections_and_slow_heads_are_closed_by_their_time_outs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_max_connections_a_connection_gets_503_with_retry_after() {
-    let c = Cluster::start_each(
-        "api-shed",
-        1,
-        |_| vec![("CHORDNET_API__MAX_CONNECTIONS".into(), "20".into())],
-        false,
-    )
+    let c = Cluster::start_each("api-shed", 1, |_| {
+        vec![("CHORDNET_API__MAX_CONNECTIONS".into(), "20".into())]
+    })
     .converged()
     .await;
     let peer = &c.peers[0];
@@ -269,12 +256,9 @@ async fn past_max_connections_a_connection_gets_503_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_max_transfers_an_upload_or_download_gets_503_at_once() {
-    let c = Cluster::start_each(
-        "api-transfers",
-        1,
-        |_| vec![("CHORDNET_API__MAX_TRANSFERS".into(), "2".into())],
-        false,
-    )
+    let c = Cluster::start_each("api-transfers", 1, |_| {
+        vec![("CHORDNET_API__MAX_TRANSFERS".into(), "2".into())]
+    })
     .converged()
     .await;
     let peer = &c.peers[0];

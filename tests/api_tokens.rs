@@ -65,18 +65,13 @@ async fn roles_decide_what_a_token_may_do() {
         &format!("# test tokens\nread {READ}\nwrite {WRITE}\nadmin {ADMIN}\n"),
     );
     let file_s = file.to_string_lossy().into_owned();
-    let c = Cluster::start_each(
-        "tokens-roles",
-        2,
-        |i| {
-            let mut env = vec![("CHORDNET_API__TOKENS_FILE".to_string(), file_s.clone())];
-            if i == 1 {
-                env.push(("CHORDNET_API__PROTECT_METRICS".into(), "true".into()));
-            }
-            env
-        },
-        false,
-    );
+    let c = Cluster::start_each("tokens-roles", 2, |i| {
+        let mut env = vec![("CHORDNET_API__TOKENS_FILE".to_string(), file_s.clone())];
+        if i == 1 {
+            env.push(("CHORDNET_API__PROTECT_METRICS".into(), "true".into()));
+        }
+        env
+    });
     wait_for("both peers ready", Duration::from_secs(60), || {
         c.all_ready()
     })
@@ -193,12 +188,9 @@ async fn the_cli_sends_its_token_and_tokens_rotate_without_a_restart() {
     let root = probe.root.join("conf");
     let file = tokens_file(&root, &format!("write {WRITE}\nread {READ}\n"));
     let file_s = file.to_string_lossy().into_owned();
-    let c = Cluster::start_each(
-        "tokens-cli",
-        1,
-        |_| vec![("CHORDNET_API__TOKENS_FILE".to_string(), file_s.clone())],
-        false,
-    );
+    let c = Cluster::start_each("tokens-cli", 1, |_| {
+        vec![("CHORDNET_API__TOKENS_FILE".to_string(), file_s.clone())]
+    });
     wait_for("the peer ready", Duration::from_secs(60), || c.all_ready()).await;
     let api = c.peers[0].api.clone();
     let upload = root.join("notes.txt");

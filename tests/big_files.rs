@@ -24,17 +24,12 @@ fn size() -> u64 {
 async fn a_300_mib_file_goes_up_and_down_with_a_200ms_rpc_timeout_in_flat_memory() {
     let size = size();
     let limit = format!("{}MiB", (size >> 20) + 64);
-    let c = Cluster::start_each(
-        "big",
-        3,
-        |_| {
-            vec![
-                ("CHORDNET_RING__RPC_TIMEOUT".into(), "200ms".into()),
-                ("CHORDNET_FILES__MAX_FILE_SIZE".into(), limit.clone()),
-            ]
-        },
-        true,
-    )
+    let c = Cluster::start_each("big", 3, |_| {
+        vec![
+            ("CHORDNET_RING__RPC_TIMEOUT".into(), "200ms".into()),
+            ("CHORDNET_FILES__MAX_FILE_SIZE".into(), limit.clone()),
+        ]
+    })
     .converged()
     .await;
     let pids = c.pids();

@@ -270,9 +270,7 @@ async fn rm_of_a_shared_file_says_who_shares_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_peer_leaving_warns_about_nothing() {
     let info = |_| vec![("RUST_LOG".to_string(), "info".to_string())];
-    let mut c = Cluster::start_each("cli-last", 1, info, true)
-        .converged()
-        .await;
+    let mut c = Cluster::start_each("cli-last", 1, info).converged().await;
     upload(&c, "kept.txt", b"k").await;
     upload(&c, "gone.txt", b"g").await;
     let del = c
@@ -331,7 +329,7 @@ fn the_k8s_check_finds_the_binary_in_cargo_target_dir() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_ring_says_so_and_why_it_waited() {
     let info = |_| vec![("RUST_LOG".to_string(), "info".to_string())];
-    let mut c = Cluster::start_each("cli-restart", 3, info, true)
+    let mut c = Cluster::start_each("cli-restart", 3, info)
         .converged()
         .await;
     let (_, node) = c.get(&c.peers[0].url("/v1/node")).await.expect("node");

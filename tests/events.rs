@@ -100,9 +100,7 @@ async fn a_scripted_scenario_puts_exactly_its_events_on_the_stream_and_the_cli_r
             ("CHORDNET_NATS__RING_NAME".to_owned(), RING.to_owned()),
         ]
     };
-    let mut c = Cluster::start_each("events", 3, env, true)
-        .converged()
-        .await;
+    let mut c = Cluster::start_each("events", 3, env).converged().await;
     let ids: Vec<String> = c.peers.iter().map(|p| p.id().to_string()).collect();
 
     // Three uploads and one delete, all through peer 0.
@@ -334,7 +332,7 @@ async fn no_broker_leaves_an_http_peer_ready_and_says_so_in_the_log() {
             ("CHORDNET_NATS__URL".to_owned(), url.clone()),
         ]
     };
-    let c = Cluster::start_each("events-nobroker", 1, env, true);
+    let c = Cluster::start_each("events-nobroker", 1, env);
     wait_for("the peer ready", Duration::from_secs(30), || c.all_ready()).await;
     let log = c.root.join("peer-0.log");
     wait_for("the log line", Duration::from_secs(30), || {

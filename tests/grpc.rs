@@ -54,7 +54,7 @@ fn grpc_env() -> Vec<(String, String)> {
 /// its store directory serves its range again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_ring_forms_moves_files_of_any_size_and_loses_nothing_to_crashes_or_leaves() {
-    let mut c = Cluster::start_each("grpc", PEERS, |_| grpc_env(), false)
+    let mut c = Cluster::start_each("grpc", PEERS, |_| grpc_env())
         .converged()
         .await;
 

@@ -10,18 +10,13 @@ const RELEASED: &str = "chordnet_code_released_bytes_total";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_serving_peer_gives_back_its_start_up_pages_and_runs_on() {
     // Peers 0 and 1 release 1 s after they are first ready; peer 2 never does.
-    let c = Cluster::start_each(
-        "memory-release",
-        3,
-        |i| {
-            let every = if i == 2 { "0s" } else { "1s" };
-            vec![(
-                "CHORDNET_MEMORY__RELEASE_CODE_INTERVAL".to_string(),
-                every.to_string(),
-            )]
-        },
-        false,
-    )
+    let c = Cluster::start_each("memory-release", 3, |i| {
+        let every = if i == 2 { "0s" } else { "1s" };
+        vec![(
+            "CHORDNET_MEMORY__RELEASE_CODE_INTERVAL".to_string(),
+            every.to_string(),
+        )]
+    })
     .converged()
     .await;
     let all_ready = Instant::now();

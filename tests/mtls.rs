@@ -176,14 +176,9 @@ async fn tls_rings_serve_over_http_and_grpc_and_refuse_what_they_must() {
                 write_set(&root, &format!("peer-{i}"), &ca.pem(), &pair)
             })
             .collect();
-        let mut c = Cluster::start_each(
-            &format!("mtls-{kind}"),
-            3,
-            |i| tls_env(kind, &sets[i]),
-            false,
-        )
-        .converged()
-        .await;
+        let mut c = Cluster::start_each(&format!("mtls-{kind}"), 3, |i| tls_env(kind, &sets[i]))
+            .converged()
+            .await;
 
         // Both planes over TLS: an upload through one peer, a download through another.
         let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();

@@ -91,18 +91,13 @@ impl Cluster {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ring_split_4_4_merges_after_healing_and_the_newest_version_of_every_file_wins() {
     let root = std::env::temp_dir().join(format!("chordnet-it-merge-{}", std::process::id()));
-    let c = Cluster::start_each(
-        "merge",
-        N,
-        |i| {
-            let file = root.join(format!("faults-{i}"));
-            vec![(
-                "CHORDNET_TEST_FAULTS_FILE".to_string(),
-                file.display().to_string(),
-            )]
-        },
-        false,
-    )
+    let c = Cluster::start_each("merge", N, |i| {
+        let file = root.join(format!("faults-{i}"));
+        vec![(
+            "CHORDNET_TEST_FAULTS_FILE".to_string(),
+            file.display().to_string(),
+        )]
+    })
     .converged()
     .await;
     assert_eq!(faults_file(&c, 0), root.join("faults-0"));

@@ -43,7 +43,7 @@ async fn signed_rings_work_over_http_and_grpc_and_keep_other_keys_out() {
                 ),
             ]
         };
-        let mut c = Cluster::start_each(&format!("rst-{kind}"), 3, |_| env(&key), false)
+        let mut c = Cluster::start_each(&format!("rst-{kind}"), 3, |_| env(&key))
             .converged()
             .await;
         let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();

@@ -18,7 +18,7 @@ use serde_json::Value;
 /// Starts `n` peers (the first founds the ring) with `env(i)` added to peer `i`'s environment
 /// and logs in `<root>/peer-i.log`; waits until all are ready on one ring.
 async fn start_ring(name: &str, n: usize, env: impl Fn(usize) -> Vec<(String, String)>) -> Cluster {
-    Cluster::start_each(name, n, env, true).converged().await
+    Cluster::start_each(name, n, env).converged().await
 }
 
 /// The same on a NATS broker: every peer's address is its subject `chordnet.<ring>.peer.peer-<i>`

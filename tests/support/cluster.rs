@@ -110,17 +110,29 @@ impl Drop for Cluster {
 const LOG_TAIL_LINES: usize = 40;
 
 impl Cluster {
-    /// The last lines of every peer log this cluster wrote (see [`Cluster::start_each`]), on
-    /// stderr: a test that fails in CI shows what its peers said, since their directory goes.
+    /// The last lines of every peer log in this cluster's directory (see [`spawn_logged`]), on
+    /// stderr: a test that fails in CI shows what its peers said, since the directory goes.
     fn print_log_tails(&self) {
-        for i in 0..self.peers.len() {
-            let path = self.root.join(format!("peer-{i}.log"));
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        let mut logs: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        for path in logs {
             let Ok(text) = std::fs::read_to_string(&path) else {
                 continue;
             };
             let lines: Vec<&str> = text.lines().collect();
+            if lines.is_empty() {
+                continue;
+            }
             let from = lines.len().saturating_sub(LOG_TAIL_LINES);
-            eprintln!("---- peer {i}'s log, last {} lines", lines.len() - from);
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            eprintln!("---- {name}, last {} lines", lines.len() - from);
             for line in &lines[from..] {
                 eprintln!("{line}");
             }
@@ -164,16 +176,16 @@ impl Cluster {
 
     /// Starts `n` peers: the first founds the ring, the others join through it.
     pub fn start(name: &str, n: usize) -> Cluster {
-        Cluster::start_each(name, n, |_| Vec::new(), false)
+        Cluster::start_each(name, n, |_| Vec::new())
     }
 
-    /// Like [`Cluster::start`], with `env(i)` added to peer `i`'s environment and, with `logs`,
-    /// its log in `<root>/peer-i.log`.
+    /// Like [`Cluster::start`], with `env(i)` added to peer `i`'s environment. Every peer's log
+    /// (stderr; `RUST_LOG=warn` unless `env` says otherwise) goes to `<root>/peer-i.log`: a
+    /// test may read it, and a failing test prints its tail.
     pub fn start_each(
         name: &str,
         n: usize,
         env: impl Fn(usize) -> Vec<(String, String)>,
-        logs: bool,
     ) -> Cluster {
         let (mut cluster, ports) = Cluster::empty(name, n);
         let bootstrap = format!("127.0.0.1:{}", ports[0]);
@@ -184,14 +196,14 @@ impl Cluster {
             let vars = env(i);
             let vars: Vec<(&str, &str)> =
                 vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            let log = logs.then(|| cluster.root.join(format!("peer-{i}.log")));
+            let log = cluster.root.join(format!("peer-{i}.log"));
             let peer = spawn_logged(
                 &advertise,
                 &api,
                 &dir,
                 (i > 0).then_some(&bootstrap),
                 &vars,
-                log.as_deref(),
+                Some(&log),
             );
             cluster.peers.push(peer);
         }
@@ -390,8 +402,10 @@ pub fn spawn_with(
     spawn_logged(advertise, api, dir, bootstrap, env, None)
 }
 
-/// Like [`spawn_with`], with the peer's log (stderr) written to `log` when given. OpenTelemetry
-/// variables of the test's own environment are not passed on: a test sets the ones it wants.
+/// Like [`spawn_with`], with the peer's log (stderr) written to `log` when given (from its
+/// start), else appended to `<dir>.log` beside the peer's directory (a restart adds to it), so
+/// a failing test can print it. OpenTelemetry variables of the test's own environment are not
+/// passed on: a test sets the ones it wants.
 pub fn spawn_logged(
     advertise: &str,
     api: &str,
@@ -429,7 +443,13 @@ pub fn spawn_logged(
         .stdout(Stdio::null())
         .stderr(match log {
             Some(path) => Stdio::from(std::fs::File::create(path).expect("peer log file")),
-            None => Stdio::null(),
+            None => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.with_extension("log"))
+                    .expect("peer log file"),
+            ),
         });
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("OTEL_") {
