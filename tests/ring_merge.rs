@@ -126,8 +126,11 @@ async fn an_operator_merges_two_rings_with_different_ids_into_one() {
     assert_eq!(body["ring_id"], id_a.as_str(), "{body}");
     assert_eq!(body["peer_ring_id"], id_b.as_str(), "{body}");
 
-    let mut all = a;
+    // `b` keeps its directory; `all` takes its peers. `all` goes first (declared after `b`,
+    // and dropped first at the end): every peer is dead before `b` deletes the directory,
+    // where a running peer would write `ring.json` again and leave it behind.
     let mut b = b;
+    let mut all = a;
     all.peers.append(&mut b.peers);
     wait_for(
         "one ring of 8 that every peer walks the same way",
@@ -172,5 +175,6 @@ async fn an_operator_merges_two_rings_with_different_ids_into_one() {
             .any(|l| l.starts_with("chordnet_ring_merges_started_total{trigger=\"explicit\"}")),
         "no explicit merge counted"
     );
+    drop(all);
     drop(b);
 }
