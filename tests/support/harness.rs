@@ -23,7 +23,18 @@ pub struct Harness {
 }
 
 impl Drop for Harness {
+    /// Stops the peers still running, then deletes the directory: a peer left running (until
+    /// the test's runtime ends) could still write to its store and leave it behind.
     fn drop(&mut self) {
+        let running: Vec<RunningPeer> = self.peers.iter_mut().filter_map(Option::take).collect();
+        if !running.is_empty()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+            && handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        {
+            let stopped =
+                futures_util::future::join_all(running.into_iter().map(RunningPeer::stop_now));
+            tokio::task::block_in_place(|| handle.block_on(stopped));
+        }
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }
