@@ -212,6 +212,7 @@ pub fn split(range: Range<usize>) -> io::Result<usize> {
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
+    use super::super::smaps::{Header, header};
     use super::*;
     use std::io::Read;
 
@@ -283,14 +284,8 @@ mod tests {
                 .and_then(|mut f| f.read_to_string(&mut maps))
                 .expect("maps");
             maps.lines()
-                .filter_map(|l| l.split_once(' ')?.0.split_once('-'))
-                .filter_map(|(a, b)| {
-                    Some((
-                        usize::from_str_radix(a, 16).ok()?,
-                        usize::from_str_radix(b, 16).ok()?,
-                    ))
-                })
-                .filter(|(a, b)| *a >= self.addr && *b <= self.addr + self.len)
+                .filter_map(header)
+                .filter(|h| h.start >= self.addr && h.end <= self.addr + self.len)
                 .count()
         }
     }
@@ -344,22 +339,13 @@ mod tests {
         File::open("/proc/self/maps")
             .and_then(|mut f| f.read_to_string(&mut maps))
             .expect("maps");
-        let holding: Vec<&str> = maps
+        let holding: Vec<Header> = maps
             .lines()
-            .filter(|l| l.ends_with(exe.as_str()))
-            .filter(|l| {
-                let Some((a, b)) = l.split_once(' ').and_then(|(r, _)| r.split_once('-')) else {
-                    return false;
-                };
-                let (a, b) = (
-                    usize::from_str_radix(a, 16).unwrap_or(usize::MAX),
-                    usize::from_str_radix(b, 16).unwrap_or(0),
-                );
-                a < range.end && range.start < b
-            })
+            .filter_map(header)
+            .filter(|h| h.path == exe && h.start < range.end && range.start < h.end)
             .collect();
         assert!(!holding.is_empty(), "{range:x?} in\n{maps}");
-        assert!(holding.iter().all(|l| l.contains(" r--p ")), "{holding:?}");
+        assert!(holding.iter().all(|h| h.perms == "r--p"), "{holding:?}");
         // A string constant of this test lies in it.
         let text: &'static str = "a constant in .rodata";
         let at = text.as_ptr() as usize;

@@ -35,7 +35,7 @@ impl FileMapping {
 
 /// The mappings of files (those with an absolute path) in an smaps text; neighbours that
 /// continue one another (same file, permissions, and offsets in step: one mapping the kernel
-/// keeps apart, like the pages of a [`rodata::split`]) come as one.
+/// keeps apart, like the pages of a [`super::rodata::split`]) come as one.
 pub fn file_mappings(smaps: &str) -> Vec<FileMapping> {
     let mut parser = Parser::default();
     smaps.lines().for_each(|l| parser.line(l));
@@ -105,24 +105,46 @@ impl Parser {
 /// `Some(None)` for a mapping header that is not of a file, `Some(Some(_))` for one that is,
 /// `None` for a field line.
 fn mapping_header(line: &str) -> Option<Option<FileMapping>> {
-    let mut parts = line.split_ascii_whitespace();
+    let h = header(line)?;
+    Some(h.path.starts_with('/').then(|| FileMapping {
+        start: h.start,
+        end: h.end,
+        perms: h.perms.to_owned(),
+        offset: h.offset,
+        path: h.path.to_owned(),
+        resident: 0,
+        anonymous: 0,
+    }))
+}
+
+/// A mapping's header line of `/proc/self/maps` or `/proc/self/smaps`:
+/// `start-end perms offset device inode [path]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Header<'a> {
+    pub start: usize,
+    pub end: usize,
+    pub perms: &'a str,
+    pub offset: u64,
+    /// A file's path (it may hold spaces), a name like `[stack]`, or empty (anonymous memory).
+    pub path: &'a str,
+}
+
+/// The header in `line`; `None` for any other line (an smaps field, garbage).
+pub(super) fn header(line: &str) -> Option<Header<'_>> {
+    let mut parts = line.splitn(6, ' ');
     let (start, end) = parts.next()?.split_once('-')?;
     let start = usize::from_str_radix(start, 16).ok()?;
     let end = usize::from_str_radix(end, 16).ok()?;
     let perms = parts.next()?;
     let offset = u64::from_str_radix(parts.next()?, 16).ok()?;
     let (_device, _inode) = (parts.next()?, parts.next()?);
-    // The path may hold spaces.
-    let path = parts.collect::<Vec<_>>().join(" ");
-    Some(path.starts_with('/').then(|| FileMapping {
+    Some(Header {
         start,
         end,
-        perms: perms.to_owned(),
+        perms,
         offset,
-        path,
-        resident: 0,
-        anonymous: 0,
-    }))
+        path: parts.next().unwrap_or("").trim(),
+    })
 }
 
 fn field_kib(line: &str, name: &str) -> Option<u64> {
@@ -235,6 +257,28 @@ Rss: 4 kB
         );
         // One private page anywhere keeps the whole run.
         assert!(!files[0].releasable());
+    }
+
+    #[test]
+    fn headers_of_files_names_and_anonymous_memory() {
+        let h = header("7ffd1000-7ffd3000 rw-p 00000000 00:00 0                          [stack]");
+        assert_eq!(
+            h,
+            Some(Header {
+                start: 0x7ffd1000,
+                end: 0x7ffd3000,
+                perms: "rw-p",
+                offset: 0,
+                path: "[stack]",
+            })
+        );
+        let anonymous = header("7f0000005000-7f0000006000 rw-p 00000000 00:00 0 ").expect("header");
+        assert_eq!(anonymous.path, "");
+        let file =
+            header("1000-2000 r--p 00003000 fd:01 42     /opt/my  app (deleted)").expect("header");
+        assert_eq!((file.offset, file.path), (0x3000, "/opt/my  app (deleted)"));
+        assert_eq!(header("Rss:                 512 kB"), None);
+        assert_eq!(header("1000-2000 r--p"), None);
     }
 
     #[test]

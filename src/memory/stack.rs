@@ -47,21 +47,13 @@ fn mapping_start(addr: usize) -> io::Result<Option<usize>> {
     let maps = io::BufReader::new(std::fs::File::open("/proc/self/maps")?);
     for line in maps.lines() {
         let line = line?;
-        let mut parts = line.split_ascii_whitespace();
-        let (Some(range), Some(perms)) = (parts.next(), parts.next()) else {
+        let Some(h) = super::smaps::header(&line) else {
             continue;
         };
-        let Some((a, b)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
-            continue;
-        };
-        if a <= addr && addr < b {
+        if h.start <= addr && addr < h.end {
             // The main thread's is named [stack]; the others' have no name.
-            let path = parts.nth(3).unwrap_or("");
-            let anonymous = path.is_empty() || path == "[stack]";
-            return Ok((perms == "rw-p" && anonymous).then_some(a));
+            let anonymous = h.path.is_empty() || h.path == "[stack]";
+            return Ok((h.perms == "rw-p" && anonymous).then_some(h.start));
         }
     }
     Ok(None)
@@ -71,16 +63,13 @@ fn mapping_start(addr: usize) -> io::Result<Option<usize>> {
 mod tests {
     use super::*;
 
-    /// Resident bytes of the mapping that holds `addr` (smaps).
+    /// Resident KiB of the mapping that holds `addr` (smaps).
     fn resident_kib_around(addr: usize) -> u64 {
         let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
         let mut inside = false;
         for line in smaps.lines() {
-            if let Some((range, _)) = line.split_once(' ')
-                && let Some((a, b)) = range.split_once('-')
-                && let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
-            {
-                inside = a <= addr && addr < b;
+            if let Some(h) = super::super::smaps::header(line) {
+                inside = h.start <= addr && addr < h.end;
                 continue;
             }
             if inside && let Some(kib) = line.strip_prefix("Rss:") {
@@ -132,15 +121,13 @@ mod tests {
         let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
         let stack = maps
             .lines()
-            .find(|l| l.ends_with("[stack]"))
+            .filter_map(super::super::smaps::header)
+            .find(|h| h.path == "[stack]")
             .expect("[stack]");
-        let (range, _) = stack.split_once(' ').expect("range");
-        let (a, b) = range.split_once('-').expect("range");
-        let (a, b) = (
-            usize::from_str_radix(a, 16).expect("hex"),
-            usize::from_str_radix(b, 16).expect("hex"),
+        assert_eq!(
+            mapping_start(stack.end - 8).expect("maps"),
+            Some(stack.start)
         );
-        assert_eq!(mapping_start(b - 8).expect("maps"), Some(a));
         assert_eq!(mapping_start(0).expect("maps"), None);
     }
 }
