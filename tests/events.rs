@@ -58,6 +58,15 @@ async fn stored(url: &str, stream: &str) -> Vec<Stored> {
     out
 }
 
+/// Waits (at most 30 s) until the stream's messages satisfy `cond`.
+async fn until_stored(what: &str, url: &str, stream: &str, cond: impl Fn(&[Stored]) -> bool) {
+    let cond = &cond;
+    wait_for(what, Duration::from_secs(30), || async move {
+        cond(&stored(url, stream).await)
+    })
+    .await;
+}
+
 fn of(events: &[Stored], kind: EventKind) -> Vec<&Event> {
     events
         .iter()
@@ -124,18 +133,15 @@ async fn a_scripted_scenario_puts_exactly_its_events_on_the_stream_and_the_cli_r
     // stream's creation is retried after a back-off): wait until the stream holds every
     // peer's `joined`, the uploads and the delete before the kill, or the killed peer's
     // `joined` may die in its queue with it.
-    wait_for(
+    until_stored(
         "every peer's joined, three uploads and the delete on the stream",
-        Duration::from_secs(30),
-        || {
-            let (url, stream, ids) = (url.clone(), stream.clone(), ids.clone());
-            async move {
-                let events = stored(&url, &stream).await;
-                let joined = of(&events, EventKind::Joined);
-                ids.iter().all(|id| joined.iter().any(|e| &e.node.id == id))
-                    && of(&events, EventKind::FileStored).len() >= names.len()
-                    && !of(&events, EventKind::FileDeleted).is_empty()
-            }
+        &url,
+        &stream,
+        |events| {
+            let joined = of(events, EventKind::Joined);
+            ids.iter().all(|id| joined.iter().any(|e| &e.node.id == id))
+                && of(events, EventKind::FileStored).len() >= names.len()
+                && !of(events, EventKind::FileDeleted).is_empty()
         },
     )
     .await;
@@ -143,17 +149,15 @@ async fn a_scripted_scenario_puts_exactly_its_events_on_the_stream_and_the_cli_r
     // kill -9 of peer 2: a survivor reports it.
     c.peers[2].kill();
     let killed = ids[2].clone();
-    wait_for(
+    until_stored(
         "a peer_failed naming the killed peer",
-        Duration::from_secs(30),
-        || {
-            let (url, stream, killed) = (url.clone(), stream.clone(), killed.clone());
-            async move {
-                stored(&url, &stream).await.iter().any(|s| {
-                    s.event.kind == EventKind::PeerFailed
-                        && s.event.detail.peer.as_ref().is_some_and(|p| p.id == killed)
-                })
-            }
+        &url,
+        &stream,
+        |events| {
+            events.iter().any(|s| {
+                s.event.kind == EventKind::PeerFailed
+                    && s.event.detail.peer.as_ref().is_some_and(|p| p.id == killed)
+            })
         },
     )
     .await;
